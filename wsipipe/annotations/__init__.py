@@ -1,0 +1,27 @@
+"""Annotations: CAMELYON16 ASAP XML and QuPath GeoJSON <-> shapely geometries <-> raster masks.
+
+All geometries are in level-0 pixel coordinates (x right, y down).
+"""
+
+from __future__ import annotations
+
+from wsipipe.annotations._model import EXCLUSION, TUMOR, Annotation, canonical_label, filter_labels, polygonal_parts
+from wsipipe.annotations.asap import read_asap_xml, write_asap_xml
+from wsipipe.annotations.geojson import read_geojson, write_geojson
+from wsipipe.annotations.raster import iter_mask_tiles, rasterize, read_annotations
+
+__all__ = [
+    "EXCLUSION",
+    "TUMOR",
+    "Annotation",
+    "canonical_label",
+    "filter_labels",
+    "iter_mask_tiles",
+    "polygonal_parts",
+    "rasterize",
+    "read_annotations",
+    "read_asap_xml",
+    "read_geojson",
+    "write_asap_xml",
+    "write_geojson",
+]

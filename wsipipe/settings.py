@@ -1,0 +1,47 @@
+"""Runtime knobs that never change results: progress display, thread counts.
+
+Values come from ``WSIPIPE_*`` environment variables and are checked where read.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from wsipipe.errors import ConfigError
+
+__all__ = ["progress_enabled", "torch_threads"]
+
+
+def _env_bool(name: str) -> bool | None:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return None
+    low = raw.strip().lower()
+    if low in {"1", "true", "yes", "on"}:
+        return True
+    if low in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"environment variable {name}={raw!r}: expected 1/0, true/false, yes/no or on/off")
+
+
+def progress_enabled() -> bool:
+    """Whether to draw progress bars: ``WSIPIPE_PROGRESS`` if set, else whether stderr is a terminal."""
+    forced = _env_bool("WSIPIPE_PROGRESS")
+    if forced is not None:
+        return forced
+    return sys.stderr.isatty()
+
+
+def torch_threads(default: int) -> int:
+    """Torch intra-op threads per worker: ``WSIPIPE_TORCH_THREADS`` if set, else ``default``."""
+    raw = os.environ.get("WSIPIPE_TORCH_THREADS")
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"environment variable WSIPIPE_TORCH_THREADS={raw!r}: expected a positive integer")
+    return value
