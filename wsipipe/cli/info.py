@@ -1,0 +1,100 @@
+"""``wsipipe info``: size, pyramid levels, MPP, vendor and backend of one or more slides."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wsipipe.slide import SlideReader
+
+__all__ = ["add_parser", "describe", "run"]
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``info`` and its options."""
+    p = subparsers.add_parser(
+        "info",
+        help="show slide size, levels, MPP, vendor and backend",
+        description=(
+            "Print each slide's level-0 size, pyramid levels (size, downsample, µm/px), level-0 MPP, vendor and "
+            "the backend that opened it. A slide that cannot be opened prints an error line; the others still "
+            "print, and the exit status is non-zero."
+        ),
+    )
+    p.add_argument("slides", nargs="+", metavar="SLIDE", help="slide files (.tif, .svs, .ndpi, .mrxs ...)")
+    p.add_argument(
+        "--backend", choices=("auto", "openslide", "tiffslide"), default="auto", help="reader backend (default auto)"
+    )
+    p.add_argument("--mpp", type=float, default=None, help="level-0 µm/px to use when the slide does not record it")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    p.set_defaults(func=run)
+
+
+def describe(slide: SlideReader) -> dict[str, Any]:
+    """The facts ``wsipipe info`` prints, as a JSON-compatible dict."""
+    mpp_xy = slide.mpp_xy if slide.has_mpp else None
+    levels = []
+    for i, ((w, h), ds) in enumerate(zip(slide.level_dimensions, slide.level_downsamples)):
+        levels.append(
+            {"level": i, "width": w, "height": h, "downsample": ds, "mpp": mpp_xy[0] * ds if mpp_xy else None}
+        )
+    return {
+        "path": str(slide.path),
+        "backend": slide.backend,
+        "vendor": slide.vendor,
+        "width": slide.dimensions[0],
+        "height": slide.dimensions[1],
+        "mpp_x": mpp_xy[0] if mpp_xy else None,
+        "mpp_y": mpp_xy[1] if mpp_xy else None,
+        "level_count": slide.level_count,
+        "levels": levels,
+    }
+
+
+def _text(info: dict[str, Any]) -> str:
+    if info["mpp_x"] is None:
+        mpp = "unknown (not in the file; pass --mpp)"
+    else:
+        mpp = f"{info['mpp_x']:.4g} x {info['mpp_y']:.4g} µm/px"
+    lines = [
+        info["path"],
+        f"  backend    {info['backend']} (vendor {info['vendor']})",
+        f"  size       {info['width']} x {info['height']} px (level 0)",
+        f"  mpp        {mpp}",
+        f"  levels     {info['level_count']}",
+        f"    {'level':>5}  {'width':>8}  {'height':>8}  {'downsample':>10}  {'µm/px':>8}",
+    ]
+    for lv in info["levels"]:
+        lmpp = f"{lv['mpp']:.4g}" if lv["mpp"] is not None else "-"
+        lines.append(f"    {lv['level']:>5}  {lv['width']:>8}  {lv['height']:>8}  {lv['downsample']:>10.4g}  {lmpp:>8}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Describe each slide; return 0 if all opened, 2 if none did, 3 if some failed."""
+    from wsipipe.errors import ConfigError, WsipipeError
+    from wsipipe.slide import open_slide
+
+    if args.mpp is not None and not args.mpp > 0:
+        raise ConfigError(f"--mpp must be a positive number of µm/px, got {args.mpp}")
+    infos: list[dict[str, Any]] = []
+    failures: list[dict[str, str]] = []
+    for path in args.slides:
+        try:
+            with open_slide(path, args.backend, mpp=args.mpp) as slide:
+                info = describe(slide)
+        except WsipipeError as err:
+            failures.append({"path": str(path), "error": str(err)})
+            print(f"wsipipe info: error: {err}", file=sys.stderr)
+            continue
+        infos.append(info)
+        if not args.json:
+            print(_text(info))
+    if args.json:
+        print(json.dumps({"slides": infos, "errors": failures}, indent=2))
+    if not failures:
+        return 0
+    return 3 if infos else 2

@@ -1,0 +1,117 @@
+"""``open_slide``: pick a backend for a slide file and open it, with clear errors."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Literal
+
+from wsipipe.config import suggest
+from wsipipe.errors import ConfigError, CorruptSlideError, SlideNotFoundError, UnsupportedSlideError
+from wsipipe.slide._protocol import SlideReader
+from wsipipe.slide._tiff import TiffLayout, inspect_tiff
+from wsipipe.types import PathLike
+
+__all__ = ["BACKENDS", "TIFF_SUFFIXES", "Backend", "open_slide"]
+
+logger = logging.getLogger(__name__)
+
+Backend = Literal["auto", "openslide", "tiffslide"]
+BACKENDS: tuple[str, ...] = ("auto", "openslide", "tiffslide")
+#: Suffixes "auto" opens with tiffslide first; anything else goes to OpenSlide first.
+TIFF_SUFFIXES = frozenset({".tif", ".tiff", ".svs", ".btf", ".tf8", ".tf2"})
+
+
+def _open_with(name: str, path: Path, mpp: float | None, tiff: TiffLayout | None) -> SlideReader:
+    if name == "tiffslide":
+        from wsipipe.slide._tiffslide import TiffSlideReader
+
+        return TiffSlideReader(path, mpp=mpp, tiff=tiff)
+    from wsipipe.slide._openslide import OpenSlideReader
+
+    return OpenSlideReader(path, mpp=mpp, tiff=tiff)
+
+
+def open_slide(path: PathLike, backend: Backend | str = "auto", *, mpp: float | None = None) -> SlideReader:
+    """Open a whole-slide image.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The slide file (.tif, .svs, .ndpi, .mrxs, .scn ...).
+    backend : {"auto", "openslide", "tiffslide"}, optional
+        ``"auto"`` (default) tries tiffslide first for TIFF/SVS files (pure Python, and
+        its reads use wsipipe's fast, corruption-checking tile path), OpenSlide first for
+        other vendor formats, and then the other one.
+    mpp : float, optional
+        Level-0 µm/px, overriding (or supplying missing) slide metadata.
+
+    Returns
+    -------
+    SlideReader
+        Close it (or use it as a context manager) when done.
+
+    Raises
+    ------
+    SlideNotFoundError
+        If ``path`` does not exist.
+    UnsupportedSlideError
+        If no backend can open the file (names the backends tried and their errors).
+    CorruptSlideError
+        If the file is a truncated TIFF (tiles or directories past its end).
+    ConfigError
+        For an unknown ``backend`` or a non-positive ``mpp``.
+
+    Examples
+    --------
+    >>> with open_slide("slide.svs") as slide:  # doctest: +SKIP
+    ...     level, scale = slide.best_level_for_mpp(1.0)
+    ...     patch = slide.read_region((1024, 2048), level, (256, 256))
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(
+            f"unknown slide backend {backend!r}{suggest(str(backend), BACKENDS)} (choose from {', '.join(BACKENDS)})"
+        )
+    if mpp is not None:
+        mpp = float(mpp)
+        if not (mpp > 0 and math.isfinite(mpp)):
+            raise ConfigError(f"mpp must be a positive number of µm/px, got {mpp!r}")
+    slide_path = Path(path)
+    if not slide_path.exists():
+        parent = slide_path.parent
+        hint = "" if parent.is_dir() else f" (the folder {parent} does not exist either)"
+        raise SlideNotFoundError(f"slide not found: {slide_path}{hint}")
+    if slide_path.is_dir():
+        raise UnsupportedSlideError(f"{slide_path} is a folder, not a slide file")
+    tiff = inspect_tiff(slide_path)  # raises CorruptSlideError for a truncated TIFF
+    if backend == "auto":
+        order = ["tiffslide", "openslide"] if slide_path.suffix.lower() in TIFF_SUFFIXES else ["openslide", "tiffslide"]
+    else:
+        order = [backend]
+    failures: list[str] = []
+    last_error: Exception | None = None
+    for name in order:
+        if name == "tiffslide" and tiff is None and backend == "auto":
+            failures.append("tiffslide: not a TIFF file")
+            continue
+        try:
+            reader = _open_with(name, slide_path, mpp, tiff)
+        except (CorruptSlideError, SlideNotFoundError):
+            raise
+        except Exception as err:  # backends raise their own error types (OpenSlideError, TiffFileError ...)
+            logger.debug("%s cannot open %s: %r", name, slide_path, err)
+            failures.append(f"{name}: {type(err).__name__}: {err}")
+            last_error = err
+            continue
+        if reader.level_count == 0:
+            reader.close()
+            failures.append(f"{name}: no image levels")
+            continue
+        logger.debug("opened %s with %s", slide_path, name)
+        return reader
+    raise UnsupportedSlideError(
+        f"{slide_path}: cannot open the file as a slide (tried {', '.join(order)}: {'; '.join(failures)}). "
+        "Supported are OpenSlide formats (Aperio .svs, Hamamatsu .ndpi, MIRAX .mrxs, Leica .scn, "
+        "generic tiled TIFF ...) and TIFF files tiffslide reads."
+    ) from last_error
