@@ -24,3 +24,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         skip = pytest.mark.skip(reason="needs a CUDA device")
         for item in gpu_items:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _restore_wsipipe_logger() -> object:
+    """``wsipipe.cli.main`` configures the ``wsipipe`` logger; undo it so ``caplog`` keeps working."""
+    import logging
+
+    logger = logging.getLogger("wsipipe")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved

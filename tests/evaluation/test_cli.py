@@ -1,0 +1,174 @@
+"""``wsipipe evaluate`` end to end on small real files: XML and mask-TIFF ground truth, CSVs, report files."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import shapely
+import tifffile
+
+from wsipipe.annotations import Annotation, write_asap_xml
+from wsipipe.cli import main
+from wsipipe.evaluation import EvaluateParams, evaluate
+
+SIDE = 2048  # level-0 px; level 5 is 64 x 64
+
+
+@pytest.fixture(autouse=True)
+def _restore_wsipipe_logger() -> Iterator[None]:
+    """The CLI configures the ``wsipipe`` logger; put it back so later tests' caplog still works."""
+    logger = logging.getLogger("wsipipe")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+
+
+def _box(r0: int, r1: int, c0: int, c1: int) -> shapely.Polygon:
+    """Level-0 box covering level-5 pixels rows r0..r1, cols c0..c1 (edges 16 px before the sample points)."""
+    return shapely.box(32 * c0 - 16, 32 * r0 - 16, 32 * (c1 + 1) - 16, 32 * (r1 + 1) - 16)
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    gt = tmp_path / "gt"
+    pred = tmp_path / "pred"
+    slides = tmp_path / "slides"
+    for d in (gt, pred, slides):
+        d.mkdir()
+    # Test_001: XML, a 30 x 30 lesion (level-5 rows/cols 10..39; grown to ~38 px, major axis ~44 px > 35.4:
+    # a target; 20 x 20 would grow to ~28 px, axis ~32 px: an ITC) and a one-pixel ITC at [50, 50].
+    write_asap_xml(
+        [Annotation(_box(10, 39, 10, 39), label="tumor"), Annotation(_box(50, 50, 50, 50), label="tumor")],
+        gt / "Test_001.xml",
+    )
+    # Its slide, for the level-0 size (2048 x 2048).
+    tifffile.imwrite(slides / "Test_001.tif", np.zeros((SIDE, SIDE, 3), np.uint8), tile=(256, 256), compression="zlib")
+    # Test_002: a 0/255 pyramidal mask with a 30 x 30 lesion at level-5 rows 30..59, cols 5..34.
+    level0 = np.zeros((SIDE, SIDE), np.uint8)
+    level0[30 * 32 : 60 * 32, 5 * 32 : 35 * 32] = 255
+    with tifffile.TiffWriter(gt / "Test_002_Mask.tif") as tw:
+        for k in range(7):
+            lvl = level0[:: 2**k, :: 2**k]
+            tw.write(lvl, tile=(64, 64), compression="zlib", subfiletype=0 if k == 0 else 1)
+    # Lesion CSVs (official format, no header). Test_004 has none: zero detections.
+    (pred / "Test_001.csv").write_text("0.9,640,640\n0.4,1800,100\n0.95,1616,1616\n")  # TP, FP, in ITC
+    (pred / "Test_002.csv").write_text("0.6,1800,100\n")  # FP; the lesion is missed
+    (pred / "Test_003.csv").write_text("0.7,640,640\n")  # normal slide: FP
+    (tmp_path / "reference.csv").write_text(
+        "Test_001,Tumor,Macro\nTest_002,Tumor,Micro\nTest_003,Normal\nTest_004,Normal\n"
+    )
+    (tmp_path / "slides.csv").write_text("slide,probability\nTest_001,0.9\nTest_002,0.6\nTest_003,0.7\nTest_004,0.1\n")
+    return tmp_path
+
+
+# Hand FROC: FPs [.4, .6, .7]; TPs [.9, 0 (ITC)] + [0]; 4 slides (Test_004 counts), 2 targets.
+# Thresholds .4 .6 .7 .9: FP 3 2 1 0 -> /4 = .75 .5 .25 0; TP 1 1 1 1 -> /2 = .5; then (0, 0).
+# Reversed x = 0 0 .25 .5 .75, y = 0 .5 .5 .5 .5: every rate gives .5 -> score 0.5.
+# Hand AUC: tumour [.9, .6] vs normal [.7, .1]: .9 beats both (2), .6 beats .1 (1) -> 3/4.
+
+
+def test_cli_end_to_end(dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = dataset / "out"
+    status = main(
+        [
+            "evaluate",
+            "--pred-dir", str(dataset / "pred"),
+            "--slide-preds", str(dataset / "slides.csv"),
+            "--gt", str(dataset / "gt"),
+            "--reference", str(dataset / "reference.csv"),
+            "--slides-dir", str(dataset / "slides"),
+            "--out", str(out),
+            "--n-boot", "200",
+        ]
+    )  # fmt: skip
+    assert status == 0
+    assert "FROC score: 0.500000" in capsys.readouterr().out
+    summary = json.loads((out / "evaluation.json").read_text())
+    froc = summary["froc"]
+    assert froc["score"] == pytest.approx(0.5)
+    assert froc["sensitivities"] == {k: pytest.approx(0.5) for k in ("0.25", "0.5", "1", "2", "4", "8")}
+    assert (froc["n_slides"], froc["n_targets"]) == (4, 2)
+    assert froc["curve"]["fp_per_slide"] == pytest.approx([0.75, 0.5, 0.25, 0.0, 0.0])
+    assert froc["score_by_tie_mode"] == {"exact": pytest.approx(0.5), "python": pytest.approx(0.5)}
+    slides = {s["slide"]: s for s in summary["slides"]}
+    t1 = slides["Test_001"]
+    assert (t1["n_fp"], t1["n_hits"], t1["n_itc_ignored"], t1["n_itc"], t1["n_targets"]) == (1, 1, 1, 1, 1)
+    lesion, itc = t1["lesions"]
+    assert lesion["hit"]
+    assert lesion["confidence"] == 0.9
+    assert not lesion["is_itc"]
+    assert itc["is_itc"]
+    assert itc["area_px"] == 69
+    assert not itc["hit"]
+    assert slides["Test_002"]["n_hits"] == 0
+    assert slides["Test_002"]["n_fp"] == 1
+    assert slides["Test_004"]["csv"] is None
+    assert slides["Test_004"]["n_detections"] == 0
+    auc = summary["auc"]
+    assert auc["auc"] == pytest.approx(0.75)
+    assert auc["ci"][0] <= 0.75 <= auc["ci"][1]
+    assert (auc["n_tumor"], auc["n_normal"]) == (2, 2)
+    md = (out / "evaluation.md").read_text()
+    assert "| FROC score" in md
+    assert "| slide AUC | 0.7500" in md
+    assert "| Test_001 | yes |" in md
+    for name in ("froc.png", "roc.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_stage_with_dims_csv_and_labels_from_ground_truth(dataset: Path) -> None:
+    # No reference: tumour = has ground truth (Test_001, Test_002); slides = CSVs + ground truth,
+    # so Test_004 (neither) is not a slide here: 3 slides. FP/slide = 3 2 1 0 / 3 -> sensitivity .5
+    # is reached at 0 FP already: score 0.5 again.
+    dims = dataset / "dims.csv"
+    dims.write_text("slide,width,height\nTest_001.tif,2048,2048\n")
+    summary = evaluate(
+        out_dir=dataset / "out2",
+        pred_dir=dataset / "pred",
+        gt=[dataset / "gt" / "Test_001.xml", dataset / "gt" / "Test_002_Mask.tif"],
+        slide_dims=dims,
+        params=EvaluateParams(plots=False),
+    )
+    assert summary["label_source"] == "ground-truth file presence"
+    assert summary["froc"]["n_slides"] == 3
+    assert summary["froc"]["score"] == pytest.approx(0.5)
+    assert "auc" not in summary
+    assert not (dataset / "out2" / "froc.png").exists()
+
+
+def test_cli_errors_are_one_line(dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # XML ground truth without any slide size source.
+    status = main(
+        ["evaluate", "--pred-dir", str(dataset / "pred"), "--gt", str(dataset / "gt"), "--out", str(dataset / "o")]
+    )
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "Test_001.xml" in err
+    assert "slide" in err
+    assert len(err.strip().splitlines()) == 1
+    status = main(["evaluate", "--pred-dir", str(dataset / "pred"), "--out", str(dataset / "o"), "--mpp", "-1"])
+    assert status == 2
+    assert "mpp" in capsys.readouterr().err
+
+
+def test_exclude_drops_a_slide_from_both_metrics(dataset: Path) -> None:
+    summary = evaluate(
+        out_dir=dataset / "out3",
+        pred_dir=dataset / "pred",
+        slide_preds=dataset / "slides.csv",
+        gt=dataset / "gt",
+        reference=dataset / "reference.csv",
+        slides_dir=dataset / "slides",
+        params=EvaluateParams(plots=False, exclude=("Test_004",), n_boot=50),
+    )
+    # FROC: 3 slides, FP/slide 3 2 1 0 / 3, sensitivity .5 throughout: 0.5.
+    # AUC: tumour [.9, .6] vs normal [.7]: .9 beats .7 (1), .6 does not (0): 1/2.
+    assert summary["froc"]["n_slides"] == 3
+    assert summary["froc"]["score"] == pytest.approx(0.5)
+    assert summary["auc"]["auc"] == pytest.approx(0.5)
+    assert summary["excluded"] == ["Test_004"]

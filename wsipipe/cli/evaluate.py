@@ -1,0 +1,101 @@
+"""``wsipipe evaluate``: CAMELYON16 lesion FROC and slide-level ROC AUC with a report."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``evaluate`` and its options."""
+    p = subparsers.add_parser(
+        "evaluate",
+        help="slide AUC and CAMELYON16 lesion FROC from prediction CSVs",
+        description=(
+            "Evaluate lesion CSVs (Confidence,X,Y per slide, level-0 px) with the CAMELYON16 FROC and slide "
+            "scores (slide,probability) with the ROC AUC and a bootstrap CI. Writes evaluation.json, "
+            "evaluation.md, froc.png and roc.png to --out."
+        ),
+    )
+    p.add_argument("--pred-dir", help="directory of <slide>.csv lesion detections (FROC)")
+    p.add_argument("--slide-preds", help="CSV slide,probability[,label] (AUC)")
+    p.add_argument("--gt", nargs="+", help="ground-truth directory or files: <slide>.xml (ASAP) or <slide>_Mask.tif")
+    p.add_argument("--reference", help="CAMELYON16 reference.csv with slide,Tumor|Normal rows (slide labels)")
+    p.add_argument("--slides-dir", help="slides, to read level-0 sizes when the ground truth is XML")
+    p.add_argument("--slide-dims", help="CSV slide,width,height (level-0 px), instead of --slides-dir")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--mpp", type=float, default=0.243, help="level-0 µm/px for the thresholds (default 0.243)")
+    p.add_argument("--level", type=int, default=5, help="evaluation mask level (default 5, downsample 32)")
+    p.add_argument(
+        "--tie-mode",
+        choices=("exact", "python"),
+        default="exact",
+        help="exact: float64 confidences (default); python: the official script's float32 TP store",
+    )
+    p.add_argument(
+        "--out-of-bounds", choices=("fp", "ignore", "error"), default="fp", help="detections outside the mask"
+    )
+    p.add_argument(
+        "--mask-positive",
+        default="nonzero",
+        help="mask TIFF values that are tumour: 'nonzero' (default) or a comma list such as 255 or 1,2",
+    )
+    p.add_argument("--xml-sample", choices=("topleft", "center"), default="topleft", help="XML rasterization point")
+    p.add_argument("--exclude", default="", help="comma-separated slides to leave out (e.g. Test_049,Test_114)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates for the AUC CI (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--no-plots", action="store_true", help="skip froc.png and roc.png")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the evaluation and print the headline numbers."""
+    from wsipipe.config import parse_config
+    from wsipipe.errors import ConfigError
+    from wsipipe.evaluation import EvaluateParams, evaluate
+
+    positive: list[int] = []
+    if args.mask_positive.strip().lower() != "nonzero":
+        try:
+            positive = [int(v) for v in args.mask_positive.split(",") if v.strip()]
+        except ValueError:
+            raise ConfigError(
+                f"--mask-positive {args.mask_positive!r}: expected 'nonzero' or comma-separated integers"
+            ) from None
+    params = parse_config(
+        EvaluateParams,
+        {
+            "mpp": args.mpp,
+            "level": args.level,
+            "tie_mode": args.tie_mode,
+            "out_of_bounds": args.out_of_bounds,
+            "mask_positive": positive,
+            "xml_sample": args.xml_sample,
+            "exclude": [s.strip() for s in args.exclude.split(",") if s.strip()],
+            "n_boot": args.n_boot,
+            "seed": args.seed,
+            "plots": not args.no_plots,
+        },
+        source="wsipipe evaluate",
+    )
+    summary = evaluate(
+        out_dir=args.out,
+        pred_dir=args.pred_dir,
+        slide_preds=args.slide_preds,
+        gt=args.gt,
+        reference=args.reference,
+        slides_dir=args.slides_dir,
+        slide_dims=args.slide_dims,
+        params=params,
+    )
+    froc = summary.get("froc")
+    if froc is not None and froc.get("score") is not None:
+        print(f"FROC score: {froc['score']:.6f} ({froc['n_slides']} slides, {froc['n_targets']} target lesions)")
+    auc = summary.get("auc")
+    if auc is not None and auc.get("auc") is not None:
+        low, high = auc["ci"]
+        print(f"slide AUC: {auc['auc']:.6f} (95% CI {low:.4f}-{high:.4f})")
+    print(f"report: {args.out}/evaluation.md")
+    return 0

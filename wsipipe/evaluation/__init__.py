@@ -1,0 +1,72 @@
+"""Evaluation: CAMELYON16 lesion FROC, slide-level ROC AUC, and the ``evaluate`` stage.
+
+The rules follow the CAMELYON16 organisers' Python evaluation (``docs/evaluation.md``).
+"""
+
+from __future__ import annotations
+
+from wsipipe.evaluation._io import (
+    Detections,
+    parse_label,
+    read_lesion_csv,
+    read_reference,
+    read_slide_dims_csv,
+    read_slide_predictions,
+    slide_id,
+)
+from wsipipe.evaluation._stage import EvaluateParams, evaluate, find_ground_truth
+from wsipipe.evaluation.auc import RocResult, bootstrap_auc_ci, roc_auc, roc_curve, slide_roc
+from wsipipe.evaluation.froc import (
+    FP_RATES,
+    FrocCurve,
+    SlideFroc,
+    compute_fp_tp_probs,
+    compute_froc_curve,
+    froc_score,
+)
+from wsipipe.evaluation.masks import (
+    DEFAULT_MPP,
+    EvaluationMask,
+    Lesion,
+    evaluation_mask,
+    itc_labels,
+    level_shape,
+    load_evaluation_mask,
+    read_slide_dims,
+    tumor_raster_from_mask_tiff,
+    tumor_raster_from_xml,
+)
+
+__all__ = [
+    "DEFAULT_MPP",
+    "FP_RATES",
+    "Detections",
+    "EvaluateParams",
+    "EvaluationMask",
+    "FrocCurve",
+    "Lesion",
+    "RocResult",
+    "SlideFroc",
+    "bootstrap_auc_ci",
+    "compute_fp_tp_probs",
+    "compute_froc_curve",
+    "evaluate",
+    "evaluation_mask",
+    "find_ground_truth",
+    "froc_score",
+    "itc_labels",
+    "level_shape",
+    "load_evaluation_mask",
+    "parse_label",
+    "read_lesion_csv",
+    "read_reference",
+    "read_slide_dims",
+    "read_slide_dims_csv",
+    "read_slide_predictions",
+    "roc_auc",
+    "roc_curve",
+    "slide_id",
+    "slide_roc",
+    "tumor_raster_from_mask_tiff",
+    "tumor_raster_from_xml",
+]
