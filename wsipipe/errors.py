@@ -19,6 +19,7 @@ __all__ = [
     "EvaluationError",
     "IncompleteStoreError",
     "LockedError",
+    "OutputError",
     "PartialFailureError",
     "PerformanceWarning",
     "ResolutionError",
@@ -87,6 +88,10 @@ class EvaluationError(WsipipeError, ValueError):
 
 class LockedError(WsipipeError, RuntimeError):
     """Another run holds the lock on an output directory."""
+
+
+class OutputError(WsipipeError, OSError):
+    """An output (directory, manifest, lock file) cannot be written: read-only or full disk."""
 
 
 class PartialFailureError(WsipipeError):

@@ -1,0 +1,1 @@
+"""Built-in pipeline stages, one module each (``Params`` + ``run``), listed in ``registry.BUILTIN_STAGES``."""
