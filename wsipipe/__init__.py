@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "open_slide"]
+__all__ = ["__version__", "open_slide", "run_pipeline"]
 
 if TYPE_CHECKING:
+    from wsipipe.pipeline import run_pipeline
     from wsipipe.slide import open_slide
 
 
@@ -25,4 +26,8 @@ def __getattr__(name: str) -> Any:
         from wsipipe.slide import open_slide
 
         return open_slide
+    if name == "run_pipeline":
+        from wsipipe.pipeline import run_pipeline
+
+        return run_pipeline
     raise AttributeError(f"module 'wsipipe' has no attribute {name!r}")

@@ -34,7 +34,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 from wsipipe.errors import ConfigError
 
-__all__ = ["config_hash", "parse_config", "suggest", "to_dict"]
+__all__ = ["coerce_value", "config_hash", "parse_config", "suggest", "to_dict"]
 
 T = TypeVar("T")
 
@@ -94,7 +94,7 @@ def parse_config(cls: type[T], data: Mapping[str, Any] | None, *, source: str = 
     kwargs: dict[str, Any] = {}
     for name, field in fields.items():
         if name in data:
-            kwargs[name] = _coerce(data[name], hints[name], source=source, key=prefix + name)
+            kwargs[name] = coerce_value(data[name], hints[name], source=source, key=prefix + name)
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{_where(source, prefix + name)}: required key is missing")
     try:
@@ -105,7 +105,8 @@ def parse_config(cls: type[T], data: Mapping[str, Any] | None, *, source: str = 
         raise ConfigError(f"{_where(source, key)}: {err}") from err
 
 
-def _coerce(value: Any, tp: Any, *, source: str, key: str) -> Any:
+def coerce_value(value: Any, tp: Any, *, source: str = "", key: str = "") -> Any:  # noqa: C901
+    """Check ``value`` against the annotation ``tp`` and convert it; raise ConfigError naming ``source`` and ``key``."""
     origin = get_origin(tp)
     where = _where(source, key)
     if tp is Any:
@@ -119,7 +120,7 @@ def _coerce(value: Any, tp: Any, *, source: str, key: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(value, arg, source=source, key=key)
+                return coerce_value(value, arg, source=source, key=key)
             except ConfigError as err:
                 errors.append(str(err))
         raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {tp}")
@@ -158,16 +159,16 @@ def _coerce(value: Any, tp: Any, *, source: str, key: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}")
-            return tuple(_coerce(v, a, source=source, key=f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+            return tuple(coerce_value(v, a, source=source, key=f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
         item_tp = args[0] if args else Any
-        items = [_coerce(v, item_tp, source=source, key=f"{key}[{i}]") for i, v in enumerate(value)]
+        items = [coerce_value(v, item_tp, source=source, key=f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         kt, vt = get_args(tp) or (Any, Any)
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return {
-            _coerce(k, kt, source=source, key=key): _coerce(v, vt, source=source, key=f"{key}.{k}")
+            coerce_value(k, kt, source=source, key=key): coerce_value(v, vt, source=source, key=f"{key}.{k}")
             for k, v in value.items()
         }
     if isinstance(tp, type) and isinstance(value, tp):

@@ -35,7 +35,7 @@ from typing import Any, Union, get_args, get_origin
 
 import yaml
 
-from wsipipe.config import _coerce, parse_config, suggest, to_dict
+from wsipipe.config import coerce_value, parse_config, suggest, to_dict
 from wsipipe.errors import ConfigError
 from wsipipe.pipeline.registry import STAGE_ORDER, get_stage, sort_stages, stage_names
 from wsipipe.types import PathLike
@@ -288,7 +288,7 @@ def _check_partial(cls: type, params: Mapping[str, Any], source: str, key: str) 
         if sub is not None and isinstance(value, Mapping):
             _check_partial(sub, value, source, prefix + name)
         else:
-            _coerce(value, hints[name], source=source, key=prefix + name)
+            coerce_value(value, hints[name], source=source, key=prefix + name)
 
 
 # --- layers --------------------------------------------------------------------------------
