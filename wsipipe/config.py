@@ -105,7 +105,7 @@ def parse_config(cls: type[T], data: Mapping[str, Any] | None, *, source: str = 
         raise ConfigError(f"{_where(source, key)}: {err}") from err
 
 
-def coerce_value(value: Any, tp: Any, *, source: str = "", key: str = "") -> Any:  # noqa: C901
+def coerce_value(value: Any, tp: Any, *, source: str = "", key: str = "") -> Any:
     """Check ``value`` against the annotation ``tp`` and convert it; raise ConfigError naming ``source`` and ``key``."""
     origin = get_origin(tp)
     where = _where(source, key)
