@@ -1,0 +1,132 @@
+"""The wsipipe zarr v3 patch store: one per slide, the data contract every stage shares.
+
+Layout (see ``docs/store.md``)::
+
+    <out>/stores/<slide_id>.zarr
+      root attrs                wsipipe_store_version, slide_path, slide_hash, backend, level0_size,
+                                level0_mpp, tiling, params_hash, complete (written last)
+      tissue/mask               (h, w) bool; attrs downsample (x, y), method, params
+      tiles/images              (N, T, T, 3) uint8, chunks of chunk_tiles tiles
+      tiles/coords              (N, 2) int64, level-0 (x, y) of each tile's top-left corner
+      tiles/grid                (N, 2) int32, (col, row) on the tile grid; tiles attrs grid_shape
+      tiles/tissue_fraction     (N,) float32
+      tiles/chunk_done          (n_chunks,) bool, resume bookkeeping
+      predictions/<model>/probs    (N, C) float32; attrs model, checkpoint_hash, class_names, complete
+      predictions/<model>/heatmap  (rows, cols) float32, NaN where no tile
+"""
+
+from __future__ import annotations
+
+from wsipipe.store._codecs import JpegTileCodec, tile_codecs
+from wsipipe.store._layout import (
+    ATTR_BACKEND,
+    ATTR_COMPLETE,
+    ATTR_LEVEL0_MPP,
+    ATTR_LEVEL0_SIZE,
+    ATTR_PARAMS_HASH,
+    ATTR_SLIDE_HASH,
+    ATTR_SLIDE_PATH,
+    ATTR_TILING,
+    ATTR_VERSION,
+    HEATMAP,
+    PREDICTIONS,
+    PROBS,
+    ROOT_ATTRS,
+    STORE_VERSION,
+    TILES,
+    TILES_CHUNK_DONE,
+    TILES_COORDS,
+    TILES_GRID,
+    TILES_IMAGES,
+    TILES_TISSUE_FRACTION,
+    TISSUE,
+    TISSUE_MASK,
+)
+from wsipipe.store._predictions import (
+    create_predictions,
+    list_models,
+    mark_predictions_complete,
+    read_heatmap,
+    read_probs,
+    scatter_to_grid,
+    write_heatmap,
+    write_probs,
+)
+from wsipipe.store._store import (
+    StoreLike,
+    array,
+    create_store,
+    create_tile_arrays,
+    grid_shape,
+    is_complete,
+    iter_tile_chunks,
+    mark_chunk_done,
+    mark_complete,
+    open_store,
+    read_coords,
+    read_grid,
+    read_mask,
+    read_tiles,
+    read_tissue_fraction,
+    remove_store,
+    slide_content_hash,
+    write_tile_chunk,
+    write_tissue_mask,
+)
+from wsipipe.store._validate import store_problems, validate_store
+
+__all__ = [
+    "ATTR_BACKEND",
+    "ATTR_COMPLETE",
+    "ATTR_LEVEL0_MPP",
+    "ATTR_LEVEL0_SIZE",
+    "ATTR_PARAMS_HASH",
+    "ATTR_SLIDE_HASH",
+    "ATTR_SLIDE_PATH",
+    "ATTR_TILING",
+    "ATTR_VERSION",
+    "HEATMAP",
+    "PREDICTIONS",
+    "PROBS",
+    "ROOT_ATTRS",
+    "STORE_VERSION",
+    "TILES",
+    "TILES_CHUNK_DONE",
+    "TILES_COORDS",
+    "TILES_GRID",
+    "TILES_IMAGES",
+    "TILES_TISSUE_FRACTION",
+    "TISSUE",
+    "TISSUE_MASK",
+    "JpegTileCodec",
+    "StoreLike",
+    "array",
+    "create_predictions",
+    "create_store",
+    "create_tile_arrays",
+    "grid_shape",
+    "is_complete",
+    "iter_tile_chunks",
+    "list_models",
+    "mark_chunk_done",
+    "mark_complete",
+    "mark_predictions_complete",
+    "open_store",
+    "read_coords",
+    "read_grid",
+    "read_heatmap",
+    "read_mask",
+    "read_probs",
+    "read_tiles",
+    "read_tissue_fraction",
+    "remove_store",
+    "scatter_to_grid",
+    "slide_content_hash",
+    "store_problems",
+    "tile_codecs",
+    "validate_store",
+    "write_heatmap",
+    "write_probs",
+    "write_tile_chunk",
+    "write_tissue_mask",
+]

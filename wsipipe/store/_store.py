@@ -1,0 +1,385 @@
+"""Create, open, finish and read wsipipe patch stores (zarr v3 groups, one per slide).
+
+The layout is in :mod:`wsipipe.store._layout`. Writers write whole chunks only, so several
+Dask workers can fill one array without locks; :func:`mark_complete` is the last write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import zarr
+
+from wsipipe.errors import IncompleteStoreError, StoreError
+from wsipipe.store._codecs import tile_codecs
+from wsipipe.store._layout import (
+    ATTR_BACKEND,
+    ATTR_COMPLETE,
+    ATTR_LEVEL0_MPP,
+    ATTR_LEVEL0_SIZE,
+    ATTR_PARAMS_HASH,
+    ATTR_SLIDE_HASH,
+    ATTR_SLIDE_PATH,
+    ATTR_TILING,
+    ATTR_VERSION,
+    STORE_VERSION,
+    TILES,
+    TILES_CHUNK_DONE,
+    TILES_COORDS,
+    TILES_GRID,
+    TILES_IMAGES,
+    TILES_TISSUE_FRACTION,
+    TISSUE_MASK,
+)
+from wsipipe.types import PathLike
+
+__all__ = [
+    "StoreLike",
+    "array",
+    "create_store",
+    "create_tile_arrays",
+    "grid_shape",
+    "is_complete",
+    "iter_tile_chunks",
+    "mark_chunk_done",
+    "mark_complete",
+    "open_store",
+    "read_coords",
+    "read_grid",
+    "read_mask",
+    "read_tiles",
+    "read_tissue_fraction",
+    "remove_store",
+    "slide_content_hash",
+    "write_tile_chunk",
+    "write_tissue_mask",
+]
+
+logger = logging.getLogger(__name__)
+
+#: A store given as an open zarr group or as the path of its directory.
+StoreLike = zarr.Group | PathLike
+
+_HASH_BLOCK = 1 << 20
+
+
+def slide_content_hash(path: PathLike) -> str:
+    """Return a fast content hash of a slide file: ``"sha256:<hex>"``.
+
+    The digest covers the file size (8 bytes, little-endian) and the first and last MiB of the
+    file, so it changes when a slide is replaced, truncated or re-scanned, without reading a
+    multi-GB file. For multi-file formats (MRXS) only the named file is hashed.
+
+    Raises
+    ------
+    StoreError
+        If the file cannot be read.
+    """
+    digest = hashlib.sha256()
+    try:
+        size = os.path.getsize(path)
+        digest.update(size.to_bytes(8, "little"))
+        with open(path, "rb") as handle:
+            digest.update(handle.read(_HASH_BLOCK))
+            if size > _HASH_BLOCK:
+                handle.seek(max(_HASH_BLOCK, size - _HASH_BLOCK))
+                digest.update(handle.read(_HASH_BLOCK))
+    except OSError as err:
+        raise StoreError(f"cannot hash slide file {os.fspath(path)!r}: {err}") from err
+    return f"sha256:{digest.hexdigest()}"
+
+
+def create_store(
+    path: PathLike,
+    *,
+    slide_path: PathLike,
+    slide_hash: str,
+    backend: str,
+    level0_size: tuple[int, int],
+    level0_mpp: float,
+    tiling: Mapping[str, Any],
+    params_hash: str,
+) -> zarr.Group:
+    """Create an empty store at ``path`` (replacing whatever is there) with its root attributes.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.zarr`` directory to create.
+    slide_path, slide_hash : path-like, str
+        The slide and its :func:`slide_content_hash`.
+    backend : str
+        The reader used ("openslide", "tiffslide").
+    level0_size : (int, int)
+        Level-0 (width, height) in pixels.
+    level0_mpp : float
+        Level-0 resolution in µm/px.
+    tiling : mapping
+        The tiling parameters and the derived grid geometry (JSON-compatible).
+    params_hash : str
+        :func:`wsipipe.config.config_hash` of the parameters, compared on resume.
+
+    Returns
+    -------
+    zarr.Group
+        The writable root group, with ``complete`` set to ``False``.
+    """
+    remove_store(path)
+    root = zarr.open_group(os.fspath(path), mode="w", zarr_format=3)
+    root.attrs.update(
+        {
+            ATTR_VERSION: STORE_VERSION,
+            ATTR_SLIDE_PATH: str(Path(slide_path).resolve()),
+            ATTR_SLIDE_HASH: slide_hash,
+            ATTR_BACKEND: backend,
+            ATTR_LEVEL0_SIZE: [int(level0_size[0]), int(level0_size[1])],
+            ATTR_LEVEL0_MPP: float(level0_mpp),
+            ATTR_TILING: dict(tiling),
+            ATTR_PARAMS_HASH: params_hash,
+            ATTR_COMPLETE: False,
+        }
+    )
+    return root
+
+
+def remove_store(path: PathLike) -> None:
+    """Delete the store directory at ``path`` if it exists."""
+    target = Path(path)
+    if target.is_dir():
+        shutil.rmtree(target)
+    elif target.exists():
+        target.unlink()
+
+
+def open_store(path: PathLike, mode: Literal["r", "r+"] = "r", *, require_complete: bool = True) -> zarr.Group:
+    """Open the store at ``path``.
+
+    Parameters
+    ----------
+    path : path-like
+        A ``.zarr`` directory written by :func:`create_store`.
+    mode : {"r", "r+"}
+        Read-only, or read-write (for later stages adding predictions).
+    require_complete : bool, optional
+        Raise :class:`IncompleteStoreError` when ``complete`` is not set.
+
+    Raises
+    ------
+    StoreError
+        If there is no zarr group at ``path`` or its layout version differs.
+    IncompleteStoreError
+        If ``require_complete`` and the writer never finished.
+    """
+    where = os.fspath(path)
+    if not Path(where).is_dir():
+        raise StoreError(f"no patch store at {where!r}; run `wsipipe tile` to create it")
+    try:
+        root = zarr.open_group(where, mode=mode, zarr_format=3)
+    except (FileNotFoundError, ValueError, TypeError) as err:
+        raise StoreError(f"{where!r} is not a zarr v3 group: {err}") from err
+    version = root.attrs.get(ATTR_VERSION)
+    if version != STORE_VERSION:
+        raise StoreError(
+            f"{where!r} has store version {version!r}, this wsipipe reads version {STORE_VERSION}; "
+            "re-run `wsipipe tile --force` to rebuild it"
+        )
+    if require_complete and root.attrs.get(ATTR_COMPLETE) is not True:
+        raise IncompleteStoreError(
+            f"patch store {where!r} is incomplete (its writer was interrupted or failed); "
+            "re-run `wsipipe tile` to finish it"
+        )
+    return root
+
+
+def _group(store: StoreLike, mode: Literal["r", "r+"] = "r") -> zarr.Group:
+    if isinstance(store, zarr.Group):
+        return store
+    return open_store(store, mode, require_complete=False)
+
+
+def is_complete(store: StoreLike) -> bool:
+    """Whether the store exists, has this layout version and its ``complete`` attribute is set."""
+    try:
+        root = _group(store)
+    except StoreError:
+        return False
+    return root.attrs.get(ATTR_VERSION) == STORE_VERSION and root.attrs.get(ATTR_COMPLETE) is True
+
+
+def mark_complete(store: StoreLike) -> None:
+    """Set ``complete = True``; call it only after every other write has finished."""
+    _group(store, "r+").attrs[ATTR_COMPLETE] = True
+
+
+def array(store: StoreLike, name: str, mode: Literal["r", "r+"] = "r") -> zarr.Array:
+    """Return the array node ``name`` (e.g. ``"tiles/images"``), or raise :class:`StoreError`.
+
+    ``mode`` applies when ``store`` is a path (``"r+"`` to write).
+    """
+    root = _group(store, mode)
+    try:
+        node = root[name]
+    except KeyError as err:
+        raise StoreError(f"patch store {root.store_path} has no array {name!r}") from err
+    if not isinstance(node, zarr.Array):
+        raise StoreError(f"patch store {root.store_path}: {name!r} is a group, expected an array")
+    return node
+
+
+def write_tissue_mask(
+    store: StoreLike, mask: npt.NDArray[np.bool_], *, downsample: tuple[float, float], attrs: Mapping[str, Any]
+) -> None:
+    """Write ``tissue/mask`` ((h, w) bool) with its level-0 ``downsample`` (x, y) and ``attrs``.
+
+    ``attrs`` should name the ``method`` and its ``params`` (JSON-compatible).
+    """
+    root = _group(store, "r+")
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2:
+        raise ValueError(f"tissue mask must be 2-D (h, w), got shape {mask.shape}")
+    chunks = tuple(max(1, s) for s in mask.shape)
+    arr = root.create_array(TISSUE_MASK, shape=mask.shape, dtype=bool, chunks=chunks, overwrite=True)
+    if mask.size:
+        arr[...] = mask
+    arr.attrs.update({**dict(attrs), "downsample": [float(downsample[0]), float(downsample[1])]})
+
+
+def create_tile_arrays(
+    store: StoreLike,
+    *,
+    tile_size: int,
+    chunk_tiles: int,
+    coords: npt.NDArray[np.int64],
+    grid: npt.NDArray[np.int32],
+    tissue_fraction: npt.NDArray[np.float32],
+    grid_shape: tuple[int, int],
+    compression: Literal["zstd", "jpeg"] = "zstd",
+    zstd_level: int = 1,
+    jpeg_quality: int = 90,
+) -> zarr.Array:
+    """Create ``tiles/*`` for ``N = len(coords)`` tiles and write the small per-tile arrays.
+
+    Parameters
+    ----------
+    tile_size : int
+        ``T``; ``tiles/images`` is ``(N, T, T, 3)`` uint8, chunked ``(chunk_tiles, T, T, 3)``.
+    coords : (N, 2) int64 ndarray
+        Level-0 (x, y) of each tile's top-left corner.
+    grid : (N, 2) int32 ndarray
+        (col, row) on the tile grid.
+    tissue_fraction : (N,) float32 ndarray
+        Tissue fraction of each tile's footprint.
+    grid_shape : (int, int)
+        (rows, cols) of the full tile grid (the heatmap shape).
+
+    Returns
+    -------
+    zarr.Array
+        ``tiles/images``, still empty (filled with 255).
+    """
+    root = _group(store, "r+")
+    n = len(coords)
+    if not (len(grid) == len(tissue_fraction) == n):
+        raise ValueError(
+            f"coords ({n}), grid ({len(grid)}) and tissue_fraction ({len(tissue_fraction)}) differ in length"
+        )
+    row_chunk = max(1, min(max(n, 1), 1 << 16))
+    tiles = root.require_group(TILES)
+    tiles.attrs.update({"grid_shape": [int(grid_shape[0]), int(grid_shape[1])], "chunk_tiles": int(chunk_tiles)})
+    for name, data, shape in (
+        (TILES_COORDS, np.asarray(coords, dtype=np.int64), (n, 2)),
+        (TILES_GRID, np.asarray(grid, dtype=np.int32), (n, 2)),
+        (TILES_TISSUE_FRACTION, np.asarray(tissue_fraction, dtype=np.float32), (n,)),
+    ):
+        arr = root.create_array(name, shape=shape, dtype=data.dtype, chunks=(row_chunk, *shape[1:]), overwrite=True)
+        if n:
+            arr[...] = data.reshape(shape)
+    n_chunks = -(-n // chunk_tiles)
+    done = root.create_array(
+        TILES_CHUNK_DONE, shape=(n_chunks,), dtype=bool, chunks=(1,), fill_value=False, overwrite=True
+    )
+    done.attrs["meaning"] = "chunk i of tiles/images is fully written (resume bookkeeping)"
+    images = root.create_array(
+        TILES_IMAGES,
+        shape=(n, tile_size, tile_size, 3),
+        dtype=np.uint8,
+        chunks=(chunk_tiles, tile_size, tile_size, 3),
+        fill_value=255,
+        overwrite=True,
+        **tile_codecs(compression, zstd_level=zstd_level, jpeg_quality=jpeg_quality),
+    )
+    images.attrs.update({"compression": compression, "axes": "NYXC"})
+    return images
+
+
+def write_tile_chunk(store: StoreLike, chunk_index: int, tiles: npt.NDArray[np.uint8]) -> None:
+    """Write chunk ``chunk_index`` of ``tiles/images`` whole (the last chunk may be short)."""
+    images = array(store, TILES_IMAGES, "r+")
+    per_chunk = images.chunks[0]
+    start = chunk_index * per_chunk
+    stop = min(start + per_chunk, images.shape[0])
+    if tiles.shape[0] != stop - start or tiles.shape[1:] != images.shape[1:]:
+        raise ValueError(f"chunk {chunk_index} needs shape {(stop - start, *images.shape[1:])}, got {tiles.shape}")
+    images[start:stop] = tiles
+
+
+def mark_chunk_done(store: StoreLike, chunk_index: int) -> None:
+    """Record that chunk ``chunk_index`` of ``tiles/images`` is fully written (one-element chunk)."""
+    array(store, TILES_CHUNK_DONE, "r+")[chunk_index] = True
+
+
+def read_coords(store: StoreLike) -> npt.NDArray[np.int64]:
+    """Return ``tiles/coords``: (N, 2) int64, level-0 (x, y) of each tile's top-left corner."""
+    return np.asarray(array(store, TILES_COORDS)[...], dtype=np.int64)
+
+
+def read_grid(store: StoreLike) -> npt.NDArray[np.int32]:
+    """Return ``tiles/grid``: (N, 2) int32, (col, row) of each tile on the tile grid."""
+    return np.asarray(array(store, TILES_GRID)[...], dtype=np.int32)
+
+
+def read_tissue_fraction(store: StoreLike) -> npt.NDArray[np.float32]:
+    """Return ``tiles/tissue_fraction``: (N,) float32 in [0, 1]."""
+    return np.asarray(array(store, TILES_TISSUE_FRACTION)[...], dtype=np.float32)
+
+
+def grid_shape(store: StoreLike) -> tuple[int, int]:
+    """Return the (rows, cols) of the tile grid: the shape of a heatmap."""
+    root = _group(store)
+    shape: Any = root[TILES].attrs.get("grid_shape") if TILES in root else None
+    if not isinstance(shape, Sequence) or len(shape) != 2:
+        raise StoreError(f"patch store {root.store_path}: tiles group lacks the 'grid_shape' attribute")
+    return int(shape[0]), int(shape[1])
+
+
+def read_mask(store: StoreLike) -> tuple[npt.NDArray[np.bool_], tuple[float, float]]:
+    """Return the tissue mask ((h, w) bool) and its downsample from level 0 as (x, y) factors.
+
+    Mask pixel ``[r, c]`` covers level-0 x in ``[c * dx, (c + 1) * dx)`` and y in ``[r * dy, (r + 1) * dy)``.
+    """
+    arr = array(store, TISSUE_MASK)
+    downsample: Any = arr.attrs.get("downsample")
+    if not isinstance(downsample, Sequence) or len(downsample) != 2:
+        raise StoreError(f"patch store {arr.store_path}: tissue mask lacks the (x, y) 'downsample' attribute")
+    return np.asarray(arr[...], dtype=bool), (float(downsample[0]), float(downsample[1]))
+
+
+def read_tiles(store: StoreLike, start: int = 0, stop: int | None = None) -> npt.NDArray[np.uint8]:
+    """Return tiles ``start:stop`` as an (n, T, T, 3) uint8 RGB array (reads only those chunks)."""
+    return np.asarray(array(store, TILES_IMAGES)[start:stop], dtype=np.uint8)
+
+
+def iter_tile_chunks(store: StoreLike) -> Iterator[tuple[int, npt.NDArray[np.uint8]]]:
+    """Yield ``(start, tiles)`` per stored chunk: tiles ``start:start + len(tiles)``, (n, T, T, 3) uint8."""
+    images = array(store, TILES_IMAGES)
+    step = images.chunks[0]
+    for start in range(0, images.shape[0], step):
+        yield start, np.asarray(images[start : start + step], dtype=np.uint8)

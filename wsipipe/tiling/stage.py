@@ -1,0 +1,436 @@
+"""The tiling stage: slides -> tissue mask -> tile grid -> one zarr patch store per slide.
+
+Work runs in two fan-outs on one scheduler: first one *prepare* task per slide (hash, resume
+check, tissue mask, grid, empty store), then one *band* task per chunk of ``chunk_tiles``
+tiles of every slide (read the chunk's tiles as runs of adjacent tiles at the read level, so
+each slide tile is decoded once per run, then write that whole zarr chunk). A slide is marked
+``complete`` only after all its chunks are written; a failure on one slide is recorded and the
+others finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from wsipipe.config import to_dict
+from wsipipe.errors import ConfigError, PartialFailureError, ResolutionError, SlideError, SlideNotFoundError
+from wsipipe.store import (
+    ATTR_PARAMS_HASH,
+    ATTR_SLIDE_HASH,
+    TILES_CHUNK_DONE,
+    TILES_IMAGES,
+    TISSUE_MASK,
+    array,
+    create_store,
+    create_tile_arrays,
+    is_complete,
+    mark_chunk_done,
+    mark_complete,
+    open_store,
+    read_grid,
+    slide_content_hash,
+    write_tile_chunk,
+    write_tissue_mask,
+)
+from wsipipe.tiling._execute import TaskRunner
+from wsipipe.tiling._params import SlideSummary, TileParams, TileResult, params_hash
+from wsipipe.tiling._reader import cached_level_reader, cached_slide, forget_slide
+from wsipipe.tiling.grid import make_grid
+from wsipipe.tiling.tissue import compute_tissue_mask, save_mask_preview
+from wsipipe.types import PathLike
+
+__all__ = ["SLIDE_SUFFIXES", "find_slides", "read_cells", "slide_id", "tile_slide", "tile_slides"]
+
+logger = logging.getLogger(__name__)
+
+#: File suffixes taken as slides when a directory is given.
+SLIDE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
+
+_MAX_RUN = 32  # tiles read as one region at most
+
+
+def slide_id(path: PathLike) -> str:
+    """The store name of a slide: its file name without the last suffix."""
+    return Path(path).stem
+
+
+def find_slides(paths: Iterable[PathLike]) -> list[Path]:
+    """Expand directories into their slide files (by :data:`SLIDE_SUFFIXES`, sorted), keep files as given.
+
+    Raises
+    ------
+    SlideNotFoundError
+        If a path does not exist.
+    ConfigError
+        If two slides would get the same store name.
+    """
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found.extend(sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SLIDE_SUFFIXES))
+        elif path.exists():
+            found.append(path)
+        else:
+            raise SlideNotFoundError(f"slide or directory {str(path)!r} does not exist")
+    seen: dict[str, Path] = {}
+    for path in found:
+        other = seen.setdefault(slide_id(path), path)
+        if other != path:
+            raise ConfigError(f"slides {str(other)!r} and {str(path)!r} would both be stored as {slide_id(path)!r}")
+    return found
+
+
+@dataclass(frozen=True)
+class _Job:
+    slide_id: str
+    path: str
+    store: str
+    params: TileParams
+    force: bool
+
+
+@dataclass(frozen=True)
+class _Band:
+    slide_id: str
+    path: str
+    store: str
+    backend: str
+    slide_mpp: float | None
+    level: int
+    read_size: int
+    tile_size: int
+    stride: int
+    chunk_index: int
+    cells: npt.NDArray[np.int32]
+
+
+@dataclass
+class _Prepared:
+    slide_id: str
+    status: str  # "ready", "skipped", "failed"
+    seconds: float
+    n_tiles: int = 0
+    tissue_area_mm2: float = 0.0
+    error: str | None = None
+    bands: list[_Band] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _BandDone:
+    slide_id: str
+    chunk_index: int
+    seconds: float
+    error: str | None = None
+
+
+def _describe(err: BaseException) -> str:
+    text = f"{type(err).__name__}: {err}"
+    if isinstance(err, ResolutionError) and "resolution" in str(err):
+        text += " [for `wsipipe tile` the level-0 µm/px is --slide-mpp (TileParams.slide_mpp); --mpp is the tile MPP]"
+    return text
+
+
+def _bands(
+    job: _Job,
+    backend: str,
+    level: int,
+    read_size: int,
+    stride: int,
+    cells: npt.NDArray[np.int32],
+    pending: Iterable[int],
+) -> list[_Band]:
+    per = job.params.chunk_tiles
+    return [
+        _Band(
+            slide_id=job.slide_id,
+            path=job.path,
+            store=job.store,
+            backend=backend,
+            slide_mpp=job.params.slide_mpp,
+            level=level,
+            read_size=read_size,
+            tile_size=job.params.tile_size,
+            stride=stride,
+            chunk_index=int(i),
+            cells=np.ascontiguousarray(cells[i * per : (i + 1) * per]),
+        )
+        for i in pending
+    ]
+
+
+def _resume(job: _Job, slide_hash: str, phash: str) -> _Prepared | None:
+    """Reuse or continue a matching store; None when it must be (re)built."""
+    store = Path(job.store)
+    if job.force or not store.exists():
+        return None
+    try:
+        root = open_store(store, require_complete=False)
+        if root.attrs.get(ATTR_SLIDE_HASH) != slide_hash or root.attrs.get(ATTR_PARAMS_HASH) != phash:
+            logger.info("%s: slide or parameters changed; rebuilding %s", job.slide_id, store)
+            return None
+        images = array(root, TILES_IMAGES)
+        area = float(array(root, TISSUE_MASK).attrs.get("tissue_area_mm2", 0.0))  # type: ignore[arg-type]
+        if is_complete(root):
+            return _Prepared(job.slide_id, "skipped", 0.0, n_tiles=images.shape[0], tissue_area_mm2=area)
+        done = np.asarray(array(root, TILES_CHUNK_DONE)[...], dtype=bool)
+        tiling: Any = root.attrs["tiling"]
+        cells = read_grid(root)
+    except (KeyError, TypeError, ValueError, OSError) as err:
+        logger.info("%s: unusable store %s (%s); rebuilding", job.slide_id, store, err)
+        return None
+    pending = np.flatnonzero(~done)
+    logger.info("%s: continuing an incomplete store (%d of %d chunks left)", job.slide_id, len(pending), len(done))
+    bands = _bands(
+        job,
+        str(root.attrs["backend"]),
+        int(tiling["level"]),
+        int(tiling["read_size"]),
+        int(tiling["stride_level"]),
+        cells,
+        pending,
+    )
+    return _Prepared(job.slide_id, "ready", 0.0, n_tiles=images.shape[0], tissue_area_mm2=area, bands=bands)
+
+
+def _prepare(job: _Job) -> _Prepared:
+    """Hash, resume check, tissue mask, grid and empty store for one slide (one task)."""
+    start = time.perf_counter()
+    params = job.params
+    try:
+        if not Path(job.path).is_file():
+            raise SlideNotFoundError(f"slide {job.path!r} does not exist")
+        slide_hash = slide_content_hash(job.path)
+        phash = params_hash(params)
+        resumed = _resume(job, slide_hash, phash)
+        if resumed is not None:
+            return replace(resumed, seconds=time.perf_counter() - start)
+        forget_slide(job.path)
+        slide = cached_slide(job.path, params.backend, params.slide_mpp)
+        tissue = compute_tissue_mask(slide, params.tissue)
+        mpp0 = float(slide.mpp)
+        level, factor = slide.best_level_for_mpp(params.target_mpp, rtol=params.mpp_rtol)
+        if factor != 1.0:
+            logger.warning(
+                "%s: no level within %g of %g µm/px; reading level %d (%.4g µm/px) and resizing every tile (slower)",
+                job.slide_id,
+                params.mpp_rtol,
+                params.target_mpp,
+                level,
+                slide.level_mpp(level),
+            )
+        width0, height0 = slide.dimensions
+        level_w, level_h = slide.level_dimensions[level]
+        grid = make_grid(
+            level=level,
+            level_size=(level_w, level_h),
+            level_downsample=(width0 / level_w, height0 / level_h),
+            level_mpp=slide.level_mpp(level),
+            tile_size=params.tile_size,
+            scale=1.0 / factor,
+            stride=params.stride_px,
+            mask=tissue.mask,
+            mask_downsample=tissue.downsample,
+            min_tissue=params.min_tissue,
+        )
+        backend = slide.backend
+        tiling = {
+            "target_mpp": params.target_mpp,
+            "stride": params.stride_px,
+            "min_tissue": params.min_tissue,
+            "chunk_tiles": params.chunk_tiles,
+            "compression": params.compression,
+            **grid.geometry(),
+            "params": to_dict(params),
+        }
+        root = create_store(
+            job.store,
+            slide_path=job.path,
+            slide_hash=slide_hash,
+            backend=backend,
+            level0_size=(width0, height0),
+            level0_mpp=mpp0,
+            tiling=tiling,
+            params_hash=phash,
+        )
+        write_tissue_mask(root, tissue.mask, downsample=tissue.downsample, attrs=tissue.attrs())
+        create_tile_arrays(
+            root,
+            tile_size=params.tile_size,
+            chunk_tiles=params.chunk_tiles,
+            coords=grid.coords,
+            grid=grid.cells,
+            tissue_fraction=grid.tissue_fraction,
+            grid_shape=grid.shape,
+            compression=params.compression,
+            zstd_level=params.zstd_level,
+            jpeg_quality=params.jpeg_quality,
+        )
+        if params.preview:
+            save_mask_preview(Path(job.store).with_suffix(".tissue.png"), tissue.image, tissue.mask)
+        n_chunks = -(-len(grid) // params.chunk_tiles)
+        bands = _bands(job, backend, level, grid.read_size, grid.stride, grid.cells, range(n_chunks))
+        return _Prepared(
+            job.slide_id,
+            "ready",
+            time.perf_counter() - start,
+            n_tiles=len(grid),
+            tissue_area_mm2=tissue.tissue_area_mm2,
+            bands=bands,
+        )
+    except Exception as err:  # one slide's failure must not stop the others; it is reported by name
+        logger.debug("%s: preparing failed", job.slide_id, exc_info=True)
+        return _Prepared(job.slide_id, "failed", time.perf_counter() - start, error=_describe(err))
+
+
+def read_cells(
+    read: Callable[[int, int, int, int], npt.NDArray[np.uint8]],
+    cells: npt.NDArray[np.int32],
+    *,
+    read_size: int,
+    tile_size: int,
+    stride: int,
+) -> npt.NDArray[np.uint8]:
+    """Read the tiles at grid ``cells`` ((n, 2) int32 (col, row)) as (n, T, T, 3) uint8.
+
+    Runs of horizontally adjacent cells are read as one region of the level, so every slide
+    tile under a run is decoded once; tiles are cut from it and resized when
+    ``read_size != tile_size``.
+    """
+    from wsipipe.slide import resize_rgb
+
+    n = len(cells)
+    out = np.empty((n, tile_size, tile_size, 3), dtype=np.uint8)
+    i = 0
+    while i < n:
+        col, row = int(cells[i, 0]), int(cells[i, 1])
+        j = i + 1
+        if stride <= read_size:
+            while j < n and j - i < _MAX_RUN and cells[j, 1] == row and cells[j, 0] == cells[j - 1, 0] + 1:
+                j += 1
+        span = (j - i - 1) * stride + read_size
+        region = read(col * stride, row * stride, span, read_size)
+        if region.shape[:2] != (read_size, span):
+            raise SlideError(f"reader returned a {region.shape} region for a {span} x {read_size} request")
+        for k in range(j - i):
+            tile = region[:, k * stride : k * stride + read_size, :3]
+            out[i + k] = tile if read_size == tile_size else resize_rgb(tile, (tile_size, tile_size))
+        i = j
+    return out
+
+
+def _write_band(band: _Band) -> _BandDone:
+    """Read one chunk of tiles and write it whole (one task)."""
+    start = time.perf_counter()
+    try:
+        reader = cached_level_reader(band.path, band.backend, band.slide_mpp, band.level)
+        tiles = read_cells(
+            reader.read, band.cells, read_size=band.read_size, tile_size=band.tile_size, stride=band.stride
+        )
+        write_tile_chunk(band.store, band.chunk_index, tiles)
+        mark_chunk_done(band.store, band.chunk_index)
+    except Exception as err:  # reported per slide; the store stays incomplete
+        logger.debug("%s: chunk %d failed", band.slide_id, band.chunk_index, exc_info=True)
+        return _BandDone(band.slide_id, band.chunk_index, time.perf_counter() - start, _describe(err))
+    return _BandDone(band.slide_id, band.chunk_index, time.perf_counter() - start)
+
+
+def _finish(job: _Job, prepared: _Prepared, done: list[_BandDone]) -> SlideSummary:
+    store = Path(job.store)
+    seconds = prepared.seconds + sum(d.seconds for d in done)
+    base = SlideSummary(
+        job.slide_id, Path(job.path), store, "failed", prepared.n_tiles, prepared.tissue_area_mm2, seconds
+    )
+    if prepared.status == "failed":
+        return replace(base, error=prepared.error)
+    if prepared.status == "skipped":
+        return replace(base, status="skipped")
+    errors = sorted((d.chunk_index, d.error) for d in done if d.error)
+    if errors:
+        return replace(base, error=errors[0][1])
+    chunk_done = np.asarray(array(store, TILES_CHUNK_DONE)[...], dtype=bool)
+    if not chunk_done.all():
+        return replace(base, error=f"StoreError: {int((~chunk_done).sum())} chunks were not written")
+    mark_complete(store)
+    return replace(base, status="done")
+
+
+def tile_slides(
+    slides: Iterable[PathLike],
+    out_dir: PathLike,
+    params: TileParams | None = None,
+    *,
+    scheduler: Any = None,
+    workers: int | None = None,
+    force: bool = False,
+) -> TileResult:
+    """Tile slides into zarr patch stores at ``<out_dir>/stores/<slide_id>.zarr``.
+
+    Parameters
+    ----------
+    slides : iterable of path-like
+        Slide files, or directories holding them (see :func:`find_slides`).
+    out_dir : path-like
+        Output directory; stores and ``<slide_id>.tissue.png`` previews go to ``stores/``.
+    params : TileParams, optional
+        Defaults to ``TileParams()`` (0.972 µm/px, 256 px tiles, ≥ 50 % tissue, zstd).
+    scheduler : str, distributed.Client or None, optional
+        ``None`` (local threads), ``"sync"``, ``"threads"``, ``"processes"``,
+        a distributed address or a Client; see :class:`wsipipe.tiling._execute.TaskRunner`.
+    workers : int, optional
+        Local worker count (default: CPU count, at most 8).
+    force : bool, optional
+        Rebuild stores even when a complete, matching one exists.
+
+    Returns
+    -------
+    TileResult
+        One :class:`SlideSummary` per slide, in input order. Failed slides (missing, not a
+        slide, corrupt pixel data) are listed there; the call itself does not raise for them
+        (see :meth:`TileResult.raise_for_failures`).
+    """
+    params = params or TileParams()
+    started = time.perf_counter()
+    paths = find_slides(slides)
+    stores = Path(out_dir) / "stores"
+    stores.mkdir(parents=True, exist_ok=True)
+    jobs = [_Job(slide_id(p), str(p.resolve()), str(stores / f"{slide_id(p)}.zarr"), params, force) for p in paths]
+    with TaskRunner(scheduler, workers) as runner:
+        prepared = runner.map(_prepare, jobs, desc="tissue masks", unit="slide")
+        bands = [band for prep in prepared for band in prep.bands]
+        written = runner.map(_write_band, bands, desc="tiling", unit="chunk")
+    by_slide: dict[str, list[_BandDone]] = {job.slide_id: [] for job in jobs}
+    for result in written:
+        by_slide[result.slide_id].append(result)
+    summaries = tuple(_finish(job, prep, by_slide[job.slide_id]) for job, prep in zip(jobs, prepared))
+    for summary in summaries:
+        if summary.status == "failed":
+            logger.warning("%s: failed: %s", summary.path, summary.error)
+        else:
+            logger.info("%s: %s, %d tiles", summary.slide_id, summary.status, summary.n_tiles)
+    return TileResult(Path(out_dir), summaries, time.perf_counter() - started)
+
+
+def tile_slide(
+    slide: PathLike,
+    out_dir: PathLike,
+    params: TileParams | None = None,
+    *,
+    scheduler: Any = None,
+    workers: int | None = None,
+    force: bool = False,
+) -> SlideSummary:
+    """Tile one slide (see :func:`tile_slides`); raise :class:`PartialFailureError` if it fails."""
+    result = tile_slides([slide], out_dir, params, scheduler=scheduler, workers=workers, force=force)
+    summary = result.slides[0]
+    if summary.status == "failed":
+        raise PartialFailureError(f"tiling {str(summary.path)!r} failed: {summary.error}", result.failures)
+    return summary
