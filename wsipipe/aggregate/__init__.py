@@ -2,6 +2,19 @@
 
 from __future__ import annotations
 
+from wsipipe.aggregate.heatmap import (
+    HeatmapGeometry,
+    build_heatmap,
+    colorize,
+    heatmap_from_store,
+    model_class_names,
+    save_heatmap_png,
+    slide_background,
+    tile_span,
+    tumor_column,
+    upsample_heatmap,
+    write_heatmap_tiff,
+)
 from wsipipe.aggregate.nms import Detection, nms, radius_in_cells, write_lesion_csv
 from wsipipe.aggregate.scores import (
     ScoreMethod,
@@ -12,17 +25,46 @@ from wsipipe.aggregate.scores import (
     top_k_mean,
     write_slide_predictions,
 )
+from wsipipe.aggregate.stage import (
+    AggregateParams,
+    AggregateResult,
+    SlideAggregate,
+    aggregate_store,
+    aggregate_stores,
+    find_stores,
+    resolve_model,
+    write_slide_scores,
+)
 
 __all__ = [
+    "AggregateParams",
+    "AggregateResult",
     "Detection",
+    "HeatmapGeometry",
     "ScoreMethod",
+    "SlideAggregate",
     "SlidePrediction",
+    "aggregate_store",
+    "aggregate_stores",
+    "build_heatmap",
+    "colorize",
+    "find_stores",
     "fraction_above",
+    "heatmap_from_store",
     "max_probability",
+    "model_class_names",
     "nms",
     "radius_in_cells",
+    "resolve_model",
+    "save_heatmap_png",
+    "slide_background",
     "slide_score",
+    "tile_span",
     "top_k_mean",
+    "tumor_column",
+    "upsample_heatmap",
+    "write_heatmap_tiff",
     "write_lesion_csv",
     "write_slide_predictions",
+    "write_slide_scores",
 ]

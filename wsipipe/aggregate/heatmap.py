@@ -1,0 +1,496 @@
+"""Tile probabilities -> a probability map on the tile grid, its upsampling, PNG overlay and pyramidal TIFF.
+
+Geometry (all lengths in level-0 pixels, read from the store's ``tiling`` attributes):
+
+* the map has the tile grid's shape ``(rows, cols)`` and is indexed ``[row, col]``;
+* cell ``(r, c)`` covers level-0 ``x in [x0 + c * sx, x0 + (c + 1) * sx)`` and
+  ``y in [y0 + r * sy, y0 + (r + 1) * sy)``, with ``(sx, sy)`` the grid stride (``stride_level0``)
+  and ``(x0, y0) = (0, 0)`` the grid origin;
+* tile ``(col, row)`` (its ``tiles/grid`` entry) has its top-left corner at level-0
+  ``(x0 + col * sx, y0 + row * sy)`` and spans ``(tx, ty)`` (``tile_size_level0``);
+* a tile contributes to every cell whose centre lies inside its footprint, and always to its own
+  cell ``(row, col)``: cells ``row .. row + ky - 1`` and ``col .. col + kx - 1`` with
+  ``kx = max(1, ceil(tx / sx - 0.5))`` (:func:`tile_span`). Without overlap (stride = tile size)
+  ``k = 1`` and the map is the tiles themselves; with stride = tile size / 2, ``k = 2`` and an
+  inner cell averages the 4 tiles covering it;
+* each cell holds the mean of the finite probabilities of the tiles covering it, NaN when none
+  does (off tissue). Cells past the last grid row/column are dropped, so with overlap the map
+  ends ``(k - 1)`` cells before the far edge of the last tiles.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from wsipipe.errors import ConfigError, StoreError
+from wsipipe.types import PathLike, RGBArray
+
+__all__ = [
+    "HeatmapGeometry",
+    "build_heatmap",
+    "colorize",
+    "heatmap_from_store",
+    "model_class_names",
+    "save_heatmap_png",
+    "slide_background",
+    "tile_span",
+    "tumor_column",
+    "upsample_heatmap",
+    "write_heatmap_tiff",
+]
+
+log = logging.getLogger(__name__)
+
+_TIFF_TILE = 256
+
+
+def tile_span(tile_size: float, stride: float) -> int:
+    """Number of grid cells a tile covers along one axis: ``max(1, ceil(tile_size / stride - 0.5))``.
+
+    Parameters
+    ----------
+    tile_size, stride : float
+        Tile footprint and grid step along that axis, both in level-0 px.
+    """
+    if not (tile_size > 0 and stride > 0):
+        raise ConfigError(f"tile size and stride must be positive level-0 px, got {tile_size} and {stride}")
+    return max(1, math.ceil(tile_size / stride - 0.5 - 1e-9))
+
+
+@dataclass(frozen=True, slots=True)
+class HeatmapGeometry:
+    """Where a ``(rows, cols)`` heatmap lies on the slide (see the module docstring).
+
+    Attributes
+    ----------
+    shape : (int, int)
+        ``(rows, cols)`` of the map (the tile grid).
+    cell_size : (float, float)
+        Level-0 ``(sx, sy)`` px per cell: the grid stride.
+    tile_size : (float, float)
+        Level-0 ``(tx, ty)`` footprint of one tile.
+    level0_size : (int, int)
+        Slide level-0 ``(width, height)`` in px.
+    mpp : float
+        Slide level-0 resolution in µm/px.
+    origin : (float, float)
+        Level-0 ``(x, y)`` of the top-left corner of cell ``[0, 0]``.
+    """
+
+    shape: tuple[int, int]
+    cell_size: tuple[float, float]
+    tile_size: tuple[float, float]
+    level0_size: tuple[int, int]
+    mpp: float
+    origin: tuple[float, float] = (0.0, 0.0)
+
+    @property
+    def span(self) -> tuple[int, int]:
+        """``(kx, ky)``: cells covered by one tile along x and y (:func:`tile_span`)."""
+        return tile_span(self.tile_size[0], self.cell_size[0]), tile_span(self.tile_size[1], self.cell_size[1])
+
+    def cell_bounds(self, row: int, col: int) -> tuple[float, float, float, float]:
+        """Level-0 ``(x_min, y_min, x_max, y_max)`` of cell ``[row, col]`` (max exclusive)."""
+        (ox, oy), (sx, sy) = self.origin, self.cell_size
+        return ox + col * sx, oy + row * sy, ox + (col + 1) * sx, oy + (row + 1) * sy
+
+    def to_attrs(self) -> dict[str, Any]:
+        """JSON-compatible description (written to the heatmap array's attributes)."""
+        return {
+            "shape": list(self.shape),
+            "cell_size_level0": list(self.cell_size),
+            "tile_size_level0": list(self.tile_size),
+            "level0_size": list(self.level0_size),
+            "level0_mpp": self.mpp,
+            "origin_level0": list(self.origin),
+            "span": list(self.span),
+        }
+
+    @classmethod
+    def from_store(cls, store: Any) -> HeatmapGeometry:
+        """Read the geometry of a patch store (a zarr group or its path) from its root attributes.
+
+        Raises
+        ------
+        StoreError
+            If the ``tiling`` attributes lack ``stride_level0`` / ``tile_size_level0``.
+        """
+        from wsipipe.store import ATTR_LEVEL0_MPP, ATTR_LEVEL0_SIZE, ATTR_TILING, grid_shape, open_store
+
+        root = open_store(store) if not hasattr(store, "attrs") else store
+        attrs: dict[str, Any] = dict(root.attrs)
+        tiling: Any = attrs.get(ATTR_TILING) or {}
+        try:
+            stride = tiling["stride_level0"]
+            tile = tiling["tile_size_level0"]
+            size = attrs[ATTR_LEVEL0_SIZE]
+            mpp = float(attrs[ATTR_LEVEL0_MPP])
+        except (KeyError, TypeError) as err:
+            raise StoreError(
+                f"patch store {root.store_path}: root attributes lack {err} (tiling.stride_level0, "
+                "tiling.tile_size_level0, level0_size, level0_mpp); re-run `wsipipe tile --force`"
+            ) from err
+        return cls(
+            shape=grid_shape(root),
+            cell_size=(float(stride[0]), float(stride[1])),
+            tile_size=(float(tile[0]), float(tile[1])),
+            level0_size=(int(size[0]), int(size[1])),
+            mpp=mpp,
+        )
+
+
+def tumor_column(class_names: list[str] | tuple[str, ...], class_name: str | None = None) -> int:
+    """Index of the tumour probability column among a model's ``class_names``.
+
+    ``class_name`` when given (case-insensitive), else the class whose canonical label is
+    ``"tumor"`` (``tumor``, ``Tumour``, ``metastases`` ...), else the only or the last column.
+
+    Raises
+    ------
+    ConfigError
+        If ``class_name`` is not one of the classes.
+    """
+    from wsipipe.annotations._model import TUMOR, canonical_label
+
+    lowered = [str(n).lower() for n in class_names]
+    if class_name is not None:
+        if class_name.lower() not in lowered:
+            raise ConfigError(f"class {class_name!r} is not among the model's classes {list(class_names)}")
+        return lowered.index(class_name.lower())
+    for index, name in enumerate(class_names):
+        if canonical_label(str(name)) == TUMOR:
+            return index
+    return len(class_names) - 1
+
+
+def build_heatmap(grid: npt.ArrayLike, values: npt.ArrayLike, geometry: HeatmapGeometry) -> npt.NDArray[np.float32]:
+    """Average per-tile values onto the ``(rows, cols)`` cell grid.
+
+    Parameters
+    ----------
+    grid : (N, 2) int array
+        ``(col, row)`` of each tile on the tile grid (``tiles/grid``).
+    values : (N,) float array
+        One value per tile (e.g. its tumour probability); NaN tiles are ignored.
+    geometry : HeatmapGeometry
+        The grid's shape, stride and tile footprint.
+
+    Returns
+    -------
+    (rows, cols) float32 ndarray
+        Mean of the finite values of the tiles covering each cell; NaN where none does.
+    """
+    rows, cols = geometry.shape
+    cells = np.asarray(grid, dtype=np.int64).reshape(-1, 2)
+    vals = np.asarray(values, dtype=np.float64).ravel()
+    if len(cells) != len(vals):
+        raise ConfigError(f"{len(cells)} grid cells but {len(vals)} tile values; they must match one to one")
+    finite = np.isfinite(vals)
+    sums = np.zeros(rows * cols, dtype=np.float64)
+    counts = np.zeros(rows * cols, dtype=np.int64)
+    kx, ky = geometry.span
+    for dy in range(ky):
+        for dx in range(kx):
+            r = cells[:, 1] + dy
+            c = cells[:, 0] + dx
+            ok = finite & (r >= 0) & (r < rows) & (c >= 0) & (c < cols)
+            flat = r[ok] * cols + c[ok]
+            sums += np.bincount(flat, weights=vals[ok], minlength=rows * cols)
+            counts += np.bincount(flat, minlength=rows * cols)
+    out = np.full(rows * cols, np.nan, dtype=np.float64)
+    covered = counts > 0
+    out[covered] = sums[covered] / counts[covered]
+    return out.reshape(rows, cols).astype(np.float32)
+
+
+def model_class_names(store: Any, model: str, n_columns: int) -> list[str]:
+    """The ``class_names`` attribute of ``predictions/<model>/probs``; ``class0 ..`` if absent or the wrong length."""
+    from wsipipe.store import PREDICTIONS, PROBS, array
+
+    raw: Any = array(store, f"{PREDICTIONS}/{model}/{PROBS}").attrs.get("class_names")
+    names = [str(n) for n in raw] if isinstance(raw, list | tuple) else []
+    return names if len(names) == n_columns else [f"class{i}" for i in range(n_columns)]
+
+
+def heatmap_from_store(
+    store: Any, model: str, *, class_name: str | None = None
+) -> tuple[npt.NDArray[np.float32], HeatmapGeometry, str]:
+    """Build the tumour heatmap of ``model`` from a store's complete predictions.
+
+    Returns
+    -------
+    heatmap : (rows, cols) float32 ndarray
+        See :func:`build_heatmap`.
+    geometry : HeatmapGeometry
+    class_name : str
+        The class whose probability the map shows.
+
+    Raises
+    ------
+    IncompleteStoreError
+        If the model's predictions are not complete.
+    """
+    from wsipipe.store import read_grid, read_probs
+
+    probs = read_probs(store, model)
+    names = model_class_names(store, model, probs.shape[1])
+    column = tumor_column(names, class_name)
+    geometry = HeatmapGeometry.from_store(store)
+    return build_heatmap(read_grid(store), probs[:, column], geometry), geometry, names[column]
+
+
+def upsample_heatmap(
+    heatmap: npt.ArrayLike,
+    geometry: HeatmapGeometry,
+    *,
+    downsample: float | None = None,
+    mpp: float | None = None,
+    order: int = 0,
+) -> npt.NDArray[np.float32]:
+    """Resample the map onto the pixel grid of a slide level (any downsample or MPP).
+
+    Output pixel ``[i, j]`` covers level-0 ``[j * d, (j + 1) * d) x [i * d, (i + 1) * d)`` and
+    takes the value at its centre; the output covers the whole slide,
+    ``(ceil(H / d), ceil(W / d))`` pixels, NaN outside the map and off tissue.
+
+    Parameters
+    ----------
+    heatmap : (rows, cols) float array
+    geometry : HeatmapGeometry
+    downsample : float, optional
+        Level-0 px per output pixel ``d`` (a slide's ``level_downsamples[level]``).
+    mpp : float, optional
+        Output µm/px instead (``d = mpp / geometry.mpp``). Exactly one of the two.
+    order : {0, 1}
+        0: nearest cell (piecewise constant, exact); 1: bilinear between cell centres over
+        finite neighbours (pixels whose nearest cell is NaN stay NaN).
+
+    Returns
+    -------
+    (h, w) float32 ndarray
+    """
+    if (downsample is None) == (mpp is None):
+        raise ConfigError("upsample_heatmap needs exactly one of downsample= or mpp=")
+    d = float(downsample) if downsample is not None else float(mpp) / geometry.mpp  # type: ignore[arg-type]
+    if not d > 0 or order not in (0, 1):
+        raise ConfigError(f"upsampling needs a positive downsample and order 0 or 1, got {d} and {order}")
+    hm = np.asarray(heatmap, dtype=np.float64)
+    width, height = geometry.level0_size
+    (ox, oy), (sx, sy) = geometry.origin, geometry.cell_size
+    u = ((np.arange(math.ceil(width / d)) + 0.5) * d - ox) / sx  # column coordinate, cell units
+    v = ((np.arange(math.ceil(height / d)) + 0.5) * d - oy) / sy
+    rows, cols = hm.shape
+    padded = np.full((rows + 2, cols + 2), np.nan)
+    padded[1:-1, 1:-1] = hm
+    ci = np.clip(np.floor(u).astype(np.int64), -1, cols) + 1
+    ri = np.clip(np.floor(v).astype(np.int64), -1, rows) + 1
+    nearest = padded[ri[:, None], ci[None, :]]
+    if order == 0:
+        return nearest.astype(np.float32)
+    c0 = np.clip(np.floor(u - 0.5).astype(np.int64), -1, cols) + 1
+    r0 = np.clip(np.floor(v - 0.5).astype(np.int64), -1, rows) + 1
+    fx = np.clip(u - 0.5 - np.floor(u - 0.5), 0, 1)[None, :]
+    fy = np.clip(v - 0.5 - np.floor(v - 0.5), 0, 1)[:, None]
+    c1, r1 = np.minimum(c0 + 1, cols + 1), np.minimum(r0 + 1, rows + 1)
+    total = np.zeros(nearest.shape)
+    weight = np.zeros(nearest.shape)
+    for rr, wy in ((r0, 1 - fy), (r1, fy)):
+        for cc, wx in ((c0, 1 - fx), (c1, fx)):
+            val = padded[rr[:, None], cc[None, :]]
+            w = np.where(np.isfinite(val), wy * wx, 0.0)
+            total += np.where(np.isfinite(val), val, 0.0) * w
+            weight += w
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where((weight > 0) & np.isfinite(nearest), total / weight, np.nan)
+    return out.astype(np.float32)
+
+
+def colorize(
+    heatmap: npt.ArrayLike, *, cmap: str = "jet", vmin: float = 0.0, vmax: float = 1.0
+) -> npt.NDArray[np.uint8]:
+    """Map values to RGBA colours with a matplotlib colormap; NaN becomes transparent.
+
+    Returns
+    -------
+    (h, w, 4) uint8 ndarray
+        RGBA; alpha 0 where the input is NaN, 255 elsewhere.
+    """
+    from matplotlib import colormaps
+
+    hm = np.asarray(heatmap, dtype=np.float64)
+    norm = np.clip((hm - vmin) / max(vmax - vmin, 1e-12), 0.0, 1.0)
+    rgba = colormaps[cmap](np.nan_to_num(norm), bytes=True)
+    rgba[..., 3] = np.where(np.isfinite(hm), 255, 0)
+    return np.asarray(rgba, dtype=np.uint8)
+
+
+def slide_background(store: Any, *, max_size: int = 1024) -> RGBArray:
+    """A thumbnail of the store's slide, or its tissue mask in grey when the slide cannot be read.
+
+    Returns
+    -------
+    (h, w, 3) uint8 ndarray
+        Covers the whole slide (level-0 ``[0, W) x [0, H)``).
+    """
+    from wsipipe.errors import SlideError
+    from wsipipe.slide import open_slide
+    from wsipipe.store import ATTR_BACKEND, ATTR_SLIDE_PATH, open_store, read_mask
+
+    root = open_store(store) if not hasattr(store, "attrs") else store
+    slide_path = str(root.attrs.get(ATTR_SLIDE_PATH, ""))
+    backend = str(root.attrs.get(ATTR_BACKEND, "auto"))
+    try:
+        with open_slide(slide_path, backend if backend in ("openslide", "tiffslide") else "auto") as slide:
+            return slide.get_thumbnail((max_size, max_size))
+    except (SlideError, OSError) as err:
+        log.info("slide %r not readable (%s); using the tissue mask as background", slide_path, err)
+    mask, _ = read_mask(root)
+    grey = np.where(mask, 200, 245).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+def save_heatmap_png(
+    path: PathLike,
+    heatmap: npt.ArrayLike,
+    geometry: HeatmapGeometry,
+    *,
+    background: RGBArray | None = None,
+    points: npt.ArrayLike | None = None,
+    title: str = "",
+    cmap: str = "jet",
+    alpha: float = 0.5,
+    dpi: int = 100,
+) -> Path:
+    """Save the heatmap over a slide thumbnail, with a colour bar (matplotlib, Agg canvas).
+
+    Parameters
+    ----------
+    path : path-like
+        Output ``.png``.
+    heatmap : (rows, cols) float array
+        Probabilities in [0, 1]; NaN cells are transparent.
+    geometry : HeatmapGeometry
+        Places the map in level-0 px over the thumbnail (which spans the whole slide).
+    background : (h, w, 3) uint8 ndarray, optional
+        Thumbnail of the whole slide (:func:`slide_background`); white when omitted.
+    points : (n, 2) array, optional
+        Level-0 ``(x, y)`` of detections, drawn as crosses.
+    title : str
+        Figure title.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    width, height = geometry.level0_size
+    rows, cols = geometry.shape
+    (ox, oy), (sx, sy) = geometry.origin, geometry.cell_size
+    aspect = height / max(width, 1)
+    fig = Figure(figsize=(8.0, max(2.0, 8.0 * aspect * 0.9)), dpi=dpi)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    if background is not None:
+        ax.imshow(background, extent=(0, width, height, 0), interpolation="bilinear")
+    hm = np.ma.masked_invalid(np.asarray(heatmap, dtype=np.float64))
+    image = ax.imshow(
+        hm,
+        extent=(ox, ox + cols * sx, oy + rows * sy, oy),
+        cmap=cmap,
+        norm=Normalize(0.0, 1.0),
+        alpha=alpha,
+        interpolation="nearest",
+    )
+    if points is not None:
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        if len(pts):
+            ax.scatter(pts[:, 0], pts[:, 1], marker="x", s=30, c="black", linewidths=1.2)
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="tumour probability")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, bbox_inches="tight")
+    return path
+
+
+def _default_downsample(geometry: HeatmapGeometry, cell_px: int, max_side: int) -> float:
+    d = min(geometry.cell_size) / max(cell_px, 1)
+    return max(d, max(geometry.level0_size) / max_side, 1.0)
+
+
+def write_heatmap_tiff(
+    path: PathLike,
+    heatmap: npt.ArrayLike,
+    geometry: HeatmapGeometry,
+    *,
+    downsample: float | None = None,
+    kind: str = "rgb",
+    cmap: str = "jet",
+    cell_px: int = 8,
+    max_side: int = 16384,
+) -> Path:
+    """Write the map as a tiled, pyramidal TIFF that OpenSlide, tiffslide, QuPath and ASAP open.
+
+    The base level covers the whole slide at ``downsample`` level-0 px per pixel (default: 8
+    pixels per cell, at most ``max_side`` px on the longer side); each further level halves it
+    until it fits one 256 px tile. Pages are top-level IFDs (OpenSlide's ``generic-tiff``), 256 px
+    deflate-compressed tiles, X/YResolution in px/cm for ``mpp * downsample`` µm/px.
+
+    Parameters
+    ----------
+    kind : {"rgb", "float32"}
+        ``"rgb"``: colour-mapped uint8 RGB, white off tissue (every viewer opens it);
+        ``"float32"``: raw probabilities with NaN off tissue (tiffslide, QuPath; OpenSlide
+        cannot decode floating-point samples).
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    import tifffile
+
+    if kind not in ("rgb", "float32"):
+        raise ConfigError(f"heatmap TIFF kind must be 'rgb' or 'float32', got {kind!r}")
+    d = downsample if downsample is not None else _default_downsample(geometry, cell_px, max_side)
+    base = upsample_heatmap(heatmap, geometry, downsample=d)
+    if kind == "rgb":
+        rgba = colorize(base, cmap=cmap)
+        image: npt.NDArray[Any] = np.where(rgba[..., 3:] > 0, rgba[..., :3], 255).astype(np.uint8)
+    else:
+        image = base
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    level = 0
+    with tifffile.TiffWriter(tmp, bigtiff=image.nbytes > 2**31) as tif:
+        while True:
+            scale = d * 2**level
+            res = 1e4 / (geometry.mpp * scale)
+            tif.write(
+                np.ascontiguousarray(image),
+                tile=(_TIFF_TILE, _TIFF_TILE),
+                compression="zlib",
+                photometric="rgb" if kind == "rgb" else "minisblack",
+                resolution=(res, res),
+                resolutionunit="CENTIMETER",
+                subfiletype=0 if level == 0 else 1,
+                metadata=None,
+                software="wsipipe.aggregate",
+            )
+            if max(image.shape[:2]) <= _TIFF_TILE:
+                break
+            image = image[::2, ::2]
+            level += 1
+    tmp.replace(path)
+    return path

@@ -1,0 +1,148 @@
+"""The export stage: QuPath GeoJSON or ASAP XML for every store, a failing store not stopping the others.
+
+``export_stores(stores, out_dir, ExportParams(...))`` writes ``<out>/<slide>.geojson``
+(``.geojson.gz`` with ``gzip``) or ``<out>/<slide>.xml``. Lesion points come from
+``<lesions_dir>/<slide>.csv`` (the aggregate stage's output) when given, else from NMS on the
+heatmap with the export parameters.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from wsipipe.errors import PartialFailureError
+from wsipipe.export._source import ExportParams, load_slide_outputs
+from wsipipe.types import PathLike
+
+if TYPE_CHECKING:
+    from wsipipe.aggregate.stage import AggregateResult
+
+__all__ = ["ExportResult", "SlideExport", "export_path", "export_stores"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SlideExport:
+    """What happened to one store."""
+
+    slide_id: str
+    store: Path
+    status: Literal["done", "failed"]
+    path: Path | None = None
+    """The written file."""
+    n_tiles: int = 0
+    n_lesions: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    """``"ErrorType: message"`` when failed."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """The outcome of :func:`export_stores`."""
+
+    out_dir: Path
+    slides: tuple[SlideExport, ...]
+    seconds: float = 0.0
+
+    @property
+    def files(self) -> list[Path]:
+        """The written files, in input order."""
+        return [s.path for s in self.slides if s.path is not None]
+
+    @property
+    def failures(self) -> dict[str, str]:
+        """Failed stores: path -> error."""
+        return {str(s.store): s.error or "failed" for s in self.slides if s.status == "failed"}
+
+    def raise_for_failures(self) -> None:
+        """Raise :class:`PartialFailureError` (exit code 3) naming every failed store, if any."""
+        failures = self.failures
+        if failures:
+            raise PartialFailureError(
+                f"{len(failures)} of {len(self.slides)} stores failed to export: {', '.join(failures)} "
+                "(errors in .failures); the others are written",
+                failures,
+            )
+
+
+def export_path(out_dir: PathLike, slide_id: str, params: ExportParams) -> Path:
+    """``<out>/<slide>.geojson[.gz]`` for QuPath, ``<out>/<slide>.xml`` for ASAP."""
+    if params.format == "asap":
+        return Path(out_dir) / f"{slide_id}.xml"
+    return Path(out_dir) / (f"{slide_id}.geojson.gz" if params.gzip else f"{slide_id}.geojson")
+
+
+def export_stores(
+    stores: Iterable[PathLike] | AggregateResult,
+    out_dir: PathLike,
+    params: ExportParams | None = None,
+    *,
+    lesions_dir: PathLike | None = None,
+) -> ExportResult:
+    """Export every store's predictions in ``params.format``.
+
+    Parameters
+    ----------
+    stores : iterable of path-like, or AggregateResult
+        Stores, folders of stores or run folders; an :class:`~wsipipe.aggregate.AggregateResult`
+        gives its stores and (unless ``lesions_dir`` is set) its lesion CSVs.
+    out_dir : path-like
+        Output folder.
+    params : ExportParams, optional
+    lesions_dir : path-like, optional
+        Folder of ``<slide>.csv`` lesion files.
+
+    Returns
+    -------
+    ExportResult
+        One entry per store; call :meth:`ExportResult.raise_for_failures` to raise on failures.
+    """
+    from wsipipe.aggregate.stage import AggregateResult, find_stores
+    from wsipipe.export.asap import export_asap
+    from wsipipe.export.qupath import export_qupath
+    from wsipipe.progress import progress
+
+    params = params or ExportParams()
+    start = time.perf_counter()
+    if isinstance(stores, AggregateResult):
+        lesions_dir = lesions_dir if lesions_dir is not None else stores.lesions_dir
+        paths = list(stores.stores)
+    else:
+        paths = find_stores(stores)
+    out = Path(out_dir)
+    results: list[SlideExport] = []
+    for store in progress(paths, total=len(paths), desc=f"export {params.format}", unit="slide"):
+        t0 = time.perf_counter()
+        try:
+            csv_path = Path(lesions_dir) / f"{store.stem}.csv" if lesions_dir is not None else None
+            data = load_slide_outputs(store, params, lesions_csv=csv_path)
+            target = export_path(out, data.slide_id, params)
+            writer = export_asap if params.format == "asap" else export_qupath
+            writer(store, target, params, outputs=data)
+            results.append(
+                SlideExport(
+                    data.slide_id,
+                    store,
+                    "done",
+                    target,
+                    len(data.coords),
+                    len(data.detections),
+                    time.perf_counter() - t0,
+                )
+            )
+        except Exception as err:  # one store's failure must not stop the others; it is reported by name
+            log.warning("%s: export failed: %s", store, err)
+            log.debug("%s: export failed", store, exc_info=True)
+            results.append(
+                SlideExport(
+                    store.stem, store, "failed", seconds=time.perf_counter() - t0, error=f"{type(err).__name__}: {err}"
+                )
+            )
+    return ExportResult(out, tuple(results), time.perf_counter() - start)
