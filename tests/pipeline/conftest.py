@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,12 +33,3 @@ def write_yaml(tmp_path: Path) -> Callable[[str, str], Path]:
         return path
 
     return write
-
-
-@pytest.fixture(autouse=True)
-def _restore_wsipipe_logging() -> Iterator[None]:
-    """``wsipipe.cli.main`` points the ``wsipipe`` logger at this test's stderr; undo that afterwards."""
-    logger = logging.getLogger("wsipipe")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
