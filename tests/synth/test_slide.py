@@ -58,7 +58,8 @@ def test_pages_are_tiled_jpeg_in_centimetres(tumor_slide: SlideInfo) -> None:
         pages = list(tif.pages)
         assert len(pages) == 4
         for level, page in enumerate(pages):
-            assert page.is_tiled and (page.tilewidth, page.tilelength) == (256, 256)
+            assert page.is_tiled
+            assert (page.tilewidth, page.tilelength) == (256, 256)
             assert page.compression == tifffile.COMPRESSION.JPEG
             assert page.tags["ResolutionUnit"].value == tifffile.RESUNIT.CENTIMETER
             num, den = page.tags["XResolution"].value
@@ -102,7 +103,9 @@ def test_tumour_lies_inside_tissue(tumor_slide: SlideInfo, normal_slide: SlideIn
 
 def test_itc_and_merging_pair_under_camelyon16_rules(tumor_slide: SlideInfo) -> None:
     roles = Counter(les.role for les in tumor_slide.lesions)
-    assert roles["itc"] == 1 and roles["pair"] == 2 and roles["lesion"] >= 1
+    assert roles["itc"] == 1
+    assert roles["pair"] == 2
+    assert roles["lesion"] >= 1
     pair = [les.polygon for les in tumor_slide.lesions if les.role == "pair"]
     gap_um = pair[0].distance(pair[1]) * CAMELYON16_MPP
     assert 0 < gap_um < 75
@@ -141,7 +144,8 @@ def test_tumour_is_darker_and_denser_at_10x(tumor_slide: SlideInfo) -> None:
     normal = [shapely.union_all(tumor_slide.islands).difference(shapely.union_all(lesions).buffer(100))]
     tum = _patches(tumor_slide, lesions, 2, 40)
     nor = _patches(tumor_slide, normal, 2, 40)
-    assert len(tum) >= 2 and len(nor) >= 10
+    assert len(tum) >= 2
+    assert len(nor) >= 10
 
     def nuclear_fraction(p: np.ndarray) -> float:
         return float((rgb2hed(p)[..., 0] > 0.06).mean())

@@ -30,6 +30,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--test-tumor", type=int, default=None, metavar="N", help="tumour test slides (1)")
     p.add_argument("--seed", type=int, default=None, help="master seed (0)")
     p.add_argument("--tissue-fraction", type=float, default=None, metavar="F", help="tissue cover per slide (0.35)")
+    p.add_argument("--canvas-px", type=int, default=None, metavar="PX", help="texture repeat, level-0 px (2048)")
     p.add_argument("--pcam", type=int, default=None, metavar="N", help="PCam train patches, 0 for none (0)")
     p.add_argument("--workers", type=int, default=2, help="tile-encoding threads (2); does not change the output")
     p.set_defaults(func=run)
@@ -49,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "pcam": args.pcam,
         "tissue_fraction": args.tissue_fraction,
+        "canvas_px": args.canvas_px,
     }
     params = parse_config(SynthParams, {k: v for k, v in options.items() if v is not None}, source="wsipipe synth")
     info = make_dataset(args.out, params, workers=args.workers)

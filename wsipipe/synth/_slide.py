@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -140,6 +141,7 @@ def _tile_stream(
     return ordered(jobs(), window=128)
 
 
+@functools.lru_cache(maxsize=64)
 def slide_layout(
     *,
     size: WH,
@@ -152,7 +154,7 @@ def slide_layout(
     """The ground truth :func:`make_slide` draws for these arguments, without writing pixels.
 
     Same arguments, same islands and lesions (level-0 px): a resumed dataset recovers the
-    geometry of slides it does not rewrite.
+    geometry of slides it does not rewrite. Results are cached (the layout is immutable).
     """
     rng = np.random.default_rng([seed, 104729])
     return make_layout(rng, size, mpp=mpp, kind=kind, tissue_fraction=tissue_fraction, n_lesions=n_lesions)

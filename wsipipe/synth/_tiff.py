@@ -16,7 +16,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, Future
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +101,7 @@ def write_pyramid(
     mpp : float
         Level-0 µm/px. Each page gets X/YResolution = 10,000 / (mpp * downsample) px/cm.
     quality : int
-        JPEG quality the tiles were encoded with (recorded in no tag; for the log only).
+        JPEG quality the tiles were encoded with (tifffile records the compression only).
     bigtiff : bool, optional
         Default: BigTIFF when level 0 exceeds 2.5 Gpx (the JPEG file may pass 4 GiB).
     on_tile : callable, optional
@@ -148,8 +148,3 @@ def _tap(stream: Iterable[bytes], hook: Callable[[], None]) -> Iterator[bytes]:
     for item in stream:
         yield item
         hook()
-
-
-def submit_or_value(executor: Executor | None, fn: Callable[[], bytes]) -> bytes | Future[bytes]:
-    """Run ``fn`` on ``executor`` (a future) or inline (its bytes) when there is none."""
-    return fn() if executor is None else executor.submit(fn)

@@ -5,9 +5,9 @@ canvas*: a square of ``canvas_px`` level-0 pixels (about 500 µm for the default
 drawn once from the seed in Beer-Lambert optical-density space (haematoxylin + eosin), with
 nuclei sized in µm. Its coarser versions are exact 2x2-mean downsamples, so at every level up
 to ``log2(canvas_px / tile)`` a pure-tissue tile is exactly the downsample of the level-0 tiles
-it covers. The slide plane is cut into blocks of one canvas each; every block shows the
-canvas under one of the 8 rotations/flips, picked by hashing ``(seed, block column, block
-row)``, which hides the repetition and commutes with the downsampling.
+it covers. The slide plane repeats the canvas (it wraps around seamlessly) under one of
+its 8 rotations/flips, picked by hashing the seed, so slides differ; orientation commutes
+with the downsampling.
 
 Tiles that cross a tissue or tumour border are composited from the class canvases with soft
 masks drawn from the ground-truth polygons at the tile's own level (edge blur given in µm).
@@ -272,6 +272,12 @@ class TileRenderer:
         shapely.prepare(self.tumor)
         # GEOS prepared geometries build their indexes lazily: serialise the predicates
         self._lock = threading.Lock()
+        # one orientation of the (periodic) canvases for the whole slide: seamless, yet slides differ
+        self.variant = _mix(seed, 0, 0) % 8
+        self._index = [
+            _dihedral(np.arange(n * n).reshape(n, n), self.variant)
+            for n in (canvases.size0 // (TILE * 2**lvl) for lvl in range(canvases.max_level + 1))
+        ]
         self._bg = np.empty((TILE, TILE, 3), np.uint8)
         self._bg[:] = BACKGROUND_RGB
         self._bg.setflags(write=False)
@@ -316,14 +322,14 @@ class TileRenderer:
     # --- pixels -----------------------------------------------------------------------
 
     def block_key(self, level: int, col: int, row: int) -> tuple[int, int, int]:
-        """(variant, source tile row, source tile col) of a pure tile at a canvas level."""
+        """(variant, source tile row, source tile col) of a pure tile at a canvas level.
+
+        The plane repeats the slide's oriented canvas; tile (col, row) shows the canvas tile
+        that the orientation ``variant`` moves to its place.
+        """
         per_block = self.canvases.size0 // (TILE * 2**level)
-        bx, by = col // per_block, row // per_block
-        variant = _mix(self.seed, bx, by) % 8
-        i, j = row % per_block, col % per_block
-        idx = _dihedral(np.arange(per_block * per_block).reshape(per_block, per_block), variant)
-        src = int(idx[i, j])
-        return variant, src // per_block, src % per_block
+        src = int(self._index[level][row % per_block, col % per_block])
+        return self.variant, src // per_block, src % per_block
 
     def canvas_tile(self, cls: int, level: int, col: int, row: int) -> npt.NDArray[np.uint8]:
         """The pure-``cls`` tile at (col, row) of a canvas level, (256, 256, 3) uint8."""

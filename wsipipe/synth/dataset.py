@@ -71,6 +71,9 @@ class SynthParams:
     pcam : int
         Patches in the PCam train split (valid and test get a quarter each, at least 2);
         0 writes no PCam files.
+    canvas_px : int
+        Side of the periodic texture canvas at level 0, px (a power of two >= 256): the
+        texture repeats every ``canvas_px * mpp`` µm; smaller is faster to draw.
     """
 
     n_train_normal: int = 2
@@ -83,6 +86,7 @@ class SynthParams:
     quality: int = 80
     tissue_fraction: float = 0.35
     pcam: int = 0
+    canvas_px: int = 2048
 
     def __post_init__(self) -> None:
         for name in ("n_train_normal", "n_train_tumor", "n_test_normal", "n_test_tumor", "pcam"):
@@ -92,6 +96,8 @@ class SynthParams:
             raise ConfigError(f"size = {self.size} must be (width, height) of at least 1024 x 1024 px")
         if not 0.05 < self.tissue_fraction < 0.8:
             raise ConfigError(f"tissue_fraction = {self.tissue_fraction} must lie in (0.05, 0.8)")
+        if self.canvas_px < 256 or self.canvas_px & (self.canvas_px - 1):
+            raise ConfigError(f"canvas_px = {self.canvas_px} must be a power of two >= 256")
         if self.pcam and (self.n_train_tumor == 0 or self.n_test_tumor == 0):
             raise ConfigError("pcam > 0 needs tumour slides: set n_train_tumor and n_test_tumor >= 1")
 
@@ -297,7 +303,14 @@ def make_dataset(out_dir: PathLike, params: SynthParams, *, workers: int = 2) ->
             log.info("%s: complete, skipped", tif)
         else:
             info: SlideInfo = make_slide(
-                tif, size=params.size, quality=params.quality, texture_seed=params.seed, workers=workers, **common
+                tif,
+                size=params.size,
+                quality=params.quality,
+                texture_seed=params.seed,
+                canvas_px=params.canvas_px,
+                workers=workers,
+                progress=True,
+                **common,
             )
             layout = Layout(info.islands, info.lesions)
             written = True
