@@ -162,9 +162,14 @@ def _decide_labels(
     pred_labels: Mapping[str, bool],
     gt_files: Mapping[str, Path],
 ) -> tuple[dict[str, bool], str]:
-    """Slide labels by precedence: reference file, label column of slide predictions, ground-truth presence."""
+    """Slide labels by precedence: reference file, label column of slide predictions, ground-truth presence.
+
+    Reference names match slide ids case-insensitively: CAMELYON16's ``reference.csv`` says
+    ``Test_001`` for the image ``test_001.tif``.
+    """
     if reference:
-        return dict(reference), "reference"
+        spelling = {c.lower(): c for c in candidates}
+        return {spelling.get(name.lower(), name): label for name, label in reference.items()}, "reference"
     if pred_labels:
         return dict(pred_labels), "slide predictions label column"
     return {s: s in gt_files for s in candidates}, "ground-truth file presence"

@@ -55,6 +55,7 @@ BUILTIN_STAGES: dict[str, str] = {
     "aggregate": "wsipipe.pipeline.stages.aggregate",
     "evaluate": "wsipipe.pipeline.stages.evaluate",
     "export": "wsipipe.pipeline.stages.export",
+    "report": "wsipipe.pipeline.stages.report",
 }
 
 StageFn = Callable[[Any, StageContext], StageResult]

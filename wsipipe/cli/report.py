@@ -1,0 +1,61 @@
+"""``wsipipe report``: the self-contained HTML report of a run directory, and its figures."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``report`` and its options."""
+    p = subparsers.add_parser(
+        "report",
+        help="one self-contained HTML page of a run (slides, heatmaps, metrics, timings, manifest)",
+        description=(
+            "Write OUT_DIR/report/index.html: a single HTML file that opens offline, with per-slide thumbnails, "
+            "tissue masks, heatmap overlays with numbered NMS detections and slide scores, the ROC and FROC plots, "
+            "the metrics, the stage timings and the manifest. The figures are also saved as PNGs in "
+            "report/figures/. Parts the run lacks are listed as missing."
+        ),
+    )
+    p.add_argument("out_dir", metavar="OUT_DIR", help="the run directory (the pipeline's out folder)")
+    p.add_argument("--path", help="HTML file to write (default OUT_DIR/report/index.html)")
+    p.add_argument("--title", help="page title (default: 'wsipipe run report: <pipeline name>')")
+    p.add_argument("--max-image-px", type=int, default=800, help="longer side of embedded images (default 800)")
+    p.add_argument("--dpi", type=int, default=200, help="resolution of the saved figures (default 200)")
+    p.add_argument("--max-points", type=int, default=20, help="detections numbered per slide (default 20)")
+    p.add_argument("--no-figures", action="store_true", help="do not save figures/ (the page still embeds them)")
+    p.add_argument(
+        "--open-path-only",
+        action="store_true",
+        help='print only the report\'s path, e.g. for: xdg-open "$(wsipipe report out --open-path-only)"',
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the report and print its path."""
+    from wsipipe.config import parse_config
+    from wsipipe.report import ReportParams, write_report
+
+    params = parse_config(
+        ReportParams,
+        {
+            "title": args.title,
+            "max_image_px": args.max_image_px,
+            "dpi": args.dpi,
+            "max_points": args.max_points,
+            "figures": not args.no_figures,
+        },
+        source="wsipipe report",
+    )
+    path = write_report(args.out_dir, path=args.path, params=params)
+    if args.open_path_only:
+        print(path)
+        return 0
+    size_kib = path.stat().st_size / 1024
+    figures = f"; figures in {path.parent / 'figures'}" if params.figures else ""
+    print(f"report: {path} ({size_kib:.0f} KiB){figures}")
+    return 0

@@ -1,0 +1,357 @@
+"""Read what a run directory holds into plain objects for the report; never fail on absence.
+
+Every reader here returns ``None`` (or an empty container) for a part that does not exist
+and records a one-line note in :attr:`RunData.problems` for a part that exists but cannot
+be read, so a report can always be written.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from wsipipe.errors import WsipipeError
+from wsipipe.types import RGBArray
+
+__all__ = ["RunData", "SlideView", "TrainingRun", "collect_run", "load_slide_images"]
+
+log = logging.getLogger(__name__)
+
+#: Stages whose items are not the run's test slides (synth also lists training slides).
+_NON_SLIDE_STAGES = frozenset({"synth", "train", "report"})
+_READ_ERRORS = (WsipipeError, OSError, ValueError, KeyError, TypeError, IndexError)
+
+
+@dataclass
+class SlideView:
+    """Everything the report shows about one slide.
+
+    Coordinates are level-0 ``(x, y)`` px; arrays are indexed ``[row, col]``.
+    """
+
+    slide_id: str
+    store: Path | None = None
+    model: str | None = None
+    class_name: str | None = None
+    n_tiles: int | None = None
+    complete: bool | None = None
+    level0_size: tuple[int, int] | None = None
+    """Level-0 ``(width, height)`` px."""
+    mpp: float | None = None
+    """Level-0 µm/px."""
+    thumbnail: RGBArray | None = None
+    """(h, w, 3) uint8 thumbnail covering the whole slide."""
+    mask: npt.NDArray[np.bool_] | None = None
+    """(h, w) bool tissue mask; pixel ``[r, c]`` covers level-0 ``[c*dx, (c+1)*dx) x [r*dy, (r+1)*dy)``."""
+    mask_downsample: tuple[float, float] = (1.0, 1.0)
+    heatmap: npt.NDArray[np.float32] | None = None
+    """(rows, cols) float32 probability on the tile grid, NaN off tissue."""
+    heatmap_extent: tuple[float, float, float, float] | None = None
+    """Level-0 ``(x_min, x_max, y_max, y_min)`` of the heatmap (matplotlib ``extent``)."""
+    points: list[tuple[float, int, int]] = field(default_factory=list)
+    """NMS detections ``(confidence, x, y)``, level-0 px, highest confidence first."""
+    has_lesions_csv: bool = False
+    scores: dict[str, float] = field(default_factory=dict)
+    """Slide scores from ``slide_predictions.csv`` (column -> value)."""
+    label: str | None = None
+    """``"tumor"``, ``"normal"`` or None when unknown."""
+    evaluation: dict[str, Any] | None = None
+    """This slide's row of ``evaluation.json`` ``slides``."""
+    statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Stage -> ``{"status", "message", "seconds"}`` from the manifest."""
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrainingRun:
+    """A training run found under the run directory (``metrics.csv`` [+ ``curves.png``])."""
+
+    name: str
+    folder: Path
+    rows: list[dict[str, float]]
+    curves_png: Path | None
+
+
+@dataclass
+class RunData:
+    """The parts of a run directory the report shows; ``None`` means absent."""
+
+    out_dir: Path
+    manifest: dict[str, Any] | None = None
+    manifest_path: Path | None = None
+    slides: list[SlideView] = field(default_factory=list)
+    evaluation: dict[str, Any] | None = None
+    training: list[TrainingRun] = field(default_factory=list)
+    explain_pngs: list[Path] = field(default_factory=list)
+    explain_metrics: list[dict[str, str]] = field(default_factory=list)
+    export_files: list[Path] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def run(self) -> dict[str, Any]:
+        """The manifest's ``run`` record (empty without a manifest)."""
+        run = (self.manifest or {}).get("run")
+        return run if isinstance(run, dict) else {}
+
+    @property
+    def stages(self) -> dict[str, Any]:
+        """The manifest's ``stages`` records (empty without a manifest)."""
+        stages = (self.manifest or {}).get("stages")
+        return stages if isinstance(stages, dict) else {}
+
+
+def _read_json(path: Path, problems: list[str]) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        problems.append(f"{path}: cannot be read as JSON ({err})")
+        return None
+    if not isinstance(data, dict):
+        problems.append(f"{path}: expected a JSON object, found {type(data).__name__}")
+        return None
+    return data
+
+
+def _manifest(out: Path, problems: list[str]) -> tuple[dict[str, Any] | None, Path | None]:
+    path = out / "manifest.json"
+    data = _read_json(path, problems)
+    if data is not None:
+        return data, path
+    runs = sorted((out / "runs").glob("*.json")) if (out / "runs").is_dir() else []
+    for candidate in reversed(runs):
+        data = _read_json(candidate, problems)
+        if data is not None:
+            return data, candidate
+    return None, None
+
+
+def _slide_scores(path: Path, problems: list[str]) -> dict[str, dict[str, str]]:
+    if not path.is_file():
+        return {}
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+    except OSError as err:
+        problems.append(f"{path}: cannot be read ({err})")
+        return {}
+    if not rows:
+        return {}
+    header = [h.strip() for h in rows[0]]
+    if len(header) < 2 or _is_number(header[1]):
+        header = ["slide", "probability", "label"][: max(2, len(rows[0]))]
+    else:
+        rows = rows[1:]
+    return {r[0].strip(): dict(zip(header[1:], (c.strip() for c in r[1:]), strict=False)) for r in rows if r}
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _lesion_points(path: Path, problems: list[str]) -> list[tuple[float, int, int]]:
+    from wsipipe.evaluation import read_lesion_csv
+
+    try:
+        det = read_lesion_csv(path)
+    except _READ_ERRORS as err:
+        problems.append(f"{path}: {err}")
+        return []
+    points = [(float(c), int(x), int(y)) for c, x, y in zip(det.confidence, det.x, det.y, strict=True)]
+    return sorted(points, key=lambda p: -p[0])
+
+
+def _reference_labels(out: Path, problems: list[str]) -> dict[str, bool]:
+    path = out / "data" / "testing" / "reference.csv"
+    if not path.is_file():
+        return {}
+    from wsipipe.evaluation import read_reference
+
+    try:  # case-insensitive: CAMELYON16 writes Test_001 where files may be test_001
+        return {k.lower(): v for k, v in read_reference(path).items()}
+    except _READ_ERRORS as err:
+        problems.append(f"{path}: {err}")
+        return {}
+
+
+def _training_runs(out: Path, problems: list[str]) -> list[TrainingRun]:
+    found: list[TrainingRun] = []
+    for base in ("models", "train", "training"):
+        root = out / base
+        if not root.is_dir():
+            continue
+        for metrics in sorted(root.rglob("metrics.csv"))[:20]:
+            try:
+                with metrics.open(newline="", encoding="utf-8") as fh:
+                    raw = list(csv.DictReader(fh))
+            except (OSError, ValueError) as err:
+                problems.append(f"{metrics}: cannot be read ({err})")
+                continue
+            rows = [{k: _to_float(v) for k, v in r.items() if k} for r in raw]
+            if not rows or "epoch" not in rows[0]:
+                continue
+            curves = metrics.parent / "curves.png"
+            name = str(metrics.parent.relative_to(out))
+            found.append(TrainingRun(name, metrics.parent, rows, curves if curves.is_file() else None))
+    return found
+
+
+def _to_float(value: str | None) -> float:
+    try:
+        return float(value) if value not in (None, "") else math.nan
+    except ValueError:
+        return math.nan
+
+
+def _explain(out: Path, problems: list[str]) -> tuple[list[Path], list[dict[str, str]]]:
+    root = out / "explain"
+    if not root.is_dir():
+        return [], []
+    pngs = sorted(root.glob("*/point*.png"))
+    metrics: list[dict[str, str]] = []
+    path = root / "metrics.csv"
+    if path.is_file():
+        try:
+            with path.open(newline="", encoding="utf-8") as fh:
+                metrics = list(csv.DictReader(fh))
+        except (OSError, ValueError) as err:
+            problems.append(f"{path}: cannot be read ({err})")
+    return pngs, metrics
+
+
+def _slide_ids(out: Path, run: RunData, scores: dict[str, Any]) -> list[str]:
+    ids: set[str] = set()
+    if (out / "stores").is_dir():
+        ids.update(p.stem for p in (out / "stores").glob("*.zarr") if p.is_dir())
+    if (out / "lesions").is_dir():
+        ids.update(p.stem for p in (out / "lesions").glob("*.csv"))
+    ids.update(scores)
+    ids.update(str(s.get("slide")) for s in (run.evaluation or {}).get("slides") or [] if isinstance(s, dict))
+    for name, record in run.stages.items():
+        if name not in _NON_SLIDE_STAGES and isinstance(record, dict):
+            ids.update(str(k) for k in (record.get("items") or {}))
+    return sorted(ids)
+
+
+def collect_run(out_dir: Path) -> RunData:
+    """Gather the manifest, per-slide records, evaluation, training, explanation and export outputs.
+
+    Images (thumbnails, masks, heatmaps) are not loaded here; see :func:`load_slide_images`.
+
+    Parameters
+    ----------
+    out_dir : Path
+        A run directory (``wsipipe run`` output).
+    """
+    out = Path(out_dir)
+    run = RunData(out_dir=out)
+    run.manifest, run.manifest_path = _manifest(out, run.problems)
+    run.evaluation = _read_json(out / "evaluation" / "evaluation.json", run.problems)
+    run.training = _training_runs(out, run.problems)
+    run.explain_pngs, run.explain_metrics = _explain(out, run.problems)
+    if (out / "export").is_dir():
+        run.export_files = sorted(p for p in (out / "export").rglob("*") if p.is_file())
+    scores = _slide_scores(out / "slide_predictions.csv", run.problems)
+    reference = _reference_labels(out, run.problems)
+    eval_rows = {str(s.get("slide")): s for s in (run.evaluation or {}).get("slides") or [] if isinstance(s, dict)}
+    for sid in _slide_ids(out, run, scores):
+        view = SlideView(slide_id=sid)
+        store = out / "stores" / f"{sid}.zarr"
+        view.store = store if store.is_dir() else None
+        lesions = out / "lesions" / f"{sid}.csv"
+        if lesions.is_file():
+            view.has_lesions_csv = True
+            view.points = _lesion_points(lesions, view.problems)
+        row = scores.get(sid, {})
+        view.scores = {k: v for k, v in ((k, _to_float(v)) for k, v in row.items() if k != "label") if math.isfinite(v)}
+        view.evaluation = eval_rows.get(sid)
+        if view.evaluation is not None and "is_tumor" in view.evaluation:
+            view.label = "tumor" if view.evaluation["is_tumor"] else "normal"
+        elif sid.lower() in reference:
+            view.label = "tumor" if reference[sid.lower()] else "normal"
+        elif row.get("label"):
+            view.label = row["label"].lower()
+        for stage, record in run.stages.items():
+            item = (record.get("items") or {}).get(sid) if isinstance(record, dict) else None
+            if isinstance(item, dict):
+                view.statuses[stage] = item
+        record_json = _read_json(out / "aggregate" / f"{sid}.json", view.problems)
+        if record_json is not None:
+            view.model = str(record_json.get("model") or "") or None
+            view.class_name = str(record_json.get("class_name") or "") or None
+        run.slides.append(view)
+    return run
+
+
+def load_slide_images(view: SlideView, *, max_px: int) -> None:
+    """Fill ``view``'s thumbnail, tissue mask, heatmap and store facts from its patch store.
+
+    A store that cannot be read leaves those fields ``None`` and adds a line to
+    ``view.problems``. The heatmap is ``predictions/<model>/heatmap`` when the aggregate stage
+    wrote it, else it is built from complete tile predictions.
+
+    Parameters
+    ----------
+    view : SlideView
+        Updated in place.
+    max_px : int
+        Longer side of the thumbnail in px.
+    """
+    if view.store is None:
+        return
+    from wsipipe.aggregate.heatmap import HeatmapGeometry, heatmap_from_store, slide_background
+    from wsipipe.store import (
+        ATTR_COMPLETE,
+        ATTR_LEVEL0_MPP,
+        ATTR_LEVEL0_SIZE,
+        TILES_COORDS,
+        array,
+        list_models,
+        open_store,
+        read_heatmap,
+        read_mask,
+    )
+
+    try:
+        root = open_store(view.store, require_complete=False)
+        view.complete = root.attrs.get(ATTR_COMPLETE) is True
+        size: Any = root.attrs.get(ATTR_LEVEL0_SIZE)
+        view.level0_size = (int(size[0]), int(size[1]))
+        view.mpp = float(root.attrs.get(ATTR_LEVEL0_MPP))  # type: ignore[arg-type]
+        view.mask, view.mask_downsample = read_mask(root)
+        view.n_tiles = int(array(root, TILES_COORDS).shape[0])
+    except _READ_ERRORS as err:
+        view.problems.append(f"patch store {view.store}: {err}")
+        return
+    try:
+        view.thumbnail = slide_background(root, max_size=max_px)
+    except _READ_ERRORS as err:
+        view.problems.append(f"thumbnail of {view.slide_id}: {err}")
+    models = list_models(root)
+    model = view.model if view.model in models else (models[0] if models else None)
+    if model is None:
+        return
+    view.model = model
+    try:
+        geometry = HeatmapGeometry.from_store(root)
+        try:
+            view.heatmap = read_heatmap(root, model)
+        except WsipipeError:
+            view.heatmap, geometry, view.class_name = heatmap_from_store(root, model)
+        (ox, oy), (sx, sy), (rows, cols) = geometry.origin, geometry.cell_size, geometry.shape
+        view.heatmap_extent = (ox, ox + cols * sx, oy + rows * sy, oy)
+    except _READ_ERRORS as err:
+        view.problems.append(f"heatmap of {view.slide_id} ({model}): {err}")
