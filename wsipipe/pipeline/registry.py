@@ -51,6 +51,8 @@ STAGE_ORDER: tuple[str, ...] = (
 #: Built-in stages: name -> module defining ``Params`` and ``run``. One line per stage.
 BUILTIN_STAGES: dict[str, str] = {
     "synth": "wsipipe.pipeline.stages.synth",
+    "train": "wsipipe.pipeline.stages.train",
+    "infer": "wsipipe.pipeline.stages.infer",
     "tile": "wsipipe.pipeline.stages.tile",
     "aggregate": "wsipipe.pipeline.stages.aggregate",
     "evaluate": "wsipipe.pipeline.stages.evaluate",

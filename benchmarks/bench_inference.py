@@ -1,0 +1,174 @@
+"""Inference stage throughput: the Dask stage against a plain single-process torch loop.
+
+Prints, for the same store, checkpoint and batch size:
+
+* tiles/s of a plain loop (read each zarr chunk, normalise, ``model(x)``, sigmoid) in this process;
+* tiles/s of :func:`wsipipe.inference.predict_stores` on a LocalCluster with 1 worker process
+  (all cores as torch threads), and the ratio to the plain loop (target >= 0.9);
+* tiles/s with 2 worker processes (cores shared out), and the 1 -> 2 workers scaling;
+* on a CUDA machine: GPU tiles/s, and the time spent reading tiles against the time in the
+  model (whether reading keeps the GPU busy).
+
+Each figure is the best of ``--repeat`` timed runs after one warm-up (the worker's model load
+and first-batch costs are in the warm-up). Run: ``python benchmarks/bench_inference.py``
+(``--tiles 256 --tile-size 96`` by default; the store and checkpoint go to a temp dir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.inference.conftest import make_checkpoint, make_store
+from wsipipe.inference import InferParams, predict_stores
+from wsipipe.models import load_checkpoint
+from wsipipe.store import iter_tile_chunks
+
+
+def plain_loop(store: Path, ckpt: Path, batch: int, device: str) -> tuple[float, int]:
+    """Seconds and tiles of a single-process torch loop over the store (model load included)."""
+    start = time.perf_counter()
+    model, meta = load_checkpoint(ckpt, map_location=device)
+    mean = torch.tensor(meta.norm_mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(meta.norm_std, device=device).view(1, 3, 1, 1)
+    n = 0
+    with torch.inference_mode():
+        for _, tiles in iter_tile_chunks(store):
+            for i in range(0, len(tiles), batch):
+                x = torch.from_numpy(tiles[i : i + batch]).to(device).permute(0, 3, 1, 2).float()
+                torch.sigmoid(model((x / 255 - mean) / std)).cpu()
+            n += len(tiles)
+    return time.perf_counter() - start, n
+
+
+def stage(store: Path, ckpt: Path, client: object, params: InferParams) -> tuple[float, float, float, int]:
+    """Wall seconds, summed read and compute seconds, tiles of one forced predict_stores run."""
+    start = time.perf_counter()
+    result = predict_stores(store, ckpt, scheduler=client, params=params)
+    wall = time.perf_counter() - start
+    if not result.ok:
+        raise SystemExit(f"inference failed: {result.failures}")
+    return wall, result.read_seconds, result.compute_seconds, result.tiles_computed
+
+
+def best(fn: Callable[[], tuple[float, ...]], repeat: int) -> tuple[float, ...]:
+    """The fastest of ``repeat`` runs of ``fn`` after one warm-up run."""
+    fn()
+    return min(fn() for _ in range(repeat))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tiles", type=int, default=256)
+    ap.add_argument("--tile-size", type=int, default=96)
+    ap.add_argument("--chunk", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads in total (default: all cores)")
+    ap.add_argument("--full-celnet", action="store_true", help="paper-size CELNet (default: a small one)")
+    args = ap.parse_args()
+    os.environ.setdefault("WSIPIPE_PROGRESS", "0")
+    from distributed import Client, LocalCluster
+
+    cores = os.cpu_count() or 1
+    tmp = Path(tempfile.mkdtemp(prefix="bench_infer_"))
+    side = int(np.ceil(np.sqrt(args.tiles)))
+    store = make_store(
+        tmp / "s.zarr", grid_shape=(side, side), tile_size=args.tile_size, chunk_tiles=args.chunk, drop=10**9
+    )
+    arch: dict[str, Any] = {} if args.full_celnet else {"widths": [8, 16, 16, 32], "depth": 2, "reduction": 8}
+    ckpt = make_checkpoint(tmp / "ckpt", tile_size=args.tile_size, **arch)
+    n = side * side
+    out: dict[str, object] = {"tiles": n, "tile_size": args.tile_size, "chunk": args.chunk, "cores": cores}
+    print(f"store: {n} tiles of {args.tile_size} px, chunks of {args.chunk}; {cores} cores", flush=True)
+
+    threads = args.threads or cores
+    torch.set_num_threads(threads)
+    # Both clusters stay up while the runs are interleaved (plain, 1 worker, 2 workers, repeat), so a
+    # shared machine's changing load hits every variant alike; each figure is its best run.
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40) as c1,
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40) as c2,
+        Client(c1) as one,
+        Client(c2) as two,
+    ):
+        p1 = InferParams(device="cpu", batch_size=args.batch, force=True, torch_threads=threads)
+        p2 = InferParams(device="cpu", batch_size=args.batch, force=True, torch_threads=max(1, threads // 2))
+        runs: dict[str, list[tuple[float, ...]]] = {"plain": [], "1": [], "2": []}
+        for round_ in range(args.repeat + 1):  # round 0 warms up (model loads, first batches)
+            results = {
+                "plain": plain_loop(store, ckpt, args.batch, "cpu"),
+                "1": stage(store, ckpt, one, p1),
+                "2": stage(store, ckpt, two, p2),
+            }
+            if round_:
+                for key, value in results.items():
+                    runs[key].append(value)
+    base_s, base_n = min(runs["plain"])[:2]
+    base_tps = base_n / base_s
+    print(f"plain torch loop (1 process, {threads} torch threads): {base_tps:8.1f} tiles/s", flush=True)
+    tps: dict[int, float] = {}
+    for workers in (1, 2):
+        wall, read, compute, tiles = min(runs[str(workers)])
+        tps[workers] = tiles / wall
+        print(
+            f"dask stage, {workers} worker(s) x {max(1, threads // workers)} torch threads: {tps[workers]:8.1f} "
+            f"tiles/s (ratio to plain loop {tps[workers] / base_tps:.2f}; read {read:.2f} s, model {compute:.2f} s "
+            f"summed over tasks, wall {wall:.2f} s)",
+            flush=True,
+        )
+    out |= {
+        "plain_tiles_per_s": base_tps,
+        "dask_1w_tiles_per_s": tps[1],
+        "dask_2w_tiles_per_s": tps[2],
+        "ratio_1w_vs_plain": tps[1] / base_tps,
+        "scaling_2w_vs_1w": tps[2] / tps[1],
+    }
+    print(f"ratio 1 worker / plain loop: {tps[1] / base_tps:.2f} (target >= 0.9)")
+    print(f"scaling 1 -> 2 workers: {tps[2] / tps[1]:.2f}x")
+
+    if torch.cuda.is_available():
+        g_s, g_n = best(lambda: plain_loop(store, ckpt, args.batch, "cuda"), args.repeat)
+        print(f"GPU plain loop: {g_n / g_s:8.1f} tiles/s")
+        for threads in (1, 4):
+            params = InferParams(device="cuda", batch_size=args.batch, force=True)
+            with (
+                LocalCluster(
+                    n_workers=1,
+                    threads_per_worker=threads,
+                    processes=True,
+                    resources={"GPU": threads},
+                    dashboard_address=":0",
+                    silence_logs=40,
+                ) as cluster,
+                Client(cluster) as client,
+            ):
+                wall, read, compute, tiles = best(partial(stage, store, ckpt, client, params), args.repeat)
+            busy = compute / wall
+            print(
+                f"GPU dask stage, 1 worker x {threads} threads: {tiles / wall:8.1f} tiles/s; model time "
+                f"{compute:.2f} s of {wall:.2f} s wall (GPU busy {busy:.0%}); reading {read:.2f} s summed"
+                + (" -> reading is the bottleneck" if read > compute else "")
+            )
+            out[f"gpu_{threads}t_tiles_per_s"] = tiles / wall
+            out[f"gpu_{threads}t_busy"] = busy
+    else:
+        print("no CUDA device: GPU figures skipped")
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

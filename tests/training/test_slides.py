@@ -1,0 +1,86 @@
+"""Training patches sampled from annotated synthetic slides (format "slides")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import shapely
+
+from wsipipe.annotations import Annotation, write_asap_xml
+from wsipipe.training import load_train_params, train_model
+from wsipipe.training._slides import find_annotated_slides, sample_slide_patches
+
+synth = pytest.importorskip("wsipipe.synth")
+
+
+@pytest.fixture(scope="module")
+def slide_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, shapely.Geometry]]:
+    root = tmp_path_factory.mktemp("slides")
+    (root / "images").mkdir()
+    (root / "lesion_annotations").mkdir()
+    tumors = {}
+    for name, kind, seed in (("tumor_a", "tumor", 1), ("tumor_b", "tumor", 2), ("normal_a", "normal", 3)):
+        info = synth.make_test_slide(root / "images" / f"{name}.tif", kind=kind, seed=seed)
+        if info.lesions:
+            geoms = [lesion.polygon for lesion in info.lesions]
+            write_asap_xml([Annotation(g, label="tumor") for g in geoms], root / "lesion_annotations" / f"{name}.xml")
+            tumors[name] = shapely.union_all(geoms)
+    return root, tumors
+
+
+def test_finds_slides_and_their_annotations(slide_dir: tuple[Path, dict[str, shapely.Geometry]]) -> None:
+    root, _ = slide_dir
+    found = {s.stem: (a.name if a else None) for s, a in find_annotated_slides(root)}
+    assert found == {"normal_a": None, "tumor_a": "tumor_a.xml", "tumor_b": "tumor_b.xml"}
+
+
+def test_sampled_patches_follow_the_annotations(slide_dir: tuple[Path, dict[str, shapely.Geometry]]) -> None:
+    root, tumors = slide_dir
+    slide = root / "images" / "tumor_a.tif"
+    rng = np.random.default_rng(0)
+    images, labels, centres = sample_slide_patches(
+        slide, root / "lesion_annotations" / "tumor_a.xml", n=12, patch_size=32, patch_mpp=0.972, rng=rng
+    )
+    assert images.shape == (12, 32, 32, 3)
+    assert images.dtype == np.uint8
+    assert int(labels.sum()) == 6
+    half = 16 * 0.972 / 0.243  # patch half-side in level-0 px (synthetic slides are 0.243 µm/px)
+    for (cx, cy), label in zip(centres, labels):
+        if label:
+            assert tumors["tumor_a"].contains(shapely.Point(cx, cy))
+        else:
+            assert not tumors["tumor_a"].intersects(shapely.box(cx - half, cy - half, cx + half, cy + half))
+    # tumour and normal patches look different on the synthetic slide (tumour nuclei are darker)
+    assert images[labels == 1].mean() < images[labels == 0].mean()
+    _, normal_labels, _ = sample_slide_patches(
+        root / "images" / "normal_a.tif", None, n=6, patch_size=32, patch_mpp=0.972, rng=rng
+    )
+    assert normal_labels.tolist() == [0] * 6
+
+
+def test_train_from_slides(slide_dir: tuple[Path, dict[str, shapely.Geometry]], tmp_path: Path) -> None:
+    root, _ = slide_dir
+    params = load_train_params(
+        {
+            "data": {
+                "format": "slides",
+                "root": str(root),
+                "val_slides": ["tumor_b"],
+                "patch_size": 32,
+                "patches_per_slide": 16,
+            },
+            "model_kwargs": {"widths": [8, 8, 8, 16], "depth": 1},
+            "epochs": 1,
+            "lr": 0.01,
+        }
+    )
+    result = train_model(params, tmp_path / "run")
+    assert result.epochs_done == 1
+    from wsipipe.models import load_checkpoint
+
+    _, meta = load_checkpoint(result.best_checkpoint)
+    assert meta.tile_size == 32
+    assert meta.input_mpp == pytest.approx(0.972)
+    assert meta.provenance["dataset"]["format"] == "slides"

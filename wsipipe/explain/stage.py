@@ -1,0 +1,410 @@
+"""The explain stage: explanation maps around lesion points of whole slides.
+
+``explain_slides(slides, out_dir, ExplainParams(...), checkpoint=..., lesions_dir=... | points=...)``
+takes, per slide, the top-k NMS points of ``<lesions_dir>/<slide>.csv`` (CAMELYON16
+``Confidence,X,Y``, level-0 px, no header) or the given level-0 points, reads a square region
+centred on each point at the checkpoint's input MPP, computes the chosen maps and writes::
+
+    <out>/<slide>/point<k>.png     one row per method: input | map | overlay [| mask]
+    <out>/<slide>/maps.npz         images (K,S,S,3) uint8, maps_<method> (K,S,S) float32,
+                                   masks (K,S,S) bool (with ground truth), origins (K,2) level-0 x, y
+    <out>/<slide>.geojson          QuPath tiles (cell_px map px squares, level-0 px), one
+                                   measurement per method
+    <out>/metrics.csv, metrics.md  localization metrics per slide, point and method (with ground truth)
+
+Ground truth comes from ``<annotations_dir>/<slide>.xml`` (ASAP) or ``.geojson``; a slide
+without a file there is taken as tumour-free.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from wsipipe.errors import ConfigError, PartialFailureError, WsipipeError
+from wsipipe.types import PathLike
+
+__all__ = ["ExplainParams", "ExplainResult", "SlideExplain", "explain_slides", "find_slides", "read_points"]
+
+log = logging.getLogger(__name__)
+
+_SLIDE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".bif", ".svslide")
+_METRIC_KEYS = (
+    "hploc_precision",
+    "hploc_recall",
+    "iou",
+    "precision",
+    "recall",
+    "f1",
+    "spearman",
+    "pixel_accuracy",
+    "hit",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExplainParams:
+    """Parameters of the explain stage."""
+
+    methods: tuple[str, ...] = ("celm", "gradcam", "saliency")
+    """Explainers from :data:`wsipipe.explain.EXPLAINERS`."""
+    top_k: int = 5
+    """Lesion points per slide, highest confidence first."""
+    region_px: int | None = None
+    """Side of the explained region at the input MPP, px; default the checkpoint's tile size."""
+    mpp: float | None = None
+    """Input µm/px; default the checkpoint's ``input_mpp``."""
+    slide_mpp: float | None = None
+    """Level-0 µm/px override for slides without resolution metadata."""
+    target: int | None = None
+    """Class index to explain; default the tumour logit of one-logit models, else each region's arg-max."""
+    alpha: float = 0.5
+    """CELM: weight of CAM3 against CAM2."""
+    beta: float = 0.5
+    """CELM: weight of the CAM x saliency product."""
+    cell_px: int = 8
+    """Side of a QuPath tile in map px."""
+    threshold: float = 0.3
+    """Binarisation threshold of the pixel metrics (``004``)."""
+    hploc_threshold: float = 0.5
+    """Segmentation threshold of the HPLOC metric, as a fraction of each smoothed map's maximum."""
+    hploc_sigma: float = 2.0
+    """Gaussian smoothing (map px) before HPLOC segmentation."""
+    png: bool = True
+    geojson: bool = True
+    seed: int = 0
+    """Seed of NoiseTunnel and LIME."""
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        from wsipipe.explain._registry import EXPLAINERS
+
+        if not self.methods:
+            raise ConfigError("methods must name at least one explainer")
+        for m in self.methods:
+            if m not in EXPLAINERS:
+                from wsipipe.config import suggest
+
+                raise ConfigError(f"unknown method {m!r}{suggest(m, EXPLAINERS)} (methods: {', '.join(EXPLAINERS)})")
+        if self.top_k < 1 or self.cell_px < 1 or (self.region_px is not None and self.region_px < 8):
+            raise ConfigError(
+                f"top_k and cell_px must be >= 1 and region_px >= 8, got {self.top_k}, {self.cell_px}, {self.region_px}"
+            )
+        for name in ("alpha", "beta", "threshold", "hploc_threshold"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and 0.0 <= v <= 1.0):
+                raise ConfigError(f"{name} must be in [0, 1], got {v}")
+
+
+@dataclass(frozen=True)
+class SlideExplain:
+    """What happened to one slide."""
+
+    slide_id: str
+    path: Path
+    status: Literal["done", "failed"]
+    n_points: int = 0
+    pngs: tuple[Path, ...] = ()
+    geojson: Path | None = None
+    maps: Path | None = None
+    seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ExplainResult:
+    """The outcome of :func:`explain_slides`."""
+
+    out_dir: Path
+    slides: tuple[SlideExplain, ...]
+    metrics_csv: Path | None
+    metrics_md: Path | None
+    seconds: float = 0.0
+
+    @property
+    def failures(self) -> dict[str, str]:
+        """Failed slides: path -> error."""
+        return {str(s.path): s.error or "failed" for s in self.slides if s.status == "failed"}
+
+    def raise_for_failures(self) -> None:
+        """Raise :class:`PartialFailureError` (exit code 3) naming every failed slide, if any."""
+        if self.failures:
+            raise PartialFailureError(
+                f"{len(self.failures)} of {len(self.slides)} slides failed to explain: {', '.join(self.failures)}",
+                self.failures,
+            )
+
+
+def find_slides(paths: Iterable[PathLike]) -> list[Path]:
+    """Slide files named in ``paths``; folders contribute their slide files (sorted, not recursive).
+
+    Raises
+    ------
+    ConfigError
+        A path that does not exist, or no slide found at all.
+    """
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            out.extend(sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in _SLIDE_SUFFIXES))
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise ConfigError(f"{p}: no such slide file or folder")
+    if not out:
+        raise ConfigError(f"no slide files ({', '.join(_SLIDE_SUFFIXES)}) in {', '.join(map(str, paths))}")
+    return out
+
+
+def read_points(lesions_csv: PathLike, top_k: int) -> list[tuple[float, int, int]]:
+    """The ``top_k`` most confident ``(confidence, x, y)`` of a CAMELYON16 lesion CSV (level-0 px)."""
+    from wsipipe.evaluation import read_lesion_csv
+
+    det = read_lesion_csv(lesions_csv)
+    order = np.argsort(-det.confidence, kind="stable")[:top_k]
+    return [(float(det.confidence[i]), int(det.x[i]), int(det.y[i])) for i in order]
+
+
+def _annotation_file(folder: Path, sid: str) -> Path | None:
+    for suffix in (".xml", ".geojson", ".json", ".geojson.gz"):
+        for name in (sid + suffix, sid.lower() + suffix):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def _explain_slide(
+    path: Path,
+    out_dir: Path,
+    params: ExplainParams,
+    model: Any,
+    meta: Any,
+    points: Sequence[tuple[float, int, int]],
+    annotations_dir: Path | None,
+) -> tuple[SlideExplain, list[dict[str, Any]]]:
+    import torch
+
+    from wsipipe.annotations import rasterize, read_annotations
+    from wsipipe.evaluation import slide_id
+    from wsipipe.explain._outputs import map_tile_features, save_panel
+    from wsipipe.explain._registry import black_baseline, explain
+    from wsipipe.explain.metrics import localization_metrics
+    from wsipipe.export import write_feature_collection
+    from wsipipe.slide import open_slide
+
+    start = time.perf_counter()
+    sid = slide_id(path.name)
+    mpp = params.mpp if params.mpp is not None else meta.input_mpp
+    if mpp is None:
+        raise ConfigError(f"{path}: the checkpoint records no input_mpp; pass mpp (CLI: --mpp)")
+    size = params.region_px or int(meta.tile_size)
+    anns = None
+    if annotations_dir is not None:
+        ann_path = _annotation_file(annotations_dir, sid)
+        if ann_path is None:
+            log.info("%s: no annotation file in %s; treated as tumour-free", sid, annotations_dir)
+            anns = []
+        else:
+            anns = read_annotations(ann_path)
+    images, masks, origins = [], [], []
+    with open_slide(path, mpp=params.slide_mpp) as reader:
+        ds = mpp / reader.mpp
+        half0 = size * ds / 2.0
+        for _, px, py in points:
+            x0, y0 = round(px - half0), round(py - half0)
+            images.append(reader.read_region_mpp((x0, y0), mpp, (size, size)))
+            origins.append((x0, y0))
+            if anns is not None:
+                masks.append(rasterize(anns, (size, size), downsample=ds, origin_level0=(x0, y0), sample="center"))
+        slide_size = reader.dimensions
+    batch = np.stack(images).astype(np.float32) / 255.0
+    mean = torch.tensor(meta.norm_mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(meta.norm_std, dtype=torch.float32).view(1, 3, 1, 1)
+    inputs = ((torch.from_numpy(batch).permute(0, 3, 1, 2) - mean) / std).to(params.device)
+    base = black_baseline(meta.norm_mean, meta.norm_std).to(params.device)
+    maps: dict[str, np.ndarray] = {}
+    for method in params.methods:
+        kw: dict[str, Any] = {} if method == "patchlogit" and params.target is None else {"target": params.target}
+        if method == "celm":
+            kw.update(alpha=params.alpha, beta=params.beta)
+        elif method in ("ig", "noisetunnel", "lime"):
+            kw["baseline"] = base
+            if method != "ig":
+                kw["seed"] = params.seed
+        maps[method] = explain(method, model, inputs, **kw)
+    target_dir = out_dir / sid
+    target_dir.mkdir(parents=True, exist_ok=True)
+    pngs, rows = [], []
+    for k, (conf, px, py) in enumerate(points, start=1):
+        per = {m: v[k - 1] for m, v in maps.items()}
+        mask = masks[k - 1] if masks else None
+        if params.png:
+            title = f"{sid} point {k} at ({px}, {py}) level-0 px"
+            title += "" if math.isnan(conf) else f", confidence {conf:.3g}"
+            pngs.append(save_panel(target_dir / f"point{k}.png", images[k - 1], per, mask=mask, title=title))
+        if mask is not None:
+            for m, v in per.items():
+                met = localization_metrics(
+                    v,
+                    mask,
+                    threshold=params.threshold,
+                    hploc_threshold=params.hploc_threshold,
+                    hploc_sigma=params.hploc_sigma,
+                )
+                rows.append({"slide": sid, "point": k, "x": px, "y": py, "confidence": conf, "method": m, **met})
+    arrays: dict[str, np.ndarray] = {"images": np.stack(images), "origins": np.asarray(origins, dtype=np.int64)}
+    arrays.update({f"maps_{m}": v for m, v in maps.items()})
+    if masks:
+        arrays["masks"] = np.stack(masks)
+    npz = target_dir / "maps.npz"
+    np.savez_compressed(npz, **arrays)  # type: ignore[arg-type]
+    geojson = None
+    if params.geojson:
+
+        def features() -> Any:
+            for k, (ox, oy) in enumerate(origins, start=1):
+                yield from map_tile_features(
+                    {m: v[k - 1] for m, v in maps.items()},
+                    origin_level0=(float(ox), float(oy)),
+                    downsample=ds,
+                    cell_px=params.cell_px,
+                    slide_size=slide_size,
+                    name=f"point {k}",
+                )
+
+        geojson = out_dir / f"{sid}.geojson"
+        write_feature_collection(features(), geojson)
+    seconds = time.perf_counter() - start
+    log.info("%s: %d points x %d methods in %.1f s", sid, len(points), len(maps), seconds)
+    result = SlideExplain(sid, path, "done", len(points), tuple(pngs), geojson, npz, seconds)
+    return result, rows
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.4f}"
+    return str(v)
+
+
+def _write_metrics(out_dir: Path, rows: list[dict[str, Any]]) -> tuple[Path, Path]:
+    csv_path, md_path = out_dir / "metrics.csv", out_dir / "metrics.md"
+    fields = list(rows[0])
+    with csv_path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows({k: _fmt(v) for k, v in r.items()} for r in rows)
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    lines = ["# Localization metrics", "", "Mean over points (NaN-free values only).", ""]
+    lines.append("| method | n | " + " | ".join(_METRIC_KEYS) + " |")
+    lines.append("|---|---|" + "---|" * len(_METRIC_KEYS))
+    for m in methods:
+        sel = [r for r in rows if r["method"] == m]
+        means = []
+        for key in _METRIC_KEYS:
+            vals = [r[key] for r in sel if not math.isnan(r[key])]
+            means.append(f"{np.mean(vals):.3f}" if vals else "n/a")
+        lines.append(f"| {m} | {len(sel)} | " + " | ".join(means) + " |")
+    lines += ["", "## Per point", "", "| slide | point | x | y | method | " + " | ".join(_METRIC_KEYS) + " |"]
+    lines.append("|---|---|---|---|---|" + "---|" * len(_METRIC_KEYS))
+    for r in rows:
+        cells = " | ".join(_fmt(r[k]) or "n/a" for k in _METRIC_KEYS)
+        lines.append(f"| {r['slide']} | {r['point']} | {r['x']} | {r['y']} | {r['method']} | {cells} |")
+    md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return csv_path, md_path
+
+
+def explain_slides(
+    slides: Iterable[PathLike],
+    out_dir: PathLike,
+    params: ExplainParams | None = None,
+    *,
+    checkpoint: PathLike,
+    lesions_dir: PathLike | None = None,
+    points: Sequence[tuple[int, int]] | None = None,
+    annotations_dir: PathLike | None = None,
+) -> ExplainResult:
+    """Explain the top-k lesion points (or given points) of each slide (see the module docstring).
+
+    Parameters
+    ----------
+    slides : iterable of path-like
+        Slide files or folders of slides.
+    out_dir : path-like
+        Output folder (created).
+    params : ExplainParams, optional
+    checkpoint : path-like
+        A :func:`wsipipe.models.save_checkpoint` checkpoint.
+    lesions_dir : path-like, optional
+        Folder of ``<slide>.csv`` lesion files (``wsipipe aggregate``'s ``<out>/lesions``).
+    points : sequence of (x, y), optional
+        Level-0 points explained on every slide instead of lesion files.
+    annotations_dir : path-like, optional
+        Folder of ``<slide>.xml`` / ``.geojson`` ground truth; enables masks and metrics.
+
+    Returns
+    -------
+    ExplainResult
+        Per-slide outcomes; call :meth:`ExplainResult.raise_for_failures` to turn failures into
+        an error. A slide fails (others go on) on a missing lesion file or an unreadable slide.
+
+    Raises
+    ------
+    ConfigError
+        Neither or both of ``lesions_dir`` and ``points``; no slides.
+    CheckpointError
+        An unreadable checkpoint.
+    """
+    from wsipipe.evaluation import slide_id
+    from wsipipe.models import load_checkpoint
+
+    params = params or ExplainParams()
+    if (lesions_dir is None) == (points is None):
+        raise ConfigError("give exactly one of lesions_dir (lesion CSV folder) and points (level-0 x, y)")
+    start = time.perf_counter()
+    files = find_slides(slides)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model, meta = load_checkpoint(checkpoint, map_location=params.device)
+    ann_dir = Path(annotations_dir) if annotations_dir is not None else None
+    results: list[SlideExplain] = []
+    rows: list[dict[str, Any]] = []
+    for path in files:
+        t0 = time.perf_counter()
+        sid = slide_id(path.name)
+        try:
+            if points is not None:
+                pts = [(math.nan, int(x), int(y)) for x, y in points]
+            else:
+                csv_path = Path(lesions_dir) / f"{sid}.csv"  # type: ignore[arg-type]
+                if not csv_path.is_file():
+                    raise ConfigError(f"{csv_path}: no lesion file for slide {sid} (run wsipipe aggregate first)")
+                pts = read_points(csv_path, params.top_k)
+            if not pts:
+                log.info("%s: no lesion points; nothing to explain", sid)
+                results.append(SlideExplain(sid, path, "done", seconds=time.perf_counter() - t0))
+                continue
+            res, slide_rows = _explain_slide(path, out, params, model, meta, pts, ann_dir)
+        except (WsipipeError, OSError, ValueError) as err:
+            log.error("%s: %s: %s", path, type(err).__name__, err)
+            results.append(
+                SlideExplain(
+                    sid, path, "failed", seconds=time.perf_counter() - t0, error=f"{type(err).__name__}: {err}"
+                )
+            )
+            continue
+        results.append(res)
+        rows.extend(slide_rows)
+    metrics_csv: Path | None = None
+    metrics_md: Path | None = None
+    if rows:
+        metrics_csv, metrics_md = _write_metrics(out, rows)
+    return ExplainResult(out, tuple(results), metrics_csv, metrics_md, time.perf_counter() - start)

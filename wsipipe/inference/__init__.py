@@ -1,0 +1,47 @@
+"""The inference stage: a checkpoint over the tiles of patch stores, scheduled with Dask.
+
+``predict_stores(stores, checkpoint, scheduler=..., params=InferParams(...))`` runs one Dask
+task per (store, tile chunk). Each worker loads the model once, reads its chunk of
+``tiles/images``, runs batched inference and writes whole chunks of
+``predictions/<model>/probs`` ((N, C) float32) with a per-chunk ``chunk_done`` flag, so an
+interrupted run resumes with the missing chunks only; ``complete`` is set last.
+``wsipipe infer`` is the command-line form; see ``docs/inference.md``.
+Importing this package imports neither torch nor distributed.
+"""
+
+from __future__ import annotations
+
+from wsipipe.inference._cluster import GPU_RESOURCE, connect, gpu_resources, local_cluster_size
+from wsipipe.inference._params import InferParams, InferResult, StoreSummary
+from wsipipe.inference._runtime import (
+    CHUNK_DONE,
+    ChunkDone,
+    ChunkTask,
+    LoadedModel,
+    RuntimeOptions,
+    loaded_model,
+    predict_tiles,
+    run_chunk,
+)
+from wsipipe.inference._stage import checkpoint_fits, find_stores, predict_stores
+
+__all__ = [
+    "CHUNK_DONE",
+    "GPU_RESOURCE",
+    "ChunkDone",
+    "ChunkTask",
+    "InferParams",
+    "InferResult",
+    "LoadedModel",
+    "RuntimeOptions",
+    "StoreSummary",
+    "checkpoint_fits",
+    "connect",
+    "find_stores",
+    "gpu_resources",
+    "loaded_model",
+    "local_cluster_size",
+    "predict_stores",
+    "predict_tiles",
+    "run_chunk",
+]

@@ -1,0 +1,317 @@
+"""What runs on a Dask worker: the per-worker model cache and the chunk task.
+
+Each worker process loads a checkpoint once (:func:`loaded_model`, keyed by the checkpoint's
+weights hash, device and precision) and keeps it for every chunk task of every store. A task
+(:func:`run_chunk`) reads one chunk of ``tiles/images``, runs batched inference under
+``torch.inference_mode`` and writes the chunk's rows of ``predictions/<model>/probs``, then
+its ``chunk_done`` flag: the flag is written only after the probabilities, so a killed task
+leaves its chunk to be recomputed.
+
+On CUDA the batches are copied from pinned memory with ``non_blocking=True``, in
+``channels_last`` layout (the store's NHWC tiles permuted to NCHW are channels-last already),
+under autocast. On the CPU the worker uses ``torch_threads`` intra-op threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from wsipipe.errors import ConfigError
+from wsipipe.store import PREDICTIONS, TILES_GRID, TILES_IMAGES, array, write_probs
+
+__all__ = [
+    "CHUNK_DONE",
+    "ChunkDone",
+    "ChunkTask",
+    "LoadedModel",
+    "RuntimeOptions",
+    "loaded_model",
+    "predict_tiles",
+    "resolve_device",
+    "run_chunk",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Name of the (n_chunks,) bool array beside ``probs``: chunk ``i`` of the probabilities is written.
+CHUNK_DONE = "chunk_done"
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How a worker runs the model (sent with every task; picklable)."""
+
+    checkpoint: str
+    checkpoint_sha256: str
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True
+    amp_dtype: Literal["float16", "bfloat16"] = "float16"
+    batch_size: int = 64
+    dense: bool = False
+    dense_block: int = 8
+    torch_threads: int | None = None
+
+
+@dataclass(frozen=True)
+class ChunkTask:
+    """One task: chunk ``chunk`` (tiles ``start:stop``) of ``store`` through the model."""
+
+    store: str
+    model: str
+    chunk: int
+    start: int
+    stop: int
+    tile_size: int
+    stride: int
+    options: RuntimeOptions
+
+
+@dataclass(frozen=True)
+class ChunkDone:
+    """What a task reports back."""
+
+    store: str
+    chunk: int
+    n_tiles: int
+    read_seconds: float
+    compute_seconds: float
+    write_seconds: float
+    device: str
+    worker: str
+
+
+@dataclass
+class LoadedModel:
+    """A model on its device with its normalisation, shared by the tasks of one worker."""
+
+    model: Any
+    """The ``torch.nn.Module`` in eval mode."""
+    device: Any
+    """``torch.device``."""
+    mean: Any
+    """(1, 3, 1, 1) float32 tensor on the device."""
+    std: Any
+    """(1, 3, 1, 1) float32 tensor on the device."""
+    n_classes: int
+    autocast_dtype: Any
+    """``torch.float16``/``torch.bfloat16`` when autocast is on, else None."""
+    lock: threading.Lock
+    """Serialises forward passes of threads sharing the model (the GPU runs one at a time anyway)."""
+
+
+_CACHE: dict[tuple[str, str, bool, str], LoadedModel] = {}
+_CACHE_LOCK = threading.Lock()
+#: Models kept per process; loading a third checkpoint drops the oldest.
+_CACHE_SIZE = 2
+#: Loads per process (for tests and logs: a worker loads each checkpoint once).
+LOAD_COUNT: dict[str, int] = {}
+
+
+def resolve_device(requested: str) -> str:
+    """Return ``"cuda"`` or ``"cpu"`` for ``requested`` ("auto", "cpu", "cuda") on this machine.
+
+    Raises
+    ------
+    ConfigError
+        If ``"cuda"`` is requested and torch sees no CUDA device.
+    """
+    import torch
+
+    if requested == "cpu":
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    if requested == "cuda":
+        raise ConfigError(f"device 'cuda' requested but torch {torch.__version__} sees no CUDA device on this worker")
+    return "cpu"
+
+
+def _default_threads() -> int:
+    try:
+        from distributed import get_worker
+
+        nthreads = int(get_worker().state.nthreads)
+    except (ImportError, ValueError, AttributeError):
+        nthreads = 1
+    return max(1, (os.cpu_count() or 1) // max(1, nthreads))
+
+
+def loaded_model(options: RuntimeOptions) -> LoadedModel:
+    """Return this process's copy of the checkpoint's model, loading it on first use."""
+    device = resolve_device(options.device)
+    use_amp = options.amp and device == "cuda"
+    key = (options.checkpoint_sha256, device, use_amp, options.amp_dtype)
+    with _CACHE_LOCK:
+        cached = _CACHE.get(key)
+        if cached is not None:
+            return cached
+        import torch
+
+        from wsipipe.models import load_checkpoint
+        from wsipipe.settings import torch_threads
+
+        if device == "cpu":
+            threads = torch_threads(options.torch_threads or _default_threads())
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+        else:
+            torch.backends.cudnn.benchmark = True
+        model, meta = load_checkpoint(options.checkpoint, map_location=device)
+        if meta.weights_sha256 != options.checkpoint_sha256:
+            raise ConfigError(
+                f"checkpoint {options.checkpoint} changed while inference was running "
+                f"(weights sha256 {meta.weights_sha256[:12]}…, expected {options.checkpoint_sha256[:12]}…)"
+            )
+        if device == "cuda":
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}[options.amp_dtype]
+        loaded = LoadedModel(
+            model=model,
+            device=torch.device(device),
+            mean=torch.tensor(meta.norm_mean, dtype=torch.float32, device=device).view(1, 3, 1, 1),
+            std=torch.tensor(meta.norm_std, dtype=torch.float32, device=device).view(1, 3, 1, 1),
+            n_classes=len(meta.class_names),
+            autocast_dtype=dtype if use_amp else None,
+            lock=threading.Lock(),
+        )
+        while len(_CACHE) >= _CACHE_SIZE:  # keep the most recent checkpoints only
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = loaded
+        LOAD_COUNT[options.checkpoint_sha256] = LOAD_COUNT.get(options.checkpoint_sha256, 0) + 1
+        logger.info("loaded %s on %s (torch threads %d)", options.checkpoint, device, torch.get_num_threads())
+        return loaded
+
+
+def _prepare(lm: LoadedModel) -> Callable[[Any], Any]:
+    import torch
+
+    cuda = lm.device.type == "cuda"
+
+    def prepare(batch: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, 3) uint8 -> (B, 3, H, W) float32, normalised, on the device."""
+        if cuda:
+            batch = batch.pin_memory().to(lm.device, non_blocking=True)
+        x = batch.permute(0, 3, 1, 2).float()  # channels-last strides, no copy of the layout
+        return (x / 255.0 - lm.mean) / lm.std
+
+    return prepare
+
+
+def _activate(logits: Any, n_classes: int) -> Any:
+    import torch
+
+    logits = logits.float()
+    return torch.sigmoid(logits) if n_classes == 1 else torch.softmax(logits, dim=1)
+
+
+def predict_tiles(
+    lm: LoadedModel,
+    tiles: npt.NDArray[np.uint8],
+    *,
+    batch_size: int,
+    dense: bool = False,
+    cells: npt.NDArray[np.int32] | None = None,
+    tile_size: int = 0,
+    stride: int = 0,
+    dense_block: int = 8,
+) -> npt.NDArray[np.float32]:
+    """Class probabilities of ``tiles``.
+
+    Parameters
+    ----------
+    lm : LoadedModel
+        From :func:`loaded_model`.
+    tiles : (n, T, T, 3) uint8 ndarray
+        RGB tiles.
+    batch_size : int
+        Tiles per forward pass.
+    dense : bool
+        Dense mode (``cells``, ``tile_size`` and ``stride`` required): see :mod:`._dense`.
+
+    Returns
+    -------
+    (n, C) float32 ndarray
+        Sigmoid of a single logit, or softmax over C logits.
+    """
+    import torch
+
+    prepare = _prepare(lm)
+    autocast = (
+        torch.autocast(device_type="cuda", dtype=lm.autocast_dtype)
+        if lm.autocast_dtype is not None
+        else torch.autocast(device_type="cpu", enabled=False)
+    )
+    with lm.lock, torch.inference_mode(), autocast:
+        if dense and len(tiles):
+            from wsipipe.inference._dense import dense_logits
+
+            if cells is None:
+                raise ValueError("dense mode needs the tiles' grid cells")
+            logits = dense_logits(
+                lm.model.forward_map,
+                tiles,
+                cells,
+                tile_size=tile_size,
+                stride=stride,
+                block=dense_block,
+                batch_tiles=batch_size,
+                prepare=prepare,
+            )
+        else:
+            source = torch.from_numpy(np.ascontiguousarray(tiles))
+            outs = [lm.model(prepare(source[i : i + batch_size])).float() for i in range(0, len(tiles), batch_size)]
+            logits = torch.cat(outs) if outs else torch.zeros((0, lm.n_classes))
+        probs = _activate(logits, lm.n_classes).cpu()
+    return np.asarray(probs.numpy(), dtype=np.float32).reshape(len(tiles), lm.n_classes)
+
+
+def _worker_name() -> str:
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().name)
+    except (ImportError, ValueError):
+        return f"pid{os.getpid()}"
+
+
+def run_chunk(task: ChunkTask) -> ChunkDone:
+    """Compute and write the probabilities of one chunk, then set its ``chunk_done`` flag."""
+    opts = task.options
+    lm = loaded_model(opts)
+    t0 = time.perf_counter()
+    tiles = np.asarray(array(task.store, TILES_IMAGES)[task.start : task.stop], dtype=np.uint8)
+    cells = np.asarray(array(task.store, TILES_GRID)[task.start : task.stop]) if opts.dense else None
+    t1 = time.perf_counter()
+    probs = predict_tiles(
+        lm,
+        tiles,
+        batch_size=opts.batch_size,
+        dense=opts.dense,
+        cells=cells,
+        tile_size=task.tile_size,
+        stride=task.stride,
+        dense_block=opts.dense_block,
+    )
+    t2 = time.perf_counter()
+    write_probs(task.store, task.model, task.start, probs)
+    array(task.store, f"{PREDICTIONS}/{task.model}/{CHUNK_DONE}", "r+")[task.chunk] = True
+    t3 = time.perf_counter()
+    return ChunkDone(
+        store=task.store,
+        chunk=task.chunk,
+        n_tiles=len(tiles),
+        read_seconds=t1 - t0,
+        compute_seconds=t2 - t1,
+        write_seconds=t3 - t2,
+        device=lm.device.type,
+        worker=_worker_name(),
+    )

@@ -1,0 +1,345 @@
+"""The inference stage: plan each store, run one Dask task per tile chunk, finish the stores.
+
+Planning (on the client) checks each store against the checkpoint (tile size and MPP),
+creates or resumes ``predictions/<model>/probs`` and its ``chunk_done`` flags, and lists the
+chunks still to compute. The tasks run on the workers (:func:`wsipipe.inference._runtime.run_chunk`);
+a store whose chunks are all done gets ``complete = True``, the last write of its run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from wsipipe.config import config_hash
+from wsipipe.errors import CheckpointError, StoreError, WsipipeError
+from wsipipe.inference._cluster import GPU_RESOURCE, connect, gpu_resources
+from wsipipe.inference._dense import check_dense
+from wsipipe.inference._params import InferParams, InferResult, StoreSummary
+from wsipipe.inference._runtime import CHUNK_DONE, ChunkDone, ChunkTask, RuntimeOptions, run_chunk
+from wsipipe.settings import progress_enabled
+from wsipipe.store import (
+    ATTR_PARAMS_HASH,
+    ATTR_TILING,
+    PREDICTIONS,
+    PROBS,
+    TILES_IMAGES,
+    array,
+    create_predictions,
+    mark_predictions_complete,
+    open_store,
+)
+from wsipipe.types import PathLike
+
+__all__ = ["checkpoint_fits", "find_stores", "predict_stores"]
+
+logger = logging.getLogger(__name__)
+
+
+def find_stores(paths: Iterable[PathLike]) -> list[Path]:
+    """Expand store paths and directories into ``.zarr`` store directories, in input order.
+
+    A ``*.zarr`` directory is a store; another directory contributes its ``*.zarr`` children,
+    or those of its ``stores/`` sub-directory (a run's output directory).
+
+    Raises
+    ------
+    StoreError
+        If a path does not exist or a directory holds no stores.
+    """
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise StoreError(f"{path}: no such store or directory")
+        if path.suffix == ".zarr" or (path / "zarr.json").is_file():
+            found.append(path)
+            continue
+        children = sorted(p for p in path.glob("*.zarr") if p.is_dir())
+        if not children and (path / "stores").is_dir():
+            children = sorted(p for p in (path / "stores").glob("*.zarr") if p.is_dir())
+        if not children:
+            raise StoreError(f"{path}: no patch stores (*.zarr) in it or in its stores/ folder; run `wsipipe tile`")
+        found.extend(children)
+    unique: dict[Path, None] = dict.fromkeys(p.resolve() for p in found)
+    return list(unique)
+
+
+def checkpoint_fits(tiling: dict[str, Any], tile_size: int, meta: Any, *, store: str, rtol: float) -> None:
+    """Raise :class:`CheckpointError` when the store's tiles differ from the checkpoint's input.
+
+    Parameters
+    ----------
+    tiling : dict
+        The store's ``tiling`` attribute (``mpp`` or ``target_mpp`` in µm/px).
+    tile_size : int
+        T of the store's ``tiles/images``, px.
+    meta : CheckpointMeta
+        ``tile_size`` (px) and ``input_mpp`` (µm/px, None = unchecked).
+    store : str
+        The store path, for the message.
+    rtol : float
+        Allowed relative MPP difference.
+    """
+    mpp = tiling.get("mpp", tiling.get("target_mpp"))
+    store_mpp = float(mpp) if isinstance(mpp, int | float) else None
+    bad_size = tile_size != meta.tile_size
+    bad_mpp = (
+        meta.input_mpp is not None
+        and store_mpp is not None
+        and abs(store_mpp - meta.input_mpp) > rtol * float(meta.input_mpp)
+    )
+    if bad_size or bad_mpp:
+        have = f"{tile_size} px tiles at {store_mpp if store_mpp is not None else '?'} µm/px"
+        want = f"{meta.tile_size} px tiles at {meta.input_mpp if meta.input_mpp is not None else 'any'} µm/px"
+        raise CheckpointError(
+            f"store {store} has {have}, but the checkpoint expects {want}; re-tile the slide with "
+            f"`wsipipe tile --tile-size {meta.tile_size}"
+            + (f" --mpp {meta.input_mpp}`" if meta.input_mpp is not None else "`")
+            + " or use a checkpoint trained on these tiles"
+        )
+    if meta.input_mpp is None:
+        logger.warning("checkpoint has no input MPP; the resolution of %s (%s µm/px) is not checked", store, mpp)
+
+
+@dataclass
+class _Plan:
+    store: Path
+    n_tiles: int
+    n_chunks: int
+    tasks: list[ChunkTask] = field(default_factory=list)
+    status: str = "todo"
+    error: str | None = None
+    done: list[ChunkDone] = field(default_factory=list)
+
+
+def _describe(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"
+
+
+def _plan(
+    path: Path, model: str, net: Any, meta: Any, options: RuntimeOptions, infer_hash: str, params: InferParams
+) -> _Plan:
+    """Check one store against the checkpoint ``meta`` (and ``net`` for dense mode); return its pending chunks."""
+    root = open_store(path, "r+")
+    images = array(root, TILES_IMAGES)
+    n, chunk = int(images.shape[0]), int(images.chunks[0])
+    tile_size = int(images.shape[1])
+    raw_tiling: Any = root.attrs.get(ATTR_TILING)
+    tiling: dict[str, Any] = dict(raw_tiling) if isinstance(raw_tiling, Mapping) else {}
+    checkpoint_fits(tiling, tile_size, meta, store=str(path), rtol=params.mpp_rtol)
+    stride = int(tiling.get("stride") or tile_size)
+    if options.dense:
+        check_dense(net, tile_size, stride, where=str(path))
+    n_chunks = -(-n // chunk)
+    plan = _Plan(path, n, n_chunks)
+    store_hash = root.attrs.get(ATTR_PARAMS_HASH)
+    node = f"{PREDICTIONS}/{model}"
+    done = np.zeros(n_chunks, dtype=bool)
+    reuse = False
+    if not params.force and f"{node}/{PROBS}" in root and f"{node}/{CHUNK_DONE}" in root:
+        attrs = array(root, f"{node}/{PROBS}").attrs
+        reuse = attrs.get("infer_hash") == infer_hash and attrs.get("store_params_hash") == store_hash
+        if reuse and attrs.get("complete") is True:
+            plan.status = "skipped"
+            return plan
+        if reuse:
+            done = np.asarray(array(root, f"{node}/{CHUNK_DONE}")[...], dtype=bool)
+            logger.info("%s: resuming, %d of %d chunks already done", path.name, int(done.sum()), n_chunks)
+        else:
+            logger.info("%s: predictions/%s were made differently; recomputing them", path.name, model)
+    if not reuse:
+        create_predictions(
+            root,
+            model,
+            class_names=list(meta.class_names),
+            checkpoint_hash=f"sha256:{options.checkpoint_sha256}",
+            attrs={
+                "infer_hash": infer_hash,
+                "store_params_hash": store_hash,
+                "input_mpp": meta.input_mpp,
+                "tile_size": meta.tile_size,
+                "architecture": meta.architecture,
+                "dense": options.dense,
+                "amp": options.amp,
+            },
+        )
+        flags = root.create_array(
+            f"{node}/{CHUNK_DONE}", shape=(n_chunks,), dtype=bool, chunks=(1,), fill_value=False, overwrite=True
+        )
+        flags.attrs["meaning"] = f"chunk i of {node}/{PROBS} is written (resume bookkeeping)"
+    for i in np.flatnonzero(~done):
+        start = int(i) * chunk
+        plan.tasks.append(ChunkTask(str(path), model, int(i), start, min(start + chunk, n), tile_size, stride, options))
+    return plan
+
+
+def _finish(plan: _Plan, model: str) -> StoreSummary:
+    seconds = sum(d.read_seconds + d.compute_seconds + d.write_seconds for d in plan.done)
+
+    def summary(status: Literal["done", "skipped", "failed"], error: str | None = None) -> StoreSummary:
+        return StoreSummary(plan.store, status, plan.n_tiles, plan.n_chunks, len(plan.done), seconds, error)
+
+    if plan.status == "skipped":
+        return summary("skipped")
+    if plan.status == "failed":
+        return summary("failed", plan.error)
+    try:
+        root = open_store(plan.store, "r+")
+        flags = np.asarray(array(root, f"{PREDICTIONS}/{model}/{CHUNK_DONE}")[...], dtype=bool)
+        if not flags.all():
+            missing = np.flatnonzero(~flags)[:10].tolist()
+            raise StoreError(f"{plan.store}: chunks {missing} of predictions/{model} were not written")
+        mark_predictions_complete(root, model)
+    except WsipipeError as err:
+        return summary("failed", _describe(err))
+    return summary("done")
+
+
+def predict_stores(
+    stores: Sequence[PathLike] | PathLike,
+    checkpoint: PathLike,
+    *,
+    scheduler: Any = None,
+    params: InferParams | None = None,
+) -> InferResult:
+    """Run a checkpoint over the tiles of patch stores, writing ``predictions/<model>/probs``.
+
+    Parameters
+    ----------
+    stores : path-like or sequence of path-like
+        ``.zarr`` stores or directories of them (see :func:`find_stores`).
+    checkpoint : path-like
+        A checkpoint directory written by :func:`wsipipe.models.save_checkpoint`.
+    scheduler : None, str, path, distributed.Client or cluster, optional
+        None starts a local cluster of worker processes sized to the machine; an address
+        (``tcp://host:8786``) or a scheduler file joins an existing cluster.
+    params : InferParams, optional
+        Batch size, device, AMP, dense mode, model name, local cluster size, force.
+
+    Returns
+    -------
+    InferResult
+        One :class:`StoreSummary` per store. Stores that fail (a tile size or MPP that does not
+        fit the checkpoint, an unfinished store, a task error) are listed there; the others are
+        finished. Call :meth:`InferResult.raise_for_failures` to turn failures into an error.
+
+    Raises
+    ------
+    CheckpointError
+        If the checkpoint cannot be loaded (nothing is computed).
+    StoreError
+        If a path holds no stores.
+    """
+    from wsipipe.models import load_checkpoint
+
+    params = params or InferParams()
+    started = time.perf_counter()
+    paths = find_stores([stores] if isinstance(stores, str | os.PathLike) else stores)
+    model_obj, meta = load_checkpoint(checkpoint)
+    model = params.model or meta.architecture
+    options = RuntimeOptions(
+        checkpoint=str(Path(checkpoint).resolve()),
+        checkpoint_sha256=meta.weights_sha256,
+        device=params.device,
+        amp=params.amp,
+        amp_dtype=params.amp_dtype,
+        batch_size=params.batch_size,
+        dense=params.dense,
+        dense_block=params.dense_block,
+        torch_threads=params.torch_threads,
+    )
+    infer_hash = config_hash(
+        {"weights": meta.weights_sha256, "dense": params.dense, "block": params.dense_block if params.dense else None}
+        | ({"amp": params.amp_dtype if params.amp else None} if params.device != "cpu" else {"amp": None})
+    )
+    plans: list[_Plan] = []
+    for path in paths:
+        try:
+            plan = _plan(path, model, model_obj, meta, options, infer_hash, params)
+        except WsipipeError as err:
+            logger.warning("%s: %s", path, err)
+            plan = _Plan(path, 0, 0, status="failed", error=_describe(err))
+        plans.append(plan)
+    del model_obj
+    tasks = [t for p in plans for t in p.tasks]
+    computed = _run_tasks(tasks, plans, scheduler, params) if tasks else []
+    summaries = tuple(_finish(p, model) for p in plans)
+    result = InferResult(
+        model=model,
+        stores=summaries,
+        seconds=time.perf_counter() - started,
+        tiles_computed=sum(d.n_tiles for d in computed),
+        compute_seconds=sum(d.compute_seconds for d in computed),
+        read_seconds=sum(d.read_seconds for d in computed),
+    )
+    logger.info(
+        "inference: %d stores, %d tiles in %.1f s (%.0f tiles/s)",
+        len(summaries),
+        result.tiles_computed,
+        result.seconds,
+        result.tiles_per_second,
+    )
+    return result
+
+
+def _run_tasks(tasks: list[ChunkTask], plans: list[_Plan], scheduler: Any, params: InferParams) -> list[ChunkDone]:
+    """Submit one task per chunk, follow them with a progress bar, record results on the plans."""
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    by_store = {str(p.store): p for p in plans}
+    done: list[ChunkDone] = []
+    token = uuid.uuid4().hex[:8]
+    with connect(
+        scheduler, workers=params.workers, threads_per_worker=params.threads_per_worker, device=params.device
+    ) as (client, threads):
+        if threads is not None and params.torch_threads is None:
+            tasks = [_with_threads(t, threads) for t in tasks]
+        resources = {GPU_RESOURCE: 1} if params.device != "cpu" and gpu_resources(client) else None
+        keys = [f"wsipipe-infer-{Path(t.store).stem}-{t.chunk}-{token}" for t in tasks]
+        futures = client.map(run_chunk, tasks, key=keys, resources=resources, pure=False)
+        owner = {f.key: t for f, t in zip(futures, tasks, strict=True)}
+        n_stores = len({t.store for t in tasks})
+        bar = tqdm(
+            total=sum(t.stop - t.start for t in tasks),
+            desc=f"infer {n_stores} store{'s' if n_stores != 1 else ''}",
+            unit="tile",
+            disable=not progress_enabled(),
+            dynamic_ncols=True,
+        )
+        try:
+            for future in as_completed(futures):
+                task = owner[future.key]
+                plan = by_store[task.store]
+                if future.status == "error":
+                    if plan.status != "failed":
+                        err = future.exception()
+                        logger.warning("%s: chunk %d failed: %s", Path(task.store).name, task.chunk, err)
+                        plan.status, plan.error = "failed", _describe(err)
+                elif future.status == "finished":
+                    record: ChunkDone = future.result()
+                    plan.done.append(record)
+                    done.append(record)
+                bar.update(task.stop - task.start)
+                future.release()
+        except BaseException:
+            client.cancel(futures)
+            raise
+        finally:
+            bar.close()
+    return done
+
+
+def _with_threads(task: ChunkTask, threads: int) -> ChunkTask:
+    from dataclasses import replace
+
+    return replace(task, options=replace(task.options, torch_threads=threads))

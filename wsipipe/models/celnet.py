@@ -1,0 +1,280 @@
+"""CELNet: the cancerous-evidence localization network of Huang & Chung.
+
+Source: ``003_d079139a1795bfd3.txt`` ("CELNet: Evidence Localization for Pathology Images using
+Weakly Supervised Learning"), Section 2.1 and Fig. 1.
+
+Architecture (widths 16/32/64 reproduce the paper's 297K parameters)::
+
+    input (B, 3, H, W)
+    head      3x3 conv, 16 ch, stride 1, BN, ReLU
+    module 1  3 MA-ResBlocks, 16 ch, stride 1
+    module 2  3 MA-ResBlocks, 32 ch, first block stride 2     -> "cam2" (B, 32, H/2, W/2)
+    module 3  3 MA-ResBlocks, 64 ch, first block stride 2     -> "cam3" (B, 64, H/4, W/4)
+    companion outputs: [GAP ‖ GMP](module 2) = 64 values, [GAP ‖ GMP](module 3) = 128 values
+    classifier: 1x1 conv on their concatenation (192 -> num_classes) -> logits; sigmoid = score
+
+An MA-ResBlock is conv3x3-BN-ReLU, conv3x3-BN, then the multi-branch attention module (MAM),
+the shortcut added, and ReLU. A downsampling shortcut is a 3x3 stride-2 conv + BN (the paper
+uses 3x3 instead of 1x1 "to reduce information loss"). The MAM is CBAM-style channel attention
+(a shared two-layer MLP on the GAP and GMP of the features, summed, sigmoid) followed by spatial
+attention ``A_s = sigmoid(f3x3(F) + f5x5(F) + f7x7(F))`` computed, as in CBAM, on the
+channel-wise mean and max of the channel-refined features ``F_sq``.
+
+Deep supervision is realised as the paper draws it: the two companion outputs feed the final
+1x1 conv directly, so module 2 receives a gradient straight from the loss.
+:meth:`CELNet.companions` returns them.
+
+Dense maps on larger regions
+----------------------------
+CELNet is fully convolutional except for its global poolings (channel attention in every
+block and the companion GAP/GMP). :meth:`CELNet.forward_map` runs the network once over a
+region and replaces every global pooling by pooling over *tile windows*: window ``(i, j)``
+covers input pixels ``[i*S, i*S+T) x [j*S, j*S+T)`` (rows x cols) for tile size ``T`` and
+stride ``S``, i.e. ``[i*S/f, (i*S+T)/f)`` on a feature map downsampled by ``f``. Cell ``(i, j)``
+of the returned map is the score of that tile: map stride = ``S`` input px, offset 0 (the cell
+holds the tile whose top-left corner is at ``(x, y) = (j*S, i*S)``), map shape
+``((H-T)//S + 1, (W-T)//S + 1)``. Each feature pixel takes its channel attention from the
+window whose centre is nearest.
+
+Where it is exact: with ``S == T`` every feature pixel lies in exactly one window, so channel
+attention and pooling match tile-by-tile inference. What differs is zero padding: a tile run on
+its own sees zeros beyond its border at every conv, while the region run sees the neighbouring
+pixels. The convolutional receptive field is 207 px (:data:`RECEPTIVE_FIELD_PX`), larger than a
+96 px tile, so every tile score shifts, by an amount that depends on the model (mean |Δp| from
+0.008 to 0.06 on the 96 px mosaics measured, see ``docs/models.md``). With
+``S < T`` tiles overlap, a pixel's channel attention comes from the nearest window only, and the
+map is an approximation. :meth:`CELNet.tile_scores` gives exact tile-by-tile scores (same layout)
+at tile-by-tile cost.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from wsipipe.models.registry import register_model
+
+__all__ = ["RECEPTIVE_FIELD_PX", "CELNet"]
+
+#: Receptive field (input px) of one cell of the last feature map, from the 3x3 convs
+#: (head, blocks, stride-2 convs) and the 7x7 spatial-attention branches; channel attention
+#: and the companion pooling add the whole tile window on top.
+RECEPTIVE_FIELD_PX = 207
+
+#: Window on a feature map: (kernel, stride) in that map's pixels, or None for global pooling.
+_Window = tuple[int, int] | None
+
+
+def _pool_windows(x: Tensor, window: _Window) -> tuple[Tensor, Tensor]:
+    """GAP and GMP of ``x`` (B, C, h, w) over windows -> two (B, C, nh, nw) tensors."""
+    if window is None:
+        return x.mean(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True)
+    k, s = window
+    return F.avg_pool2d(x, k, s), F.max_pool2d(x, k, s)
+
+
+def _spread(att: Tensor, size: tuple[int, int], window: _Window) -> Tensor:
+    """Map per-window values (B, C, nh, nw) onto pixels (B, C, h, w): nearest window centre."""
+    if window is None:
+        return att
+    k, s = window
+    idx = []
+    for n_win, n_px in zip(att.shape[2:], size):
+        pos = torch.arange(n_px, dtype=torch.float64) + 0.5 - k / 2.0
+        idx.append(torch.clamp(torch.floor(pos / s + 0.5), 0, n_win - 1).long().to(att.device))
+    return att.index_select(2, idx[0]).index_select(3, idx[1])
+
+
+class ChannelAttention(nn.Module):
+    """CBAM channel attention: ``sigmoid(MLP(GAP(x)) + MLP(GMP(x)))`` with a shared MLP."""
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1))
+
+    def forward(self, x: Tensor, window: _Window = None) -> Tensor:
+        """Return ``x`` (B, C, h, w) scaled by its channel attention."""
+        avg, mx = _pool_windows(x, window)
+        att = torch.sigmoid(self.mlp(avg) + self.mlp(mx))
+        return x * _spread(att, (x.shape[2], x.shape[3]), window)
+
+
+class MultiBranchSpatialAttention(nn.Module):
+    """CELNet's spatial attention: ``sigmoid(sum_k f_kxk([mean_c(x), max_c(x)]))``, k in 3, 5, 7."""
+
+    def __init__(self, kernel_sizes: tuple[int, ...] = (3, 5, 7)) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(nn.Conv2d(2, 1, k, padding=k // 2, bias=False) for k in kernel_sizes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Return ``x`` (B, C, h, w) scaled by a (B, 1, h, w) spatial attention map."""
+        squeezed = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+        logits = self.branches[0](squeezed)
+        for branch in self.branches[1:]:
+            logits = logits + branch(squeezed)
+        return x * torch.sigmoid(logits)
+
+
+class MABlock(nn.Module):
+    """A building block of an MA-ResModule (Fig. 1, right)."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, reduction: int, attention: bool) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.channel_att: ChannelAttention | None = ChannelAttention(out_ch, reduction) if attention else None
+        self.spatial_att: MultiBranchSpatialAttention | None = MultiBranchSpatialAttention() if attention else None
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_ch != out_ch:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(out_ch)
+            )
+
+    def forward(self, x: Tensor, window: _Window = None) -> Tensor:
+        """Run the block; ``window`` is the tile window on this block's output map."""
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.channel_att is not None and self.spatial_att is not None:
+            out = self.spatial_att(self.channel_att(out, window))
+        return F.relu(out + self.shortcut(x))
+
+
+class MAResModule(nn.Module):
+    """``depth`` MA-ResBlocks; the first one changes width and stride."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, depth: int, reduction: int, attention: bool) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            MABlock(in_ch if i == 0 else out_ch, out_ch, stride if i == 0 else 1, reduction, attention)
+            for i in range(depth)
+        )
+
+    def forward(self, x: Tensor, window: _Window = None) -> Tensor:
+        """Run the blocks in order."""
+        for block in self.blocks:
+            x = block(x, window)
+        return x
+
+
+@register_model("celnet")
+class CELNet(nn.Module):
+    """CELNet (see the module docstring for the layout, dense maps and exactness).
+
+    Parameters
+    ----------
+    num_classes : int
+        Output logits; 1 for the paper's binary tumour score (sigmoid).
+    widths : tuple of 4 int
+        Channels of the head and of modules 1-3 (paper: 16, 32, 64 after a 16-channel head).
+    depth : int
+        Building blocks per MA-ResModule (paper: 3).
+    reduction : int
+        Channel-attention MLP reduction ratio (CBAM's 16).
+    attention : bool
+        False builds the paper's ablation "CELNet⁻" (no MAM).
+
+    Notes
+    -----
+    ``forward`` takes (B, 3, H, W) float32 with H, W multiples of 4 (96 for PCam) and returns
+    logits (B, num_classes); the network stride is 4 (:attr:`stride`).
+    """
+
+    #: Total downsampling of module 3 relative to the input.
+    stride = 4
+
+    def __init__(
+        self,
+        num_classes: int = 1,
+        widths: tuple[int, int, int, int] = (16, 16, 32, 64),
+        depth: int = 3,
+        reduction: int = 16,
+        attention: bool = True,
+    ) -> None:
+        super().__init__()
+        if len(widths) != 4:
+            raise ValueError(f"widths must have 4 entries (head, module 1-3), got {widths!r}")
+        w0, w1, w2, w3 = (int(w) for w in widths)
+        self.num_classes = int(num_classes)
+        self.head = nn.Sequential(nn.Conv2d(3, w0, 3, padding=1, bias=False), nn.BatchNorm2d(w0), nn.ReLU(inplace=True))
+        self.module1 = MAResModule(w0, w1, 1, depth, reduction, attention)
+        self.module2 = MAResModule(w1, w2, 2, depth, reduction, attention)
+        self.module3 = MAResModule(w2, w3, 2, depth, reduction, attention)
+        self.classifier = nn.Conv2d(2 * (w2 + w3), self.num_classes, 1)
+
+    @property
+    def cam_layers(self) -> dict[str, nn.Module]:
+        """The Grad-CAM target layers: ``"cam2"`` (end of module 2), ``"cam3"`` (end of module 3)."""
+        return {"cam2": self.module2, "cam3": self.module3}
+
+    def _features(self, x: Tensor, tile: int | None = None, step: int | None = None) -> tuple[Tensor, Tensor]:
+        def win(f: int) -> _Window:
+            return None if tile is None or step is None else (tile // f, step // f)
+
+        h = self.head(x)
+        h = self.module1(h, win(1))
+        f2 = self.module2(h, win(2))
+        f3 = self.module3(f2, win(4))
+        return f2, f3
+
+    def _companions(self, f2: Tensor, f3: Tensor, tile: int | None, step: int | None) -> tuple[Tensor, Tensor]:
+        w2: _Window = None if tile is None or step is None else (tile // 2, step // 2)
+        w3: _Window = None if tile is None or step is None else (tile // 4, step // 4)
+        return torch.cat(_pool_windows(f2, w2), dim=1), torch.cat(_pool_windows(f3, w3), dim=1)
+
+    def companions(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Return the companion outputs [GAP ‖ GMP] of modules 2 and 3: (B, 2*w2) and (B, 2*w3)."""
+        c2, c3 = self._companions(*self._features(x), None, None)
+        return c2.flatten(1), c3.flatten(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Return logits (B, num_classes) for images ``x`` (B, 3, H, W), one score per image."""
+        c2, c3 = self._companions(*self._features(x), None, None)
+        return self.classifier(torch.cat([c2, c3], dim=1)).flatten(1)
+
+    def forward_map(self, x: Tensor, tile_size: int = 96, stride: int | None = None) -> Tensor:
+        """Dense logit map of the tiles of ``x`` (one network pass; see the module docstring).
+
+        Parameters
+        ----------
+        x : (B, 3, H, W) float tensor
+            A region; H and W multiples of 4 and at least ``tile_size``.
+        tile_size : int
+            Tile side T in input px (multiple of 4).
+        stride : int, optional
+            Tile stride S in input px (multiple of 4, default ``tile_size``).
+
+        Returns
+        -------
+        (B, num_classes, (H-T)//S + 1, (W-T)//S + 1) float tensor
+            Logits; cell ``[i, j]`` is the tile with top-left ``(x, y) = (j*S, i*S)`` input px.
+        """
+        step = tile_size if stride is None else stride
+        _check_region(x, tile_size, step, self.stride)
+        f2, f3 = self._features(x, tile_size, step)
+        c2, c3 = self._companions(f2, f3, tile_size, step)
+        return self.classifier(torch.cat([c2, c3], dim=1))
+
+    def tile_scores(self, x: Tensor, tile_size: int = 96, stride: int | None = None, batch: int = 256) -> Tensor:
+        """Exact tile-by-tile logits in :meth:`forward_map`'s layout (cost: one pass per tile)."""
+        step = tile_size if stride is None else stride
+        _check_region(x, tile_size, step, 1)
+        b, c = x.shape[:2]
+        tiles = x.unfold(2, tile_size, step).unfold(3, tile_size, step)  # B, C, nh, nw, T, T
+        nh, nw = tiles.shape[2:4]
+        tiles = tiles.permute(0, 2, 3, 1, 4, 5).reshape(-1, c, tile_size, tile_size)
+        out = torch.cat([self(tiles[i : i + batch]) for i in range(0, tiles.shape[0], batch)])
+        return out.reshape(b, nh, nw, -1).permute(0, 3, 1, 2)
+
+
+def _check_region(x: Tensor, tile: int, step: int, multiple: int) -> None:
+    h, w = x.shape[-2:]
+    if tile % multiple or step % multiple or step < 1:
+        raise ValueError(f"tile_size={tile} and stride={step} must be positive multiples of {multiple}")
+    if h < tile or w < tile or h % multiple or w % multiple:
+        raise ValueError(
+            f"region of {w}x{h} px (W x H) must be at least the tile size {tile} and a multiple of {multiple}"
+        )

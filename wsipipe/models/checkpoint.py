@@ -1,0 +1,267 @@
+"""Model checkpoints: safetensors weights + JSON metadata, never a pickle.
+
+Layout: a checkpoint is a *directory*::
+
+    <ckpt>/weights.safetensors   state_dict tensors (the metadata JSON is also in its header)
+    <ckpt>/meta.json             CheckpointMeta as JSON, incl. the weights file's SHA-256
+
+:func:`load_checkpoint` also accepts a lone ``.safetensors`` file written by
+:func:`save_checkpoint` (it reads the metadata from the header). It rebuilds the architecture
+from the registry (:func:`wsipipe.models.build_model`) and checks, in this order: that the path
+is a safetensors checkpoint (a pickle, a torch ``.pt`` zip, anything else is refused *without*
+being unpickled), the metadata keys and format version, the architecture name, the SHA-256 of
+the weights, and that every tensor name and shape fits the rebuilt model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from wsipipe import __version__
+from wsipipe.errors import CheckpointError, ConfigError
+from wsipipe.types import PathLike
+
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointMeta", "load_checkpoint", "save_checkpoint"]
+
+#: Version of the checkpoint layout written by :func:`save_checkpoint`.
+CHECKPOINT_FORMAT = 1
+WEIGHTS_NAME = "weights.safetensors"
+META_NAME = "meta.json"
+_HEADER_KEY = "wsipipe_meta"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckpointMeta:
+    """What a checkpoint says about its model.
+
+    Attributes
+    ----------
+    architecture : str
+        Registry name (:func:`wsipipe.models.list_models`).
+    arch_kwargs : dict
+        Builder arguments (JSON values).
+    class_names : tuple of str
+        Output classes, in logit order; one name for a sigmoid score (e.g. ``("tumor",)``).
+    input_mpp : float or None
+        Resolution of the training tiles, µm/px.
+    tile_size : int
+        Tile side the model was trained on, px.
+    norm_mean, norm_std : tuple of 3 float
+        Per-channel normalisation of RGB values scaled to [0, 1]: ``(x/255 - mean) / std``.
+    provenance : dict
+        Training record: dataset, epochs, seed, metrics, config hash … (JSON values).
+    wsipipe_version : str
+        Version that wrote the checkpoint.
+    created : str
+        UTC timestamp, ISO 8601.
+    weights_sha256 : str
+        SHA-256 of ``weights.safetensors``; filled by :func:`save_checkpoint`.
+    format : int
+        :data:`CHECKPOINT_FORMAT`.
+    """
+
+    architecture: str
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    class_names: tuple[str, ...] = ("tumor",)
+    input_mpp: float | None = None
+    tile_size: int = 96
+    norm_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    norm_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    wsipipe_version: str = __version__
+    created: str = ""
+    weights_sha256: str = ""
+    format: int = CHECKPOINT_FORMAT
+
+    def to_json(self) -> str:
+        """Return the metadata as a JSON document."""
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str = "") -> CheckpointMeta:
+        """Parse :meth:`to_json` output, with ``CheckpointError`` naming ``source`` on problems."""
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise CheckpointError(f"{source}: metadata is not valid JSON ({err})") from err
+        if not isinstance(raw, dict):
+            raise CheckpointError(f"{source}: metadata must be a JSON object")
+        names = {f.name for f in dataclasses.fields(cls)}
+        required = {"architecture", "class_names", "tile_size", "weights_sha256", "format"}
+        missing = sorted(required - raw.keys())
+        if missing:
+            raise CheckpointError(f"{source}: metadata lacks required keys {missing}; re-save the checkpoint")
+        unknown = sorted(raw.keys() - names)
+        if unknown:
+            raise CheckpointError(f"{source}: metadata has unknown keys {unknown} (written by a newer wsipipe?)")
+        if raw["format"] != CHECKPOINT_FORMAT:
+            raise CheckpointError(
+                f"{source}: checkpoint format {raw['format']!r} is not supported (this wsipipe reads {CHECKPOINT_FORMAT})"
+            )
+        from wsipipe.config import parse_config
+
+        try:
+            return parse_config(cls, raw, source=source)
+        except ConfigError as err:
+            raise CheckpointError(f"invalid checkpoint metadata: {err}") from err
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_checkpoint(model: nn.Module, path: PathLike, meta: CheckpointMeta) -> Path:
+    """Write ``model``'s weights and ``meta`` as the checkpoint directory ``path``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Its ``state_dict`` is saved (tensors made contiguous, on CPU).
+    path : path-like
+        Checkpoint directory (created; existing files in it are replaced atomically).
+    meta : CheckpointMeta
+        Metadata; ``weights_sha256`` and (if empty) ``created`` are filled in.
+
+    Returns
+    -------
+    Path
+        The checkpoint directory.
+    """
+    from safetensors.torch import save_file
+
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    if not meta.created:
+        meta = dataclasses.replace(meta, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    header_meta = dataclasses.replace(meta, weights_sha256="")
+    tmp = out / (WEIGHTS_NAME + ".tmp")
+    save_file(tensors, str(tmp), metadata={_HEADER_KEY: header_meta.to_json()})
+    meta = dataclasses.replace(meta, weights_sha256=_sha256(tmp))
+    os.replace(tmp, out / WEIGHTS_NAME)
+    tmp_meta = out / (META_NAME + ".tmp")
+    tmp_meta.write_text(meta.to_json())
+    os.replace(tmp_meta, out / META_NAME)
+    return out
+
+
+def _refuse_non_safetensors(path: Path) -> None:
+    """Check the safetensors framing (u64 header length, then a JSON object) before any parsing."""
+    with path.open("rb") as fh:
+        head = fh.read(9)
+    size = path.stat().st_size
+    if len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= size - 8:
+        return
+    if head[:2] == b"PK":
+        what = "a zip archive (a torch.save checkpoint)"
+    elif head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:
+        what = "a Python pickle"
+    else:
+        what = "not a safetensors file"
+    raise CheckpointError(
+        f"{path}: is {what}; wsipipe only loads safetensors checkpoints and never unpickles files. "
+        "Convert it with torch.load(weights_only=True) + wsipipe.models.save_checkpoint in a trusted session."
+    )
+
+
+def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    _refuse_non_safetensors(path)
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            header = fh.metadata() or {}
+        return load_file(str(path)), header
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
+
+
+def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointMeta]:
+    """Load a checkpoint written by :func:`save_checkpoint`; never unpickles.
+
+    Parameters
+    ----------
+    path : path-like
+        The checkpoint directory, or its ``weights.safetensors`` / a lone ``.safetensors`` file.
+    map_location : str or torch.device
+        Device for the model.
+
+    Returns
+    -------
+    (model, meta)
+        The rebuilt model in eval mode and its :class:`CheckpointMeta`.
+
+    Raises
+    ------
+    CheckpointError
+        Missing files, a pickle or other non-safetensors file, bad or incomplete metadata, an
+        unknown architecture, a SHA-256 mismatch, or tensors that do not fit the architecture.
+    """
+    from wsipipe.models.registry import build_model
+
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"{p}: checkpoint not found")
+    if p.is_dir():
+        weights, meta_path = p / WEIGHTS_NAME, p / META_NAME
+        if not weights.is_file():
+            found = ", ".join(sorted(x.name for x in p.iterdir())) or "nothing"
+            raise CheckpointError(f"{p}: no {WEIGHTS_NAME} in the checkpoint directory (found: {found})")
+    else:
+        weights = p
+        sibling = p.parent / META_NAME
+        meta_path = sibling if p.name == WEIGHTS_NAME and sibling.is_file() else None  # type: ignore[assignment]
+    tensors, header = _read_weights(weights)
+    if meta_path is not None and meta_path.is_file():
+        meta = CheckpointMeta.from_json(meta_path.read_text(), source=str(meta_path))
+        digest = _sha256(weights)
+        if digest != meta.weights_sha256:
+            raise CheckpointError(
+                f"{weights}: SHA-256 {digest[:12]}… does not match {meta.weights_sha256[:12]}… recorded in "
+                f"{meta_path}; the weights were modified or belong to another checkpoint"
+            )
+    elif _HEADER_KEY in header:
+        meta = CheckpointMeta.from_json(header[_HEADER_KEY], source=f"{weights} (header)")
+    else:
+        raise CheckpointError(f"{weights}: no wsipipe metadata ({META_NAME} missing and none in the file header)")
+    try:
+        model = build_model(meta.architecture, **meta.arch_kwargs)
+    except ConfigError as err:
+        raise CheckpointError(f"{weights}: cannot rebuild the model: {err}") from err
+    expected = model.state_dict()
+    missing = sorted(expected.keys() - tensors.keys())
+    unexpected = sorted(tensors.keys() - expected.keys())
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{weights}: tensors do not fit architecture {meta.architecture!r} {meta.arch_kwargs}: "
+            f"missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}"
+        )
+    for name in expected:
+        tensor = tensors[name]
+        if tensor.shape != expected[name].shape:
+            raise CheckpointError(
+                f"{weights}: tensor {name!r} has shape {tuple(tensor.shape)}, architecture "
+                f"{meta.architecture!r} {meta.arch_kwargs} expects {tuple(expected[name].shape)}"
+            )
+    model.load_state_dict(tensors)
+    model.to(map_location)
+    model.eval()
+    return model, meta

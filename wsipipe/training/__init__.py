@@ -1,0 +1,14 @@
+"""Training: PCam HDF5 and DiagSet-style ``.npy`` folders -> a safetensors checkpoint.
+
+:func:`train_model` is the stage function (the ``wsipipe train`` CLI and the pipeline ``train``
+stage call it); :func:`load_train_params` parses a YAML/mapping config into :class:`TrainParams`.
+Importing this package imports torch.
+"""
+
+from __future__ import annotations
+
+from wsipipe.training._config import load_train_params
+from wsipipe.training._loop import lr_at_epoch, train_model
+from wsipipe.training._params import DataParams, TrainParams, TrainResult
+
+__all__ = ["DataParams", "TrainParams", "TrainResult", "load_train_params", "lr_at_epoch", "train_model"]

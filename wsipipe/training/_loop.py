@@ -1,0 +1,308 @@
+"""The training loop: :func:`train_model`.
+
+Run directory layout::
+
+    <out>/train_params.json   the canonical TrainParams (and its hash)
+    <out>/metrics.csv         epoch, train_loss, val_loss, val_auc, val_accuracy, lr, seconds
+    <out>/curves.png          loss and AUC per epoch
+    <out>/best/               checkpoint of the lowest validation loss (wsipipe.models.save_checkpoint)
+    <out>/state/              resumable state after the last finished epoch (see _state.py)
+
+Determinism: the weights are initialised after ``torch.manual_seed(seed)``; epoch ``e`` draws
+its sample order and augmentations from a generator seeded with ``(seed, e)``, so an
+interrupted run resumed from its state replays exactly the epochs it missed. The learning rate
+of epoch ``e`` (0-based) is ``lr * lr_gamma ** #{m : e >= round(m * epochs)}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import logging
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from wsipipe import settings
+from wsipipe.config import config_hash, to_dict
+from wsipipe.errors import ConfigError
+from wsipipe.models import CheckpointMeta, build_model, save_checkpoint
+from wsipipe.models.registry import model_arch, model_builder
+from wsipipe.training._data import PatchSource, open_sources
+from wsipipe.training._metrics import binary_auc, macro_auc, plot_curves, write_metrics_csv
+from wsipipe.training._params import TrainParams, TrainResult
+from wsipipe.training._state import load_state, save_state
+from wsipipe.types import PathLike
+
+__all__ = ["lr_at_epoch", "train_model"]
+
+logger = logging.getLogger(__name__)
+
+
+def lr_at_epoch(params: TrainParams, epoch: int) -> float:
+    """Learning rate of 0-based ``epoch``: step decay at the ``lr_milestones`` fractions."""
+    drops = sum(epoch >= max(1, round(m * params.epochs)) for m in params.lr_milestones)
+    return params.lr * params.lr_gamma**drops
+
+
+@contextlib.contextmanager
+def _torch_runtime(threads: int) -> Iterator[None]:
+    old_threads = torch.get_num_threads()
+    old_det = torch.are_deterministic_algorithms_enabled()
+    old_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(settings.torch_threads(threads))
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_det, warn_only=old_warn)
+
+
+def _to_tensor(batch: npt.NDArray[np.uint8], mean: Tensor, std: Tensor) -> Tensor:
+    x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float().div_(255.0)
+    return (x - mean) / std
+
+
+def _augment(x: Tensor, gen: torch.Generator) -> Tensor:
+    """Random 90° rotation (k in 0-3) and horizontal flip per sample, drawn from ``gen``."""
+    n = x.shape[0]
+    k = torch.randint(0, 4, (n,), generator=gen)
+    flip = torch.randint(0, 2, (n,), generator=gen).bool()
+    out = x.clone()
+    for kk in range(4):
+        for ff in (False, True):
+            sel = ((k == kk) & (flip == ff)).nonzero().flatten()
+            if len(sel) == 0:
+                continue
+            part = torch.rot90(x[sel], kk, dims=(2, 3))
+            out[sel] = torch.flip(part, dims=(3,)) if ff else part
+    return out
+
+
+def _loss(logits: Tensor, y: Tensor, binary: bool) -> Tensor:
+    if binary:
+        return F.binary_cross_entropy_with_logits(logits[:, 0], y.float())
+    return F.cross_entropy(logits, y)
+
+
+@torch.no_grad()
+def _evaluate(
+    model: nn.Module, src: PatchSource, params: TrainParams, binary: bool, mean: Tensor, std: Tensor
+) -> tuple[float, float, float]:
+    model.eval()
+    n = len(src.labels)
+    outs = []
+    for start in range(0, n, params.eval_batch_size):
+        idx = np.arange(start, min(n, start + params.eval_batch_size), dtype=np.int64)
+        outs.append(model(_to_tensor(src.read(idx), mean, std)))
+    logits = torch.cat(outs)
+    y = torch.from_numpy(src.labels)
+    loss = float(_loss(logits, y, binary))
+    if binary:
+        prob = torch.sigmoid(logits[:, 0]).numpy()
+        return loss, binary_auc(src.labels, prob), float(((prob >= 0.5) == (src.labels == 1)).mean())
+    probs = torch.softmax(logits, dim=1).numpy()
+    return loss, macro_auc(src.labels, probs), float((probs.argmax(1) == src.labels).mean())
+
+
+def _build(params: TrainParams, n_classes: int, binary: bool) -> nn.Module:
+    kwargs = dict(params.model_kwargs)
+    accepts = inspect.signature(model_builder(params.model)).parameters
+    if "num_classes" in accepts and "num_classes" not in kwargs:
+        kwargs["num_classes"] = 1 if binary else n_classes
+    torch.manual_seed(params.seed)
+    return build_model(params.model, **kwargs)
+
+
+def _optimizer(params: TrainParams, model: nn.Module) -> torch.optim.Optimizer:
+    if params.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(),
+            lr=params.lr,
+            momentum=params.momentum,
+            nesterov=params.nesterov and params.momentum > 0,
+            weight_decay=params.weight_decay,
+        )
+    cls = torch.optim.Adam if params.optimizer == "adam" else torch.optim.AdamW
+    return cls(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+
+
+def train_model(
+    params: TrainParams, out_dir: PathLike, *, resume: bool = True, stop_after_epochs: int | None = None
+) -> TrainResult:
+    """Train ``params.model`` on ``params.data`` and keep the best-validation-loss checkpoint.
+
+    Parameters
+    ----------
+    params : TrainParams
+        The run (see :class:`TrainParams`; defaults are CELNet's recipe).
+    out_dir : path-like
+        Run directory (created); layout in the module docstring.
+    resume : bool
+        Continue from ``out_dir/state`` if present (it must come from the same params);
+        False starts over.
+    stop_after_epochs : int, optional
+        Stop after this many epochs *in this call* (the run stays resumable), e.g. to split a
+        long run into sessions.
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    DatasetError
+        The data cannot be read.
+    ConfigError
+        Resuming a run directory that belongs to different parameters, or bad model arguments.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    p_hash = config_hash(params)
+    state_dir = out / "state"
+    with _torch_runtime(params.threads):
+        train_src, val_src, classes, tile_size, mpp = open_sources(params.data, params.seed)
+        try:
+            return _run(
+                params, out, p_hash, state_dir, resume, stop_after_epochs, train_src, val_src, classes, tile_size, mpp
+            )
+        finally:
+            train_src.close()
+            val_src.close()
+
+
+def _run(
+    params: TrainParams,
+    out: Path,
+    p_hash: str,
+    state_dir: Path,
+    resume: bool,
+    stop_after: int | None,
+    train_src: PatchSource,
+    val_src: PatchSource,
+    classes: tuple[str, ...],
+    tile_size: int,
+    mpp: float | None,
+) -> TrainResult:
+    binary = params.loss == "bce" or (params.loss == "auto" and len(classes) == 2)
+    if binary and len(classes) != 2:
+        raise ConfigError(f"loss 'bce' needs 2 classes, the data has {len(classes)}: {list(classes)}")
+    model = _build(params, len(classes), binary)
+    optimizer = _optimizer(params, model)
+    history: list[dict[str, float]] = []
+    start, best_epoch, best_loss = 0, 0, math.inf
+    if resume and (state_dir / "state.json").is_file():
+        saved_hash = json.loads((state_dir / "state.json").read_text()).get("params_hash")
+        if saved_hash != p_hash:
+            raise ConfigError(
+                f"{out}: holds a run with different parameters (hash {saved_hash} vs {p_hash}); "
+                "use another output directory or --no-resume to start over"
+            )
+        info = load_state(state_dir, model, optimizer)
+        start, best_epoch, best_loss = info["epoch"], info["best_epoch"], info["best_val_loss"]
+        history = info["history"]
+        logger.info("resuming %s after epoch %d", out, start)
+    (out / "train_params.json").write_text(json.dumps({"params": to_dict(params), "hash": p_hash}, indent=1))
+    mean = torch.tensor(params.norm_mean).view(1, 3, 1, 1)
+    std = torch.tensor(params.norm_std).view(1, 3, 1, 1)
+    meta_base = CheckpointMeta(
+        architecture=params.model,
+        arch_kwargs=model_arch(model)[1],
+        class_names=(classes[1],) if binary else classes,
+        input_mpp=mpp,
+        tile_size=tile_size,
+        norm_mean=params.norm_mean,
+        norm_std=params.norm_std,
+    )
+    metrics_csv, curves_png = out / "metrics.csv", out / "curves.png"
+    n_train = len(train_src.labels)
+    if n_train == 0 or len(val_src.labels) == 0:
+        raise ConfigError(f"{params.data.root}: empty training ({n_train}) or validation set")
+    from tqdm.auto import tqdm
+
+    end = params.epochs if stop_after is None else min(params.epochs, start + stop_after)
+    for epoch in range(start, end):
+        t0 = time.perf_counter()
+        lr = lr_at_epoch(params, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        gen = torch.Generator().manual_seed(params.seed * 1_000_003 + epoch)
+        order = torch.randperm(n_train, generator=gen).numpy().astype(np.int64)
+        model.train()
+        total, seen = 0.0, 0
+        n_batches = math.ceil(n_train / params.batch_size)
+        bar = tqdm(
+            range(n_batches),
+            desc=f"epoch {epoch + 1}/{params.epochs}",
+            unit="batch",
+            disable=not settings.progress_enabled(),
+            leave=False,
+        )
+        for b in bar:
+            idx = order[b * params.batch_size : (b + 1) * params.batch_size]
+            x = _to_tensor(train_src.read(idx), mean, std)
+            if params.augment:
+                x = _augment(x, gen)
+            y = torch.from_numpy(train_src.labels[idx])
+            loss = _loss(model(x), y, binary)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(idx)
+            seen += len(idx)
+            bar.set_postfix(loss=f"{total / seen:.4f}")
+        bar.close()
+        val_loss, val_auc, val_acc = _evaluate(model, val_src, params, binary, mean, std)
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": total / seen,
+            "val_loss": val_loss,
+            "val_auc": val_auc,
+            "val_accuracy": val_acc,
+            "lr": lr,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        history.append(row)
+        logger.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in row.items()})
+        if val_loss < best_loss:
+            best_loss, best_epoch = val_loss, epoch + 1
+            provenance: dict[str, Any] = {
+                "dataset": {"format": params.data.format, "root": str(params.data.root)},
+                "epoch": epoch + 1,
+                "epochs": params.epochs,
+                "seed": params.seed,
+                "metrics": row,
+                "params_hash": p_hash,
+                "train_params": to_dict(params),
+            }
+            save_checkpoint(model, out / "best", _with_provenance(meta_base, provenance))
+        info = {"epoch": epoch + 1, "best_epoch": best_epoch, "best_val_loss": best_loss, "history": history}
+        save_state(state_dir, model, optimizer, dict(info, params_hash=p_hash))
+        write_metrics_csv(metrics_csv, history)
+        plot_curves(curves_png, history, title=f"{params.model} on {params.data.format}")
+    return TrainResult(
+        out_dir=out,
+        best_checkpoint=out / "best",
+        best_epoch=best_epoch,
+        best_val_loss=best_loss,
+        epochs_done=len(history),
+        history=tuple(history),
+        metrics_csv=metrics_csv,
+        curves_png=curves_png,
+    )
+
+
+def _with_provenance(meta: CheckpointMeta, provenance: dict[str, Any]) -> CheckpointMeta:
+    import dataclasses
+
+    return dataclasses.replace(meta, provenance=provenance)

@@ -1,0 +1,163 @@
+"""Typed training parameters and result (parsed with :func:`wsipipe.config.parse_config`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = ["DataParams", "TrainParams", "TrainResult"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataParams:
+    """Where training patches come from.
+
+    Attributes
+    ----------
+    format : {"pcam", "npy_folders", "slides"}
+        ``pcam``: ``root/camelyonpatch_level_2_split_{train,valid}_{x,y}.h5`` (datasets ``x``
+        (N, 96, 96, 3) uint8 and ``y`` (N, 1, 1, 1) uint8, read lazily with h5py).
+        ``npy_folders``: DiagSet style, ``root/<slide>/<class>/*.npy`` blobs of (N, T, T, 3) uint8;
+        slides are split into train/validation. ``slides``: patches sampled from the slides
+        under ``root`` and their ASAP XML / GeoJSON annotations (``<slide stem>.xml`` anywhere
+        under ``root``; none = normal slide): tumour patches centred in tumour polygons, normal
+        patches on tissue not touching tumour, classes balanced; slides split into train/validation.
+    root : Path
+        Dataset directory.
+    train_split, val_split : str
+        PCam split names used in the file names.
+    class_names : tuple of str or None
+        Class order. PCam: ``("normal", "tumor")``. npy folders: the class folder names, in
+        this order (default: the sorted folder names found).
+    val_slides : tuple of str
+        npy folders / slides: slide folder names (or slide file stems) used for validation;
+        empty = a seeded ``val_fraction`` of the slides.
+    val_fraction : float
+        Fraction of slides for validation when ``val_slides`` is empty (at least one slide).
+    max_train, max_val : int or None
+        Use a seeded random subset of at most this many patches.
+    input_mpp : float or None
+        Resolution of the patches, µm/px (PCam: 0.972, CAMELYON16 level 2), recorded in the checkpoint.
+    patch_size : int
+        slides: patch side, px at ``patch_mpp``.
+    patch_mpp : float
+        slides: patch resolution, µm/px (0.972 = CAMELYON16 level 2, as PCam).
+    patches_per_slide : int
+        slides: patches drawn per slide before class balancing.
+    """
+
+    format: Literal["pcam", "npy_folders", "slides"]
+    root: Path
+    train_split: str = "train"
+    val_split: str = "valid"
+    class_names: tuple[str, ...] | None = None
+    val_slides: tuple[str, ...] = ()
+    val_fraction: float = 0.2
+    max_train: int | None = None
+    max_val: int | None = None
+    input_mpp: float | None = None
+    patch_size: int = 96
+    patch_mpp: float = 0.972
+    patches_per_slide: int = 200
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainParams:
+    """A training run. Defaults are CELNet's recipe (``003_d079139a1795bfd3.txt``, Section 3.1).
+
+    Attributes
+    ----------
+    data : DataParams
+        The dataset.
+    model : str
+        Registry name (:func:`wsipipe.models.list_models`).
+    model_kwargs : dict
+        Builder arguments; ``num_classes`` is filled from the data when the builder takes it.
+    epochs, batch_size : int
+        Paper: 100 epochs of batches of 64.
+    optimizer : {"sgd", "adam", "adamw"}
+        Paper: SGD with Nesterov momentum 0.9.
+    lr : float
+        Initial learning rate (paper: 1e-4; tiny CPU runs may want 1e-2 or Adam 1e-3).
+    momentum, nesterov : float, bool
+        SGD options.
+    weight_decay : float
+        L2 regularisation (paper: 1e-5).
+    lr_milestones : tuple of float
+        Fractions of ``epochs`` at which the learning rate is multiplied by ``lr_gamma``
+        (paper: halved at 50 % and 75 %).
+    lr_gamma : float
+        Factor at each milestone.
+    loss : {"auto", "bce", "ce"}
+        ``auto``: binary cross-entropy (one sigmoid logit) for two classes, cross-entropy otherwise.
+    augment : bool
+        Random 90° rotations and horizontal flips (square patches).
+    norm_mean, norm_std : tuple of 3 float
+        Input normalisation ``(x/255 - mean) / std``.
+    seed : int
+        Seeds weights, sampling order and augmentation; same seed -> same weights.
+    threads : int
+        torch intra-op threads (``WSIPIPE_TORCH_THREADS`` overrides).
+    eval_batch_size : int
+        Batch size for validation.
+    """
+
+    data: DataParams
+    model: str = "celnet"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 100
+    batch_size: int = 64
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = 1e-4
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-5
+    lr_milestones: tuple[float, ...] = (0.5, 0.75)
+    lr_gamma: float = 0.5
+    loss: Literal["auto", "bce", "ce"] = "auto"
+    augment: bool = True
+    norm_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    norm_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    seed: int = 0
+    threads: int = 2
+    eval_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "threads", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainResult:
+    """What :func:`wsipipe.training.train_model` produced.
+
+    Attributes
+    ----------
+    out_dir : Path
+        Run directory.
+    best_checkpoint : Path
+        Checkpoint directory of the epoch with the lowest validation loss.
+    best_epoch : int
+        That epoch (1-based).
+    best_val_loss : float
+        Its validation loss.
+    epochs_done : int
+        Epochs completed so far (equals ``epochs`` when the run finished).
+    history : tuple of dict
+        One row per epoch, as in ``metrics.csv``.
+    metrics_csv, curves_png : Path
+        The metrics table and the loss/AUC curve plot.
+    """
+
+    out_dir: Path
+    best_checkpoint: Path
+    best_epoch: int
+    best_val_loss: float
+    epochs_done: int
+    history: tuple[dict[str, float], ...]
+    metrics_csv: Path
+    curves_png: Path
