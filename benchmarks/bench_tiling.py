@@ -2,42 +2,52 @@
 
 Prints, for one synthetic CAMELYON-like slide (default 40,000 x 30,000 px at 0.243 µm/px):
 
-- the tiling stage's megapixels/s (``tile_slides`` with ``force=True``: mask, grid, reads, zstd
-  writes, end to end), as tiles x T² / wall seconds;
-- the megapixels/s of a plain loop that only decodes the same tiles of the same level with
-  tifffile + imagecodecs (the I/O limit), split over the same number of processes;
-- a plain loop that decodes the same tiles and writes them with the same zstd codec;
-- the ratios (target >= 0.7 against the decode-only floor on 2 cores) and the peak RSS of the stage (target < 2 GB on
-  100,000 x 80,000; the largest worker process and the main process are both shown);
-- histolab's GridTiler on the same slide and level, if histolab is importable.
+- the tiling stage's megapixels/s (``tile_slides`` into a fresh output directory: hash, tissue
+  mask, grid, reads, zstd writes, preview, end to end), as tiles x T² / wall seconds;
+- the megapixels/s of a plain loop that only decodes the same tissue tiles of the same level
+  with tifffile + imagecodecs (the I/O limit), split over the same number of processes
+  (started before the clock starts);
+- their ratio (target >= 0.7 on 2 cores), per A/B pair run back to back, as the median and
+  range over ``--repeat`` pairs, plus the ratio of CPU seconds (less sensitive to other load);
+- a plain loop that decodes the same tiles and writes them through zarr with the same codec
+  (the obvious way to build such a store), for reference;
+- the peak RSS of the process running the stage (target < 2 GB on 100,000 x 80,000);
+- histolab's GridTiler on the same slide and level, if histolab is importable;
+- the load average before and after, since the machine may be shared.
 
 Usage::
 
     python benchmarks/bench_tiling.py                       # 40,000 x 30,000
-    python benchmarks/bench_tiling.py --size 100000 80000   # the large slide
+    python benchmarks/bench_tiling.py --size 100000 80000   # the large slide (made once, ~1 GB)
+    python benchmarks/bench_tiling.py --zstd-level 3        # another store codec setting
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import resource
+import shutil
+import statistics
 import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 
-def _decode_worker(args: tuple[str, int, list[tuple[int, list[int]]], int, str | None]) -> int:
+def _decode_worker(args: tuple[str, int, list[tuple[int, list[int]]], int, str | None]) -> tuple[int, float]:
     """Decode TIFF tiles of one level chunk by chunk (tifffile offsets + imagecodecs), optionally writing
-    each chunk to the zarr array at ``zarr_path``; return the number of tiles."""
+    each chunk to the zarr array at ``zarr_path``; return the number of tiles and the CPU seconds."""
     import tifffile
     import zarr
 
     path, page_index, chunks, tile, zarr_path = args
+    cpu = time.process_time()
     out = zarr.open_array(zarr_path, mode="r+") if zarr_path else None
     done = 0
     with tifffile.TiffFile(path) as tif, open(path, "rb") as fh:
@@ -48,47 +58,59 @@ def _decode_worker(args: tuple[str, int, list[tuple[int, list[int]]], int, str |
             for k, index in enumerate(indices):
                 fh.seek(offsets[index])
                 decoded, _, _ = page.decode(fh.read(counts[index]), index, jpegtables=tables)
-                block[k] = decoded.reshape(tile, tile, 3)
+                block[k] = np.asarray(decoded).reshape(tile, tile, 3)
             if out is not None:
                 out[start : start + len(indices)] = block
             done += len(indices)
-    return done
+    return done, time.process_time() - cpu
 
 
-def plain_loop(
-    path: Path, level: int, coords_level: np.ndarray, tile: int, workers: int, zarr_path: Path | None, chunk: int
-) -> float:
-    """Seconds for ``workers`` processes to decode the TIFF tiles under ``coords_level`` ((N, 2) aligned level
-    px), writing them in chunks of ``chunk`` tiles to a zstd zarr array when ``zarr_path`` is given."""
-    import tifffile
-    import zarr
+class PlainLoop:
+    """The reference loops, on ``workers`` pre-started processes (spawned, so they hold no stage state)."""
 
-    from wsipipe.store import tile_codecs
+    def __init__(self, path: Path, level: int, coords_level: np.ndarray, tile: int, workers: int, chunk: int) -> None:
+        import tifffile
 
-    with tifffile.TiffFile(path) as tif:
-        page = tif.pages[level]
-        tiles_across = -(-page.imagewidth // page.tilewidth)
-        if page.tilewidth != tile or page.tilelength != tile:
-            raise SystemExit(f"the slide's tiles are {page.tilewidth} px; run with --tile-size {page.tilewidth}")
-    indices = [int(y // tile * tiles_across + x // tile) for x, y in coords_level]
-    chunks = [(start, indices[start : start + chunk]) for start in range(0, len(indices), chunk)]
-    if zarr_path is not None:
-        zarr.create_array(
-            str(zarr_path),
-            shape=(len(indices), tile, tile, 3),
-            chunks=(chunk, tile, tile, 3),
-            dtype=np.uint8,
-            overwrite=True,
-            **tile_codecs("zstd"),
-        )
-    target = str(zarr_path) if zarr_path is not None else None
-    parts = [(str(path), level, chunks[i::workers], tile, target) for i in range(workers)]
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        list(pool.map(_decode_worker, [(str(path), level, chunks[:1], tile, None)] * workers))  # start the workers
+        with tifffile.TiffFile(path) as tif:
+            page: Any = tif.pages[level]
+            tiles_across = -(-page.imagewidth // page.tilewidth)
+            if page.tilewidth != tile or page.tilelength != tile:
+                raise SystemExit(f"the slide's tiles are {page.tilewidth} px; run with --tile-size {page.tilewidth}")
+            self.page_index = page.index
+        indices = [int(y // tile * tiles_across + x // tile) for x, y in coords_level]
+        self.n = len(indices)
+        self.chunks = [(start, indices[start : start + chunk]) for start in range(0, len(indices), chunk)]
+        self.path, self.tile, self.workers, self.chunk = str(path), tile, workers, chunk
+        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        warm = [(self.path, self.page_index, self.chunks[:1], tile, None)] * workers
+        list(self.pool.map(_decode_worker, warm))  # start the workers and import everything
+
+    def run(self, zarr_path: Path | None = None, codecs: dict[str, Any] | None = None) -> tuple[float, float]:
+        """Wall and CPU seconds to decode (and, with ``zarr_path``, write) every tile once."""
+        import zarr
+
+        if zarr_path is not None:
+            zarr.create_array(
+                str(zarr_path),
+                shape=(self.n, self.tile, self.tile, 3),
+                chunks=(self.chunk, self.tile, self.tile, 3),
+                dtype=np.uint8,
+                overwrite=True,
+                **(codecs or {}),
+            )
+        target = str(zarr_path) if zarr_path is not None else None
+        parts = [
+            (self.path, self.page_index, self.chunks[i :: self.workers], self.tile, target) for i in range(self.workers)
+        ]
         start = time.perf_counter()
-        list(pool.map(_decode_worker, parts))
-        return time.perf_counter() - start
+        results = list(self.pool.map(_decode_worker, parts))
+        wall = time.perf_counter() - start
+        if sum(n for n, _ in results) != self.n:
+            raise RuntimeError("the plain loop decoded the wrong number of tiles")
+        return wall, sum(cpu for _, cpu in results)
+
+    def close(self) -> None:
+        self.pool.shutdown()
 
 
 def histolab_tiles_per_s(path: Path, level: int, tile: int, out: Path) -> str:
@@ -96,8 +118,12 @@ def histolab_tiles_per_s(path: Path, level: int, tile: int, out: Path) -> str:
     try:
         from histolab.slide import Slide  # type: ignore[import-not-found]
         from histolab.tiler import GridTiler  # type: ignore[import-not-found]
-    except Exception as err:  # histolab is optional and often broken by its pins
-        return f"not run (histolab not importable: {type(err).__name__})"
+    except Exception as err:  # histolab is optional and its pins conflict with this environment
+        return (
+            f"not run: histolab is not importable ({type(err).__name__}); histolab 0.7.0 pins numpy<=1.24.4, "
+            "scikit-image<0.19.4 and scipy<1.10.1, so it cannot share this environment. Measured in its own venv "
+            "(../shared/research/perf-baseline.md): GridTiler 15-19 tiles/s on these slides at this level"
+        )
     slide = Slide(str(path), processed_path=str(out / "histolab"))
     tiler = GridTiler(tile_size=(tile, tile), level=level, check_tissue=True, tissue_percent=50.0)
     start = time.perf_counter()
@@ -107,23 +133,31 @@ def histolab_tiles_per_s(path: Path, level: int, tile: int, out: Path) -> str:
     return f"{n} tiles in {seconds:.1f} s = {n / seconds:.1f} tiles/s"
 
 
+def _median_range(values: list[float], fmt: str = "{:.2f}") -> str:
+    return f"{fmt.format(statistics.median(values))} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--size", nargs=2, type=int, default=(40_000, 30_000), metavar=("W", "H"))
     parser.add_argument("--slide", type=Path, default=None, help="use this slide instead of a synthetic one")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "wsipipe-bench")
     parser.add_argument("--tile-size", type=int, default=256)
     parser.add_argument("--mpp", type=float, default=0.972)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3, help="A/B pairs (stage, decode floor) run back to back")
     parser.add_argument("--scheduler", default=None, help="default: the stage's default")
-    parser.add_argument(
-        "--no-warmup", action="store_true", help="time the first run (with imports and cold caches) instead of a second"
-    )
+    parser.add_argument("--compression", choices=("zstd", "jpeg"), default="zstd")
+    parser.add_argument("--zstd-level", type=int, default=None, help="default: TileParams' default")
+    parser.add_argument("--chunk-tiles", type=int, default=None, help="default: TileParams' default")
+    parser.add_argument("--no-zarr-loop", action="store_true", help="skip the plain decode + zarr loop")
+    parser.add_argument("--no-histolab", action="store_true")
     args = parser.parse_args()
 
-    from wsipipe.store import open_store, read_coords
+    from wsipipe.store import open_store, read_coords, tile_codecs
     from wsipipe.tiling import TileParams, tile_slides
 
+    load_before = os.getloadavg()
     args.cache.mkdir(parents=True, exist_ok=True)
     slide = args.slide
     if slide is None:
@@ -135,43 +169,84 @@ def main() -> int:
             start = time.perf_counter()
             make_slide(slide, size=tuple(args.size), kind="tumor", seed=0, workers=args.workers)
             print(f"  made in {time.perf_counter() - start:.1f} s", flush=True)
-    out = args.cache / "out"
-    params = TileParams(target_mpp=args.mpp, tile_size=args.tile_size)
+    overrides: dict[str, object] = {"target_mpp": args.mpp, "tile_size": args.tile_size}
+    overrides["compression"] = args.compression
+    if args.zstd_level is not None:
+        overrides["zstd_level"] = args.zstd_level
+    if args.chunk_tiles is not None:
+        overrides["chunk_tiles"] = args.chunk_tiles
+    params = TileParams(**overrides)  # type: ignore[arg-type]
+    runs = args.cache / "runs"
+    shutil.rmtree(runs, ignore_errors=True)
 
-    if not args.no_warmup:  # imports (scipy, skimage, PIL, codecs) and the page cache, as the floor loop gets
-        tile_slides([slide], out, params, scheduler=args.scheduler, workers=args.workers, force=True)
-    start = time.perf_counter()
-    result = tile_slides([slide], out, params, scheduler=args.scheduler, workers=args.workers, force=True)
-    stage_s = time.perf_counter() - start
-    summary = result.slides[0]
-    if summary.status != "done":
-        print(f"tiling failed: {summary.error}", file=sys.stderr)
-        return 1
-    root = open_store(summary.store)
-    tiling = root.attrs["tiling"]
-    level = int(tiling["level"])  # type: ignore[index, call-overload]
-    ds = tiling["level_downsample"]  # type: ignore[index]
+    def stage(index: int) -> tuple[float, float, Path]:
+        out = runs / f"run{index}"
+        cpu, start = time.process_time(), time.perf_counter()
+        result = tile_slides([slide], out, params, scheduler=args.scheduler, workers=args.workers)
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+        summary = result.slides[0]
+        if summary.status != "done":
+            raise SystemExit(f"tiling failed: {summary.error}")
+        return wall, cpu, summary.store
+
+    stage(-1)  # warm-up: imports (scipy, PIL, codecs) and the page cache, as the floor's warm-up gets
+    root = open_store(runs / "run-1" / "stores" / f"{Path(slide).stem}.zarr")
+    tiling: Any = root.attrs["tiling"]
+    level = int(tiling["level"])
+    ds = np.asarray(tiling["level_downsample"], dtype=float)
     coords = read_coords(root)
-    coords_level = np.round(coords / np.asarray(ds, dtype=float)).astype(np.int64)
-    mp = len(coords) * args.tile_size**2 / 1e6
-    floor_s = plain_loop(Path(slide), level, coords_level, args.tile_size, args.workers, None, 64)
-    loop_s = plain_loop(Path(slide), level, coords_level, args.tile_size, args.workers, args.cache / "plain.zarr", 64)
-    rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    rss_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    store_bytes = sum(p.stat().st_size for p in (runs / "run-1").rglob("*") if p.is_file())
+    shutil.rmtree(runs / "run-1")
+    coords_level = np.round(coords / ds).astype(np.int64)
+    n = len(coords)
+    mp = n * args.tile_size**2 / 1e6
+    loop = PlainLoop(Path(slide), level, coords_level, args.tile_size, args.workers, params.chunk_tiles)
 
-    stage_mps, floor_mps = mp / stage_s, mp / floor_s
-    print(f"slide            {slide} ({args.size[0]} x {args.size[1]}), level {level}, {len(coords)} tissue tiles")
-    print(
-        f"tiling stage     {stage_s:7.2f} s  {stage_mps:8.1f} MP/s  {len(coords) / stage_s:7.0f} tiles/s (end to end)"
-    )
-    print(f"decode floor     {floor_s:7.2f} s  {floor_mps:8.1f} MP/s  {len(coords) / floor_s:7.0f} tiles/s")
-    print(
-        f"decode + zarr    {loop_s:7.2f} s  {mp / loop_s:8.1f} MP/s  {len(coords) / loop_s:7.0f} tiles/s (same codec)"
-    )
-    print(f"ratio            {stage_mps / floor_mps:7.2f}  stage / decode floor (target >= 0.7)")
-    print(f"ratio            {loop_s / stage_s:7.2f}  stage / plain decode + zstd zarr loop")
-    print(f"peak RSS         main {rss_self:.0f} MiB, largest worker {rss_children:.0f} MiB (target < 2048)")
-    print(f"histolab         {histolab_tiles_per_s(Path(slide), level, args.tile_size, args.cache)}")
+    stage_s, stage_cpu, floor_s, floor_cpu, ratios, cpu_ratios = [], [], [], [], [], []
+    for i in range(args.repeat):  # A/B pairs, alternating which goes first
+        first_stage = i % 2 == 0
+        if not first_stage:
+            f_wall, f_cpu = loop.run()
+        s_wall, s_cpu, _ = stage(i)
+        if first_stage:
+            f_wall, f_cpu = loop.run()
+        shutil.rmtree(runs / f"run{i}")
+        stage_s.append(s_wall)
+        stage_cpu.append(s_cpu)
+        floor_s.append(f_wall)
+        floor_cpu.append(f_cpu)
+        ratios.append(f_wall / s_wall)
+        cpu_ratios.append(f_cpu / s_cpu)
+        print(f"pair {i}: stage {s_wall:.3f} s ({s_cpu:.2f} s CPU), decode floor {f_wall:.3f} s ({f_cpu:.2f} s CPU)")
+    zarr_s: list[float] = []
+    if not args.no_zarr_loop:
+        codecs = tile_codecs(params.compression, zstd_level=params.zstd_level, jpeg_quality=params.jpeg_quality)
+        for _ in range(max(1, min(args.repeat, 2))):
+            zarr_s.append(loop.run(args.cache / "plain.zarr", codecs)[0])
+        shutil.rmtree(args.cache / "plain.zarr", ignore_errors=True)
+    loop.close()
+    rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    s_med, f_med = statistics.median(stage_s), statistics.median(floor_s)
+    codec = f"zstd level {params.zstd_level}" if params.compression == "zstd" else f"jpeg q{params.jpeg_quality}"
+    print(f"slide            {slide} ({args.size[0]} x {args.size[1]}), level {level}, {n} tissue tiles")
+    print(f"store            {codec}, {params.chunk_tiles} tiles per chunk, {store_bytes / 2**20:.1f} MiB")
+    print(f"                 ({n * args.tile_size**2 * 3 / max(store_bytes, 1):.2f}x smaller than the raw tiles)")
+    print(f"workers          {args.workers}, scheduler {args.scheduler or 'default'}, {args.repeat} A/B pairs")
+    print(f"tiling stage     {s_med:7.3f} s  {mp / s_med:8.1f} MP/s  {n / s_med:7.0f} tiles/s (median, end to end)")
+    print(f"decode floor     {f_med:7.3f} s  {mp / f_med:8.1f} MP/s  {n / f_med:7.0f} tiles/s (median)")
+    if zarr_s:
+        z_med = statistics.median(zarr_s)
+        print(f"decode + zarr    {z_med:7.3f} s  {mp / z_med:8.1f} MP/s  {n / z_med:7.0f} tiles/s (same codec)")
+    print(f"ratio            {_median_range(ratios)}  stage / decode floor, MP/s, per pair (target >= 0.7)")
+    print(f"ratio (CPU)      {_median_range(cpu_ratios)}  floor CPU s / stage CPU s")
+    if zarr_s:
+        print(f"ratio            {statistics.median(zarr_s) / s_med:7.2f}  stage / plain decode + zarr loop, MP/s")
+    print(f"peak RSS         {rss_self:.0f} MiB in the stage's process (target < 2048)")
+    load_after = os.getloadavg()
+    print(f"load average     {load_before[0]:.1f} before, {load_after[0]:.1f} after ({os.cpu_count()} CPUs)")
+    if not args.no_histolab:
+        print(f"histolab         {histolab_tiles_per_s(Path(slide), level, args.tile_size, args.cache)}")
     return 0
 
 

@@ -52,15 +52,6 @@ def test_unknown_stage_name_suggests(write_yaml: Writer) -> None:
     assert "available stages:" in msg
 
 
-def test_planned_stage_not_yet_available(write_yaml: Writer) -> None:
-    from wsipipe.pipeline import stage_names
-
-    planned = next(n for n in ("report", "explain", "export", "evaluate") if n not in stage_names())
-    path = write_yaml("p.yaml", f"out: o\nstages:\n  {planned}: {{}}\n")
-    with pytest.raises(ConfigError, match="is not available in this version"):
-        load_pipeline(path)
-
-
 def test_unknown_top_level_key(write_yaml: Writer) -> None:
     path = write_yaml("p.yaml", "out: o\nstage:\n  t_echo:\n")
     with pytest.raises(ConfigError, match=r"unknown key 'stage'; did you mean 'stages'\?"):

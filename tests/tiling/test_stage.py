@@ -281,3 +281,37 @@ def test_params_are_strict() -> None:
         parse_config(TileParams, {"tilesize": 128})
     with pytest.raises(ConfigError, match="divisible by 16"):
         TileParams(tile_size=100, compression="jpeg")
+
+
+def test_tiles_aligned_with_the_tiff_tiles_are_decoded_in_place(tumor_slide: SlideInfo, tmp_path: Path) -> None:
+    """256 px tiles at level 2 are the slide's own TIFF tiles: the fast path decodes each into its chunk."""
+    params = TileParams(tile_size=256, chunk_tiles=5, min_tissue=0.0)
+    summary = tile_slide(tumor_slide.path, tmp_path, params, workers=2)
+    validate_store(summary.store)
+    tiles, coords = read_tiles(summary.store), read_coords(summary.store)
+    assert len(tiles) == 12  # level 2 is 1024 x 768: 4 x 3 stored tiles
+    with open_slide(tumor_slide.path, backend="openslide") as slide:
+        for i in range(len(tiles)):
+            expected = slide.read_region((int(coords[i, 0]), int(coords[i, 1])), 2, (256, 256))
+            np.testing.assert_array_equal(tiles[i], expected, err_msg=f"tile {i}")
+    chunk = zarr.open_array(str(summary.store / "tiles" / "images"))
+    np.testing.assert_array_equal(chunk[10:12], tiles[10:])  # the short last chunk reads back through plain zarr
+
+
+def test_corrupt_tile_on_the_aligned_path_fails_the_slide(tumor_slide: SlideInfo, tmp_path: Path) -> None:
+    bad = tmp_path / "bogus.tif"
+    corrupt_tissue_tile(Path(tumor_slide.path), bad)
+    result = tile_slides([bad], tmp_path / "out", TileParams(tile_size=256, min_tissue=0.0))
+    assert result.slides[0].status == "failed"
+    assert "CorruptSlideError" in (result.slides[0].error or "")
+    assert "level 2" in (result.slides[0].error or "")
+
+
+def test_force_moves_the_old_store_aside_and_deletes_it(tumor_slide: SlideInfo, tmp_path: Path) -> None:
+    first = tile_slide(tumor_slide.path, tmp_path, FAST)
+    stale = tmp_path / "stores" / ".tumor_001.zarr.0123456789ab.old"  # left by a run killed while deleting
+    (stale / "tiles").mkdir(parents=True)
+    forced = tile_slides([tumor_slide.path], tmp_path, FAST, force=True)
+    assert forced.slides[0].status == "done"
+    validate_store(first.store)
+    assert sorted(p.name for p in (tmp_path / "stores").iterdir()) == ["tumor_001.tissue.png", "tumor_001.zarr"]

@@ -35,7 +35,7 @@ __all__ = [
     "unregister_stage",
 ]
 
-#: Canonical run order of the built-in stages (planned ones included).
+#: Canonical run order of the built-in stages.
 STAGE_ORDER: tuple[str, ...] = (
     "synth",
     "train",
@@ -57,6 +57,7 @@ BUILTIN_STAGES: dict[str, str] = {
     "aggregate": "wsipipe.pipeline.stages.aggregate",
     "evaluate": "wsipipe.pipeline.stages.evaluate",
     "export": "wsipipe.pipeline.stages.export",
+    "explain": "wsipipe.pipeline.stages.explain",
     "report": "wsipipe.pipeline.stages.report",
 }
 
@@ -162,7 +163,7 @@ def get_stage(name: str, *, source: str = "", key: str = "stages") -> Stage:
     ------
     ConfigError
         If no such stage exists; the message suggests the nearest name and lists the
-        available ones (a planned stage not implemented yet is said to be so).
+        available ones.
     """
     if name in _loaded:
         return _loaded[name]
@@ -170,11 +171,6 @@ def get_stage(name: str, *, source: str = "", key: str = "stages") -> Stage:
     head = f"{source}: " if source else ""
     available = ", ".join(stage_names())
     if target is None:
-        if name in STAGE_ORDER:
-            raise ConfigError(
-                f"{head}stage '{key}.{name}' is not available in this version of wsipipe "
-                f"(available stages: {available})"
-            )
         raise ConfigError(
             f"{head}unknown stage '{key}.{name}'{suggest(str(name), stage_names())} (available stages: {available})"
         )

@@ -84,27 +84,33 @@ class JpegTileDecoder:
             return _SOI + header + body
         return data
 
-    def decode(self, data: bytes) -> RGBArray:
+    def decode(self, data: bytes, out: RGBArray | None = None) -> RGBArray:
         """Decode one tile.
 
         Parameters
         ----------
         data : bytes
             The tile's bytes as stored in the TIFF (from its TileOffsets/TileByteCounts).
+        out : (h, w, 3) uint8 ndarray, optional
+            A C-contiguous array to decode into (no copy); the tile must fit in it.
 
         Returns
         -------
         (h, w, 3) uint8 ndarray
-            The tile as RGB (the full tile, including the padding beyond the image edge).
+            The tile as RGB (the full tile, including the padding beyond the image edge); a view
+            of ``out`` when given (check its shape: a smaller JPEG fills only its start).
 
         Raises
         ------
         TileDataError
-            If the data is not a JPEG stream or libjpeg reports corrupt data.
+            If the data is not a JPEG stream, libjpeg reports corrupt data, or the tile does not fit ``out``.
         """
         stream = self.prepare(data)
         try:
-            out = _simplejpeg_decode()(stream, colorspace="RGB", strict=self._strict)
+            if out is None:
+                image = _simplejpeg_decode()(stream, colorspace="RGB", strict=self._strict)
+            else:
+                image = _simplejpeg_decode()(stream, colorspace="RGB", strict=self._strict, buffer=out)
         except ValueError as err:
             raise TileDataError(str(err)) from err
-        return np.asarray(out, dtype=np.uint8)
+        return np.asarray(image, dtype=np.uint8)

@@ -77,6 +77,22 @@ class LevelTileReader(ABC):
             If a tile's stored data is damaged (names the file, level and tile).
         """
 
+    def read_into(self, x: int, y: int, out: RGBArray) -> None:
+        """Read the region at level pixel ``(x, y)`` with the size of ``out`` into ``out``.
+
+        Same pixels as :meth:`read`; :class:`TiffLevelTileReader` decodes a region that is
+        exactly one stored tile straight into ``out`` (no copy).
+
+        Parameters
+        ----------
+        x, y : int
+            Top-left corner in level pixels.
+        out : (h, w, 3) uint8 ndarray
+            Destination, for instance one tile of a chunk buffer.
+        """
+        h, w = out.shape[:2]
+        out[...] = self.read(x, y, w, h)
+
     def close(self) -> None:  # noqa: B027 - nothing to release by default
         """Release the open file; a later read reopens it."""
 
@@ -293,6 +309,40 @@ class TiffLevelTileReader(LevelTileReader):
         return tile
 
     # --- public --------------------------------------------------------------------------
+    def read_into(self, x: int, y: int, out: RGBArray) -> None:
+        h, w = out.shape[:2]
+        tw, th = self.tile_size  # type: ignore[misc]
+        x, y = int(x), int(y)
+        width, height = self.level_dimensions
+        inside = x >= 0 and y >= 0 and x + w <= width and y + h <= height
+        if (
+            self._compression != _JPEG
+            or (w, h) != (tw, th)
+            or x % tw
+            or y % th
+            or not inside
+            or out.dtype != np.uint8
+            or out.shape[2:] != (3,)
+            or not out.flags.c_contiguous
+        ):
+            super().read_into(x, y, out)
+            return
+        tx, ty = x // tw, y // th
+        index = ty * self._tiles_across + tx
+        count = int(self._counts[index])
+        if count == 0:
+            out[...] = 255
+            return
+        data = os.pread(self._file(), count, int(self._offsets[index]))
+        if len(data) != count:
+            raise self._corrupt(tx, ty, f"only {len(data)} of {count} bytes could be read (truncated file)")
+        try:
+            tile = self._jpeg.decode(data, out=out)
+        except TileDataError as err:
+            raise self._corrupt(tx, ty, str(err)) from err
+        if tile.shape[:2] != (th, tw):  # a JPEG smaller than the tile: pad as _decode_tile does
+            out[...] = self._decode_tile(tx, ty)
+
     def read(self, x: int, y: int, w: int, h: int) -> RGBArray:
         _check_size(w, h)
         x, y, w, h = int(x), int(y), int(w), int(h)

@@ -17,7 +17,7 @@ Layout (see ``docs/store.md``)::
 
 from __future__ import annotations
 
-from wsipipe.store._codecs import JpegTileCodec, tile_codecs
+from wsipipe.store._codecs import DEFAULT_ZSTD_LEVEL, JpegTileCodec, tile_codecs
 from wsipipe.store._layout import (
     ATTR_BACKEND,
     ATTR_COMPLETE,
@@ -54,6 +54,7 @@ from wsipipe.store._predictions import (
 )
 from wsipipe.store._store import (
     StoreLike,
+    TileChunkWriter,
     array,
     create_store,
     create_tile_arrays,
@@ -70,6 +71,7 @@ from wsipipe.store._store import (
     read_tissue_fraction,
     remove_store,
     slide_content_hash,
+    tile_chunk_writer,
     write_tile_chunk,
     write_tissue_mask,
 )
@@ -85,6 +87,7 @@ __all__ = [
     "ATTR_SLIDE_PATH",
     "ATTR_TILING",
     "ATTR_VERSION",
+    "DEFAULT_ZSTD_LEVEL",
     "HEATMAP",
     "PREDICTIONS",
     "PROBS",
@@ -100,6 +103,7 @@ __all__ = [
     "TISSUE_MASK",
     "JpegTileCodec",
     "StoreLike",
+    "TileChunkWriter",
     "array",
     "create_predictions",
     "create_store",
@@ -123,6 +127,7 @@ __all__ = [
     "scatter_to_grid",
     "slide_content_hash",
     "store_problems",
+    "tile_chunk_writer",
     "tile_codecs",
     "validate_store",
     "write_heatmap",

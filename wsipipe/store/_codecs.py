@@ -1,5 +1,9 @@
 """Compression of the tile array: lossless zstd (default) or JPEG through imagecodecs.
 
+:class:`DirectChunkFormat` encodes a whole chunk exactly as zarr's own codec pipeline would
+(``bytes`` + optional ``zstd``, through the same numcodecs ``Zstd``), so the tiling stage can
+write chunk files itself: zarr's pipeline costs about as much CPU again as the zstd encoding.
+
 The JPEG codec is a zarr v3 array-to-bytes codec registered as ``wsipipe.jpeg``. It encodes a
 chunk of tiles ``(n, T, T, 3)`` as one JPEG image of ``n * T`` rows, so with ``T`` a multiple of
 16 no tile's pixels bleed into another. Readers must import :mod:`wsipipe.store` (which
@@ -22,9 +26,19 @@ if TYPE_CHECKING:
     from zarr.core.array_spec import ArraySpec
     from zarr.core.buffer import Buffer, NDBuffer
 
-__all__ = ["JPEG_CODEC_NAME", "JpegTileCodec", "tile_codecs"]
+__all__ = [
+    "DEFAULT_ZSTD_LEVEL",
+    "JPEG_CODEC_NAME",
+    "DirectChunkFormat",
+    "JpegTileCodec",
+    "direct_chunk_format",
+    "tile_codecs",
+]
 
 JPEG_CODEC_NAME = "wsipipe.jpeg"
+
+#: zstd level of the tile array by default; see ``docs/store.md`` for the size / speed trade-off.
+DEFAULT_ZSTD_LEVEL = 1
 
 
 @dataclass(frozen=True)
@@ -78,7 +92,9 @@ class JpegTileCodec(ArrayBytesCodec):
 register_codec(JPEG_CODEC_NAME, JpegTileCodec)
 
 
-def tile_codecs(compression: Literal["zstd", "jpeg"], *, zstd_level: int = 1, jpeg_quality: int = 90) -> dict[str, Any]:
+def tile_codecs(
+    compression: Literal["zstd", "jpeg"], *, zstd_level: int = DEFAULT_ZSTD_LEVEL, jpeg_quality: int = 90
+) -> dict[str, Any]:
     """Return the ``create_array`` keyword arguments for the tile array's codecs.
 
     Parameters
@@ -86,7 +102,7 @@ def tile_codecs(compression: Literal["zstd", "jpeg"], *, zstd_level: int = 1, jp
     compression : {"zstd", "jpeg"}
         Lossless zstd (bytes codec + zstd) or lossy JPEG (one image per chunk).
     zstd_level : int, optional
-        zstd level (-7..22); 1 is about 5x faster to encode than 3 on H&E tiles, for ~25 % more bytes.
+        zstd level (negative "fast" levels down to -131072, or 1..22); see ``docs/store.md``.
     jpeg_quality : int, optional
         JPEG quality 1–100.
     """
@@ -95,3 +111,59 @@ def tile_codecs(compression: Literal["zstd", "jpeg"], *, zstd_level: int = 1, jp
     if compression == "jpeg":
         return {"serializer": JpegTileCodec(quality=jpeg_quality), "compressors": None}
     raise ConfigError(f"unknown tile compression {compression!r}; use 'zstd' or 'jpeg'")
+
+
+@dataclass(frozen=True)
+class DirectChunkFormat:
+    """How to encode one chunk of a zarr v3 array whose codecs are ``bytes`` (+ ``zstd``).
+
+    The bytes are identical to what zarr's codec pipeline writes for the same chunk, so a plain
+    ``zarr.open_array`` reads them. Picklable; :meth:`encode` is thread-safe and releases the GIL
+    while compressing.
+
+    Attributes
+    ----------
+    zstd_level : int or None
+        zstd level, or None when the array has no compressor (raw bytes).
+    zstd_checksum : bool
+        Whether the zstd frames carry a checksum.
+    """
+
+    zstd_level: int | None
+    zstd_checksum: bool = False
+
+    def encode(self, chunk: np.ndarray[Any, Any]) -> bytes:
+        """Return the stored bytes of one whole chunk (C order; pad a short last chunk to the chunk shape first)."""
+        data = np.ascontiguousarray(chunk)
+        if self.zstd_level is None:
+            return data.tobytes()
+        from numcodecs import Zstd
+
+        return bytes(Zstd(level=self.zstd_level, checksum=self.zstd_checksum).encode(data))
+
+
+def direct_chunk_format(array: Any) -> DirectChunkFormat | None:
+    """Return the :class:`DirectChunkFormat` of a zarr v3 ``array``, or None if its chunks need zarr's pipeline.
+
+    Only ``[bytes]`` and ``[bytes, zstd]`` codec chains of single-byte or native-little-endian
+    dtypes qualify (no sharding, no transpose, no filters).
+    """
+    from zarr.codecs import BytesCodec
+
+    metadata = array.metadata
+    if getattr(metadata, "zarr_format", None) != 3:
+        return None
+    codecs = tuple(metadata.codecs)
+    if not codecs or not isinstance(codecs[0], BytesCodec):
+        return None
+    dtype = np.dtype(array.dtype)
+    if dtype.itemsize > 1 and dtype.byteorder == ">":
+        return None
+    endian = getattr(codecs[0].endian, "value", codecs[0].endian)
+    if dtype.itemsize > 1 and endian not in (None, "little"):
+        return None
+    if len(codecs) == 1:
+        return DirectChunkFormat(zstd_level=None)
+    if len(codecs) == 2 and isinstance(codecs[1], ZstdCodec):
+        return DirectChunkFormat(zstd_level=int(codecs[1].level), zstd_checksum=bool(codecs[1].checksum))
+    return None

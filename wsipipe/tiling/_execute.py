@@ -1,10 +1,14 @@
 """Run independent tasks with Dask: a local scheduler (threads, processes, sync) or a distributed one.
 
-``scheduler`` is ``None`` (a local thread pool when there are several workers and tasks, else
-synchronous: the heavy work, JPEG decoding and zstd encoding, releases the GIL, and threads
-share the open slides and decoded-tile caches and start instantly), ``"sync"``/``"synchronous"``, ``"threads"``, ``"processes"``, a
-``distributed`` address such as ``"tcp://127.0.0.1:8786"``, a ``distributed.Client`` or a
-cluster object. ``distributed`` is imported only for the last three.
+``scheduler`` is one of:
+
+- ``None``: a local thread pool when there are several workers and tasks, else synchronous.
+  The heavy work, JPEG decoding and zstd encoding, releases the GIL; threads share the open
+  slides and start instantly. Tasks start in list order (first in, first out), so a caller
+  can put long tasks first and keep the workers evenly busy to the end.
+- ``"sync"``/``"synchronous"``, ``"threads"``, ``"processes"``: that Dask local scheduler.
+- a ``distributed`` address such as ``"tcp://127.0.0.1:8786"``, a ``distributed.Client`` or a
+  cluster object. ``distributed`` is imported only for these.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
@@ -112,7 +116,15 @@ class TaskRunner(AbstractContextManager["TaskRunner"]):
                     results.append(func(item))
                     bar.update(1)
                 return results
+            if self.kind == "auto":
+                return self._map_pool(func, items, bar)
             return self._map_dask(func, items, kind, bar)
+
+    def _map_pool(self, func: Callable[[T], R], items: Sequence[T], bar: Any) -> list[R]:
+        futures = [self._executor("threads").submit(func, item) for item in items]
+        for _ in as_completed(futures):
+            bar.update(1)
+        return [future.result() for future in futures]
 
     def _map_dask(self, func: Callable[[T], R], items: Sequence[T], kind: str, bar: Any) -> list[R]:
         import dask

@@ -39,8 +39,8 @@ class TileParams:
     compression: Literal["zstd", "jpeg"] = "zstd"
     """Tile codec: lossless zstd, or lossy JPEG (imagecodecs)."""
     zstd_level: int = 1
-    """zstd level for ``compression="zstd"``: 1 encodes about 5x faster than 3 on H&E tiles, for stores
-    about 25 % larger; encoding, not decoding the slide, is the stage's largest cost."""
+    """zstd level for ``compression="zstd"``: 1 encodes 2-3x faster than 3 for stores 20-40 % larger;
+    negative levels are faster still but hardly compress (``docs/store.md`` has the table)."""
     jpeg_quality: int = 90
     """JPEG quality for ``compression="jpeg"``."""
     backend: Literal["auto", "openslide", "tiffslide"] = "auto"

@@ -40,10 +40,13 @@ def cached_slide(path: str, backend: str, mpp: float | None) -> SlideReader:
     slide = open_slide(path, backend=backend, mpp=mpp)
     with _LOCK:
         _SLIDES[key] = slide
+        if backend == "auto":  # band tasks ask for the backend that "auto" resolved to
+            _SLIDES[(path, str(slide.backend), mpp)] = slide
         while len(_SLIDES) > _CACHE_SIZE:
             old_key, old = _SLIDES.popitem(last=False)
             _drop_levels(old_key)
-            old.close()
+            if not any(other is old for other in _SLIDES.values()):
+                old.close()
     return slide
 
 
@@ -68,6 +71,10 @@ def _drop_levels(slide_key: tuple[str, str, float | None]) -> None:
 def forget_slide(path: str) -> None:
     """Close and drop cached handles of ``path`` (before re-reading a file that may have changed)."""
     with _LOCK:
+        closed: list[SlideReader] = []
         for key in [k for k in _SLIDES if k[0] == path]:
             _drop_levels(key)
-            _SLIDES.pop(key).close()
+            slide = _SLIDES.pop(key)
+            if not any(slide is other for other in closed):
+                slide.close()
+                closed.append(slide)

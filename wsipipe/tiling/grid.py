@@ -27,14 +27,18 @@ def grid_shape(level_size: tuple[int, int], read_size: int, stride: int) -> tupl
     return rows, cols
 
 
-def _integral(mask: BoolArray) -> npt.NDArray[np.float64]:
-    sat = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.float64)
-    sat[1:, 1:] = np.cumsum(np.cumsum(mask, axis=0, dtype=np.float64), axis=1)
+def _integral(mask: BoolArray) -> npt.NDArray[np.int32 | np.int64]:
+    """Summed-area table ((h + 1, w + 1), zero first row and column), in the smallest exact integer type."""
+    dtype = np.int32 if mask.size < 2**31 else np.int64
+    sat = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=dtype)
+    np.cumsum(mask, axis=1, dtype=dtype, out=sat[1:, 1:])
+    for row in range(2, sat.shape[0]):  # row by row: numpy's cumsum along axis 0 strides through memory
+        np.add(sat[row], sat[row - 1], out=sat[row])
     return sat
 
 
 def _sample(
-    sat: npt.NDArray[np.float64], y: npt.NDArray[np.float64], x: npt.NDArray[np.float64]
+    sat: npt.NDArray[np.int32 | np.int64], y: npt.NDArray[np.float64], x: npt.NDArray[np.float64]
 ) -> npt.NDArray[np.float64]:
     """Bilinear interpolation of the integral image: exact area integrals of a piecewise-constant mask."""
     h, w = sat.shape[0] - 1, sat.shape[1] - 1

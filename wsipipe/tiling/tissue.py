@@ -16,10 +16,20 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-import numpy.typing as npt
 
 from wsipipe.config import to_dict
 from wsipipe.errors import ConfigError
+from wsipipe.tiling._fastmask import (
+    binary_morph,
+    bincount,
+    disk,
+    lookup,
+    median3,
+    otsu_threshold,
+    run_filter,
+    saturation_keys,
+    saturation_values,
+)
 from wsipipe.types import BoolArray, PathLike, RGBArray
 
 __all__ = ["TissueMask", "TissueParams", "compute_tissue_mask", "save_mask_preview", "tissue_mask_from_rgb"]
@@ -118,20 +128,6 @@ class TissueMask:
         }
 
 
-def _disk(radius_px: float) -> npt.NDArray[np.bool_] | None:
-    r = round(radius_px)
-    if r < 1:
-        return None
-    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-    return np.asarray(xx * xx + yy * yy <= r * r + r, dtype=bool)  # slightly rounder than r²
-
-
-def _saturation(rgb: RGBArray) -> npt.NDArray[np.float32]:
-    hi = rgb.max(axis=2).astype(np.float32)
-    lo = rgb.min(axis=2).astype(np.float32)
-    return np.divide(hi - lo, hi, out=np.zeros_like(hi), where=hi > 0)
-
-
 def _pen_mask(rgb: RGBArray, colours: tuple[PenColour, ...]) -> BoolArray:
     from skimage.color import rgb2hsv
 
@@ -152,11 +148,10 @@ def _remove_small(mask: BoolArray, min_px: float) -> BoolArray:
 
     if min_px <= 1 or not mask.any():
         return mask
-    labels, _ = ndimage.label(mask)
-    sizes = np.bincount(labels.ravel())
-    keep = sizes >= min_px
+    labels, n = ndimage.label(mask)
+    keep = bincount(labels, n + 1) >= min_px
     keep[0] = False
-    return np.asarray(keep[labels], dtype=bool)
+    return lookup(keep, labels)
 
 
 def _fill_small_holes(mask: BoolArray, max_px: float, fill_all: bool) -> BoolArray:
@@ -166,13 +161,12 @@ def _fill_small_holes(mask: BoolArray, max_px: float, fill_all: bool) -> BoolArr
         return np.asarray(ndimage.binary_fill_holes(mask), dtype=bool)
     if max_px <= 1:
         return mask
-    labels, _ = ndimage.label(~mask)
-    sizes = np.bincount(labels.ravel())
+    labels, n = ndimage.label(~mask)
     border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    small = sizes < max_px
+    small = bincount(labels, n + 1) < max_px
     small[0] = False
     small[border] = False
-    return mask | small[labels]
+    return mask | lookup(small, labels)
 
 
 def tissue_mask_from_rgb(rgb: RGBArray, *, mpp: float, params: TissueParams | None = None) -> tuple[BoolArray, float]:
@@ -202,18 +196,20 @@ def tissue_mask_from_rgb(rgb: RGBArray, *, mpp: float, params: TissueParams | No
     rgb = np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)
     if rgb.size == 0:
         return np.zeros(rgb.shape[:2], dtype=bool), 1.0
-    sat = _saturation(rgb)
-    if params.median_size > 1:
-        sat = ndimage.median_filter(sat, size=params.median_size)
+    # saturation as uint16 keys that sort like the float32 values (see _fastmask): same mask, less memory
+    keys, values = saturation_keys(rgb), saturation_values()
+    if params.median_size == 3:
+        keys = median3(keys)
+    elif params.median_size > 1:
+        keys = ndimage.median_filter(keys, size=params.median_size)
+    low, high = int(keys.min()), int(keys.max())
     if params.method == "fixed":
         threshold = params.fixed_threshold
-    elif float(sat.max()) > float(sat.min()):
-        from skimage.filters import threshold_otsu
-
-        threshold = max(float(threshold_otsu(sat)), params.min_otsu_threshold)
+    elif high > low:
+        threshold = max(otsu_threshold(keys, values), params.min_otsu_threshold)
     else:
-        threshold = max(float(sat.max()) + 1e-6, params.min_otsu_threshold)
-    mask = sat > threshold
+        threshold = max(float(values[high]) + 1e-6, params.min_otsu_threshold)
+    mask = keys >= np.searchsorted(values, np.float32(threshold), side="right")  # saturation > threshold
     if params.max_rgb_min is not None:
         mask &= rgb.min(axis=2) <= params.max_rgb_min
     if params.max_brightness is not None or params.min_brightness is not None:
@@ -224,29 +220,44 @@ def tissue_mask_from_rgb(rgb: RGBArray, *, mpp: float, params: TissueParams | No
             mask &= gray >= params.min_brightness
     if params.pen_marks:
         pen = _pen_mask(rgb, params.pen_marks)
-        grow = _disk(params.pen_dilate_um / mpp)
-        if grow is not None:
-            pen = ndimage.binary_dilation(pen, structure=grow)
+        if disk(params.pen_dilate_um / mpp) is not None:
+            pen = binary_morph(pen, params.pen_dilate_um / mpp, grow=True)
         mask &= ~pen
-    closing = _disk(params.closing_um / mpp)
-    if closing is not None:
+    closing = disk(params.closing_um / mpp)
+    if closing is not None:  # padded, so tissue at the image edge is not eroded
         pad = closing.shape[0]
-        mask = ndimage.binary_closing(np.pad(mask, pad), structure=closing)[pad:-pad, pad:-pad]
-    opening = _disk(params.opening_um / mpp)
-    if opening is not None:
-        mask = ndimage.binary_opening(mask, structure=opening)
+        grown = binary_morph(np.pad(mask, pad), params.closing_um / mpp, grow=True)
+        mask = binary_morph(grown, params.closing_um / mpp, grow=False)[pad:-pad, pad:-pad]
+    if disk(params.opening_um / mpp) is not None:
+        opened = binary_morph(mask, params.opening_um / mpp, grow=False)
+        mask = binary_morph(opened, params.opening_um / mpp, grow=True)
     px_area = mpp * mpp
     mask = _fill_small_holes(mask, params.min_hole_area_um2 / px_area, params.fill_holes)
     mask = _remove_small(mask, params.min_tissue_area_um2 / px_area)
     return np.asarray(mask, dtype=bool), float(threshold)
 
 
+#: A pyramid level at most this much finer than ``mask_mpp`` is used as is, without resizing.
+LEVEL_AS_IS = 1.25
+
+
 def _low_resolution(slide: Any, mask_mpp: float) -> tuple[RGBArray, tuple[float, float]]:
-    """Read the whole slide at about ``mask_mpp`` µm/px; return RGB and its (x, y) downsample from level 0."""
+    """Read the whole slide at about ``mask_mpp`` µm/px; return RGB and its (x, y) downsample from level 0.
+
+    The coarsest level between ``mask_mpp / LEVEL_AS_IS`` and ``mask_mpp`` µm/px is read whole as
+    it is; without one, the slide's thumbnail is area-averaged to ``mask_mpp``.
+    """
     width0, height0 = slide.dimensions
     target_ds = max(1.0, mask_mpp / float(slide.mpp))
-    size = (max(1, math.ceil(width0 / target_ds)), max(1, math.ceil(height0 / target_ds)))
-    image = np.ascontiguousarray(slide.get_thumbnail(size)[..., :3], dtype=np.uint8)
+    as_is = [i for i, ds in enumerate(slide.level_downsamples) if target_ds / LEVEL_AS_IS <= ds <= target_ds * 1.000001]
+    if as_is:
+        level = as_is[-1]
+        width, height = slide.level_dimensions[level]
+        with slide.read_level_tiles(level) as reader:
+            image = np.ascontiguousarray(reader.read(0, 0, width, height)[..., :3], dtype=np.uint8)
+    else:
+        size = (max(1, math.ceil(width0 / target_ds)), max(1, math.ceil(height0 / target_ds)))
+        image = np.ascontiguousarray(slide.get_thumbnail(size)[..., :3], dtype=np.uint8)
     return image, (width0 / image.shape[1], height0 / image.shape[0])
 
 
@@ -273,16 +284,23 @@ def compute_tissue_mask(slide: Any, params: TissueParams | None = None) -> Tissu
 
 
 def save_mask_preview(path: PathLike, image: RGBArray, mask: BoolArray, *, max_size: int = 2048) -> None:
-    """Write a PNG of ``image`` ((h, w, 3) uint8) with the outline of ``mask`` ((h, w) bool) in green."""
-    from PIL import Image
-    from scipy import ndimage
+    """Write a PNG of ``image`` ((h, w, 3) uint8) with the outline of ``mask`` ((h, w) bool) in green.
 
-    outline = mask & ~ndimage.binary_erosion(mask, border_value=0)
-    outline = ndimage.binary_dilation(outline, iterations=max(1, min(image.shape[:2]) // 400))
-    preview = image.copy()
+    Images larger than ``max_size`` px are first shrunk by the smallest integer factor that fits
+    (box average; the mask is subsampled), which also keeps the PNG small and quick to write.
+    """
+    from PIL import Image
+
+    mask = np.asarray(mask, dtype=bool)
+    picture = Image.fromarray(np.ascontiguousarray(image[..., :3], dtype=np.uint8))
+    factor = -(-max(picture.size) // max_size)
+    if factor > 1:
+        picture = picture.reduce(factor)
+        mask = mask[::factor, ::factor]
+    preview = np.array(picture)
+    inner = run_filter(run_filter(mask, 1, 0, grow=False), 1, 1, grow=False)  # 3 x 3 erosion
+    outline = mask & ~inner
+    width = max(1, min(preview.shape[:2]) // 400)
+    outline = run_filter(run_filter(outline, width, 0, grow=True), width, 1, grow=True)
     preview[outline] = (0, 200, 0)
-    picture = Image.fromarray(preview)
-    if max(picture.size) > max_size:
-        scale = max_size / max(picture.size)
-        picture = picture.resize((max(1, int(picture.width * scale)), max(1, int(picture.height * scale))))
-    picture.save(path, format="PNG", compress_level=1)
+    Image.fromarray(preview).save(path, format="PNG", compress_level=1)
