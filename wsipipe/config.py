@@ -159,7 +159,9 @@ def coerce_value(value: Any, tp: Any, *, source: str = "", key: str = "") -> Any
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}")
-            return tuple(coerce_value(v, a, source=source, key=f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+            return tuple(
+                coerce_value(v, a, source=source, key=f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args))
+            )
         item_tp = args[0] if args else Any
         items = [coerce_value(v, item_tp, source=source, key=f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
