@@ -231,3 +231,25 @@ def test_tiled_rasterization_equals_whole() -> None:
         tiled[r0 : r0 + tile.shape[0], c0 : c0 + tile.shape[1]] = tile
     np.testing.assert_array_equal(whole, tiled)
     assert whole.sum() > 1000
+
+
+def test_rasterize_for_slide_by_level_and_mpp(tmp_path: Path) -> None:
+    from wsipipe.annotations import rasterize_for_slide
+    from wsipipe.slide import open_slide
+    from wsipipe.synth import make_test_slide
+
+    info = make_test_slide(tmp_path / "s.tif", kind="tumor", seed=3)
+    with open_slide(info.path) as slide:
+        by_level, ds = rasterize_for_slide(info.annotations, slide, level=2)
+        assert ds == pytest.approx(4.0)
+        assert by_level.shape == (slide.level_dimensions[2][1], slide.level_dimensions[2][0])
+        by_mpp, ds_mpp = rasterize_for_slide(info.annotations, slide, mpp=0.972)
+        assert ds_mpp == pytest.approx(4.0)
+        np.testing.assert_array_equal(by_level, by_mpp)
+        # The mask's tumour area matches the polygons' area (level-0 px² / 16 per mask pixel).
+        area = sum(a.geometry.area for a in info.annotations if a.label == "tumor")
+        assert by_level.sum() == pytest.approx(area / 16, rel=0.05)
+        with pytest.raises(ValueError, match="exactly one"):
+            rasterize_for_slide(info.annotations, slide)
+        with pytest.raises(ValueError, match="out of range"):
+            rasterize_for_slide(info.annotations, slide, level=9)

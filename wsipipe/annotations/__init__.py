@@ -8,7 +8,7 @@ from __future__ import annotations
 from wsipipe.annotations._model import EXCLUSION, TUMOR, Annotation, canonical_label, filter_labels, polygonal_parts
 from wsipipe.annotations.asap import read_asap_xml, write_asap_xml
 from wsipipe.annotations.geojson import read_geojson, write_geojson
-from wsipipe.annotations.raster import iter_mask_tiles, rasterize, read_annotations
+from wsipipe.annotations.raster import iter_mask_tiles, rasterize, rasterize_for_slide, read_annotations
 
 __all__ = [
     "EXCLUSION",
@@ -19,6 +19,7 @@ __all__ = [
     "iter_mask_tiles",
     "polygonal_parts",
     "rasterize",
+    "rasterize_for_slide",
     "read_annotations",
     "read_asap_xml",
     "read_geojson",

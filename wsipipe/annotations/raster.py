@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from skimage.draw import polygon as draw_polygon
@@ -22,7 +22,7 @@ from wsipipe.annotations.geojson import read_geojson
 from wsipipe.errors import AnnotationError
 from wsipipe.types import BoolArray, PathLike
 
-__all__ = ["iter_mask_tiles", "rasterize", "read_annotations"]
+__all__ = ["iter_mask_tiles", "rasterize", "rasterize_for_slide", "read_annotations"]
 
 Sample = Literal["topleft", "center"]
 
@@ -185,3 +185,51 @@ def _overlaps(bounds: tuple[float, float, float, float], window: tuple[float, fl
     bx0, by0, bx1, by1 = bounds
     wx0, wy0, wx1, wy1 = window
     return bx1 >= wx0 - pad and bx0 <= wx1 + pad and by1 >= wy0 - pad and by0 <= wy1 + pad
+
+
+def rasterize_for_slide(
+    annotations: Iterable[Annotation],
+    slide: Any,
+    *,
+    level: int | None = None,
+    mpp: float | None = None,
+    labels: Iterable[str] = (TUMOR,),
+    subtract: Iterable[str] = (EXCLUSION,),
+    sample: Sample = "topleft",
+) -> tuple[BoolArray, float]:
+    """Rasterize annotations on the pixel grid of one pyramid level, or at a target resolution.
+
+    Parameters
+    ----------
+    annotations : iterable of Annotation
+        Polygons in level-0 pixels.
+    slide : SlideReader
+        An open slide (:func:`wsipipe.slide.open_slide`): its ``level_dimensions`` and
+        ``level_downsamples`` (for ``level``) or ``dimensions`` and ``mpp`` (for ``mpp``) are used.
+    level : int, optional
+        Pyramid level whose (w, h) the mask takes.
+    mpp : float, optional
+        Target µm/px instead of a level: the mask is ``floor(level-0 size / (mpp / slide.mpp))``.
+        Exactly one of ``level`` and ``mpp`` is given.
+    labels, subtract, sample
+        As for :func:`rasterize`.
+
+    Returns
+    -------
+    mask : (rows, cols) bool ndarray
+    downsample : float
+        Level-0 pixels per mask pixel.
+    """
+    if level is not None and mpp is None:
+        if not 0 <= level < len(slide.level_dimensions):
+            raise ValueError(f"level {level} out of range: the slide has levels 0..{len(slide.level_dimensions) - 1}")
+        (w, h), downsample = slide.level_dimensions[level], float(slide.level_downsamples[level])
+    elif mpp is not None and level is None:
+        if mpp <= 0:
+            raise ValueError(f"mpp must be positive, got {mpp}")
+        downsample = mpp / float(slide.mpp)
+        w, h = (int(v // downsample) for v in slide.dimensions)
+    else:
+        raise ValueError("give exactly one of level= and mpp=")
+    mask = rasterize(annotations, (h, w), downsample=downsample, labels=labels, subtract=subtract, sample=sample)
+    return mask, downsample
