@@ -15,6 +15,10 @@ from wsipipe.pipeline import find_yaml_files, load_pipeline, validate_file
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "pipelines" / "demo.yaml"
 TINY = [
+    "--only",
+    "synth",
+    "--set",
+    "stages.synth.pcam=0",
     "--set",
     "stages.synth.n_train_normal=1",
     "--set",

@@ -185,6 +185,12 @@ def test_cli_trains_and_resumes(pcam_root: Path, tmp_path: Path) -> None:
 
 
 def test_shipped_configs_parse() -> None:
+    # Complete training configs (those with a data section) are what `wsipipe train` reads; the
+    # others are stage options that a pipeline completes (checked by tests/pipeline).
+    import yaml
+
     for path in sorted(Path(__file__).parents[2].joinpath("configs", "train").glob("*.yaml")):
+        if "data" not in yaml.safe_load(path.read_text()):
+            continue
         params = load_train_params(path)
         assert params.data.format in {"pcam", "npy_folders"}
