@@ -36,6 +36,7 @@ __all__ = [
     "HeatmapGeometry",
     "build_heatmap",
     "colorize",
+    "heatmap_detections",
     "heatmap_from_store",
     "model_class_names",
     "save_heatmap_png",
@@ -244,6 +245,32 @@ def heatmap_from_store(
     column = tumor_column(names, class_name)
     geometry = HeatmapGeometry.from_store(store)
     return build_heatmap(read_grid(store), probs[:, column], geometry), geometry, names[column]
+
+
+def heatmap_detections(
+    heatmap: npt.NDArray[np.float32],
+    geometry: HeatmapGeometry,
+    *,
+    threshold: float,
+    radius_um: float,
+    sigma: float = 0.0,
+) -> list[Any]:
+    """NMS lesion detections (``Confidence, X, Y`` in level-0 px) of a heatmap laid out by ``geometry``.
+
+    See :func:`wsipipe.aggregate.nms.nms` for the suppression rule; ``radius_um`` is converted
+    to cells with the geometry's level-0 MPP and cell size.
+    """
+    from wsipipe.aggregate.nms import nms
+
+    return nms(
+        heatmap,
+        cell_size=geometry.cell_size,
+        mpp=geometry.mpp,
+        radius_um=radius_um,
+        threshold=threshold,
+        origin=geometry.origin,
+        sigma=sigma,
+    )
 
 
 def upsample_heatmap(

@@ -259,8 +259,14 @@ def aggregate_store(
     IncompleteStoreError
         The store or the model's predictions are incomplete.
     """
-    from wsipipe.aggregate.heatmap import heatmap_from_store, save_heatmap_png, slide_background, write_heatmap_tiff
-    from wsipipe.aggregate.nms import nms, write_lesion_csv
+    from wsipipe.aggregate.heatmap import (
+        heatmap_detections,
+        heatmap_from_store,
+        save_heatmap_png,
+        slide_background,
+        write_heatmap_tiff,
+    )
+    from wsipipe.aggregate.nms import write_lesion_csv
     from wsipipe.aggregate.scores import fraction_above, max_probability, top_k_mean
     from wsipipe.store import open_store, write_heatmap
 
@@ -277,14 +283,8 @@ def aggregate_store(
             return resumed
     heatmap, geometry, class_name = heatmap_from_store(root, model, class_name=params.class_name)
     write_heatmap(root, model, heatmap, attrs={**geometry.to_attrs(), "class_name": class_name, "hash": digest})
-    detections = nms(
-        heatmap,
-        cell_size=geometry.cell_size,
-        mpp=geometry.mpp,
-        radius_um=params.nms_radius_um,
-        threshold=params.nms_threshold,
-        origin=geometry.origin,
-        sigma=params.nms_sigma,
+    detections = heatmap_detections(
+        heatmap, geometry, threshold=params.nms_threshold, radius_um=params.nms_radius_um, sigma=params.nms_sigma
     )
     lesions = write_lesion_csv(out / "lesions" / f"{slide_id}.csv", detections)
     outputs = [lesions]

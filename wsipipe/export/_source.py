@@ -113,8 +113,7 @@ def load_slide_outputs(store: PathLike, params: ExportParams, *, lesions_csv: Pa
     EvaluationError
         ``lesions_csv`` is malformed.
     """
-    from wsipipe.aggregate.heatmap import build_heatmap, model_class_names, tumor_column
-    from wsipipe.aggregate.nms import nms
+    from wsipipe.aggregate.heatmap import build_heatmap, heatmap_detections, model_class_names, tumor_column
     from wsipipe.aggregate.stage import resolve_model
     from wsipipe.store import open_store, read_coords, read_grid, read_probs
 
@@ -132,13 +131,8 @@ def load_slide_outputs(store: PathLike, params: ExportParams, *, lesions_csv: Pa
         found = read_lesion_csv(lesions_csv)
         detections = [Detection(float(c), int(x), int(y)) for c, x, y in zip(found.confidence, found.x, found.y)]
     else:
-        detections = nms(
-            heatmap,
-            cell_size=geometry.cell_size,
-            mpp=geometry.mpp,
-            radius_um=params.nms_radius_um,
-            threshold=params.nms_threshold,
-            origin=geometry.origin,
+        detections = heatmap_detections(
+            heatmap, geometry, threshold=params.nms_threshold, radius_um=params.nms_radius_um
         )
     return SlideOutputs(
         slide_id=path.stem,
