@@ -10,6 +10,8 @@ Messages say what was asked, what exists and what to do about it. The CLI prints
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 __all__ = [
     "AnnotationError",
     "CheckpointError",
@@ -102,6 +104,19 @@ class PartialFailureError(WsipipeError):
     def __init__(self, message: str, failures: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.failures: dict[str, str] = dict(failures or {})
+
+    @classmethod
+    def raise_if_any(cls, failures: Mapping[str, str], total: int, what: str) -> None:
+        """Raise when ``failures`` (item -> error) is not empty, naming each failed item.
+
+        ``what`` completes "N of M ...", e.g. ``"slides failed to tile"``.
+        """
+        if failures:
+            raise cls(
+                f"{len(failures)} of {total} {what}: {', '.join(failures)} "
+                "(errors listed above and in .failures); the others are done",
+                dict(failures),
+            )
 
 
 class WsipipeWarning(UserWarning):

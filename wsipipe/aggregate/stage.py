@@ -138,13 +138,7 @@ class AggregateResult:
 
     def raise_for_failures(self) -> None:
         """Raise :class:`PartialFailureError` (exit code 3) naming every failed store, if any."""
-        failures = self.failures
-        if failures:
-            raise PartialFailureError(
-                f"{len(failures)} of {len(self.slides)} stores failed to aggregate: {', '.join(failures)} "
-                "(errors in .failures); the others are done",
-                failures,
-            )
+        PartialFailureError.raise_if_any(self.failures, len(self.slides), "stores failed to aggregate")
 
 
 def find_stores(paths: Iterable[PathLike]) -> list[Path]:

@@ -136,11 +136,7 @@ class ExplainResult:
 
     def raise_for_failures(self) -> None:
         """Raise :class:`PartialFailureError` (exit code 3) naming every failed slide, if any."""
-        if self.failures:
-            raise PartialFailureError(
-                f"{len(self.failures)} of {len(self.slides)} slides failed to explain: {', '.join(self.failures)}",
-                self.failures,
-            )
+        PartialFailureError.raise_if_any(self.failures, len(self.slides), "slides failed to explain")
 
 
 def find_slides(paths: Iterable[PathLike]) -> list[Path]:

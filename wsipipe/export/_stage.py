@@ -63,13 +63,7 @@ class ExportResult:
 
     def raise_for_failures(self) -> None:
         """Raise :class:`PartialFailureError` (exit code 3) naming every failed store, if any."""
-        failures = self.failures
-        if failures:
-            raise PartialFailureError(
-                f"{len(failures)} of {len(self.slides)} stores failed to export: {', '.join(failures)} "
-                "(errors in .failures); the others are written",
-                failures,
-            )
+        PartialFailureError.raise_if_any(self.failures, len(self.slides), "stores failed to export")
 
 
 def export_path(out_dir: PathLike, slide_id: str, params: ExportParams) -> Path:

@@ -137,10 +137,4 @@ class InferResult:
 
     def raise_for_failures(self) -> None:
         """Raise :class:`PartialFailureError` (exit code 3) naming every failed store, if any."""
-        failures = self.failures
-        if failures:
-            raise PartialFailureError(
-                f"{len(failures)} of {len(self.stores)} stores failed inference: {', '.join(failures)} "
-                "(errors listed above and in .failures); the others are done",
-                failures,
-            )
+        PartialFailureError.raise_if_any(self.failures, len(self.stores), "stores failed inference")

@@ -151,11 +151,4 @@ class TileResult:
 
     def raise_for_failures(self) -> None:
         """Raise :class:`PartialFailureError` (exit code 3) naming every failed slide, if any."""
-        failures = self.failures
-        if failures:
-            names = ", ".join(failures)
-            raise PartialFailureError(
-                f"{len(failures)} of {len(self.slides)} slides failed to tile: {names} "
-                "(errors listed above and in .failures); the others are done",
-                failures,
-            )
+        PartialFailureError.raise_if_any(self.failures, len(self.slides), "slides failed to tile")
