@@ -34,6 +34,8 @@ def main() -> None:
     from wsipipe.synth._tiff import encode_jpeg
     from wsipipe.synth._tissue import NORMAL, TUMOR, make_canvases
 
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.out) as tmp:
         path = Path(tmp) / "bench.tif"
         t0 = time.perf_counter()
