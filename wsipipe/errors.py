@@ -10,9 +10,12 @@ Messages say what was asked, what exists and what to do about it. The CLI prints
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Mapping
 
 __all__ = [
+    "OUTPUT_ERRNOS",
     "AnnotationError",
     "CheckpointError",
     "ConfigError",
@@ -31,6 +34,7 @@ __all__ = [
     "UnsupportedSlideError",
     "WsipipeError",
     "WsipipeWarning",
+    "output_error",
 ]
 
 
@@ -94,6 +98,45 @@ class LockedError(WsipipeError, RuntimeError):
 
 class OutputError(WsipipeError, OSError):
     """An output (directory, manifest, lock file) cannot be written: read-only or full disk."""
+
+
+#: ``errno`` values meaning that the output takes no more data: a full disk, a file-size limit
+#: (``ulimit -f``), an exhausted quota, a read-only file system.
+OUTPUT_ERRNOS: frozenset[int] = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS})
+
+
+def output_error(err: BaseException, where: str | os.PathLike[str] | None = None) -> OutputError | None:
+    """Return ``err`` as an :class:`OutputError` if it means the output cannot be written, else None.
+
+    Such an error is not about one slide or one store: every later write fails the same way,
+    so stages stop on it instead of recording it per item and going on.
+
+    Parameters
+    ----------
+    err : BaseException
+        The error caught.
+    where : path-like, optional
+        The file or folder being written, named when ``err`` carries no file name (errors of
+        ``write()`` have none).
+
+    Returns
+    -------
+    OutputError or None
+        ``err`` itself if already an :class:`OutputError`; a new one (one line, naming the
+        path and what to do) for :data:`OUTPUT_ERRNOS`; None for anything else.
+    """
+    if isinstance(err, OutputError):
+        return err
+    if not isinstance(err, OSError) or err.errno not in OUTPUT_ERRNOS:
+        return None
+    path = err.filename if err.filename is not None else where
+    target = f" {os.fspath(path)}" if path is not None else ""
+    advice = (
+        "write to a writable folder"
+        if err.errno == errno.EROFS
+        else "free some space (or raise the file-size limit) or write to another output folder"
+    )
+    return OutputError(f"cannot write{target}: {err.strerror or err} [errno {err.errno}]; {advice}")
 
 
 class PartialFailureError(WsipipeError):

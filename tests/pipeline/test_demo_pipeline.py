@@ -68,6 +68,7 @@ def test_demo_pipeline_reduced(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_demo_pipeline_full_meets_targets(tmp_path: Path) -> None:
     """Issue 9: the demo reaches FROC >= 0.8 and slide AUC >= 0.95 on its test slides."""
     out = tmp_path / "demo"

@@ -163,9 +163,11 @@ def write_lesion_csv(path: PathLike, detections: Iterable[Detection | tuple[floa
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
+    tmp = path.with_name(f".{path.name}.tmp")  # renamed when whole: a reader never sees half a file
+    with tmp.open("w", newline="") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         for det in detections:
             conf, x, y = (det.confidence, det.x, det.y) if isinstance(det, Detection) else det
             writer.writerow([repr(float(conf)), int(x), int(y)])
+    tmp.replace(path)
     return path

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from wsipipe.config import config_hash, to_dict
-from wsipipe.errors import ConfigError, PartialFailureError, StoreError
+from wsipipe.errors import ConfigError, PartialFailureError, StoreError, output_error
 from wsipipe.types import PathLike
 
 __all__ = [
@@ -275,6 +275,7 @@ def aggregate_store(
         if resumed is not None:
             log.info("%s: aggregate outputs are up to date; skipped", slide_id)
             return resumed
+    _record_path(out, slide_id).unlink(missing_ok=True)  # outputs are rewritten: until the new record, none is trusted
     heatmap, geometry, class_name = heatmap_from_store(root, model, class_name=params.class_name)
     write_heatmap(root, model, heatmap, attrs={**geometry.to_attrs(), "class_name": class_name, "hash": digest})
     detections = heatmap_detections(
@@ -390,6 +391,9 @@ def aggregate_stores(
         try:
             results.append(aggregate_store(path, out, params, force=force))
         except Exception as err:  # one store's failure must not stop the others; it is reported by name
+            full = output_error(err, out)
+            if full is not None:  # a full or read-only output fails every store alike: stop
+                raise full from err
             log.warning("%s: aggregation failed: %s", path, err)
             log.debug("%s: aggregation failed", path, exc_info=True)
             results.append(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -117,11 +118,18 @@ def _plot_roc(auc: Mapping[str, Any], path: Path) -> None:
     fig.savefig(path)
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file and rename it over ``path`` (a kill never leaves half a file)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def write_report(summary: Mapping[str, Any], out_dir: Path, *, plots: bool = True) -> None:
     """Write ``evaluation.json`` and ``evaluation.md`` (and the curve PNGs) into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "evaluation.json").write_text(json.dumps(_clean(summary), indent=2) + "\n")
-    (out_dir / "evaluation.md").write_text(_markdown(summary))
+    _write_atomic(out_dir / "evaluation.json", json.dumps(_clean(summary), indent=2) + "\n")
+    _write_atomic(out_dir / "evaluation.md", _markdown(summary))
     if not plots:
         return
     froc = summary.get("froc")

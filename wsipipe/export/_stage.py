@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from wsipipe.errors import PartialFailureError
+from wsipipe.errors import PartialFailureError, output_error
 from wsipipe.export._source import ExportParams, load_slide_outputs
 from wsipipe.types import PathLike
 
@@ -132,6 +132,9 @@ def export_stores(
                 )
             )
         except Exception as err:  # one store's failure must not stop the others; it is reported by name
+            full = output_error(err, out)
+            if full is not None:  # a full or read-only output fails every store alike: stop
+                raise full from err
             log.warning("%s: export failed: %s", store, err)
             log.debug("%s: export failed", store, exc_info=True)
             results.append(

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from wsipipe.config import config_hash
-from wsipipe.errors import CheckpointError, StoreError, WsipipeError
+from wsipipe.errors import CheckpointError, StoreError, WsipipeError, output_error
 from wsipipe.inference._cluster import GPU_RESOURCE, connect, gpu_resources
 from wsipipe.inference._dense import check_dense
 from wsipipe.inference._params import InferParams, InferResult, StoreSummary
@@ -321,6 +321,9 @@ def _run_tasks(tasks: list[ChunkTask], plans: list[_Plan], scheduler: Any, param
                 task = owner[future.key]
                 plan = by_store[task.store]
                 if future.status == "error":
+                    full = output_error(future.exception(), task.store)
+                    if full is not None:  # a full or read-only output fails every store alike: stop
+                        raise full
                     if plan.status != "failed":
                         err = future.exception()
                         logger.warning("%s: chunk %d failed: %s", Path(task.store).name, task.chunk, err)

@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +29,10 @@ import torch
 from torch import nn
 
 from wsipipe import __version__
-from wsipipe.errors import CheckpointError, ConfigError
+from wsipipe.errors import CheckpointError, ConfigError, output_error
 from wsipipe.types import PathLike
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointMeta", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointMeta", "load_checkpoint", "save_checkpoint", "write_safetensors"]
 
 #: Version of the checkpoint layout written by :func:`save_checkpoint`.
 CHECKPOINT_FORMAT = 1
@@ -124,6 +125,33 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def write_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """``safetensors.torch.save_file``, with a full or read-only disk raised as an OutputError naming ``path``.
+
+    safetensors reports I/O failures as its own ``SafetensorError`` ("... (os error 28)"), not
+    as ``OSError``; a partly written ``path`` is removed.
+
+    Raises
+    ------
+    OutputError
+        If the file cannot be written for lack of space, a file-size limit or a read-only disk.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except (SafetensorError, OSError) as err:
+        path.unlink(missing_ok=True)
+        code = re.search(r"os error (\d+)", str(err))
+        errno = int(code.group(1)) if code else None
+        cause = err if isinstance(err, OSError) else OSError(errno, os.strerror(errno)) if errno else None
+        full = output_error(cause, path) if cause is not None else None
+        if full is not None:
+            raise full from err
+        raise
+
+
 def save_checkpoint(model: nn.Module, path: PathLike, meta: CheckpointMeta) -> Path:
     """Write ``model``'s weights and ``meta`` as the checkpoint directory ``path``.
 
@@ -141,8 +169,6 @@ def save_checkpoint(model: nn.Module, path: PathLike, meta: CheckpointMeta) -> P
     Path
         The checkpoint directory.
     """
-    from safetensors.torch import save_file
-
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     if not meta.created:
@@ -150,7 +176,7 @@ def save_checkpoint(model: nn.Module, path: PathLike, meta: CheckpointMeta) -> P
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     header_meta = dataclasses.replace(meta, weights_sha256="")
     tmp = out / (WEIGHTS_NAME + ".tmp")
-    save_file(tensors, str(tmp), metadata={_HEADER_KEY: header_meta.to_json()})
+    write_safetensors(tensors, tmp, metadata={_HEADER_KEY: header_meta.to_json()})
     meta = dataclasses.replace(meta, weights_sha256=_sha256(tmp))
     os.replace(tmp, out / WEIGHTS_NAME)
     tmp_meta = out / (META_NAME + ".tmp")

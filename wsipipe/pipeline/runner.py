@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from wsipipe.config import suggest
-from wsipipe.errors import ConfigError, PartialFailureError, WsipipeError
+from wsipipe.errors import ConfigError, OutputError, PartialFailureError, WsipipeError, output_error
 from wsipipe.pipeline._context import StageContext, StageResult
 from wsipipe.pipeline._lock import RunLock
 from wsipipe.pipeline._manifest import RunManifest
@@ -215,15 +215,23 @@ def _run_stage(
         returned = stage.run(params, ctx)
     except BaseException as err:
         elapsed = time.perf_counter() - t0
+        full = output_error(err, spec.out)  # a full disk or read-only output: one clear error, not a traceback
         if isinstance(err, KeyboardInterrupt | SystemExit):
             status, message = "interrupted", f"interrupted ({type(err).__name__})"
+        elif full is not None:
+            status, message = "failed", str(full)
         elif isinstance(err, WsipipeError):
             status, message = "failed", str(err)
         else:
             status, message = "failed", f"internal error {type(err).__name__}: {err}"
-        manifest.stage_finished(name, status, elapsed, error=message)
-        manifest.finish(status, error=f"stage {name}: {message}")
+        try:
+            manifest.stage_finished(name, status, elapsed, error=message)
+            manifest.finish(status, error=f"stage {name}: {message}")
+        except OutputError as manifest_err:  # the disk that failed the stage may refuse the manifest too
+            logger.error("stage %s: could not record the failure in the manifest: %s", name, manifest_err)
         logger.error("stage %s: %s after %s: %s", name, status, format_seconds(elapsed), message)
+        if full is not None and full is not err:
+            raise OutputError(f"stage {name}: {full}") from err
         raise
     elapsed = time.perf_counter() - t0
     if returned is None:

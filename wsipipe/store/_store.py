@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import zarr
 
-from wsipipe.errors import IncompleteStoreError, StoreError
+from wsipipe.errors import IncompleteStoreError, StoreError, output_error
 from wsipipe.store._codecs import DEFAULT_ZSTD_LEVEL, DirectChunkFormat, direct_chunk_format, tile_codecs
 from wsipipe.store._layout import (
     ATTR_BACKEND,
@@ -348,7 +348,23 @@ def _chunk_file(arr: zarr.Array) -> tuple[str, str] | None:
 
 
 def _put_file(path: str, data: bytes, *, atomic: bool) -> None:
-    """Write ``data`` to ``path``; ``atomic``: through a temporary file renamed over it, as zarr's LocalStore does."""
+    """Write ``data`` to ``path``; ``atomic``: through a temporary file renamed over it, as zarr's LocalStore does.
+
+    Raises
+    ------
+    OutputError
+        If the disk is full or read-only (naming ``path``; ``write()`` errors name no file).
+    """
+    try:
+        _write_file(path, data, atomic=atomic)
+    except OSError as err:
+        full = output_error(err, path)
+        if full is not None:
+            raise full from err
+        raise
+
+
+def _write_file(path: str, data: bytes, *, atomic: bool) -> None:
     directory = os.path.dirname(path)
     if not os.path.isdir(directory):
         os.makedirs(directory, exist_ok=True)

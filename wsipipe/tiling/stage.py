@@ -25,7 +25,14 @@ import numpy as np
 import numpy.typing as npt
 
 from wsipipe.config import to_dict
-from wsipipe.errors import ConfigError, PartialFailureError, ResolutionError, SlideError, SlideNotFoundError
+from wsipipe.errors import (
+    ConfigError,
+    PartialFailureError,
+    ResolutionError,
+    SlideError,
+    SlideNotFoundError,
+    output_error,
+)
 from wsipipe.store import (
     ATTR_PARAMS_HASH,
     ATTR_SLIDE_HASH,
@@ -336,6 +343,9 @@ def _prepare(job: _Job) -> _Prepared:
             side=side,
         )
     except Exception as err:  # one slide's failure must not stop the others; it is reported by name
+        full = output_error(err, job.store)
+        if full is not None:  # a full or read-only output fails every slide alike: stop
+            raise full from err
         logger.debug("%s: preparing failed", job.slide_id, exc_info=True)
         return _Prepared(job.slide_id, "failed", time.perf_counter() - start, error=_describe(err))
 
@@ -409,6 +419,9 @@ def _write_band(band: _Band) -> _BandDone:
         band.writer.write(band.chunk_index, tiles)
         band.writer.mark_done(band.chunk_index)
     except Exception as err:  # reported per slide; the store stays incomplete
+        full = output_error(err, band.writer.store)
+        if full is not None:  # a full or read-only output fails every slide alike: stop
+            raise full from err
         logger.debug("%s: chunk %d failed", band.slide_id, band.chunk_index, exc_info=True)
         return _BandDone(band.slide_id, band.chunk_index, time.perf_counter() - start, _describe(err))
     return _BandDone(band.slide_id, band.chunk_index, time.perf_counter() - start)

@@ -4,14 +4,19 @@
 tensor state (``optim/<param index>/<key>``) and the global torch RNG (``rng/torch``);
 ``<out>/state/state.json`` holds the rest: the epoch reached, the optimizer's scalar state and
 param groups, the metric history, the best epoch and the config hash the run belongs to.
-Both are written to temporary names and renamed, JSON last, so a kill leaves the previous
-epoch's state intact.
+
+The two files must come from the same epoch, but two renames cannot be one atomic step. So
+each save draws a random token, written into the tensors' header and into the JSON; the old
+tensors are kept as ``state.prev.safetensors`` until the new JSON is in place, and
+:func:`load_state` takes the tensor file whose token the JSON names. A kill at any point
+leaves a matching pair: the previous epoch's or the new one's.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +24,18 @@ import torch
 from torch import nn
 
 from wsipipe.errors import CheckpointError
+from wsipipe.models.checkpoint import write_safetensors
 
 __all__ = ["load_state", "save_state"]
 
 TENSORS = "state.safetensors"
+PREVIOUS = "state.prev.safetensors"
 META = "state.json"
+_TOKEN = "wsipipe_state_token"
 
 
 def save_state(state_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, info: dict[str, Any]) -> None:
     """Write the resumable state of a run after an epoch (``info`` must be JSON-compatible)."""
-    from safetensors.torch import save_file
-
     state_dir.mkdir(parents=True, exist_ok=True)
     tensors = {f"model/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt = optimizer.state_dict()
@@ -41,13 +47,42 @@ def save_state(state_dir: Path, model: nn.Module, optimizer: torch.optim.Optimiz
             else:
                 scalars.setdefault(str(idx), {})[key] = value
     tensors["rng/torch"] = torch.get_rng_state()
+    token = uuid.uuid4().hex
     tmp = state_dir / (TENSORS + ".tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, state_dir / TENSORS)
-    doc = dict(info, optimizer_scalars=scalars, param_groups=opt["param_groups"])
+    write_safetensors(tensors, tmp, metadata={_TOKEN: token})
+    doc = dict(info, optimizer_scalars=scalars, param_groups=opt["param_groups"], **{_TOKEN: token})
     tmp_meta = state_dir / (META + ".tmp")
     tmp_meta.write_text(json.dumps(doc, indent=1))
+    current = state_dir / TENSORS
+    if current.is_file():
+        os.replace(current, state_dir / PREVIOUS)  # still named by the current state.json
+    os.replace(tmp, current)
     os.replace(tmp_meta, state_dir / META)
+    (state_dir / PREVIOUS).unlink(missing_ok=True)
+
+
+def _token(path: Path) -> str | None:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return (fh.metadata() or {}).get(_TOKEN)
+    except (OSError, SafetensorError):
+        return None
+
+
+def _tensor_file(state_dir: Path, token: str | None) -> Path:
+    """The tensor file that belongs to the JSON whose token is ``token`` (None: written before tokens)."""
+    if token is None:
+        return state_dir / TENSORS
+    candidates = [p for p in (state_dir / TENSORS, state_dir / PREVIOUS) if p.is_file()]
+    for path in candidates:
+        if _token(path) == token:
+            return path
+    raise CheckpointError(
+        f"{state_dir}: {META} names tensors {token} but {', '.join(p.name for p in candidates) or 'no tensor file'} "
+        "holds others (the state was changed by hand?); start over with --no-resume or --force"
+    )
 
 
 def load_state(state_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
@@ -61,11 +96,17 @@ def load_state(state_dir: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    meta_path, tensor_path = state_dir / META, state_dir / TENSORS
+    meta_path = state_dir / META
     try:
         info: dict[str, Any] = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(
+            f"{state_dir}: cannot read the resumable state ({err}); start over with --no-resume"
+        ) from err
+    tensor_path = _tensor_file(state_dir, info.pop(_TOKEN, None))
+    try:
         tensors = load_file(str(tensor_path))
-    except (OSError, ValueError, SafetensorError) as err:
+    except (OSError, SafetensorError) as err:
         raise CheckpointError(
             f"{state_dir}: cannot read the resumable state ({err}); start over with --no-resume"
         ) from err
