@@ -135,7 +135,7 @@ def test_a_failing_store_does_not_stop_the_others(tmp_path: Path) -> None:
 
 
 def test_find_stores_and_model_choice(tmp_path: Path) -> None:
-    with pytest.raises(StoreError, match="does not exist"):
+    with pytest.raises(StoreError, match="no such store"):
         find_stores([tmp_path / "missing"])
     (tmp_path / "empty").mkdir()
     with pytest.raises(StoreError, match="holds no patch store"):

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from wsipipe.config import config_hash, to_dict
 from wsipipe.errors import ConfigError, PartialFailureError, StoreError, output_error
+from wsipipe.store import find_stores
 from wsipipe.types import PathLike
 
 __all__ = [
@@ -139,33 +140,6 @@ class AggregateResult:
     def raise_for_failures(self) -> None:
         """Raise :class:`PartialFailureError` (exit code 3) naming every failed store, if any."""
         PartialFailureError.raise_if_any(self.failures, len(self.slides), "stores failed to aggregate")
-
-
-def find_stores(paths: Iterable[PathLike]) -> list[Path]:
-    """Expand the inputs into patch-store directories.
-
-    Each path is a ``*.zarr`` store, a directory of stores, or a run directory with a
-    ``stores/`` folder. Directories are expanded in sorted order.
-
-    Raises
-    ------
-    StoreError
-        If a path does not exist or holds no store.
-    """
-    out: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if not path.exists():
-            raise StoreError(f"{str(path)!r} does not exist; give a .zarr store, a folder of stores or a run folder")
-        if path.suffix == ".zarr" and path.is_dir():
-            out.append(path)
-            continue
-        folder = path / "stores" if (path / "stores").is_dir() else path
-        found = sorted(p for p in folder.iterdir() if p.is_dir() and p.suffix == ".zarr") if folder.is_dir() else []
-        if not found:
-            raise StoreError(f"{str(path)!r} holds no patch store (*.zarr); run `wsipipe tile` first")
-        out.extend(found)
-    return out
 
 
 def resolve_model(store: Any, model: str | None) -> str:

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +34,7 @@ from wsipipe.store import (
     TILES_IMAGES,
     array,
     create_predictions,
+    find_stores,
     mark_predictions_complete,
     open_store,
 )
@@ -42,35 +43,6 @@ from wsipipe.types import PathLike
 __all__ = ["checkpoint_fits", "find_stores", "predict_stores"]
 
 logger = logging.getLogger(__name__)
-
-
-def find_stores(paths: Iterable[PathLike]) -> list[Path]:
-    """Expand store paths and directories into ``.zarr`` store directories, in input order.
-
-    A ``*.zarr`` directory is a store; another directory contributes its ``*.zarr`` children,
-    or those of its ``stores/`` sub-directory (a run's output directory).
-
-    Raises
-    ------
-    StoreError
-        If a path does not exist or a directory holds no stores.
-    """
-    found: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if not path.exists():
-            raise StoreError(f"{path}: no such store or directory")
-        if path.suffix == ".zarr" or (path / "zarr.json").is_file():
-            found.append(path)
-            continue
-        children = sorted(p for p in path.glob("*.zarr") if p.is_dir())
-        if not children and (path / "stores").is_dir():
-            children = sorted(p for p in (path / "stores").glob("*.zarr") if p.is_dir())
-        if not children:
-            raise StoreError(f"{path}: no patch stores (*.zarr) in it or in its stores/ folder; run `wsipipe tile`")
-        found.extend(children)
-    unique: dict[Path, None] = dict.fromkeys(p.resolve() for p in found)
-    return list(unique)
 
 
 def checkpoint_fits(tiling: dict[str, Any], tile_size: int, meta: Any, *, store: str, rtol: float) -> None:

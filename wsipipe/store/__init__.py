@@ -18,6 +18,7 @@ Layout (see ``docs/store.md``)::
 from __future__ import annotations
 
 from wsipipe.store._codecs import DEFAULT_ZSTD_LEVEL, JpegTileCodec, tile_codecs
+from wsipipe.store._find import find_stores
 from wsipipe.store._layout import (
     ATTR_BACKEND,
     ATTR_COMPLETE,
@@ -108,6 +109,7 @@ __all__ = [
     "create_predictions",
     "create_store",
     "create_tile_arrays",
+    "find_stores",
     "grid_shape",
     "is_complete",
     "iter_tile_chunks",
