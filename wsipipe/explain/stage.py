@@ -36,7 +36,6 @@ __all__ = ["ExplainParams", "ExplainResult", "SlideExplain", "explain_slides", "
 
 log = logging.getLogger(__name__)
 
-_SLIDE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".bif", ".svslide")
 _METRIC_KEYS = (
     "hploc_precision",
     "hploc_recall",
@@ -142,22 +141,22 @@ class ExplainResult:
 def find_slides(paths: Iterable[PathLike]) -> list[Path]:
     """Slide files named in ``paths``; folders contribute their slide files (sorted, not recursive).
 
+    The same rule as :func:`wsipipe.tiling.find_slides`, plus an error when nothing is found.
+
     Raises
     ------
+    SlideNotFoundError
+        A path that does not exist.
     ConfigError
-        A path that does not exist, or no slide found at all.
+        No slide found at all.
     """
-    out: list[Path] = []
-    for raw in paths:
-        p = Path(raw)
-        if p.is_dir():
-            out.extend(sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in _SLIDE_SUFFIXES))
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise ConfigError(f"{p}: no such slide file or folder")
+    from wsipipe.tiling import SLIDE_SUFFIXES
+    from wsipipe.tiling import find_slides as find_tiling_slides
+
+    given = list(paths)
+    out = find_tiling_slides(given)
     if not out:
-        raise ConfigError(f"no slide files ({', '.join(_SLIDE_SUFFIXES)}) in {', '.join(map(str, paths))}")
+        raise ConfigError(f"no slide files ({', '.join(SLIDE_SUFFIXES)}) in {', '.join(map(str, given))}")
     return out
 
 
