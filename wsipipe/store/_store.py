@@ -194,8 +194,9 @@ def open_store(path: PathLike, mode: Literal["r", "r+"] = "r", *, require_comple
         )
     if require_complete and root.attrs.get(ATTR_COMPLETE) is not True:
         raise IncompleteStoreError(
-            f"patch store {where!r} is incomplete (its writer was interrupted or failed); "
-            "re-run `wsipipe tile` to finish it"
+            f"patch store {where!r} is incomplete: its tiling was interrupted, or failed on this slide "
+            "(the tile stage's message for the slide, in the log or the run manifest, says why); "
+            "re-run `wsipipe tile` to finish an interrupted store"
         )
     return root
 
