@@ -6,10 +6,12 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from wsipipe.aggregate import AggregateResult
+from wsipipe.cli._common import ParamOptions
 
-__all__ = ["add_parser", "format_summary", "run"]
+if TYPE_CHECKING:
+    from wsipipe.aggregate import AggregateParams, AggregateResult
+
+__all__ = ["add_parser", "format_summary", "make_params", "run"]
 
 
 def add_parser(subparsers: Any) -> None:
@@ -26,13 +28,16 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("stores", nargs="+", metavar="STORE_OR_DIR", help="*.zarr stores, folders of stores or run folders")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--model", default=None, help="model under predictions/ (default: the store's only model)")
-    p.add_argument("--class-name", default=None, help="class to map (default: the tumour class)")
-    p.add_argument("--nms-threshold", type=float, default=0.5, help="report maxima above this (default 0.5)")
-    p.add_argument("--nms-radius-um", type=float, default=187.0, help="NMS suppression radius in µm (default 187)")
-    p.add_argument("--top-k", type=int, default=10, help="k of the top-k mean slide score (default 10)")
-    p.add_argument("--tiff", action="store_true", help="also write OUT/heatmaps/<slide>.tif (pyramidal, viewers)")
-    p.add_argument("--no-png", action="store_true", help="skip the PNG overlays")
+    params = ParamOptions(p)  # AggregateParams fields; defaults as in the dataclass (checked by the tests)
+    params.add("--model", default=None, help="model under predictions/ (default: the store's only model)")
+    params.add("--class-name", default=None, help="class to map (default: the tumour class)")
+    params.add("--nms-threshold", type=float, default=0.5, help="report maxima above this (default {default})")
+    params.add("--nms-radius-um", type=float, default=187.0, help="NMS suppression radius in µm (default {default})")
+    params.add("--top-k", type=int, default=10, help="k of the top-k mean slide score (default {default})")
+    params.add(
+        "--tiff", action="store_true", default=False, help="also write OUT/heatmaps/<slide>.tif (pyramidal, viewers)"
+    )
+    params.add("--no-png", field="png", action="store_false", default=True, help="skip the PNG overlays")
     p.add_argument("--force", action="store_true", help="redo slides whose outputs are up to date")
     p.set_defaults(func=run)
 
@@ -53,22 +58,19 @@ def format_summary(result: AggregateResult) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Aggregate the stores, print the summary, raise ``PartialFailureError`` (exit 3) if any failed."""
-    from wsipipe.aggregate import AggregateParams, aggregate_stores
+def make_params(args: argparse.Namespace) -> AggregateParams:
+    """:class:`~wsipipe.aggregate.AggregateParams` from the options given; the others keep its defaults."""
+    from wsipipe.aggregate import AggregateParams
     from wsipipe.config import parse_config
 
-    options: dict[str, Any] = {
-        "model": args.model,
-        "class_name": args.class_name,
-        "nms_threshold": args.nms_threshold,
-        "nms_radius_um": args.nms_radius_um,
-        "top_k": args.top_k,
-        "tiff": args.tiff,
-        "png": not args.no_png,
-    }
-    params = parse_config(AggregateParams, options, source="wsipipe aggregate")
-    result = aggregate_stores(args.stores, args.out, params, force=args.force)
+    return parse_config(AggregateParams, args.param_options.given(args), source="wsipipe aggregate")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Aggregate the stores, print the summary, raise ``PartialFailureError`` (exit 3) if any failed."""
+    from wsipipe.aggregate import aggregate_stores
+
+    result = aggregate_stores(args.stores, args.out, make_params(args), force=args.force)
     print(format_summary(result), file=sys.stdout)
     result.raise_for_failures()
     return 0

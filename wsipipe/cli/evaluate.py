@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["add_parser", "run"]
+from wsipipe.cli._common import ParamOptions
+
+if TYPE_CHECKING:
+    from wsipipe.evaluation import EvaluateParams
+
+__all__ = ["add_parser", "make_params", "run"]
 
 
 def add_parser(subparsers: Any) -> None:
@@ -26,60 +31,62 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--slides-dir", help="slides, to read level-0 sizes when the ground truth is XML")
     p.add_argument("--slide-dims", help="CSV slide,width,height (level-0 px), instead of --slides-dir")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--mpp", type=float, default=0.243, help="level-0 µm/px for the thresholds (default 0.243)")
-    p.add_argument("--level", type=int, default=5, help="evaluation mask level (default 5, downsample 32)")
-    p.add_argument(
+    params = ParamOptions(p)  # EvaluateParams fields; defaults as in the dataclass (checked by the tests)
+    params.add("--mpp", type=float, default=0.243, help="level-0 µm/px for the thresholds (default {default})")
+    params.add("--level", type=int, default=5, help="evaluation mask level (default {default}, downsample 32)")
+    params.add(
         "--tie-mode",
         choices=("exact", "python"),
         default="exact",
         help="exact: float64 confidences (default); python: the official script's float32 TP store",
     )
-    p.add_argument(
-        "--out-of-bounds", choices=("fp", "ignore", "error"), default="fp", help="detections outside the mask"
-    )
-    p.add_argument(
+    params.add("--out-of-bounds", choices=("fp", "ignore", "error"), default="fp", help="detections outside the mask")
+    params.add(  # the empty tuple is 'nonzero'; make_params turns the text into values
         "--mask-positive",
-        default="nonzero",
+        default=(),
         help="mask TIFF values that are tumour: 'nonzero' (default) or a comma list such as 255 or 1,2",
     )
-    p.add_argument("--xml-sample", choices=("topleft", "center"), default="topleft", help="XML rasterization point")
-    p.add_argument("--exclude", default="", help="comma-separated slides to leave out (e.g. Test_049,Test_114)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates for the AUC CI (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--no-plots", action="store_true", help="skip froc.png and roc.png")
+    params.add("--xml-sample", choices=("topleft", "center"), default="topleft", help="XML rasterization point")
+    params.add("--exclude", default=(), help="comma-separated slides to leave out (e.g. Test_049,Test_114)")
+    params.add("--n-boot", type=int, default=1000, help="bootstrap replicates for the AUC CI (default {default})")
+    params.add("--seed", type=int, default=0, help="bootstrap seed (default {default})")
+    params.add("--no-plots", field="plots", action="store_false", default=True, help="skip froc.png and roc.png")
     p.set_defaults(func=run)
+
+
+def make_params(args: argparse.Namespace) -> EvaluateParams:
+    """:class:`~wsipipe.evaluation.EvaluateParams` from the options given; the others keep its defaults.
+
+    Raises
+    ------
+    ConfigError
+        If ``--mask-positive`` is neither ``nonzero`` nor comma-separated integers, or an option
+        is out of range.
+    """
+    from wsipipe.config import parse_config
+    from wsipipe.errors import ConfigError
+    from wsipipe.evaluation import EvaluateParams
+
+    options = args.param_options.given(args)
+    text = options.get("mask_positive")
+    if text is not None:
+        positive: list[int] = []
+        if text.strip().lower() != "nonzero":
+            try:
+                positive = [int(v) for v in text.split(",") if v.strip()]
+            except ValueError:
+                raise ConfigError(f"--mask-positive {text!r}: expected 'nonzero' or comma-separated integers") from None
+        options["mask_positive"] = positive
+    if "exclude" in options:
+        options["exclude"] = [s.strip() for s in options["exclude"].split(",") if s.strip()]
+    return parse_config(EvaluateParams, options, source="wsipipe evaluate")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the evaluation and print the headline numbers."""
-    from wsipipe.config import parse_config
-    from wsipipe.errors import ConfigError
-    from wsipipe.evaluation import EvaluateParams, evaluate
+    from wsipipe.evaluation import evaluate
 
-    positive: list[int] = []
-    if args.mask_positive.strip().lower() != "nonzero":
-        try:
-            positive = [int(v) for v in args.mask_positive.split(",") if v.strip()]
-        except ValueError:
-            raise ConfigError(
-                f"--mask-positive {args.mask_positive!r}: expected 'nonzero' or comma-separated integers"
-            ) from None
-    params = parse_config(
-        EvaluateParams,
-        {
-            "mpp": args.mpp,
-            "level": args.level,
-            "tie_mode": args.tie_mode,
-            "out_of_bounds": args.out_of_bounds,
-            "mask_positive": positive,
-            "xml_sample": args.xml_sample,
-            "exclude": [s.strip() for s in args.exclude.split(",") if s.strip()],
-            "n_boot": args.n_boot,
-            "seed": args.seed,
-            "plots": not args.no_plots,
-        },
-        source="wsipipe evaluate",
-    )
+    params = make_params(args)
     summary = evaluate(
         out_dir=args.out,
         pred_dir=args.pred_dir,

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["add_parser", "run"]
+from wsipipe.cli._common import ParamOptions
+
+if TYPE_CHECKING:
+    from wsipipe.explain import ExplainParams
+
+__all__ = ["add_parser", "make_params", "run"]
 
 _METHODS = ("celm", "gradcam", "saliency", "guided", "ig", "noisetunnel", "lime", "patchlogit")
 
@@ -37,49 +42,41 @@ def add_parser(subparsers: Any) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--lesions", metavar="DIR", help="folder of <slide>.csv lesion files (Confidence,X,Y)")
     src.add_argument("--at", type=_point, nargs="+", metavar="X,Y", help="level-0 points to explain on every slide")
-    p.add_argument("--top-k", type=int, default=5, help="points per slide from --lesions (default 5)")
-    p.add_argument("--methods", nargs="+", choices=_METHODS, default=["celm", "gradcam", "saliency"], help="explainers")
+    params = ParamOptions(p)  # ExplainParams fields; defaults as in the dataclass (checked by the tests)
+    params.add("--top-k", type=int, default=5, help="points per slide from --lesions (default {default})")
+    params.add("--methods", nargs="+", choices=_METHODS, default=("celm", "gradcam", "saliency"), help="explainers")
     p.add_argument("--annotations", metavar="DIR", help="folder of <slide>.xml (ASAP) / .geojson ground truth")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--region-px", type=int, default=None, help="region side at the input MPP (default: tile size)")
-    p.add_argument("--mpp", type=float, default=None, help="input µm/px (default: the checkpoint's)")
-    p.add_argument("--slide-mpp", type=float, default=None, help="level-0 µm/px of slides lacking it")
-    p.add_argument("--target", type=int, default=None, help="class index to explain (default: tumour / arg-max)")
-    p.add_argument("--alpha", type=float, default=0.5, help="CELM alpha (CAM3 vs CAM2 weight, default 0.5)")
-    p.add_argument("--beta", type=float, default=0.5, help="CELM beta (weight of CAM x saliency, default 0.5)")
-    p.add_argument("--cell-px", type=int, default=8, help="QuPath tile side in map px (default 8)")
-    p.add_argument("--no-png", action="store_true", help="skip the PNG panels")
-    p.add_argument("--no-geojson", action="store_true", help="skip the QuPath file")
-    p.add_argument("--seed", type=int, default=0, help="seed of NoiseTunnel and LIME")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    params.add("--region-px", type=int, default=None, help="region side at the input MPP (default: tile size)")
+    params.add("--mpp", type=float, default=None, help="input µm/px (default: the checkpoint's)")
+    params.add("--slide-mpp", type=float, default=None, help="level-0 µm/px of slides lacking it")
+    params.add("--target", type=int, default=None, help="class index to explain (default: tumour / arg-max)")
+    params.add("--alpha", type=float, default=0.5, help="CELM alpha (CAM3 vs CAM2 weight, default {default})")
+    params.add("--beta", type=float, default=0.5, help="CELM beta (weight of CAM x saliency, default {default})")
+    params.add("--cell-px", type=int, default=8, help="QuPath tile side in map px (default {default})")
+    params.add("--no-png", field="png", action="store_false", default=True, help="skip the PNG panels")
+    params.add("--no-geojson", field="geojson", action="store_false", default=True, help="skip the QuPath file")
+    params.add("--seed", type=int, default=0, help="seed of NoiseTunnel and LIME")
+    params.add("--device", default="cpu", help="torch device (default {default})")
     p.set_defaults(func=run)
+
+
+def make_params(args: argparse.Namespace) -> ExplainParams:
+    """:class:`~wsipipe.explain.ExplainParams` from the options given; the others keep its defaults."""
+    from wsipipe.config import parse_config
+    from wsipipe.explain import ExplainParams
+
+    return parse_config(ExplainParams, args.param_options.given(args), source="wsipipe explain")
 
 
 def run(args: argparse.Namespace) -> int:
     """Explain the slides, print one line per slide, raise ``PartialFailureError`` (exit 3) if any failed."""
-    from wsipipe.config import parse_config
-    from wsipipe.explain import ExplainParams, explain_slides
+    from wsipipe.explain import explain_slides
 
-    options: dict[str, Any] = {
-        "methods": list(args.methods),
-        "top_k": args.top_k,
-        "region_px": args.region_px,
-        "mpp": args.mpp,
-        "slide_mpp": args.slide_mpp,
-        "target": args.target,
-        "alpha": args.alpha,
-        "beta": args.beta,
-        "cell_px": args.cell_px,
-        "png": not args.no_png,
-        "geojson": not args.no_geojson,
-        "seed": args.seed,
-        "device": args.device,
-    }
-    params = parse_config(ExplainParams, options, source="wsipipe explain")
     result = explain_slides(
         args.slides,
         args.out,
-        params,
+        make_params(args),
         checkpoint=args.checkpoint,
         lesions_dir=args.lesions,
         points=args.at,

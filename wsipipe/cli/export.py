@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["add_parser", "run"]
+from wsipipe.cli._common import ParamOptions
+
+if TYPE_CHECKING:
+    from wsipipe.export import ExportParams
+
+__all__ = ["add_parser", "make_params", "run"]
 
 
 def add_parser(subparsers: Any) -> None:
@@ -22,40 +27,37 @@ def add_parser(subparsers: Any) -> None:
         ),
     )
     p.add_argument("stores", nargs="+", metavar="STORE_OR_DIR", help="*.zarr stores, folders of stores or run folders")
-    p.add_argument("--format", choices=("qupath", "asap"), default="qupath", help="output format (default qupath)")
+    params = ParamOptions(p)  # ExportParams fields; defaults as in the dataclass (checked by the tests)
+    params.add("--format", choices=("qupath", "asap"), default="qupath", help="output format (default {default})")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--model", default=None, help="model under predictions/ (default: the store's only model)")
-    p.add_argument("--thresholds", type=float, nargs="+", default=[0.5, 0.9], help="contour levels (default 0.5 0.9)")
-    p.add_argument("--gzip", action="store_true", help="write .geojson.gz (QuPath reads it directly)")
+    params.add("--model", default=None, help="model under predictions/ (default: the store's only model)")
+    params.add("--thresholds", type=float, nargs="+", default=(0.5, 0.9), help="contour levels (default {default})")
+    params.add("--gzip", action="store_true", default=False, help="write .geojson.gz (QuPath reads it directly)")
     p.add_argument("--lesions", default=None, metavar="DIR", help="folder of <slide>.csv lesion files")
-    p.add_argument("--object-type", choices=("tile", "detection"), default="tile", help="QuPath per-tile object type")
-    p.add_argument("--no-tiles", action="store_true", help="leave out the per-tile objects")
-    p.add_argument("--no-contours", action="store_true", help="leave out the contour annotations")
-    p.add_argument("--no-points", action="store_true", help="leave out the lesion points")
-    p.add_argument("--nms-threshold", type=float, default=0.5, help="NMS threshold without --lesions (default 0.5)")
-    p.add_argument("--nms-radius-um", type=float, default=187.0, help="NMS radius in µm without --lesions")
+    params.add("--object-type", choices=("tile", "detection"), default="tile", help="QuPath per-tile object type")
+    params.add("--no-tiles", field="tiles", action="store_false", default=True, help="leave out the per-tile objects")
+    params.add(
+        "--no-contours", field="contours", action="store_false", default=True, help="leave out the contour annotations"
+    )
+    params.add("--no-points", field="points", action="store_false", default=True, help="leave out the lesion points")
+    params.add("--nms-threshold", type=float, default=0.5, help="NMS threshold without --lesions (default {default})")
+    params.add("--nms-radius-um", type=float, default=187.0, help="NMS radius in µm without --lesions")
     p.set_defaults(func=run)
+
+
+def make_params(args: argparse.Namespace) -> ExportParams:
+    """:class:`~wsipipe.export.ExportParams` from the options given; the others keep its defaults."""
+    from wsipipe.config import parse_config
+    from wsipipe.export import ExportParams
+
+    return parse_config(ExportParams, args.param_options.given(args), source="wsipipe export")
 
 
 def run(args: argparse.Namespace) -> int:
     """Export the stores, print one line per slide, raise ``PartialFailureError`` (exit 3) if any failed."""
-    from wsipipe.config import parse_config
-    from wsipipe.export import ExportParams, export_stores
+    from wsipipe.export import export_stores
 
-    options: dict[str, Any] = {
-        "format": args.format,
-        "model": args.model,
-        "thresholds": list(args.thresholds),
-        "gzip": args.gzip,
-        "object_type": args.object_type,
-        "tiles": not args.no_tiles,
-        "contours": not args.no_contours,
-        "points": not args.no_points,
-        "nms_threshold": args.nms_threshold,
-        "nms_radius_um": args.nms_radius_um,
-    }
-    params = parse_config(ExportParams, options, source="wsipipe export")
-    result = export_stores(args.stores, args.out, params, lesions_dir=args.lesions)
+    result = export_stores(args.stores, args.out, make_params(args), lesions_dir=args.lesions)
     for s in result.slides:
         what = str(s.path) if s.status == "done" else f"FAILED: {s.error}"
         print(f"{s.slide_id}: {s.n_tiles} tiles, {s.n_lesions} lesions -> {what}", file=sys.stdout)

@@ -6,10 +6,12 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from wsipipe.inference import InferResult
+from wsipipe.cli._common import ParamOptions
 
-__all__ = ["add_parser", "format_summary", "run"]
+if TYPE_CHECKING:
+    from wsipipe.inference import InferParams, InferResult
+
+__all__ = ["add_parser", "format_summary", "make_params", "run"]
 
 
 def add_parser(subparsers: Any) -> None:
@@ -32,14 +34,17 @@ def add_parser(subparsers: Any) -> None:
         metavar="ADDR",
         help="Dask scheduler address (tcp://host:8786) or scheduler file; default: a local cluster",
     )
-    p.add_argument("--workers", type=int, default=None, help="local cluster workers (default: from the CPU count)")
-    p.add_argument("--threads-per-worker", type=int, default=1, help="local cluster threads per worker (default 1)")
-    p.add_argument("--batch-size", type=int, default=64, help="tiles per forward pass (default 64)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="device (default auto)")
-    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
-    p.add_argument("--dense", action="store_true", help="CELNet dense mode over blocks of neighbouring tiles")
-    p.add_argument("--model", default=None, help="node name under predictions/ (default: the architecture name)")
-    p.add_argument("--force", action="store_true", help="recompute complete predictions")
+    params = ParamOptions(p)  # InferParams fields; defaults as in the dataclass (checked by the tests)
+    params.add("--workers", type=int, default=None, help="local cluster workers (default: from the CPU count)")
+    params.add("--threads-per-worker", type=int, default=1, help="local cluster threads per worker (default {default})")
+    params.add("--batch-size", type=int, default=64, help="tiles per forward pass (default {default})")
+    params.add("--device", choices=("auto", "cpu", "cuda"), default="auto", help="device (default {default})")
+    params.add("--no-amp", field="amp", action="store_false", default=True, help="no mixed precision on CUDA")
+    params.add(
+        "--dense", action="store_true", default=False, help="CELNet dense mode over blocks of neighbouring tiles"
+    )
+    params.add("--model", default=None, help="node name under predictions/ (default: the architecture name)")
+    params.add("--force", action="store_true", default=False, help="recompute complete predictions")
     p.set_defaults(func=run)
 
 
@@ -62,23 +67,19 @@ def format_summary(result: InferResult) -> str:
     return "\n".join(lines)
 
 
+def make_params(args: argparse.Namespace) -> InferParams:
+    """:class:`~wsipipe.inference.InferParams` from the options given; the others keep its defaults."""
+    from wsipipe.config import parse_config
+    from wsipipe.inference import InferParams
+
+    return parse_config(InferParams, args.param_options.given(args), source="wsipipe infer")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run inference, print the summary, raise ``PartialFailureError`` (exit 3) if a store failed."""
-    from wsipipe.config import parse_config
-    from wsipipe.inference import InferParams, predict_stores
+    from wsipipe.inference import predict_stores
 
-    options: dict[str, Any] = {
-        "batch_size": args.batch_size,
-        "device": args.device,
-        "amp": not args.no_amp,
-        "dense": args.dense,
-        "model": args.model,
-        "workers": args.workers,
-        "threads_per_worker": args.threads_per_worker,
-        "force": args.force,
-    }
-    params = parse_config(InferParams, options, source="wsipipe infer")
-    result = predict_stores(args.stores, args.checkpoint, scheduler=args.scheduler, params=params)
+    result = predict_stores(args.stores, args.checkpoint, scheduler=args.scheduler, params=make_params(args))
     print(format_summary(result), file=sys.stdout)
     result.raise_for_failures()
     return 0

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["add_parser", "run"]
+from wsipipe.cli._common import ParamOptions
+
+if TYPE_CHECKING:
+    from wsipipe.report import ReportParams
+
+__all__ = ["add_parser", "make_params", "run"]
 
 
 def add_parser(subparsers: Any) -> None:
@@ -22,11 +27,18 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("out_dir", metavar="OUT_DIR", help="the run directory (the pipeline's out folder)")
     p.add_argument("--path", help="HTML file to write (default OUT_DIR/report/index.html)")
-    p.add_argument("--title", help="page title (default: 'wsipipe run report: <pipeline name>')")
-    p.add_argument("--max-image-px", type=int, default=800, help="longer side of embedded images (default 800)")
-    p.add_argument("--dpi", type=int, default=200, help="resolution of the saved figures (default 200)")
-    p.add_argument("--max-points", type=int, default=20, help="detections numbered per slide (default 20)")
-    p.add_argument("--no-figures", action="store_true", help="do not save figures/ (the page still embeds them)")
+    params = ParamOptions(p)  # ReportParams fields; defaults as in the dataclass (checked by the tests)
+    params.add("--title", default=None, help="page title (default: 'wsipipe run report: <pipeline name>')")
+    params.add("--max-image-px", type=int, default=800, help="longer side of embedded images (default {default})")
+    params.add("--dpi", type=int, default=200, help="resolution of the saved figures (default {default})")
+    params.add("--max-points", type=int, default=20, help="detections numbered per slide (default {default})")
+    params.add(
+        "--no-figures",
+        field="figures",
+        action="store_false",
+        default=True,
+        help="do not save figures/ (the page still embeds them)",
+    )
     p.add_argument(
         "--open-path-only",
         action="store_true",
@@ -35,22 +47,19 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
+def make_params(args: argparse.Namespace) -> ReportParams:
+    """:class:`~wsipipe.report.ReportParams` from the options given; the others keep its defaults."""
+    from wsipipe.config import parse_config
+    from wsipipe.report import ReportParams
+
+    return parse_config(ReportParams, args.param_options.given(args), source="wsipipe report")
+
+
 def run(args: argparse.Namespace) -> int:
     """Write the report and print its path."""
-    from wsipipe.config import parse_config
-    from wsipipe.report import ReportParams, write_report
+    from wsipipe.report import write_report
 
-    params = parse_config(
-        ReportParams,
-        {
-            "title": args.title,
-            "max_image_px": args.max_image_px,
-            "dpi": args.dpi,
-            "max_points": args.max_points,
-            "figures": not args.no_figures,
-        },
-        source="wsipipe report",
-    )
+    params = make_params(args)
     path = write_report(args.out_dir, path=args.path, params=params)
     if args.open_path_only:
         print(path)

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["add_parser", "run"]
+from wsipipe.cli._common import ParamOptions
+
+if TYPE_CHECKING:
+    from wsipipe.synth import SynthParams
+
+__all__ = ["add_parser", "make_params", "run"]
 
 
 def add_parser(subparsers: Any) -> None:
@@ -21,38 +26,53 @@ def add_parser(subparsers: Any) -> None:
         ),
     )
     p.add_argument("out", metavar="OUT", help="output folder (created)")
-    p.add_argument(
-        "--size", nargs=2, type=int, metavar=("W", "H"), default=None, help="level-0 size in px (12000 9000)"
+    params = ParamOptions(p)  # SynthParams fields; defaults as in the dataclass (checked by the tests)
+    params.add(
+        "--size", nargs=2, type=int, metavar=("W", "H"), default=(12_000, 9_000), help="level-0 size in px ({default})"
     )
-    p.add_argument("--train-normal", type=int, default=None, metavar="N", help="normal training slides (2)")
-    p.add_argument("--train-tumor", type=int, default=None, metavar="N", help="tumour training slides (2)")
-    p.add_argument("--test-normal", type=int, default=None, metavar="N", help="normal test slides (1)")
-    p.add_argument("--test-tumor", type=int, default=None, metavar="N", help="tumour test slides (1)")
-    p.add_argument("--seed", type=int, default=None, help="master seed (0)")
-    p.add_argument("--tissue-fraction", type=float, default=None, metavar="F", help="tissue cover per slide (0.35)")
-    p.add_argument("--canvas-px", type=int, default=None, metavar="PX", help="texture repeat, level-0 px (2048)")
-    p.add_argument("--pcam", type=int, default=None, metavar="N", help="PCam train patches, 0 for none (0)")
+    params.add(
+        "--train-normal",
+        field="n_train_normal",
+        type=int,
+        default=2,
+        metavar="N",
+        help="normal training slides ({default})",
+    )
+    params.add(
+        "--train-tumor",
+        field="n_train_tumor",
+        type=int,
+        default=2,
+        metavar="N",
+        help="tumour training slides ({default})",
+    )
+    params.add(
+        "--test-normal", field="n_test_normal", type=int, default=1, metavar="N", help="normal test slides ({default})"
+    )
+    params.add(
+        "--test-tumor", field="n_test_tumor", type=int, default=1, metavar="N", help="tumour test slides ({default})"
+    )
+    params.add("--seed", type=int, default=0, help="master seed ({default})")
+    params.add("--tissue-fraction", type=float, default=0.35, metavar="F", help="tissue cover per slide ({default})")
+    params.add("--canvas-px", type=int, default=2048, metavar="PX", help="texture repeat, level-0 px ({default})")
+    params.add("--pcam", type=int, default=0, metavar="N", help="PCam train patches, 0 for none ({default})")
     p.add_argument("--workers", type=int, default=2, help="tile-encoding threads (2); does not change the output")
     p.set_defaults(func=run)
 
 
+def make_params(args: argparse.Namespace) -> SynthParams:
+    """:class:`~wsipipe.synth.SynthParams` from the options given; the others keep its defaults."""
+    from wsipipe.config import parse_config
+    from wsipipe.synth import SynthParams
+
+    return parse_config(SynthParams, args.param_options.given(args), source="wsipipe synth")
+
+
 def run(args: argparse.Namespace) -> int:
     """Build :class:`~wsipipe.synth.SynthParams` from the options, make the dataset, print a summary."""
-    from wsipipe.config import parse_config
-    from wsipipe.synth import SynthParams, make_dataset
+    from wsipipe.synth import make_dataset
 
-    options = {
-        "size": args.size,
-        "n_train_normal": args.train_normal,
-        "n_train_tumor": args.train_tumor,
-        "n_test_normal": args.test_normal,
-        "n_test_tumor": args.test_tumor,
-        "seed": args.seed,
-        "pcam": args.pcam,
-        "tissue_fraction": args.tissue_fraction,
-        "canvas_px": args.canvas_px,
-    }
-    params = parse_config(SynthParams, {k: v for k, v in options.items() if v is not None}, source="wsipipe synth")
+    params = make_params(args)
     info = make_dataset(args.out, params, workers=args.workers)
     n_tumor = sum(s.kind == "tumor" for s in info.slides)
     n_lesions = sum(len(s.layout.lesions) for s in info.slides)

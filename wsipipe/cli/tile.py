@@ -6,10 +6,12 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from wsipipe.tiling import TileResult
+from wsipipe.cli._common import ParamOptions
 
-__all__ = ["add_parser", "format_summary", "run"]
+if TYPE_CHECKING:
+    from wsipipe.tiling import TileParams, TileResult
+
+__all__ = ["add_parser", "format_summary", "make_params", "run"]
 
 
 def add_parser(subparsers: Any) -> None:
@@ -26,16 +28,29 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("slides", nargs="+", metavar="SLIDE_OR_DIR", help="slide files or directories of slides")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (stores go to DIR/stores)")
-    p.add_argument("--mpp", type=float, default=0.972, help="tile resolution in µm/px (default 0.972 ≈ 10x)")
-    p.add_argument("--tile-size", type=int, default=256, help="tile side in pixels (default 256)")
-    p.add_argument("--stride", type=int, default=None, help="grid step in pixels (default: tile size; less overlaps)")
-    p.add_argument("--min-tissue", type=float, default=0.5, help="minimum tissue fraction per tile (default 0.5)")
-    p.add_argument("--chunk-tiles", type=int, default=64, help="tiles per zarr chunk (default 64)")
-    p.add_argument("--compression", choices=("zstd", "jpeg"), default="zstd", help="tile codec (default zstd)")
-    p.add_argument("--backend", choices=("auto", "openslide", "tiffslide"), default="auto", help="slide reader")
-    p.add_argument("--slide-mpp", type=float, default=None, help="level-0 µm/px for slides that do not record it")
-    p.add_argument(
+    params = ParamOptions(p)  # TileParams fields; defaults as in the dataclass (checked by the tests)
+    params.add(
+        "--mpp",
+        field="target_mpp",
+        type=float,
+        default=0.972,
+        help="tile resolution in µm/px (default {default} ≈ 10x)",
+    )
+    params.add("--tile-size", type=int, default=256, help="tile side in pixels (default {default})")
+    params.add("--stride", type=int, default=None, help="grid step in pixels (default: tile size; less overlaps)")
+    params.add("--min-tissue", type=float, default=0.5, help="minimum tissue fraction per tile (default {default})")
+    params.add("--chunk-tiles", type=int, default=64, help="tiles per zarr chunk (default {default})")
+    params.add(
+        "--compression",
+        choices=("zstd", "source", "jpeg"),
+        default="zstd",
+        help="tile codec (default {default}; source: keep the slide's own JPEG tiles, same pixels, ~10x smaller)",
+    )
+    params.add("--backend", choices=("auto", "openslide", "tiffslide"), default="auto", help="slide reader")
+    params.add("--slide-mpp", type=float, default=None, help="level-0 µm/px for slides that do not record it")
+    params.add(
         "--pen-marks",
+        field="tissue.pen_marks",
         nargs="*",
         choices=("blue", "green", "black"),
         default=(),
@@ -72,23 +87,19 @@ def format_summary(result: TileResult) -> str:
     return "\n".join(lines)
 
 
+def make_params(args: argparse.Namespace) -> TileParams:
+    """:class:`~wsipipe.tiling.TileParams` from the options given; the others keep its defaults."""
+    from wsipipe.config import parse_config
+    from wsipipe.tiling import TileParams
+
+    return parse_config(TileParams, args.param_options.given(args), source="wsipipe tile")
+
+
 def run(args: argparse.Namespace) -> int:
     """Tile the slides, print the summary, raise ``PartialFailureError`` (exit 3) if any failed."""
-    from wsipipe.config import parse_config
-    from wsipipe.tiling import TileParams, tile_slides
+    from wsipipe.tiling import tile_slides
 
-    options: dict[str, Any] = {
-        "target_mpp": args.mpp,
-        "tile_size": args.tile_size,
-        "stride": args.stride,
-        "min_tissue": args.min_tissue,
-        "chunk_tiles": args.chunk_tiles,
-        "compression": args.compression,
-        "backend": args.backend,
-        "slide_mpp": args.slide_mpp,
-        "tissue": {"pen_marks": list(args.pen_marks)},
-    }
-    params = parse_config(TileParams, options, source="wsipipe tile")
+    params = make_params(args)
     result = tile_slides(
         args.slides, args.out, params, scheduler=args.scheduler, workers=args.workers, force=args.force
     )

@@ -1,15 +1,20 @@
 """The run lock: one ``wsipipe run`` per output directory at a time.
 
-``<out>/.wsipipe.lock`` is created atomically (``O_CREAT | O_EXCL``) and holds JSON with the
-holder's pid, host, start time and run id. A lock left by a dead process on this host (the
-pid no longer exists, or now belongs to a process started after the lock) is taken over with
-a warning; any other lock refuses the run with :class:`~wsipipe.errors.LockedError`.
+``<out>/.wsipipe.lock`` holds JSON with the holder's pid, host, start time and run id. It
+appears with its content in one step: the JSON is written and synced to a temporary file in
+the same directory, which is then hard-linked to the lock name (``link`` fails if the name
+exists, like ``O_CREAT | O_EXCL``), so a run killed at any point never leaves an empty or
+half-written lock. A lock left by a dead process on this host (the pid no longer exists, or
+now belongs to a process started after the lock) is taken over with a warning, and so is an
+empty or unreadable lock file (from an older wsipipe that wrote the lock in place) once it
+stays so for a second; any other lock refuses the run with :class:`~wsipipe.errors.LockedError`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import json
 import logging
 import os
@@ -29,8 +34,15 @@ logger = logging.getLogger(__name__)
 #: File name of the lock inside the output directory.
 LOCK_NAME = ".wsipipe.lock"
 
-#: Seconds after which an empty or unreadable lock file counts as stale.
-_GARBLED_GRACE_S = 10.0
+#: Seconds an empty or unreadable lock file is watched before it counts as stale. Locks written
+#: here are never empty; this covers an older wsipipe caught between creating and writing one.
+_GARBLED_GRACE_S = 1.0
+
+#: Seconds after which a temporary lock file left by a killed run is removed.
+_LEFTOVER_AGE_S = 60.0
+
+#: ``link`` errors that mean the file system has no hard links (then ``O_EXCL`` and write in place).
+_NO_LINK_ERRNOS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
 
 
 def _boot_time() -> float | None:
@@ -104,17 +116,28 @@ class RunLock:
         }
 
     def _create(self) -> bool:
+        """Make the lock file with its full content in one step; False if it already exists."""
         content = json.dumps(self._info(), indent=1) + "\n"
+        tmp = self.path.with_name(f"{LOCK_NAME}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
+            try:
+                _write_synced(tmp, content, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                os.link(tmp, self.path)
+            except FileExistsError:
+                return False
+            except OSError as err:
+                if err.errno not in _NO_LINK_ERRNOS or not tmp.exists():
+                    raise
+                # No hard links here: create the lock exclusively and write it in place.
+                try:
+                    _write_synced(self.path, content, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                except FileExistsError:
+                    return False
         except OSError as err:
             raise OutputError(f"cannot create the run lock {self.path}: {err}") from err
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(content)
-            fh.flush()
-            os.fsync(fh.fileno())
+        finally:
+            with contextlib.suppress(OSError):  # missing, or a read-only directory: keep the real error
+                tmp.unlink()
         self._content = content
         return True
 
@@ -132,31 +155,35 @@ class RunLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise OutputError(f"cannot create the output directory {self.path.parent}: {err}") from err
+        waited = False
         for _ in range(5):
             if self._create():
+                self._remove_leftovers()
                 return
             try:
                 held = self.path.read_text(encoding="utf-8")
             except FileNotFoundError:
                 continue  # released meanwhile
             info = _parse(held)
+            if not info and not waited:  # an older wsipipe may be writing it: look again after the grace
+                time.sleep(_GARBLED_GRACE_S)
+                waited = True
+                continue
             if not self._stale(info):
                 raise LockedError(self._refusal(info))
             if self._take_over(held, info):
+                self._remove_leftovers()
                 return
         raise LockedError(f"could not take the run lock {self.path}: other runs keep taking it; try again")
 
     def _stale(self, info: dict[str, Any]) -> bool:
-        if not info:  # empty or garbled: a holder killed while writing it, unless it is brand new
-            try:
-                return time.time() - self.path.stat().st_mtime > _GARBLED_GRACE_S
-            except FileNotFoundError:
-                return False
+        if not info:  # empty or unreadable, and past the grace: its writer was killed while writing it
+            return True
         if info.get("host") != socket.gethostname():
             return False
         pid = info.get("pid")
         if not isinstance(pid, int):
-            return False  # unreadable: do not guess
+            return False  # a record, but not one of ours: do not guess
         since = info.get("started_epoch")
         return not pid_alive(pid, since if isinstance(since, float | int) else None)
 
@@ -175,14 +202,28 @@ class RunLock:
                 raise LockedError(self._refusal(_parse(moved)))
         finally:
             aside.unlink(missing_ok=True)
-        logger.warning(
-            "taking over the stale run lock %s (pid %s on %s, started %s, is no longer running)",
-            self.path,
-            info.get("pid"),
-            info.get("host"),
-            info.get("started"),
-        )
+        if info:
+            logger.warning(
+                "taking over the stale run lock %s (pid %s on %s, started %s, is no longer running)",
+                self.path,
+                info.get("pid"),
+                info.get("host"),
+                info.get("started"),
+            )
+        else:
+            logger.warning(
+                "taking over the stale run lock %s: it is %s, left by a run killed while creating it",
+                self.path,
+                "empty" if not held.strip() else f"not a lock record ({held[:40]!r})",
+            )
         return self._create()
+
+    def _remove_leftovers(self) -> None:
+        """Delete the temporary lock files of runs killed while creating the lock (older than a minute)."""
+        for path in self.path.parent.glob(f"{LOCK_NAME}.tmp-*"):
+            with contextlib.suppress(OSError):
+                if time.time() - path.stat().st_mtime > _LEFTOVER_AGE_S:
+                    path.unlink()
 
     def _refusal(self, info: dict[str, Any]) -> str:
         return (
@@ -212,6 +253,15 @@ class RunLock:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.release()
+
+
+def _write_synced(path: Path, content: str, flags: int) -> None:
+    """Open ``path`` with ``flags``, write ``content`` and fsync it (the file is closed on error)."""
+    fd = os.open(path, flags, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(content)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def _parse(text: str) -> dict[str, Any]:
