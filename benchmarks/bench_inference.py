@@ -9,6 +9,12 @@ Prints, for the same store, checkpoint and batch size:
 * on a CUDA machine: GPU tiles/s, and the time spent reading tiles against the time in the
   model (whether reading keeps the GPU busy).
 
+The GPU section (:func:`accelerator_section`) takes the device as a parameter. With
+``--accelerator-path-on-cpu`` and no CUDA device it runs on the CPU with the same code and
+measurements: the models run the GPU path (``channels_last``, non-blocking copies, bfloat16
+autocast; no pinned memory) on workers that advertise a ``GPU`` resource, so its code is
+exercised without a GPU (the figures are then CPU figures).
+
 Each figure is the best of ``--repeat`` timed runs after one warm-up (the worker's model load
 and first-batch costs are in the warm-up). Run: ``python benchmarks/bench_inference.py``
 (``--tiles 256 --tile-size 96`` by default; the store and checkpoint go to a temp dir).
@@ -33,29 +39,49 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.inference.conftest import make_checkpoint, make_store
-from wsipipe.inference import InferParams, predict_stores
+from wsipipe.inference import DevicePlan, InferParams, device_plan, predict_stores
 from wsipipe.models import load_checkpoint
 from wsipipe.store import iter_tile_chunks
 
+#: The plain loop of the CPU section: float32, the model's own layout.
+CPU_PLAN = device_plan("cpu", False, "float16")
 
-def plain_loop(store: Path, ckpt: Path, batch: int, device: str) -> tuple[float, int]:
-    """Seconds and tiles of a single-process torch loop over the store (model load included)."""
+
+def plain_loop(store: Path, ckpt: Path, batch: int, device: str, plan: DevicePlan = CPU_PLAN) -> tuple[float, int]:
+    """Seconds and tiles of a single-process torch loop over the store (model load included).
+
+    ``plan`` applies the stage's device choices (layout, pinned and non-blocking copies,
+    autocast) so that the loop and the stage do the same arithmetic.
+    """
     start = time.perf_counter()
     model, meta = load_checkpoint(ckpt, map_location=device)
+    if plan.channels_last:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     mean = torch.tensor(meta.norm_mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(meta.norm_std, device=device).view(1, 3, 1, 1)
+    dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(plan.autocast_dtype or "")
     n = 0
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast(device, dtype=dtype, enabled=dtype is not None):
         for _, tiles in iter_tile_chunks(store):
             for i in range(0, len(tiles), batch):
-                x = torch.from_numpy(tiles[i : i + batch]).to(device).permute(0, 3, 1, 2).float()
-                torch.sigmoid(model((x / 255 - mean) / std)).cpu()
+                host = torch.from_numpy(tiles[i : i + batch])
+                if plan.pin_memory:
+                    host = host.pin_memory()
+                x = host.to(device, non_blocking=plan.non_blocking).permute(0, 3, 1, 2).float()
+                # .cpu() waits for the device, as predict_tiles does once per chunk.
+                torch.sigmoid(model((x / 255 - mean) / std).float()).cpu()
             n += len(tiles)
+    if device == "cuda":
+        torch.cuda.synchronize()  # nothing may still run on the GPU when the clock stops
     return time.perf_counter() - start, n
 
 
 def stage(store: Path, ckpt: Path, client: object, params: InferParams) -> tuple[float, float, float, int]:
-    """Wall seconds, summed read and compute seconds, tiles of one forced predict_stores run."""
+    """Wall seconds, summed read and compute seconds, tiles of one forced predict_stores run.
+
+    The compute seconds are synchronised with the device (each task's probabilities are
+    copied to the host inside the timed span) and exclude waiting for a shared model.
+    """
     start = time.perf_counter()
     result = predict_stores(store, ckpt, scheduler=client, params=params)
     wall = time.perf_counter() - start
@@ -70,6 +96,64 @@ def best(fn: Callable[[], tuple[float, ...]], repeat: int) -> tuple[float, ...]:
     return min(fn() for _ in range(repeat))
 
 
+def accelerator_section(store: Path, ckpt: Path, args: argparse.Namespace, device: str) -> dict[str, float]:
+    """GPU figures: a plain loop and the Dask stage on GPU workers with 1 and 4 threads.
+
+    Parameters
+    ----------
+    device : {"cuda", "cpu"}
+        ``"cpu"`` runs the same code on the CPU: the GPU path (``accelerator_path``, bfloat16
+        autocast) on workers that advertise ``GPU`` slots, with the same measurements.
+
+    Returns
+    -------
+    dict
+        ``{label}_plain_tiles_per_s``, ``{label}_{t}t_tiles_per_s`` and ``{label}_{t}t_busy``
+        (model time / wall time of the stage) for t in (1, 4); label ``gpu`` or ``cpu_gpu_path``.
+    """
+    from distributed import Client, LocalCluster
+
+    cuda = device == "cuda"
+    label, title = ("gpu", "GPU") if cuda else ("cpu_gpu_path", "GPU path on the CPU,")
+    amp_dtype = "float16" if cuda else "bfloat16"  # CPU autocast is fast in bfloat16 only
+    plan = device_plan(device, True, amp_dtype, accelerator_path=not cuda)
+    # On the CPU, device "auto" (resolved to the CPU) still requests the workers' GPU slots.
+    params = InferParams(
+        device="cuda" if cuda else "auto",
+        amp_dtype=amp_dtype,
+        accelerator_path=not cuda,
+        batch_size=args.batch,
+        force=True,
+    )
+    figures: dict[str, float] = {}
+    g_s, g_n = best(lambda: plain_loop(store, ckpt, args.batch, device, plan), args.repeat)
+    print(f"{title} plain loop: {g_n / g_s:8.1f} tiles/s", flush=True)
+    figures[f"{label}_plain_tiles_per_s"] = g_n / g_s
+    for threads in (1, 4):
+        with (
+            LocalCluster(
+                n_workers=1,
+                threads_per_worker=threads,
+                processes=True,
+                resources={"GPU": threads},
+                dashboard_address=":0",
+                silence_logs=40,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            wall, read, compute, tiles = best(partial(stage, store, ckpt, client, params), args.repeat)
+        busy = compute / wall
+        print(
+            f"{title} dask stage, 1 worker x {threads} threads: {tiles / wall:8.1f} tiles/s; model time "
+            f"{compute:.2f} s of {wall:.2f} s wall ({'GPU' if cuda else 'model'} busy {busy:.0%}); "
+            f"reading {read:.2f} s summed" + (" -> reading is the bottleneck" if read > compute else ""),
+            flush=True,
+        )
+        figures[f"{label}_{threads}t_tiles_per_s"] = tiles / wall
+        figures[f"{label}_{threads}t_busy"] = busy
+    return figures
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiles", type=int, default=256)
@@ -79,6 +163,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="torch threads in total (default: all cores)")
     ap.add_argument("--full-celnet", action="store_true", help="paper-size CELNet (default: a small one)")
+    ap.add_argument(
+        "--accelerator-path-on-cpu",
+        action="store_true",
+        help="without CUDA, run the GPU section on the CPU (GPU code path, bfloat16 autocast) to exercise its code",
+    )
     args = ap.parse_args()
     os.environ.setdefault("WSIPIPE_PROGRESS", "0")
     from distributed import Client, LocalCluster
@@ -141,30 +230,9 @@ def main() -> None:
     print(f"scaling 1 -> 2 workers: {tps[2] / tps[1]:.2f}x")
 
     if torch.cuda.is_available():
-        g_s, g_n = best(lambda: plain_loop(store, ckpt, args.batch, "cuda"), args.repeat)
-        print(f"GPU plain loop: {g_n / g_s:8.1f} tiles/s")
-        for threads in (1, 4):
-            params = InferParams(device="cuda", batch_size=args.batch, force=True)
-            with (
-                LocalCluster(
-                    n_workers=1,
-                    threads_per_worker=threads,
-                    processes=True,
-                    resources={"GPU": threads},
-                    dashboard_address=":0",
-                    silence_logs=40,
-                ) as cluster,
-                Client(cluster) as client,
-            ):
-                wall, read, compute, tiles = best(partial(stage, store, ckpt, client, params), args.repeat)
-            busy = compute / wall
-            print(
-                f"GPU dask stage, 1 worker x {threads} threads: {tiles / wall:8.1f} tiles/s; model time "
-                f"{compute:.2f} s of {wall:.2f} s wall (GPU busy {busy:.0%}); reading {read:.2f} s summed"
-                + (" -> reading is the bottleneck" if read > compute else "")
-            )
-            out[f"gpu_{threads}t_tiles_per_s"] = tiles / wall
-            out[f"gpu_{threads}t_busy"] = busy
+        out |= accelerator_section(store, ckpt, args, "cuda")
+    elif args.accelerator_path_on_cpu:
+        out |= accelerator_section(store, ckpt, args, "cpu")
     else:
         print("no CUDA device: GPU figures skipped")
     print(json.dumps(out))

@@ -7,10 +7,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from tests.inference.conftest import make_checkpoint, make_store
 from wsipipe.cli import main
-from wsipipe.store import read_probs
+from wsipipe.store import array, read_probs
 
 
 def test_cli_summary_and_partial_failure(cluster: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -38,6 +39,21 @@ def test_cli_default_local_cluster(tmp_path: Path, capsys: pytest.CaptureFixture
     probs = read_probs(store, "celnet")
     assert probs.shape == (39, 1)
     assert np.isfinite(probs).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cli_on_cuda_end_to_end(trained_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.inference.test_predict import plain_loop
+
+    store = make_store(tmp_path / "s.zarr", grid_shape=(12, 12))
+    status = main(["infer", str(store), "--checkpoint", str(trained_checkpoint), "--device", "cuda", "--workers", "1"])
+    assert status == 0
+    assert "1 computed" in capsys.readouterr().out
+    attrs = array(store, "predictions/celnet/probs").attrs
+    assert attrs["complete"] is True
+    assert attrs["amp"] is True
+    np.testing.assert_allclose(read_probs(store, "celnet"), plain_loop(trained_checkpoint, store), rtol=0, atol=2e-2)
 
 
 def test_importing_the_stage_and_command_is_cheap() -> None:

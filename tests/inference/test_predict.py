@@ -189,10 +189,4 @@ def test_errors_name_what_is_missing(tmp_path: Path) -> None:
         predict_stores(store, make_checkpoint(tmp_path / "c"), scheduler=str(tmp_path / "sched.json"), params=CPU)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_amp_matches_cpu(trained_checkpoint: Path, tmp_path: Path) -> None:
-    store = make_store(tmp_path / "s.zarr", grid_shape=(12, 12))
-    predict_stores(store, trained_checkpoint, params=InferParams(device="cuda", amp=True, model="gpu"))
-    gpu = read_probs(store, "gpu")
-    np.testing.assert_allclose(gpu, plain_loop(trained_checkpoint, store), rtol=0, atol=2e-2)
+# The GPU tests (pytest -m gpu) are in test_device.py and test_cli.py.

@@ -15,9 +15,9 @@ __all__ = ["InferParams", "InferResult", "StoreSummary"]
 class InferParams:
     """Parameters of the inference stage (:func:`wsipipe.inference.predict_stores`).
 
-    Only ``dense`` and ``amp`` (on a GPU) change the probabilities; the others decide how the
-    work is spread. A resumed run continues only when the checkpoint, ``dense`` and ``amp``
-    are those of the interrupted run, otherwise it starts the model's predictions over.
+    Only ``dense``, ``amp`` (on a GPU) and ``accelerator_path`` change the probabilities; the
+    others decide how the work is spread. A resumed run continues only when the checkpoint and
+    these are those of the interrupted run, otherwise it starts the model's predictions over.
 
     Examples
     --------
@@ -31,9 +31,9 @@ class InferParams:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """``auto``: CUDA when the worker has it, else CPU. ``cuda`` fails on workers without a GPU."""
     amp: bool = True
-    """Automatic mixed precision (autocast) on CUDA; ignored on the CPU."""
+    """Automatic mixed precision (autocast) on CUDA; ignored on the CPU unless ``accelerator_path``."""
     amp_dtype: Literal["float16", "bfloat16"] = "float16"
-    """Autocast dtype on CUDA."""
+    """Autocast dtype on CUDA (and with ``accelerator_path``)."""
     dense: bool = False
     """CELNet dense mode: run the fully convolutional net once over blocks of neighbouring tiles."""
     dense_block: int = 8
@@ -50,6 +50,11 @@ class InferParams:
     """Relative tolerance between the store's tile MPP and the checkpoint's input MPP."""
     force: bool = False
     """Recompute stores whose predictions for this model are complete."""
+    accelerator_path: bool = False
+    """Run the GPU code path wherever the model runs: ``channels_last``, non-blocking copies and,
+    with ``amp``, autocast in ``amp_dtype`` (pinned memory only on CUDA). On the CPU this checks the
+    GPU path without a GPU (tests, ``bench_inference.py --accelerator-path-on-cpu``); with
+    ``amp_dtype="bfloat16"`` it is CPU bf16 inference. Off (default): the CPU runs float32."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= 65536:

@@ -7,9 +7,13 @@ weights hash, device and precision) and keeps it for every chunk task of every s
 its ``chunk_done`` flag: the flag is written only after the probabilities, so a killed task
 leaves its chunk to be recomputed.
 
-On CUDA the batches are copied from pinned memory with ``non_blocking=True``, in
-``channels_last`` layout (the store's NHWC tiles permuted to NCHW are channels-last already),
-under autocast. On the CPU the worker uses ``torch_threads`` intra-op threads.
+Every device-dependent choice is made by one pure function, :func:`device_plan`: on CUDA
+the batches are copied from pinned memory with ``non_blocking=True``, the model and its inputs
+are ``channels_last`` (the store's NHWC tiles permuted to NCHW are channels-last already) and
+the forward pass runs under autocast; on the CPU none of it, and the worker uses
+``torch_threads`` intra-op threads. The code that applies a plan is generic in the device type,
+so ``device_plan(..., accelerator_path=True)`` runs the CUDA code path (all but the pinning)
+on the CPU, where the tests check it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -32,8 +37,11 @@ __all__ = [
     "CHUNK_DONE",
     "ChunkDone",
     "ChunkTask",
+    "DevicePlan",
     "LoadedModel",
     "RuntimeOptions",
+    "device_plan",
+    "load_model",
     "loaded_model",
     "predict_tiles",
     "resolve_device",
@@ -59,6 +67,66 @@ class RuntimeOptions:
     dense: bool = False
     dense_block: int = 8
     torch_threads: int | None = None
+    accelerator_path: bool = False
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    """The device-dependent choices of a worker (pure data; see :func:`device_plan`)."""
+
+    channels_last: bool
+    """Model weights and input batches in ``torch.channels_last`` memory format."""
+    pin_memory: bool
+    """Copy each host batch to page-locked memory before moving it to the device."""
+    non_blocking: bool
+    """Host-to-device copies with ``non_blocking=True`` (overlap with compute on CUDA)."""
+    autocast_dtype: Literal["float16", "bfloat16"] | None
+    """Autocast dtype of the forward pass (on the model's device type), or None: float32."""
+    cudnn_benchmark: bool
+    """Set ``torch.backends.cudnn.benchmark`` (pick the fastest convolution per input shape)."""
+
+
+def device_plan(device_type: str, amp: bool, amp_dtype: str, *, accelerator_path: bool = False) -> DevicePlan:
+    """Decide how a model runs on ``device_type``.
+
+    Parameters
+    ----------
+    device_type : {"cpu", "cuda"}
+        The resolved device (see :func:`resolve_device`).
+    amp : bool
+        Automatic mixed precision requested (it applies on CUDA, or with ``accelerator_path``).
+    amp_dtype : {"float16", "bfloat16"}
+        The autocast dtype when ``amp`` applies.
+    accelerator_path : bool
+        On the CPU, take CUDA's choices except pinned memory and cuDNN (which need a GPU):
+        ``channels_last``, non-blocking copies, autocast in ``amp_dtype``. Used to run and test
+        the GPU code path without a GPU (with ``amp_dtype="bfloat16"``: CPU bf16 inference).
+
+    Returns
+    -------
+    DevicePlan
+        CUDA: channels_last, pinned, non-blocking, autocast ``amp_dtype`` if ``amp``, cuDNN
+        benchmark. CPU: none of it (float32, the model's own layout).
+
+    Raises
+    ------
+    ConfigError
+        For another device type or autocast dtype.
+    """
+    if device_type not in ("cpu", "cuda"):
+        raise ConfigError(f"device type {device_type!r} is not supported; use 'cpu' or 'cuda'")
+    if amp_dtype not in ("float16", "bfloat16"):
+        raise ConfigError(f"amp_dtype {amp_dtype!r} is not supported; use 'float16' or 'bfloat16'")
+    cuda = device_type == "cuda"
+    accelerated = cuda or accelerator_path
+    dtype: Literal["float16", "bfloat16"] = "float16" if amp_dtype == "float16" else "bfloat16"
+    return DevicePlan(
+        channels_last=accelerated,
+        pin_memory=cuda,
+        non_blocking=accelerated,
+        autocast_dtype=dtype if accelerated and amp else None,
+        cudnn_benchmark=cuda,
+    )
 
 
 @dataclass(frozen=True)
@@ -84,9 +152,12 @@ class ChunkDone:
     n_tiles: int
     read_seconds: float
     compute_seconds: float
+    """Seconds in :func:`predict_tiles` holding the model (waiting for it excluded)."""
     write_seconds: float
     device: str
     worker: str
+    wait_seconds: float = 0.0
+    """Seconds waiting for the model while another thread of the worker used it."""
 
 
 @dataclass
@@ -102,13 +173,14 @@ class LoadedModel:
     std: Any
     """(1, 3, 1, 1) float32 tensor on the device."""
     n_classes: int
-    autocast_dtype: Any
-    """``torch.float16``/``torch.bfloat16`` when autocast is on, else None."""
-    lock: threading.Lock
-    """Serialises forward passes of threads sharing the model (the GPU runs one at a time anyway)."""
+    plan: DevicePlan
+    """Layout, copies and autocast (from :func:`device_plan`)."""
+    lock: AbstractContextManager[Any] = field(default_factory=threading.RLock)
+    """Serialises forward passes of threads sharing the model (the GPU runs one at a time anyway).
+    Re-entrant: :func:`run_chunk` holds it around :func:`predict_tiles` to time the wait."""
 
 
-_CACHE: dict[tuple[str, str, bool, str], LoadedModel] = {}
+_CACHE: dict[tuple[str, str, DevicePlan], LoadedModel] = {}
 _CACHE_LOCK = threading.Lock()
 #: Models kept per process; loading a third checkpoint drops the oldest.
 _CACHE_SIZE = 2
@@ -145,65 +217,102 @@ def _default_threads() -> int:
     return max(1, (os.cpu_count() or 1) // max(1, nthreads))
 
 
+def load_model(checkpoint: str, device: str, plan: DevicePlan, *, expected_sha256: str | None = None) -> LoadedModel:
+    """Load ``checkpoint`` onto ``device`` as ``plan`` says (no cache; see :func:`loaded_model`).
+
+    Parameters
+    ----------
+    checkpoint : str
+        A checkpoint directory (:func:`wsipipe.models.save_checkpoint`).
+    device : {"cpu", "cuda"}
+        The resolved device.
+    plan : DevicePlan
+        Normally ``device_plan(device, ...)``; any plan runs on any device except
+        ``pin_memory`` and ``cudnn_benchmark``, which need CUDA.
+    expected_sha256 : str, optional
+        Refuse weights whose SHA-256 differs (the checkpoint changed during a run).
+
+    Raises
+    ------
+    ConfigError
+        If the weights are not the expected ones.
+    """
+    import torch
+
+    from wsipipe.models import load_checkpoint
+
+    if plan.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True
+    model, meta = load_checkpoint(checkpoint, map_location=device)
+    if expected_sha256 is not None and meta.weights_sha256 != expected_sha256:
+        raise ConfigError(
+            f"checkpoint {checkpoint} changed while inference was running "
+            f"(weights sha256 {meta.weights_sha256[:12]}…, expected {expected_sha256[:12]}…)"
+        )
+    if plan.channels_last:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return LoadedModel(
+        model=model,
+        device=torch.device(device),
+        mean=torch.tensor(meta.norm_mean, dtype=torch.float32, device=device).view(1, 3, 1, 1),
+        std=torch.tensor(meta.norm_std, dtype=torch.float32, device=device).view(1, 3, 1, 1),
+        n_classes=len(meta.class_names),
+        plan=plan,
+    )
+
+
 def loaded_model(options: RuntimeOptions) -> LoadedModel:
     """Return this process's copy of the checkpoint's model, loading it on first use."""
     device = resolve_device(options.device)
-    use_amp = options.amp and device == "cuda"
-    key = (options.checkpoint_sha256, device, use_amp, options.amp_dtype)
+    plan = device_plan(device, options.amp, options.amp_dtype, accelerator_path=options.accelerator_path)
+    key = (options.checkpoint_sha256, device, plan)
     with _CACHE_LOCK:
         cached = _CACHE.get(key)
         if cached is not None:
             return cached
         import torch
 
-        from wsipipe.models import load_checkpoint
         from wsipipe.settings import torch_threads
 
         if device == "cpu":
             threads = torch_threads(options.torch_threads or _default_threads())
             if torch.get_num_threads() != threads:
                 torch.set_num_threads(threads)
-        else:
-            torch.backends.cudnn.benchmark = True
-        model, meta = load_checkpoint(options.checkpoint, map_location=device)
-        if meta.weights_sha256 != options.checkpoint_sha256:
-            raise ConfigError(
-                f"checkpoint {options.checkpoint} changed while inference was running "
-                f"(weights sha256 {meta.weights_sha256[:12]}…, expected {options.checkpoint_sha256[:12]}…)"
-            )
-        if device == "cuda":
-            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}[options.amp_dtype]
-        loaded = LoadedModel(
-            model=model,
-            device=torch.device(device),
-            mean=torch.tensor(meta.norm_mean, dtype=torch.float32, device=device).view(1, 3, 1, 1),
-            std=torch.tensor(meta.norm_std, dtype=torch.float32, device=device).view(1, 3, 1, 1),
-            n_classes=len(meta.class_names),
-            autocast_dtype=dtype if use_amp else None,
-            lock=threading.Lock(),
-        )
+        loaded = load_model(options.checkpoint, device, plan, expected_sha256=options.checkpoint_sha256)
         while len(_CACHE) >= _CACHE_SIZE:  # keep the most recent checkpoints only
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = loaded
         LOAD_COUNT[options.checkpoint_sha256] = LOAD_COUNT.get(options.checkpoint_sha256, 0) + 1
-        logger.info("loaded %s on %s (torch threads %d)", options.checkpoint, device, torch.get_num_threads())
+        logger.info("loaded %s on %s (%s; torch threads %d)", options.checkpoint, device, plan, torch.get_num_threads())
         return loaded
 
 
 def _prepare(lm: LoadedModel) -> Callable[[Any], Any]:
     import torch
 
-    cuda = lm.device.type == "cuda"
+    plan = lm.plan
 
     def prepare(batch: torch.Tensor) -> torch.Tensor:
         """(B, H, W, 3) uint8 -> (B, 3, H, W) float32, normalised, on the device."""
-        if cuda:
-            batch = batch.pin_memory().to(lm.device, non_blocking=True)
+        if plan.pin_memory:
+            batch = batch.pin_memory()
+        batch = batch.to(lm.device, non_blocking=plan.non_blocking)  # no copy when already there
         x = batch.permute(0, 3, 1, 2).float()  # channels-last strides, no copy of the layout
+        if plan.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)  # a no-op for NHWC tiles
         return (x / 255.0 - lm.mean) / lm.std
 
     return prepare
+
+
+def _autocast(lm: LoadedModel) -> AbstractContextManager[Any]:
+    """Autocast on the model's device type in the plan's dtype, or nothing (float32)."""
+    import torch
+
+    if lm.plan.autocast_dtype is None:
+        return nullcontext()
+    dtype = torch.float16 if lm.plan.autocast_dtype == "float16" else torch.bfloat16
+    return torch.autocast(device_type=lm.device.type, dtype=dtype)
 
 
 def _activate(logits: Any, n_classes: int) -> Any:
@@ -237,6 +346,9 @@ def predict_tiles(
     dense : bool
         Dense mode (``cells``, ``tile_size`` and ``stride`` required): see :mod:`._dense`.
 
+    The batches are moved, laid out and autocast as ``lm.plan`` says (see :func:`device_plan`),
+    on ``lm.device``'s device type: the same code runs a CUDA plan on CUDA and on the CPU.
+
     Returns
     -------
     (n, C) float32 ndarray
@@ -245,12 +357,7 @@ def predict_tiles(
     import torch
 
     prepare = _prepare(lm)
-    autocast = (
-        torch.autocast(device_type="cuda", dtype=lm.autocast_dtype)
-        if lm.autocast_dtype is not None
-        else torch.autocast(device_type="cpu", enabled=False)
-    )
-    with lm.lock, torch.inference_mode(), autocast:
+    with lm.lock, torch.inference_mode(), _autocast(lm):
         if dense and len(tiles):
             from wsipipe.inference._dense import dense_logits
 
@@ -291,17 +398,19 @@ def run_chunk(task: ChunkTask) -> ChunkDone:
     tiles = np.asarray(array(task.store, TILES_IMAGES)[task.start : task.stop], dtype=np.uint8)
     cells = np.asarray(array(task.store, TILES_GRID)[task.start : task.stop]) if opts.dense else None
     t1 = time.perf_counter()
-    probs = predict_tiles(
-        lm,
-        tiles,
-        batch_size=opts.batch_size,
-        dense=opts.dense,
-        cells=cells,
-        tile_size=task.tile_size,
-        stride=task.stride,
-        dense_block=opts.dense_block,
-    )
-    t2 = time.perf_counter()
+    with lm.lock:  # taken again inside predict_tiles (re-entrant): the wait is timed apart
+        t_held = time.perf_counter()
+        probs = predict_tiles(
+            lm,
+            tiles,
+            batch_size=opts.batch_size,
+            dense=opts.dense,
+            cells=cells,
+            tile_size=task.tile_size,
+            stride=task.stride,
+            dense_block=opts.dense_block,
+        )
+        t2 = time.perf_counter()
     write_probs(task.store, task.model, task.start, probs)
     array(task.store, f"{PREDICTIONS}/{task.model}/{CHUNK_DONE}", "r+")[task.chunk] = True
     t3 = time.perf_counter()
@@ -310,8 +419,9 @@ def run_chunk(task: ChunkTask) -> ChunkDone:
         chunk=task.chunk,
         n_tiles=len(tiles),
         read_seconds=t1 - t0,
-        compute_seconds=t2 - t1,
+        compute_seconds=t2 - t_held,
         write_seconds=t3 - t2,
         device=lm.device.type,
         worker=_worker_name(),
+        wait_seconds=t_held - t1,
     )

@@ -228,10 +228,13 @@ def predict_stores(
         dense=params.dense,
         dense_block=params.dense_block,
         torch_threads=params.torch_threads,
+        accelerator_path=params.accelerator_path,
     )
+    amp_counts = params.device != "cpu" or params.accelerator_path
     infer_hash = config_hash(
         {"weights": meta.weights_sha256, "dense": params.dense, "block": params.dense_block if params.dense else None}
-        | ({"amp": params.amp_dtype if params.amp else None} if params.device != "cpu" else {"amp": None})
+        | {"amp": params.amp_dtype if params.amp and amp_counts else None}
+        | ({"accelerator_path": True} if params.accelerator_path else {})  # absent when off: older hashes hold
     )
     plans: list[_Plan] = []
     for path in paths:
