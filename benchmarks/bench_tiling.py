@@ -1,25 +1,27 @@
 """Benchmark the tiling stage against the I/O limit on a synthetic slide.
 
-Prints, for one synthetic CAMELYON-like slide (default 40,000 x 30,000 px at 0.243 µm/px):
+Prints, for one synthetic CAMELYON-like slide (default 40,000 x 30,000 px at 0.243 µm/px), in
+``--repeat`` rounds that run every step back to back in a rotating order:
 
-- the tiling stage's megapixels/s (``tile_slides`` into a fresh output directory: hash, tissue
-  mask, grid, reads, zstd writes, preview, end to end), as tiles x T² / wall seconds;
-- the megapixels/s of a plain loop that only decodes the same tissue tiles of the same level
-  with tifffile + imagecodecs (the I/O limit), split over the same number of processes
-  (started before the clock starts);
-- their ratio (target >= 0.7 on 2 cores), per A/B pair run back to back, as the median and
-  range over ``--repeat`` pairs, plus the ratio of CPU seconds (less sensitive to other load);
-- a plain loop that decodes the same tiles and writes them through zarr with the same codec
-  (the obvious way to build such a store), for reference;
-- the peak RSS of the process running the stage (target < 2 GB on 100,000 x 80,000);
-- histolab's GridTiler on the same slide and level, if histolab is importable;
-- the load average before and after, since the machine may be shared.
+- the tiling stage's megapixels/s for each store codec (``--compression``, default ``zstd`` and
+  ``source``): ``tile_slides`` into a fresh output directory (hash, tissue mask, grid, reads,
+  writes, preview, end to end), as tiles x T² / wall seconds;
+- the megapixels/s of a plain loop that only decodes the same tissue tiles of the same level with
+  tifffile + imagecodecs (the I/O limit), in one process (the issue's plain loop) and split over
+  as many pre-started processes as the stage has workers (the decode floor);
+- their ratios (target >= 0.7 on 2 cores): median and range over the rounds, and the ratio of
+  CPU seconds (less sensitive to other load);
+- a plain loop that decodes the same tiles and writes them through zarr with zstd (the obvious
+  way to build such a store), for reference;
+- each store's size, the peak RSS of the process running the stage (target < 2 GB on
+  100,000 x 80,000), histolab's GridTiler if histolab is importable, and the load average
+  before and after, since the machine may be shared.
 
 Usage::
 
     python benchmarks/bench_tiling.py                       # 40,000 x 30,000
     python benchmarks/bench_tiling.py --size 100000 80000   # the large slide (made once, ~1 GB)
-    python benchmarks/bench_tiling.py --zstd-level 3        # another store codec setting
+    python benchmarks/bench_tiling.py --compression zstd --zstd-level 3
 """
 
 from __future__ import annotations
@@ -145,9 +147,15 @@ def main() -> int:
     parser.add_argument("--tile-size", type=int, default=256)
     parser.add_argument("--mpp", type=float, default=0.972)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=3, help="A/B pairs (stage, decode floor) run back to back")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of (stage per codec, decode floor, plain loop)")
     parser.add_argument("--scheduler", default=None, help="default: the stage's default")
-    parser.add_argument("--compression", choices=("zstd", "jpeg"), default="zstd")
+    parser.add_argument(
+        "--compression",
+        nargs="+",
+        choices=("zstd", "source", "jpeg"),
+        default=["zstd", "source"],
+        help="store codecs to time, each in every round (default: zstd source)",
+    )
     parser.add_argument("--zstd-level", type=int, default=None, help="default: TileParams' default")
     parser.add_argument("--chunk-tiles", type=int, default=None, help="default: TileParams' default")
     parser.add_argument("--no-zarr-loop", action="store_true", help="skip the plain decode + zarr loop")
@@ -170,91 +178,118 @@ def main() -> int:
             make_slide(slide, size=tuple(args.size), kind="tumor", seed=0, workers=args.workers)
             print(f"  made in {time.perf_counter() - start:.1f} s", flush=True)
     overrides: dict[str, object] = {"target_mpp": args.mpp, "tile_size": args.tile_size}
-    overrides["compression"] = args.compression
     if args.zstd_level is not None:
         overrides["zstd_level"] = args.zstd_level
     if args.chunk_tiles is not None:
         overrides["chunk_tiles"] = args.chunk_tiles
-    params = TileParams(**overrides)  # type: ignore[arg-type]
+    codecs = list(dict.fromkeys(args.compression))
+    params = {c: TileParams(compression=c, **overrides) for c in codecs}  # type: ignore[arg-type]
     runs = args.cache / "runs"
     shutil.rmtree(runs, ignore_errors=True)
 
-    def stage(index: int) -> tuple[float, float, Path]:
-        out = runs / f"run{index}"
+    def stage(codec: str, name: str) -> tuple[float, float, Path]:
+        out = runs / name
         cpu, start = time.process_time(), time.perf_counter()
-        result = tile_slides([slide], out, params, scheduler=args.scheduler, workers=args.workers)
+        result = tile_slides([slide], out, params[codec], scheduler=args.scheduler, workers=args.workers)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
         summary = result.slides[0]
         if summary.status != "done":
             raise SystemExit(f"tiling failed: {summary.error}")
         return wall, cpu, summary.store
 
-    stage(-1)  # warm-up: imports (scipy, PIL, codecs) and the page cache, as the floor's warm-up gets
-    root = open_store(runs / "run-1" / "stores" / f"{Path(slide).stem}.zarr")
+    store_bytes: dict[str, int] = {}
+    for codec in codecs:  # warm-up: imports (scipy, PIL, codecs) and the page cache, as the floors' warm-up gets
+        stage(codec, f"warm-{codec}")
+        store_bytes[codec] = sum(p.stat().st_size for p in (runs / f"warm-{codec}").rglob("*") if p.is_file())
+    root = open_store(runs / f"warm-{codecs[0]}" / "stores" / f"{Path(slide).stem}.zarr")
     tiling: Any = root.attrs["tiling"]
     level = int(tiling["level"])
     ds = np.asarray(tiling["level_downsample"], dtype=float)
     coords = read_coords(root)
-    store_bytes = sum(p.stat().st_size for p in (runs / "run-1").rglob("*") if p.is_file())
-    shutil.rmtree(runs / "run-1")
+    for codec in codecs:
+        shutil.rmtree(runs / f"warm-{codec}")
     coords_level = np.round(coords / ds).astype(np.int64)
     n = len(coords)
     mp = n * args.tile_size**2 / 1e6
-    loop = PlainLoop(Path(slide), level, coords_level, args.tile_size, args.workers, params.chunk_tiles)
+    chunk = params[codecs[0]].chunk_tiles
+    loop = PlainLoop(Path(slide), level, coords_level, args.tile_size, args.workers, chunk)
     # The issue's "plain loop": one process decoding the same tiles, against the stage on 2 cores.
-    loop1 = PlainLoop(Path(slide), level, coords_level, args.tile_size, 1, params.chunk_tiles)
+    loop1 = PlainLoop(Path(slide), level, coords_level, args.tile_size, 1, chunk)
 
-    stage_s, stage_cpu, floor_s, floor_cpu, ratios, cpu_ratios = [], [], [], [], [], []
-    single_s: list[float] = []
-    for i in range(args.repeat):  # A/B pairs, alternating which goes first
-        first_stage = i % 2 == 0
-        if not first_stage:
-            f_wall, f_cpu = loop.run()
-        s_wall, s_cpu, _ = stage(i)
-        if first_stage:
-            f_wall, f_cpu = loop.run()
-        shutil.rmtree(runs / f"run{i}")
-        single_s.append(loop1.run()[0])
-        stage_s.append(s_wall)
-        stage_cpu.append(s_cpu)
-        floor_s.append(f_wall)
-        floor_cpu.append(f_cpu)
-        ratios.append(f_wall / s_wall)
-        cpu_ratios.append(f_cpu / s_cpu)
-        print(f"pair {i}: stage {s_wall:.3f} s ({s_cpu:.2f} s CPU), decode floor {f_wall:.3f} s ({f_cpu:.2f} s CPU)")
+    stage_s: dict[str, list[float]] = {c: [] for c in codecs}
+    stage_cpu: dict[str, list[float]] = {c: [] for c in codecs}
+    floor_s, floor_cpu, single_s = [], [], []
+    for i in range(args.repeat):  # one round: every codec, the floor and the plain loop, in a rotating order
+        steps: list[str] = [*codecs, "floor", "loop"]
+        steps = steps[i % len(steps) :] + steps[: i % len(steps)]
+        line = []
+        for step in steps:
+            if step == "floor":
+                f_wall, f_cpu = loop.run()
+                floor_s.append(f_wall)
+                floor_cpu.append(f_cpu)
+                line.append(f"floor {f_wall:.3f} s ({f_cpu:.2f} CPU)")
+            elif step == "loop":
+                single_s.append(loop1.run()[0])
+                line.append(f"plain loop {single_s[-1]:.3f} s")
+            else:
+                s_wall, s_cpu, _ = stage(step, f"run{i}-{step}")
+                shutil.rmtree(runs / f"run{i}-{step}")
+                stage_s[step].append(s_wall)
+                stage_cpu[step].append(s_cpu)
+                line.append(f"{step} {s_wall:.3f} s ({s_cpu:.2f} CPU)")
+        print(f"round {i}: " + ", ".join(line), flush=True)
     zarr_s: list[float] = []
-    if not args.no_zarr_loop:
-        codecs = tile_codecs(params.compression, zstd_level=params.zstd_level, jpeg_quality=params.jpeg_quality)
+    if not args.no_zarr_loop and "zstd" in codecs:
+        p = params["zstd"]
+        zarr_codecs = tile_codecs("zstd", zstd_level=p.zstd_level, jpeg_quality=p.jpeg_quality)
         for _ in range(max(1, min(args.repeat, 2))):
-            zarr_s.append(loop.run(args.cache / "plain.zarr", codecs)[0])
+            zarr_s.append(loop.run(args.cache / "plain.zarr", zarr_codecs)[0])
         shutil.rmtree(args.cache / "plain.zarr", ignore_errors=True)
     loop.close()
     loop1.close()
     rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    s_med, f_med = statistics.median(stage_s), statistics.median(floor_s)
-    codec = f"zstd level {params.zstd_level}" if params.compression == "zstd" else f"jpeg q{params.jpeg_quality}"
+    f_med, single_med = statistics.median(floor_s), statistics.median(single_s)
+    raw = n * args.tile_size**2 * 3
     print(f"slide            {slide} ({args.size[0]} x {args.size[1]}), level {level}, {n} tissue tiles")
-    print(f"store            {codec}, {params.chunk_tiles} tiles per chunk, {store_bytes / 2**20:.1f} MiB")
-    print(f"                 ({n * args.tile_size**2 * 3 / max(store_bytes, 1):.2f}x smaller than the raw tiles)")
-    print(f"workers          {args.workers}, scheduler {args.scheduler or 'default'}, {args.repeat} A/B pairs")
-    print(f"tiling stage     {s_med:7.3f} s  {mp / s_med:8.1f} MP/s  {n / s_med:7.0f} tiles/s (median, end to end)")
-    print(f"decode floor     {f_med:7.3f} s  {mp / f_med:8.1f} MP/s  {n / f_med:7.0f} tiles/s (median)")
-    if zarr_s:
-        z_med = statistics.median(zarr_s)
-        print(f"decode + zarr    {z_med:7.3f} s  {mp / z_med:8.1f} MP/s  {n / z_med:7.0f} tiles/s (same codec)")
-    single_med = statistics.median(single_s)
+    print(f"workers          {args.workers}, scheduler {args.scheduler or 'default'}, {args.repeat} rounds")
     print(
         f"plain loop       {single_med:7.3f} s  {mp / single_med:8.1f} MP/s  {n / single_med:7.0f} tiles/s (1 process)"
     )
     print(
-        f"ratio            {_median_range([a / b for a, b in zip(single_s, stage_s)])}  stage ({args.workers} workers) / "
-        "one-process plain decode loop, MP/s (target >= 0.7)"
+        f"decode floor     {f_med:7.3f} s  {mp / f_med:8.1f} MP/s  {n / f_med:7.0f} tiles/s ({args.workers} processes)"
     )
-    print(f"ratio            {_median_range(ratios)}  stage / decode floor on {args.workers} processes, MP/s, per pair")
-    print(f"ratio (CPU)      {_median_range(cpu_ratios)}  floor CPU s / stage CPU s")
     if zarr_s:
-        print(f"ratio            {statistics.median(zarr_s) / s_med:7.2f}  stage / plain decode + zarr loop, MP/s")
+        z_med = statistics.median(zarr_s)
+        print(
+            f"decode + zarr    {z_med:7.3f} s  {mp / z_med:8.1f} MP/s  {n / z_med:7.0f} tiles/s (zstd, {args.workers} processes)"
+        )
+    for codec in codecs:
+        p = params[codec]
+        label = {
+            "zstd": f"zstd level {p.zstd_level}",
+            "source": "source (slide JPEG bytes)",
+            "jpeg": f"jpeg q{p.jpeg_quality}",
+        }[codec]
+        s_med = statistics.median(stage_s[codec])
+        print(f"stage, {label}:")
+        print(f"  end to end     {s_med:7.3f} s  {mp / s_med:8.1f} MP/s  {n / s_med:7.0f} tiles/s (median)")
+        print(
+            f"  store          {store_bytes[codec] / 2**20:.1f} MiB, {raw / max(store_bytes[codec], 1):.2f}x smaller than the raw tiles"
+        )
+        print(
+            f"  ratio          {_median_range([a / b for a, b in zip(single_s, stage_s[codec])])}  stage ({args.workers} "
+            "workers) / one-process plain decode loop, MP/s (target >= 0.7)"
+        )
+        print(
+            f"  ratio          {_median_range([a / b for a, b in zip(floor_s, stage_s[codec])])}  stage / decode floor on {args.workers} processes"
+        )
+        print(
+            f"  ratio (CPU)    {_median_range([a / b for a, b in zip(floor_cpu, stage_cpu[codec])])}  floor CPU s / stage CPU s"
+        )
+        if zarr_s and codec == "zstd":
+            print(f"  ratio          {statistics.median(zarr_s) / s_med:7.2f}  stage / plain decode + zarr loop, MP/s")
     print(f"peak RSS         {rss_self:.0f} MiB in the stage's process (target < 2048)")
     load_after = os.getloadavg()
     print(f"load average     {load_before[0]:.1f} before, {load_after[0]:.1f} after ({os.cpu_count()} CPUs)")

@@ -12,6 +12,7 @@ from wsipipe.tiling._fastmask import (
     binary_morph,
     disk,
     median3,
+    median_saturation_keys,
     otsu_threshold,
     saturation_keys,
     saturation_values,
@@ -109,3 +110,11 @@ def test_blockwise_lookup_and_bincount_equal_numpy() -> None:
     table = rng.random(5000) < 0.5
     np.testing.assert_array_equal(lookup(table, index), table[index])
     np.testing.assert_array_equal(bincount(index, 5000), np.bincount(index.ravel(), minlength=5000))
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_banded_median_saturation_equals_one_piece(threads: int) -> None:
+    rgb = he_like((1600, 1400), seed=3)  # above PARALLEL_PIXELS, so it is split into bands
+    one_piece = median3(saturation_keys(rgb))
+    np.testing.assert_array_equal(median_saturation_keys(rgb, threads=threads), one_piece)
+    np.testing.assert_array_equal(median_saturation_keys(rgb[:40], threads=threads), median3(saturation_keys(rgb[:40])))

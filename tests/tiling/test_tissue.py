@@ -133,3 +133,17 @@ def test_mask_of_synthetic_slide_matches_its_islands(tumor_slide: SlideInfo, tmp
     picture = np.asarray(Image.open(preview))
     assert picture.shape == tissue.image.shape
     assert ((picture == (0, 200, 0)).all(axis=2)).sum() > 50  # the outline is drawn
+
+
+def test_whole_level_read_in_parallel_bands_equals_one_read(tumor_slide: SlideInfo) -> None:
+    from wsipipe.tiling.tissue import _read_whole_level
+
+    with open_slide(tumor_slide.path) as slide:
+        level = 0  # the largest level: enough stored tile rows and pixels to be split into bands
+        width, height = slide.level_dimensions[level]
+        assert width * height >= 1 << 20
+        with slide.read_level_tiles(level) as reader:
+            assert reader.tile_size is not None
+            assert -(-height // reader.tile_size[1]) >= 4
+            banded = _read_whole_level(reader, width, height, threads=3)
+            np.testing.assert_array_equal(banded, reader.read(0, 0, width, height)[..., :3])

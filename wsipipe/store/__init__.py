@@ -6,7 +6,8 @@ Layout (see ``docs/store.md``)::
       root attrs                wsipipe_store_version, slide_path, slide_hash, backend, level0_size,
                                 level0_mpp, tiling, params_hash, complete (written last)
       tissue/mask               (h, w) bool; attrs downsample (x, y), method, params
-      tiles/images              (N, T, T, 3) uint8, chunks of chunk_tiles tiles
+      tiles/images              (N, T, T, 3) uint8, chunks of chunk_tiles tiles (zstd, jpeg or
+                                source: wsipipe.tile_streams, registered on import)
       tiles/coords              (N, 2) int64, level-0 (x, y) of each tile's top-left corner
       tiles/grid                (N, 2) int32, (col, row) on the tile grid; tiles attrs grid_shape
       tiles/tissue_fraction     (N,) float32
@@ -76,6 +77,7 @@ from wsipipe.store._store import (
     write_tile_chunk,
     write_tissue_mask,
 )
+from wsipipe.store._streams import STREAMS_CODEC_NAME, TileStreamsCodec, decode_tile_streams, encode_tile_streams
 from wsipipe.store._validate import store_problems, validate_store
 
 __all__ = [
@@ -94,6 +96,7 @@ __all__ = [
     "PROBS",
     "ROOT_ATTRS",
     "STORE_VERSION",
+    "STREAMS_CODEC_NAME",
     "TILES",
     "TILES_CHUNK_DONE",
     "TILES_COORDS",
@@ -105,10 +108,13 @@ __all__ = [
     "JpegTileCodec",
     "StoreLike",
     "TileChunkWriter",
+    "TileStreamsCodec",
     "array",
     "create_predictions",
     "create_store",
     "create_tile_arrays",
+    "decode_tile_streams",
+    "encode_tile_streams",
     "find_stores",
     "grid_shape",
     "is_complete",

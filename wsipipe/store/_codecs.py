@@ -1,4 +1,4 @@
-"""Compression of the tile array: lossless zstd (default) or JPEG through imagecodecs.
+"""Compression of the tile array: lossless zstd (default), JPEG through imagecodecs, or the slide's JPEG streams.
 
 :class:`DirectChunkFormat` encodes a whole chunk exactly as zarr's own codec pipeline would
 (``bytes`` + optional ``zstd``, through the same numcodecs ``Zstd``), so the tiling stage can
@@ -7,7 +7,8 @@ write chunk files itself: zarr's pipeline costs about as much CPU again as the z
 The JPEG codec is a zarr v3 array-to-bytes codec registered as ``wsipipe.jpeg``. It encodes a
 chunk of tiles ``(n, T, T, 3)`` as one JPEG image of ``n * T`` rows, so with ``T`` a multiple of
 16 no tile's pixels bleed into another. Readers must import :mod:`wsipipe.store` (which
-registers it) before opening a JPEG store.
+registers it) before opening a JPEG store. The ``source`` codec (``wsipipe.tile_streams``) is in
+:mod:`wsipipe.store._streams`.
 """
 
 from __future__ import annotations
@@ -93,14 +94,16 @@ register_codec(JPEG_CODEC_NAME, JpegTileCodec)
 
 
 def tile_codecs(
-    compression: Literal["zstd", "jpeg"], *, zstd_level: int = DEFAULT_ZSTD_LEVEL, jpeg_quality: int = 90
+    compression: Literal["zstd", "jpeg", "source"], *, zstd_level: int = DEFAULT_ZSTD_LEVEL, jpeg_quality: int = 90
 ) -> dict[str, Any]:
     """Return the ``create_array`` keyword arguments for the tile array's codecs.
 
     Parameters
     ----------
-    compression : {"zstd", "jpeg"}
-        Lossless zstd (bytes codec + zstd) or lossy JPEG (one image per chunk).
+    compression : {"zstd", "jpeg", "source"}
+        Lossless zstd (bytes codec + zstd), lossy JPEG (one image per chunk), or the slide's own
+        JPEG tile streams with zstd for the other tiles (``wsipipe.tile_streams``, lossless with
+        respect to the slide's decoded pixels).
     zstd_level : int, optional
         zstd level (negative "fast" levels down to -131072, or 1..22); see ``docs/store.md``.
     jpeg_quality : int, optional
@@ -110,7 +113,11 @@ def tile_codecs(
         return {"compressors": ZstdCodec(level=zstd_level)}
     if compression == "jpeg":
         return {"serializer": JpegTileCodec(quality=jpeg_quality), "compressors": None}
-    raise ConfigError(f"unknown tile compression {compression!r}; use 'zstd' or 'jpeg'")
+    if compression == "source":
+        from wsipipe.store._streams import TileStreamsCodec
+
+        return {"serializer": TileStreamsCodec(zstd_level=zstd_level), "compressors": None}
+    raise ConfigError(f"unknown tile compression {compression!r}; use 'zstd', 'jpeg' or 'source'")
 
 
 @dataclass(frozen=True)

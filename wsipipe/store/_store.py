@@ -22,6 +22,14 @@ import zarr
 
 from wsipipe.errors import IncompleteStoreError, StoreError, output_error
 from wsipipe.store._codecs import DEFAULT_ZSTD_LEVEL, DirectChunkFormat, direct_chunk_format, tile_codecs
+from wsipipe.store._direct import (
+    array_document,
+    bytes_codec,
+    group_attributes,
+    local_directory,
+    write_array,
+    write_group,
+)
 from wsipipe.store._layout import (
     ATTR_BACKEND,
     ATTR_COMPLETE,
@@ -39,8 +47,10 @@ from wsipipe.store._layout import (
     TILES_GRID,
     TILES_IMAGES,
     TILES_TISSUE_FRACTION,
+    TISSUE,
     TISSUE_MASK,
 )
+from wsipipe.store._streams import TileStreamsFormat, streams_chunk_format
 from wsipipe.types import PathLike
 
 __all__ = [
@@ -249,6 +259,13 @@ def write_tissue_mask(
         raise ValueError(f"tissue mask must be 2-D (h, w), got shape {mask.shape}")
     chunks = tuple(max(1, s) for s in mask.shape)
     attributes = {**dict(attrs), "downsample": [float(downsample[0]), float(downsample[1])]}
+    directory = local_directory(root)
+    if directory is not None:  # the same nodes, written as files (zarr's API costs ~2 ms per call)
+        if not os.path.isfile(os.path.join(directory, TISSUE, "zarr.json")):
+            write_group(os.path.join(directory, TISSUE), {})
+        document = array_document(mask.shape, mask.dtype, chunks, fill_value=False, attributes=attributes)
+        write_array(os.path.join(directory, *TISSUE_MASK.split("/")), document, mask)
+        return
     arr = root.create_array(
         TISSUE_MASK, shape=mask.shape, dtype=bool, chunks=chunks, overwrite=True, attributes=attributes
     )
@@ -265,7 +282,7 @@ def create_tile_arrays(
     grid: npt.NDArray[np.int32],
     tissue_fraction: npt.NDArray[np.float32],
     grid_shape: tuple[int, int],
-    compression: Literal["zstd", "jpeg"] = "zstd",
+    compression: Literal["zstd", "jpeg", "source"] = "zstd",
     zstd_level: int = DEFAULT_ZSTD_LEVEL,
     jpeg_quality: int = 90,
 ) -> zarr.Array:
@@ -283,6 +300,9 @@ def create_tile_arrays(
         Tissue fraction of each tile's footprint.
     grid_shape : (int, int)
         (rows, cols) of the full tile grid (the heatmap shape).
+    compression : {"zstd", "jpeg", "source"}, optional
+        The tile codec (see :func:`~wsipipe.store._codecs.tile_codecs` and ``docs/store.md``);
+        ``"source"`` stores the slide's own JPEG tiles, written with :meth:`TileChunkWriter.write_streams`.
 
     Returns
     -------
@@ -300,6 +320,23 @@ def create_tile_arrays(
         "grid_shape": [int(grid_shape[0]), int(grid_shape[1])],
         "chunk_tiles": int(chunk_tiles),
     }
+    codecs = tile_codecs(compression, zstd_level=zstd_level, jpeg_quality=jpeg_quality)
+    directory = local_directory(root)
+    if directory is not None:  # the same nodes, written as files (zarr's API costs ~2 ms per call)
+        return _create_tile_arrays_directly(
+            root,
+            directory,
+            n,
+            tile_size,
+            chunk_tiles,
+            row_chunk,
+            coords,
+            grid,
+            tissue_fraction,
+            tiles_attrs,
+            compression,
+            codecs,
+        )
     tiles = root.get(TILES)
     if isinstance(tiles, zarr.Group):
         tiles.update_attributes(tiles_attrs)
@@ -331,9 +368,57 @@ def create_tile_arrays(
         fill_value=255,
         overwrite=True,
         attributes={"compression": compression, "axes": "NYXC"},
-        **tile_codecs(compression, zstd_level=zstd_level, jpeg_quality=jpeg_quality),
+        **codecs,
     )
     return images
+
+
+def _create_tile_arrays_directly(
+    root: zarr.Group,
+    directory: str,
+    n: int,
+    tile_size: int,
+    chunk_tiles: int,
+    row_chunk: int,
+    coords: npt.NDArray[np.int64],
+    grid: npt.NDArray[np.int32],
+    tissue_fraction: npt.NDArray[np.float32],
+    tiles_attrs: dict[str, Any],
+    compression: str,
+    codecs: dict[str, Any],
+) -> zarr.Array:
+    """:func:`create_tile_arrays` on a local directory store, its nodes written as files in the same order."""
+    tiles_dir = os.path.join(directory, TILES)
+    write_group(tiles_dir, {**group_attributes(tiles_dir), **tiles_attrs})
+    for name, data, shape in (
+        (TILES_COORDS, np.asarray(coords, dtype=np.int64), (n, 2)),
+        (TILES_GRID, np.asarray(grid, dtype=np.int32), (n, 2)),
+        (TILES_TISSUE_FRACTION, np.asarray(tissue_fraction, dtype=np.float32), (n,)),
+    ):
+        document = array_document(shape, data.dtype, (row_chunk, *shape[1:]))
+        write_array(os.path.join(directory, *name.split("/")), document, data.reshape(shape))
+    done = array_document(
+        (-(-n // chunk_tiles),),
+        np.dtype(bool),
+        (1,),
+        fill_value=False,
+        attributes={"meaning": "chunk i of tiles/images is fully written (resume bookkeeping)"},
+    )
+    write_array(os.path.join(directory, *TILES_CHUNK_DONE.split("/")), done)
+    serializer = codecs.get("serializer")
+    compressors = codecs.get("compressors")
+    chain = [serializer.to_dict() if serializer is not None else bytes_codec(np.dtype(np.uint8))]
+    chain += [c.to_dict() for c in ([] if compressors is None else [compressors])]
+    images = array_document(
+        (n, tile_size, tile_size, 3),
+        np.dtype(np.uint8),
+        (chunk_tiles, tile_size, tile_size, 3),
+        fill_value=255,
+        codecs=chain,
+        attributes={"compression": compression, "axes": "NYXC"},
+    )
+    write_array(os.path.join(directory, *TILES_IMAGES.split("/")), images)  # last: resume needs it
+    return array(root, TILES_IMAGES, "r+")
 
 
 def _chunk_file(arr: zarr.Array) -> tuple[str, str] | None:
@@ -384,23 +469,31 @@ def _write_file(path: str, data: bytes, *, atomic: bool) -> None:
         raise
 
 
+def _chunk_key(chunk_index: int) -> tuple[int, int, int, int]:
+    """Chunk coordinates of chunk ``chunk_index`` of ``tiles/images`` (chunked by whole tiles)."""
+    return (chunk_index, 0, 0, 0)
+
+
 @dataclass(frozen=True)
 class _DirectArray:
     """Where and how to write the chunk files of one array without zarr's codec pipeline."""
 
     directory: str
     separator: str
-    fmt: DirectChunkFormat
+    fmt: DirectChunkFormat | TileStreamsFormat
     atomic: bool
 
     def put(self, chunk_coords: tuple[int, ...], chunk: npt.NDArray[Any]) -> None:
+        self.put_bytes(chunk_coords, self.fmt.encode(chunk))
+
+    def put_bytes(self, chunk_coords: tuple[int, ...], data: bytes) -> None:
         key = self.separator.join(map(str, ("c", *chunk_coords)))
-        _put_file(os.path.join(self.directory, *key.split("/")), self.fmt.encode(chunk), atomic=self.atomic)
+        _put_file(os.path.join(self.directory, *key.split("/")), data, atomic=self.atomic)
 
 
 def _direct(arr: zarr.Array, *, atomic: bool) -> _DirectArray | None:
     where = _chunk_file(arr)
-    fmt = direct_chunk_format(arr)
+    fmt: DirectChunkFormat | TileStreamsFormat | None = direct_chunk_format(arr) or streams_chunk_format(arr)
     if where is None or fmt is None:
         return None
     return _DirectArray(where[0], where[1], fmt, atomic)
@@ -413,7 +506,9 @@ class TileChunkWriter:
     Made by :func:`tile_chunk_writer` once per store and handed to the tasks that fill it. With
     the default codecs (bytes + zstd) on a local store, a chunk is encoded with numcodecs' zstd
     and written as one file, byte for byte what ``zarr`` itself would write, at less than half
-    zarr's CPU cost; other codecs (JPEG) go through zarr. A chunk file is written in place (a
+    zarr's CPU cost. A ``source`` store (``wsipipe.tile_streams``) on a local store is written
+    directly too, by :meth:`write_streams` (the slide's JPEG streams) or :meth:`write` (zstd
+    per tile); other codecs (JPEG) go through zarr. A chunk file is written in place (a
     kill can leave it half written), so readers must trust only chunks whose ``chunk_done``
     flag is set; the flag is written atomically, after the chunk.
 
@@ -476,11 +571,66 @@ class TileChunkWriter:
         if self._images is None:
             array(self.store, TILES_IMAGES, "r+")[start:stop] = tiles[:n]
             return
+        if isinstance(self._images.fmt, TileStreamsFormat):  # stores only the n real tiles
+            self._images.put(_chunk_key(chunk_index), tiles[:n])
+            return
         if n < self.chunk_tiles:  # zarr stores the last chunk padded to the full chunk shape
             full = np.full((self.chunk_tiles, *self.tile_shape), self.fill_value, dtype=np.uint8)
             full[:n] = tiles[:n]
             tiles = full
-        self._images.put((chunk_index, 0, 0, 0), tiles)
+        self._images.put(_chunk_key(chunk_index), tiles)
+
+    @property
+    def stores_streams(self) -> bool:
+        """Whether :meth:`write_streams` keeps JPEG streams as they are (a local ``source`` store)."""
+        return self._images is not None and isinstance(self._images.fmt, TileStreamsFormat)
+
+    def write_streams(self, chunk_index: int, entries: Sequence[bytes | npt.NDArray[np.uint8]]) -> None:
+        """Write chunk ``chunk_index`` whole from the slide's JPEG streams and decoded tiles.
+
+        Same file placement, in-place write and :class:`~wsipipe.errors.OutputError` on a full or
+        read-only disk as :meth:`write`.
+
+        Parameters
+        ----------
+        chunk_index : int
+            Which chunk.
+        entries : sequence of bytes or (T, T, 3) uint8 ndarray
+            One per tile of the chunk (``n = stop - start``, see :meth:`chunk_range`; or
+            ``chunk_tiles``, the entries past the end of the array ignored): a self-contained JPEG
+            stream decoding to ``(T, T, 3)`` (as :meth:`LevelTileReader.read_stream_into
+            <wsipipe.slide.LevelTileReader.read_stream_into>` returns), or the tile's pixels.
+            Arrays may be views of a reused buffer: they are compressed before this returns.
+
+        Raises
+        ------
+        ValueError
+            If the number of entries or an array's shape does not fit the chunk.
+
+        Notes
+        -----
+        On a store that is not a local ``source`` store (:attr:`stores_streams` is false), the
+        streams are decoded and the chunk goes through :meth:`write`, which is slower than
+        passing the decoded pixels there directly.
+        """
+        start, stop = self.chunk_range(chunk_index)
+        n = stop - start
+        if len(entries) not in (n, self.chunk_tiles):
+            raise ValueError(f"chunk {chunk_index} has {n} tiles, got {len(entries)} entries (store {self.store!r})")
+        entries = entries[:n]
+        if self._images is not None and isinstance(self._images.fmt, TileStreamsFormat):
+            self._images.put_bytes(_chunk_key(chunk_index), self._images.fmt.encode_entries(entries))
+            return
+        from wsipipe.slide._jpeg import decode_jpeg_stream
+
+        tiles = np.empty((n, *self.tile_shape), dtype=np.uint8)
+        for k, entry in enumerate(entries):
+            if isinstance(entry, bytes | bytearray | memoryview):
+                if decode_jpeg_stream(bytes(entry), tiles[k], strict=True).shape != self.tile_shape:
+                    raise ValueError(f"JPEG entry {k} of chunk {chunk_index} is not a {self.tile_shape} tile")
+            else:
+                tiles[k] = entry
+        self.write(chunk_index, tiles)
 
     def mark_done(self, chunk_index: int) -> None:
         """Set ``tiles/chunk_done[chunk_index]``: call it after :meth:`write` returned."""

@@ -36,11 +36,13 @@ class TileParams:
     """Keep tiles whose tissue fraction (from the mask) is at least this; 0 keeps the whole grid."""
     chunk_tiles: int = 64
     """Tiles per zarr chunk (and per write task)."""
-    compression: Literal["zstd", "jpeg"] = "zstd"
-    """Tile codec: lossless zstd, or lossy JPEG (imagecodecs)."""
+    compression: Literal["zstd", "source", "jpeg"] = "zstd"
+    """Tile codec: lossless ``zstd`` (readable by any zarr); ``source``: the slide's own JPEG tile bytes
+    where a tile is exactly one stored slide tile, zstd for the others (the same pixels as ``zstd``, about
+    a tenth of the size, no encoding; reading needs ``import wsipipe.store``); lossy ``jpeg`` (re-encoded)."""
     zstd_level: int = 1
-    """zstd level for ``compression="zstd"``: 1 encodes 2-3x faster than 3 for stores 20-40 % larger;
-    negative levels are faster still but hardly compress (``docs/store.md`` has the table)."""
+    """zstd level for ``compression="zstd"`` (and the zstd tiles of ``source``): 1 encodes 2-3x faster than 3
+    for stores 20-40 % larger; negative levels are faster still but hardly compress (``docs/store.md``)."""
     jpeg_quality: int = 90
     """JPEG quality for ``compression="jpeg"``."""
     backend: Literal["auto", "openslide", "tiffslide"] = "auto"

@@ -122,6 +122,8 @@ class _Band:
     stride: int
     chunk_index: int
     cells: npt.NDArray[np.int32]
+    streams: bool = False
+    """Store the slide's own JPEG bytes where a tile is one stored slide tile (``compression="source"``)."""
 
 
 @dataclass(frozen=True)
@@ -193,6 +195,7 @@ def _bands(
             stride=stride,
             chunk_index=int(i),
             cells=np.ascontiguousarray(cells[i * per : (i + 1) * per]),
+            streams=job.params.compression == "source",
         )
         for i in pending
     ]
@@ -411,12 +414,24 @@ def _write_band(band: _Band) -> _BandDone:
         reader = cached_level_reader(band.path, band.backend, band.slide_mpp, band.level)
         size = band.tile_size
         tiles = _chunk_buffer((len(band.cells), size, size, 3))
-        if band.read_size == size == band.stride and reader.tile_size == (size, size):
-            for k, (col, row) in enumerate(band.cells.tolist()):  # grid == stored tiles: decode each into place
-                reader.read_into(col * size, row * size, tiles[k])
+        aligned = band.read_size == size == band.stride and reader.tile_size == (size, size)
+        if aligned and band.streams:
+            # keep each slide tile's JPEG bytes, checked by a strict 1/8-scale decode (every Huffman code is
+            # still decoded, so corrupt data fails as in a full decode); edge and empty tiles are decoded
+            entries: list[bytes | npt.NDArray[np.uint8]] = []
+            for k, (col, row) in enumerate(band.cells.tolist()):
+                stream = reader.read_stream_into(col * size, row * size, tiles[k], pixels=False)
+                entries.append(tiles[k] if stream is None else stream)
+            band.writer.write_streams(band.chunk_index, entries)
         else:
-            read_cells(reader.read, band.cells, read_size=band.read_size, tile_size=size, stride=band.stride, out=tiles)
-        band.writer.write(band.chunk_index, tiles)
+            if aligned:
+                for k, (col, row) in enumerate(band.cells.tolist()):  # grid == stored tiles: decode each into place
+                    reader.read_into(col * size, row * size, tiles[k])
+            else:
+                read_cells(
+                    reader.read, band.cells, read_size=band.read_size, tile_size=size, stride=band.stride, out=tiles
+                )
+            band.writer.write(band.chunk_index, tiles)
         band.writer.mark_done(band.chunk_index)
     except Exception as err:  # reported per slide; the store stays incomplete
         full = output_error(err, band.writer.store)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -24,7 +25,7 @@ from wsipipe.tiling._fastmask import (
     bincount,
     disk,
     lookup,
-    median3,
+    median_saturation_keys,
     otsu_threshold,
     run_filter,
     saturation_keys,
@@ -197,11 +198,13 @@ def tissue_mask_from_rgb(rgb: RGBArray, *, mpp: float, params: TissueParams | No
     if rgb.size == 0:
         return np.zeros(rgb.shape[:2], dtype=bool), 1.0
     # saturation as uint16 keys that sort like the float32 values (see _fastmask): same mask, less memory
-    keys, values = saturation_keys(rgb), saturation_values()
+    values = saturation_values()
     if params.median_size == 3:
-        keys = median3(keys)
-    elif params.median_size > 1:
-        keys = ndimage.median_filter(keys, size=params.median_size)
+        keys = median_saturation_keys(rgb)  # = median3(saturation_keys(rgb)), on two threads when large
+    else:
+        keys = saturation_keys(rgb)
+        if params.median_size > 1:
+            keys = ndimage.median_filter(keys, size=params.median_size)
     low, high = int(keys.min()), int(keys.max())
     if params.method == "fixed":
         threshold = params.fixed_threshold
@@ -241,6 +244,29 @@ def tissue_mask_from_rgb(rgb: RGBArray, *, mpp: float, params: TissueParams | No
 LEVEL_AS_IS = 1.25
 
 
+def _read_whole_level(reader: Any, width: int, height: int, *, threads: int = 2) -> RGBArray:
+    """Read a whole level as (height, width, 3) uint8, in two bands of whole stored tile rows on two threads.
+
+    The JPEG decoding releases the GIL, so the two bands decode in parallel; every stored tile is
+    still decoded once (the band boundary falls on a tile row boundary).
+    """
+    stored = getattr(reader, "tile_size", None)  # None: not a tiled TIFF level, read it in one piece
+    tile_h = int(stored[1]) if stored else 0
+    rows = -(-height // tile_h) if tile_h else 0
+    if rows < 2 * threads or width * height < (1 << 20):
+        return np.ascontiguousarray(reader.read(0, 0, width, height)[..., :3], dtype=np.uint8)
+    image = np.empty((height, width, 3), dtype=np.uint8)
+    bounds = [min(height, tile_h * round(rows * i / threads)) for i in range(threads + 1)]
+
+    def band(i: int) -> None:
+        y0, y1 = bounds[i], bounds[i + 1]
+        image[y0:y1] = reader.read(0, y0, width, y1 - y0)[..., :3]
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="wsipipe-mask") as pool:
+        list(pool.map(band, range(threads)))
+    return image
+
+
 def _low_resolution(slide: Any, mask_mpp: float) -> tuple[RGBArray, tuple[float, float]]:
     """Read the whole slide at about ``mask_mpp`` µm/px; return RGB and its (x, y) downsample from level 0.
 
@@ -254,7 +280,7 @@ def _low_resolution(slide: Any, mask_mpp: float) -> tuple[RGBArray, tuple[float,
         level = as_is[-1]
         width, height = slide.level_dimensions[level]
         with slide.read_level_tiles(level) as reader:
-            image = np.ascontiguousarray(reader.read(0, 0, width, height)[..., :3], dtype=np.uint8)
+            image = _read_whole_level(reader, width, height)
     else:
         size = (max(1, math.ceil(width0 / target_ds)), max(1, math.ceil(height0 / target_ds)))
         image = np.ascontiguousarray(slide.get_thumbnail(size)[..., :3], dtype=np.uint8)
@@ -283,7 +309,7 @@ def compute_tissue_mask(slide: Any, params: TissueParams | None = None) -> Tissu
     return TissueMask(mask=mask, downsample=downsample, mpp=mpp, threshold=threshold, image=image, params=params)
 
 
-def save_mask_preview(path: PathLike, image: RGBArray, mask: BoolArray, *, max_size: int = 2048) -> None:
+def save_mask_preview(path: PathLike, image: RGBArray, mask: BoolArray, *, max_size: int = 1024) -> None:
     """Write a PNG of ``image`` ((h, w, 3) uint8) with the outline of ``mask`` ((h, w) bool) in green.
 
     Images larger than ``max_size`` px are first shrunk by the smallest integer factor that fits

@@ -1,0 +1,57 @@
+"""Arrays and groups written as files by ``wsipipe.store._direct`` are what zarr itself writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from wsipipe.store._direct import array_document, group_attributes, write_array, write_group
+
+
+@pytest.mark.parametrize(
+    ("dtype", "shape", "chunks", "fill"),
+    [
+        (np.int64, (70, 2), (32, 2), 0),  # a padded edge chunk
+        (np.int32, (5, 2), (5, 2), 0),
+        (np.float32, (9,), (4,), 0.0),
+        (bool, (7, 11), (7, 11), False),
+        (np.uint8, (3, 8, 8, 3), (2, 8, 8, 3), 255),
+    ],
+)
+def test_direct_array_equals_zarrs_own(
+    tmp_path: Path, dtype: type, shape: tuple[int, ...], chunks: tuple[int, ...], fill: object
+) -> None:
+    rng = np.random.default_rng(0)
+    data = (rng.random(shape) * 100).astype(dtype)
+    attrs = {"meaning": "test", "downsample": [32.0, 32.0]}
+    write_array(
+        str(tmp_path / "direct"),
+        array_document(shape, np.dtype(dtype), chunks, fill_value=fill, attributes=attrs),
+        data,
+    )
+    own = zarr.create_array(
+        str(tmp_path / "own"), shape=shape, dtype=dtype, chunks=chunks, fill_value=fill, attributes=attrs
+    )
+    own[...] = data
+    direct = zarr.open_array(str(tmp_path / "direct"), mode="r")
+    assert direct.metadata == own.metadata
+    np.testing.assert_array_equal(direct[...], data)
+    for chunk in (tmp_path / "own" / "c").rglob("*"):  # zarr's chunk files, byte for byte
+        if chunk.is_file():
+            assert (tmp_path / "direct" / chunk.relative_to(tmp_path / "own")).read_bytes() == chunk.read_bytes()
+
+
+def test_write_array_replaces_a_node_and_groups_keep_children(tmp_path: Path) -> None:
+    write_group(str(tmp_path), {"a": 1})
+    target = str(tmp_path / "x")
+    write_array(target, array_document((4,), np.dtype(np.int64), (4,)), np.arange(4))
+    write_array(target, array_document((2,), np.dtype(np.int64), (2,)), np.arange(2) + 7)
+    np.testing.assert_array_equal(zarr.open_group(str(tmp_path), mode="r")["x"][...], [7, 8])
+    write_group(str(tmp_path), {**group_attributes(str(tmp_path)), "b": 2})
+    root = zarr.open_group(str(tmp_path), mode="r")
+    assert dict(root.attrs) == {"a": 1, "b": 2}
+    assert "x" in root
+    assert group_attributes(str(tmp_path / "missing")) == {}
