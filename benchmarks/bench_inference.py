@@ -90,6 +90,18 @@ def stage(store: Path, ckpt: Path, client: object, params: InferParams) -> tuple
     return wall, result.read_seconds, result.compute_seconds, result.tiles_computed
 
 
+def local_cluster(**kwargs: Any) -> Any:
+    """A LocalCluster of worker processes started as the stage starts its own (same worker environment)."""
+    import dask
+    from distributed import LocalCluster
+
+    from wsipipe.inference._cluster import SPAWN_ENVIRON, WORKER_MALLOC_ENV
+
+    options = {"processes": True, "dashboard_address": ":0", "silence_logs": 40} | kwargs
+    with dask.config.set({SPAWN_ENVIRON: {**dask.config.get(SPAWN_ENVIRON, {}), **WORKER_MALLOC_ENV}}):
+        return LocalCluster(**options)
+
+
 def best(fn: Callable[[], tuple[float, ...]], repeat: int) -> tuple[float, ...]:
     """The fastest of ``repeat`` runs of ``fn`` after one warm-up run."""
     fn()
@@ -111,7 +123,7 @@ def accelerator_section(store: Path, ckpt: Path, args: argparse.Namespace, devic
         ``{label}_plain_tiles_per_s``, ``{label}_{t}t_tiles_per_s`` and ``{label}_{t}t_busy``
         (model time / wall time of the stage) for t in (1, 4); label ``gpu`` or ``cpu_gpu_path``.
     """
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     cuda = device == "cuda"
     label, title = ("gpu", "GPU") if cuda else ("cpu_gpu_path", "GPU path on the CPU,")
@@ -131,7 +143,7 @@ def accelerator_section(store: Path, ckpt: Path, args: argparse.Namespace, devic
     figures[f"{label}_plain_tiles_per_s"] = g_n / g_s
     for threads in (1, 4):
         with (
-            LocalCluster(
+            local_cluster(
                 n_workers=1,
                 threads_per_worker=threads,
                 processes=True,
@@ -170,7 +182,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     os.environ.setdefault("WSIPIPE_PROGRESS", "0")
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     cores = os.cpu_count() or 1
     tmp = Path(tempfile.mkdtemp(prefix="bench_infer_"))
@@ -189,8 +201,8 @@ def main() -> None:
     # Both clusters stay up while the runs are interleaved (plain, 1 worker, 2 workers, repeat), so a
     # shared machine's changing load hits every variant alike; each figure is its best run.
     with (
-        LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40) as c1,
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40) as c2,
+        local_cluster(n_workers=1, threads_per_worker=1) as c1,
+        local_cluster(n_workers=2, threads_per_worker=1) as c2,
         Client(c1) as one,
         Client(c2) as two,
     ):

@@ -36,3 +36,13 @@ def test_compose_starts_scheduler_workers_and_a_pipeline_against_them() -> None:
     assert run[run.index("--scheduler") + 1] == "tcp://scheduler:8786"
     dockerfile = services["scheduler"]["build"]["dockerfile"]
     assert (ROOT / dockerfile).is_file()
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.cpu"])
+def test_images_give_dask_workers_the_stages_malloc_settings(name: str) -> None:
+    """The image's Dask configuration carries the worker environment that the local cluster uses."""
+    from wsipipe.inference._cluster import WORKER_MALLOC_ENV
+
+    assert "COPY docker/dask.yaml /etc/dask/wsipipe.yaml" in (ROOT / "docker" / name).read_text()
+    config = yaml.safe_load((ROOT / "docker" / "dask.yaml").read_text())
+    assert config["distributed"]["nanny"]["pre-spawn-environ"] == WORKER_MALLOC_ENV

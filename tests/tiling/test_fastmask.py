@@ -118,3 +118,13 @@ def test_banded_median_saturation_equals_one_piece(threads: int) -> None:
     one_piece = median3(saturation_keys(rgb))
     np.testing.assert_array_equal(median_saturation_keys(rgb, threads=threads), one_piece)
     np.testing.assert_array_equal(median_saturation_keys(rgb[:40], threads=threads), median3(saturation_keys(rgb[:40])))
+
+
+@pytest.mark.parametrize("grow", [True, False])
+def test_banded_binary_morph_equals_one_piece(grow: bool) -> None:
+    rng = np.random.default_rng(5)
+    mask = ndimage.binary_opening(rng.random((1500, 1450)) > 0.45)  # above PARALLEL_PIXELS: split into bands
+    for radius in (1, 2.4, 6):
+        one_piece = binary_morph(mask, radius, grow=grow, threads=1)
+        for threads in (2, 3):
+            np.testing.assert_array_equal(binary_morph(mask, radius, grow=grow, threads=threads), one_piece)

@@ -147,3 +147,32 @@ def test_whole_level_read_in_parallel_bands_equals_one_read(tumor_slide: SlideIn
             assert -(-height // reader.tile_size[1]) >= 4
             banded = _read_whole_level(reader, width, height, threads=3)
             np.testing.assert_array_equal(banded, reader.read(0, 0, width, height)[..., :3])
+
+
+def test_hole_filling_and_island_removal_on_the_tissue_box_equal_the_whole_image() -> None:
+    """Labelling only the mask's bounding box gives what labelling the whole image gives."""
+    from scipy import ndimage
+
+    from wsipipe.tiling.tissue import _fill_small_holes, _remove_small
+
+    def whole_image(mask: np.ndarray, max_hole: float, min_island: float) -> np.ndarray:
+        labels, n = ndimage.label(~mask)
+        border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        small = sizes < max_hole
+        small[0] = False
+        small[border] = False
+        filled = mask | small[labels]
+        labels, n = ndimage.label(filled)
+        keep = np.bincount(labels.ravel(), minlength=n + 1) >= min_island
+        keep[0] = False
+        return keep[labels]
+
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        mask = ndimage.binary_opening(rng.random(tuple(rng.integers(5, 60, 2))) > rng.uniform(0.3, 0.7))
+        if trial % 3 == 0:  # tissue away from the image border
+            mask[:2], mask[:, :2] = False, False
+        for max_hole, min_island in ((3, 3), (10, 40), (40, 10)):
+            got = _remove_small(_fill_small_holes(mask, max_hole, False), min_island)
+            np.testing.assert_array_equal(got, whole_image(mask, max_hole, min_island), err_msg=f"trial {trial}")

@@ -17,12 +17,22 @@ from typing import Any
 
 from wsipipe.errors import ConfigError
 
-__all__ = ["GPU_RESOURCE", "connect", "gpu_resources", "local_cluster_size"]
+__all__ = ["GPU_RESOURCE", "WORKER_MALLOC_ENV", "connect", "gpu_resources", "local_cluster_size"]
 
 logger = logging.getLogger(__name__)
 
 #: The worker resource that marks a GPU slot (``dask worker ... --resources GPU=1``).
 GPU_RESOURCE = "GPU"
+
+#: Dask's setting for the environment a nanny gives the worker process it starts.
+SPAWN_ENVIRON = "distributed.nanny.pre-spawn-environ"
+
+#: glibc malloc settings of the local cluster's workers. Dask's nanny sets
+#: ``MALLOC_TRIM_THRESHOLD_=65536``, which also freezes glibc's mmap threshold at 128 KiB, so
+#: every activation tensor of a forward pass is a fresh ``mmap`` and page faults: CELNet ran
+#: 20-30 % slower in a worker than in a plain process (``benchmarks/bench_inference.py``).
+#: Allocations up to 32 MiB from the heap, and up to 256 MiB of freed heap kept, restore it.
+WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": 33554432, "MALLOC_TRIM_THRESHOLD_": 268435456}
 
 
 def local_cluster_size(workers: int | None, threads_per_worker: int, *, gpu: bool) -> tuple[int, int]:
@@ -89,6 +99,7 @@ def connect(
         ``threads_per_worker`` per worker, so that reading the next chunks overlaps the
         forward pass of the current one.
     """
+    import dask
     from distributed import Client, LocalCluster
 
     cluster = None
@@ -102,14 +113,15 @@ def connect(
         n, threads = local_cluster_size(workers, threads_per_worker, gpu=gpu)
         tpw = max(2, threads_per_worker) if gpu else threads_per_worker
         resources = {GPU_RESOURCE: tpw} if gpu else None
-        cluster = LocalCluster(
-            n_workers=n,
-            threads_per_worker=tpw,
-            processes=True,
-            resources=resources,
-            dashboard_address=":0",
-            silence_logs=logging.WARNING,
-        )
+        with dask.config.set({SPAWN_ENVIRON: {**dask.config.get(SPAWN_ENVIRON, {}), **WORKER_MALLOC_ENV}}):
+            cluster = LocalCluster(
+                n_workers=n,
+                threads_per_worker=tpw,
+                processes=True,
+                resources=resources,
+                dashboard_address=":0",
+                silence_logs=logging.WARNING,
+            )
         client, own = Client(cluster), True
         logger.info("started a local Dask cluster: %d workers x %d threads%s", n, tpw, " (GPU)" if gpu else "")
     else:

@@ -97,13 +97,34 @@ def _rect_filter(mask: BoolArray, half: tuple[int, int], grow: bool) -> BoolArra
     return out if out is not mask else mask.copy()
 
 
-def binary_morph(mask: BoolArray, radius_px: float, grow: bool) -> BoolArray:
+def binary_morph(mask: BoolArray, radius_px: float, grow: bool, *, threads: int = 2) -> BoolArray:
     """Binary dilation (``grow``) or erosion of an (h, w) mask by :func:`disk` (``radius_px``); outside is False.
 
     Equal to ``scipy.ndimage.binary_dilation`` / ``binary_erosion`` with ``structure=disk(radius_px)``
-    and ``border_value=0``, several times faster.
+    and ``border_value=0``, several times faster. Masks of :data:`PARALLEL_PIXELS` or more are
+    done in row bands on ``threads`` threads, each band with a halo of the disk's radius, so
+    the result is the same as in one piece.
     """
-    parts = [_rect_filter(mask, half, grow) for half in disk_rects(radius_px)]
+    rects = disk_rects(radius_px)
+    halo = max(dy for dy, _ in rects)
+    h = mask.shape[0]
+    if threads < 2 or mask.size < PARALLEL_PIXELS or h < 4 * threads * max(halo, 1):
+        return _morph(mask, rects, grow)
+    out = np.empty_like(mask, dtype=bool)
+    bounds = [round(h * i / threads) for i in range(threads + 1)]
+
+    def band(i: int) -> None:
+        start, stop = bounds[i], bounds[i + 1]
+        lo, hi = max(start - halo, 0), min(stop + halo, h)
+        out[start:stop] = _morph(mask[lo:hi], rects, grow)[start - lo : stop - lo]
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="wsipipe-mask") as pool:
+        list(pool.map(band, range(threads)))
+    return out
+
+
+def _morph(mask: BoolArray, rects: list[tuple[int, int]], grow: bool) -> BoolArray:
+    parts = [_rect_filter(mask, half, grow) for half in rects]
     out = parts[0]
     for part in parts[1:]:
         if grow:

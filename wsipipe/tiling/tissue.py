@@ -144,15 +144,35 @@ def _pen_mask(rgb: RGBArray, colours: tuple[PenColour, ...]) -> BoolArray:
     return pen
 
 
+def _tissue_box(mask: BoolArray, margin: int) -> tuple[slice, slice] | None:
+    """Rows and columns of the mask's bounding box grown by ``margin`` px (clipped), or None if it is empty.
+
+    Components of the mask and holes in it lie inside the box, and background on the box's
+    edge is connected to the image border (everything outside the box is background), so the
+    labelling below works on the box alone, with the same result.
+    """
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows):
+        return None
+    h, w = mask.shape
+    return (
+        slice(max(int(rows[0]) - margin, 0), min(int(rows[-1]) + 1 + margin, h)),
+        slice(max(int(cols[0]) - margin, 0), min(int(cols[-1]) + 1 + margin, w)),
+    )
+
+
 def _remove_small(mask: BoolArray, min_px: float) -> BoolArray:
     from scipy import ndimage
 
-    if min_px <= 1 or not mask.any():
+    box = _tissue_box(mask, 0) if min_px > 1 else None
+    if box is None:
         return mask
-    labels, n = ndimage.label(mask)
+    labels, n = ndimage.label(mask[box])
     keep = bincount(labels, n + 1) >= min_px
     keep[0] = False
-    return lookup(keep, labels)
+    out = np.zeros_like(mask)
+    out[box] = lookup(keep, labels)
+    return out
 
 
 def _fill_small_holes(mask: BoolArray, max_px: float, fill_all: bool) -> BoolArray:
@@ -160,14 +180,18 @@ def _fill_small_holes(mask: BoolArray, max_px: float, fill_all: bool) -> BoolArr
 
     if fill_all:
         return np.asarray(ndimage.binary_fill_holes(mask), dtype=bool)
-    if max_px <= 1:
+    box = _tissue_box(mask, 1) if max_px > 1 else None
+    if box is None:
         return mask
-    labels, n = ndimage.label(~mask)
+    crop = mask[box]
+    labels, n = ndimage.label(~crop)
     border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     small = bincount(labels, n + 1) < max_px
     small[0] = False
     small[border] = False
-    return mask | lookup(small, labels)
+    out = mask.copy()
+    out[box] = crop | lookup(small, labels)
+    return out
 
 
 def tissue_mask_from_rgb(rgb: RGBArray, *, mpp: float, params: TissueParams | None = None) -> tuple[BoolArray, float]:
