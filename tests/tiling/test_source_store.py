@@ -85,3 +85,23 @@ def test_interrupted_source_store_is_continued_and_ends_identical(tumor_slide: S
     assert result.slides[0].status == "done"
     np.testing.assert_array_equal(read_tiles(store), read_tiles(clean.store))
     assert entry_kinds(store) == entry_kinds(clean.store) == [1] * 12
+
+
+def test_inference_gives_identical_probabilities_on_source_and_zstd_stores(
+    ragged_slide: SlideInfo, tmp_path: Path
+) -> None:
+    """The next stage reads a source store through zarr (the codec is registered) and sees the same tiles."""
+    from tests.inference.conftest import make_checkpoint
+    from wsipipe.inference import InferParams, predict_stores
+    from wsipipe.store import read_probs
+
+    ckpt = make_checkpoint(tmp_path / "ckpt", tile_size=256, mpp=0.972)
+    probs = {}
+    for compression in ("zstd", "source"):
+        params = dataclasses.replace(ALIGNED, compression=compression)
+        store = tile_slide(ragged_slide.path, tmp_path / compression, params).store
+        result = predict_stores(store, ckpt, params=InferParams(device="cpu", model="m", workers=1))
+        assert result.ok
+        probs[compression] = read_probs(store, "m")
+    assert probs["zstd"].shape == (12, 1)
+    np.testing.assert_array_equal(probs["source"], probs["zstd"])
