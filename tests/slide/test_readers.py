@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 
 from wsipipe.errors import ResolutionError
 from wsipipe.slide import TiffLevelTileReader, open_slide
@@ -141,3 +142,34 @@ def test_shared_jpeg_tables(tables_tif: Path, image: np.ndarray) -> None:
         np.testing.assert_array_equal(ours, osr.read_region((0, 0), 0, (900, 700)))
         np.testing.assert_array_equal(ours, tifffile.imread(tables_tif))
         assert np.abs(_blocks(ours) - _blocks(image[:700, :900])).mean() < 3
+
+
+def test_tile_reader_from_the_page_facts_read_at_open_equals_a_fresh_parse(generic_tif: Path) -> None:
+    with open_slide(generic_tif, backend="tiffslide") as slide:
+        for level in range(slide.level_count):
+            given = slide.read_level_tiles(level)  # built from the facts inspect_tiff read at open
+            assert isinstance(given, TiffLevelTileReader)
+            fresh = TiffLevelTileReader(Path(generic_tif), 0, level)  # parses the file itself
+            assert given.tile_size == fresh.tile_size
+            assert given.level_dimensions == fresh.level_dimensions
+            np.testing.assert_array_equal(given._offsets, fresh._offsets)
+            w, h = given.level_dimensions
+            np.testing.assert_array_equal(given.read(0, 0, w, h), fresh.read(0, 0, w, h))
+
+
+def test_subifd_pyramid_levels_are_read_directly(tmp_path: Path, image: np.ndarray) -> None:
+    """Levels stored as SubIFDs (as OME-TIFF writers do) have tuple page indices; they read like any level."""
+    path = tmp_path / "subifd.tif"
+    levels = [image, image[::2, ::2], image[::4, ::4]]
+    with tifffile.TiffWriter(path) as tw:
+        options = {"tile": (256, 256), "compression": "jpeg", "photometric": "rgb", "metadata": None}
+        px_per_cm = 1e4 / 0.25
+        tw.write(levels[0], subifds=2, resolution=(px_per_cm, px_per_cm), resolutionunit="CENTIMETER", **options)
+        for level in levels[1:]:
+            tw.write(level, subfiletype=1, **options)
+    with open_slide(path, backend="tiffslide") as slide, tifffile.TiffFile(path) as tif:
+        assert slide.level_count == 3
+        for index, level in enumerate(tif.series[0].levels):
+            reader = slide.read_level_tiles(index)
+            w, h = reader.level_dimensions
+            np.testing.assert_array_equal(reader.read(0, 0, w, h), level.asarray())

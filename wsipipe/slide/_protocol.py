@@ -273,8 +273,9 @@ class SlideReader(ABC):
             expected = tuple((w, h) for h, w in layout.level_shapes)
             if expected == tuple(self.level_dimensions):
                 try:
+                    page = layout.levels[level] if len(layout.levels) == self.level_count else None
                     return TiffLevelTileReader(
-                        self.path, layout.series_index, level, verify=verify, cache_bytes=cache_bytes
+                        self.path, layout.series_index, level, verify=verify, cache_bytes=cache_bytes, page=page
                     )
                 except UnsupportedLevelLayout as err:
                     logger.debug("%s: no direct tile path for level %d (%s)", self.path, level, err)

@@ -21,7 +21,7 @@ from wsipipe.errors import CorruptSlideError
 if TYPE_CHECKING:
     import tifffile
 
-__all__ = ["MPP_RANGE", "TiffLayout", "inspect_tiff", "resolution_mpp"]
+__all__ = ["MPP_RANGE", "LevelPage", "TiffLayout", "inspect_tiff", "resolution_mpp"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,70 @@ logger = logging.getLogger(__name__)
 _UM_PER_UNIT = {2: 25_400.0, 3: 10_000.0}
 #: Plausible microscope µm/px; anything else (72 dpi = 352.8 µm/px) is a writer's default, not a scan.
 MPP_RANGE = (0.01, 100.0)
+
+
+@dataclass(frozen=True, eq=False)
+class LevelPage:
+    """What a tile reader needs to know about one pyramid level's TIFF page (read once, at open).
+
+    Attributes
+    ----------
+    page_index : int or tuple of int
+        The page's index in the file (its keyframe); a tuple for a SubIFD level.
+    width, height : int
+        Image size in pixels.
+    tile_width, tile_height : int
+        Stored tile size (0 for a stripped page).
+    tiled, flat : bool
+        Whether the page is tiled, and has no depth (``imagedepth == tiledepth == 1``).
+    uint8, chunky : bool
+        8-bit samples, and planar configuration 1 (or one sample).
+    samples, compression, photometric : int
+        SamplesPerPixel, Compression and PhotometricInterpretation tags.
+    jpeg_tables : bytes or None
+        The JPEGTables tag.
+    offsets, byte_counts : (n,) int64 ndarray
+        TileOffsets and TileByteCounts, row-major over the tile grid.
+    """
+
+    page_index: int | tuple[int, ...]
+    width: int
+    height: int
+    tile_width: int
+    tile_height: int
+    tiled: bool
+    flat: bool
+    uint8: bool
+    chunky: bool
+    samples: int
+    compression: int
+    photometric: int
+    jpeg_tables: bytes | None
+    offsets: np.ndarray
+    byte_counts: np.ndarray
+
+    @classmethod
+    def from_page(cls, page: tifffile.TiffPage) -> LevelPage:
+        """Read the facts of a tifffile page (its tile offsets included)."""
+        samples = int(page.samplesperpixel)
+        tables = page.jpegtables
+        return cls(
+            page_index=page.index,
+            width=int(page.imagewidth),
+            height=int(page.imagelength),
+            tile_width=int(page.tilewidth),
+            tile_height=int(page.tilelength),
+            tiled=bool(page.is_tiled),
+            flat=int(page.imagedepth) == 1 and int(page.tiledepth) == 1,
+            uint8=int(page.bitspersample) == 8 and page.dtype == np.uint8,
+            chunky=samples == 1 or int(page.planarconfig) == 1,
+            samples=samples,
+            compression=int(page.compression),
+            photometric=int(page.photometric),
+            jpeg_tables=bytes(tables) if tables else None,
+            offsets=np.asarray(page.dataoffsets, dtype=np.int64),
+            byte_counts=np.asarray(page.databytecounts, dtype=np.int64),
+        )
 
 
 @dataclass(frozen=True)
@@ -43,11 +107,14 @@ class TiffLayout:
         Level sizes in numpy order (rows, cols), largest first.
     mpp_xy : (float, float) or None
         Level-0 µm/px from ResolutionUnit/X-/YResolution, or None if absent or implausible.
+    levels : tuple of LevelPage
+        Each level's page facts, so tile readers need not parse the file again.
     """
 
     series_index: int
     level_shapes: tuple[tuple[int, int], ...]
     mpp_xy: tuple[float, float] | None
+    levels: tuple[LevelPage, ...] = ()
 
 
 def resolution_mpp(page: tifffile.TiffPage) -> tuple[float, float] | None:
@@ -180,6 +247,7 @@ def inspect_tiff(path: Path) -> TiffLayout | None:
         for i in range(npages):
             _check_data_ranges(path, pages[i], file_size)  # type: ignore[arg-type]
         level_shapes: list[tuple[int, int]] = []
+        levels: list[LevelPage] = []
         mpp_xy = None
         if tif.series:
             series = tif.series[0]
@@ -187,5 +255,6 @@ def inspect_tiff(path: Path) -> TiffLayout | None:
                 keyframe = level.keyframe
                 _check_data_ranges(path, keyframe, file_size)  # also SubIFD levels, outside the page chain
                 level_shapes.append((int(keyframe.imagelength), int(keyframe.imagewidth)))
+                levels.append(LevelPage.from_page(keyframe))  # type: ignore[arg-type]
             mpp_xy = resolution_mpp(series.levels[0].keyframe)
-        return TiffLayout(series_index=0, level_shapes=tuple(level_shapes), mpp_xy=mpp_xy)
+        return TiffLayout(series_index=0, level_shapes=tuple(level_shapes), mpp_xy=mpp_xy, levels=tuple(levels))

@@ -26,6 +26,7 @@ import numpy as np
 
 from wsipipe.errors import CorruptSlideError
 from wsipipe.slide._jpeg import JpegTileDecoder, TileDataError, check_jpeg_stream, decode_jpeg_stream
+from wsipipe.slide._tiff import LevelPage
 from wsipipe.types import WH, RGBArray
 
 __all__ = ["LevelTileReader", "RegionLevelTileReader", "TiffLevelTileReader", "UnsupportedLevelLayout"]
@@ -191,6 +192,9 @@ class TiffLevelTileReader(LevelTileReader):
         (default True; about the same speed as not checking).
     cache_bytes : int, optional
         Budget of the decoded-tile LRU cache used by unaligned reads (default 64 MiB; 0 disables).
+    page : LevelPage, optional
+        The level's page facts, when the caller has them (:func:`~wsipipe.slide._tiff.inspect_tiff`
+        reads them at open); otherwise the file is parsed here.
 
     Raises
     ------
@@ -204,7 +208,14 @@ class TiffLevelTileReader(LevelTileReader):
     """
 
     def __init__(
-        self, path: Path, series_index: int, level: int, *, verify: bool = True, cache_bytes: int = _DEFAULT_CACHE_BYTES
+        self,
+        path: Path,
+        series_index: int,
+        level: int,
+        *,
+        verify: bool = True,
+        cache_bytes: int = _DEFAULT_CACHE_BYTES,
+        page: LevelPage | None = None,
     ) -> None:
         self.path = Path(path)
         self.series_index = series_index
@@ -212,26 +223,27 @@ class TiffLevelTileReader(LevelTileReader):
         self.verify = verify
         self.cache_bytes = max(0, int(cache_bytes))
         self._reset()
-        page = self._page()
-        if not page.is_tiled or page.imagedepth != 1 or page.tiledepth != 1:
+        info = page if page is not None else LevelPage.from_page(self._page())
+        if not info.tiled or not info.flat:
             raise UnsupportedLevelLayout(f"level {level} is not a 2-D tiled page")
-        if page.bitspersample != 8 or page.dtype != np.uint8 or (page.samplesperpixel > 1 and page.planarconfig != 1):
+        if not info.uint8 or not info.chunky:
             raise UnsupportedLevelLayout(f"level {level} is not 8-bit chunky RGB/grayscale")
-        if page.samplesperpixel not in (1, 3, 4):
-            raise UnsupportedLevelLayout(f"level {level} has {page.samplesperpixel} samples per pixel")
-        self.page_index = page.index
-        self.level_dimensions = (int(page.imagewidth), int(page.imagelength))
-        self.tile_size = (int(page.tilewidth), int(page.tilelength))
+        if info.samples not in (1, 3, 4):
+            raise UnsupportedLevelLayout(f"level {level} has {info.samples} samples per pixel")
+        self.page_index = info.page_index
+        self.level_dimensions = (info.width, info.height)
+        self.tile_size = (info.tile_width, info.tile_height)
         self._tiles_across = math.ceil(self.level_dimensions[0] / self.tile_size[0])
         self._tiles_down = math.ceil(self.level_dimensions[1] / self.tile_size[1])
-        self._offsets = np.asarray(page.dataoffsets, dtype=np.int64)
-        self._counts = np.asarray(page.databytecounts, dtype=np.int64)
-        self._compression = int(page.compression)
-        self._samples = int(page.samplesperpixel)
+        self._offsets = info.offsets
+        self._counts = info.byte_counts
+        self._compression = info.compression
+        self._samples = info.samples
         if self._compression == _JPEG:
-            self._jpeg = JpegTileDecoder(page.jpegtables, int(page.photometric), strict=verify)
-            self._tif.close()  # JPEG tiles are read with os.pread; tifffile is only needed for other codecs
-            self._tif = None
+            self._jpeg = JpegTileDecoder(info.jpeg_tables, info.photometric, strict=verify)
+            if self._tif is not None:  # JPEG tiles are read with os.pread; tifffile is only needed for other codecs
+                self._tif.close()
+                self._tif = None
         tw, th = self.tile_size
         self._cache_capacity = self.cache_bytes // (tw * th * 3)
 
