@@ -56,14 +56,12 @@ from wsipipe.store._predictions import (
 )
 from wsipipe.store._store import (
     StoreLike,
-    TileChunkWriter,
     array,
     create_store,
     create_tile_arrays,
     grid_shape,
     is_complete,
     iter_tile_chunks,
-    mark_chunk_done,
     mark_complete,
     open_store,
     read_coords,
@@ -73,12 +71,11 @@ from wsipipe.store._store import (
     read_tissue_fraction,
     remove_store,
     slide_content_hash,
-    tile_chunk_writer,
-    write_tile_chunk,
     write_tissue_mask,
 )
 from wsipipe.store._streams import STREAMS_CODEC_NAME, TileStreamsCodec, decode_tile_streams, encode_tile_streams
 from wsipipe.store._validate import store_problems, validate_store
+from wsipipe.store._writer import TileChunkWriter, mark_chunk_done, tile_chunk_writer, write_tile_chunk
 
 __all__ = [
     "ATTR_BACKEND",

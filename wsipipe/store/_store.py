@@ -10,9 +10,7 @@ import hashlib
 import logging
 import os
 import shutil
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,8 +18,8 @@ import numpy as np
 import numpy.typing as npt
 import zarr
 
-from wsipipe.errors import IncompleteStoreError, StoreError, output_error
-from wsipipe.store._codecs import DEFAULT_ZSTD_LEVEL, DirectChunkFormat, direct_chunk_format, tile_codecs
+from wsipipe.errors import IncompleteStoreError, StoreError
+from wsipipe.store._codecs import DEFAULT_ZSTD_LEVEL, tile_codecs
 from wsipipe.store._direct import (
     array_document,
     bytes_codec,
@@ -50,19 +48,16 @@ from wsipipe.store._layout import (
     TISSUE,
     TISSUE_MASK,
 )
-from wsipipe.store._streams import TileStreamsFormat, streams_chunk_format
 from wsipipe.types import PathLike
 
 __all__ = [
     "StoreLike",
-    "TileChunkWriter",
     "array",
     "create_store",
     "create_tile_arrays",
     "grid_shape",
     "is_complete",
     "iter_tile_chunks",
-    "mark_chunk_done",
     "mark_complete",
     "open_store",
     "read_coords",
@@ -72,8 +67,6 @@ __all__ = [
     "read_tissue_fraction",
     "remove_store",
     "slide_content_hash",
-    "tile_chunk_writer",
-    "write_tile_chunk",
     "write_tissue_mask",
 ]
 
@@ -419,269 +412,6 @@ def _create_tile_arrays_directly(
     )
     write_array(os.path.join(directory, *TILES_IMAGES.split("/")), images)  # last: resume needs it
     return array(root, TILES_IMAGES, "r+")
-
-
-def _chunk_file(arr: zarr.Array) -> tuple[str, str] | None:
-    """(array directory, chunk-key separator) when ``arr`` lives in a local directory store, else None."""
-    from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
-    from zarr.storage import LocalStore
-
-    store = arr.store_path.store
-    encoding = arr.metadata.chunk_key_encoding  # type: ignore[union-attr]
-    if not isinstance(store, LocalStore) or not isinstance(encoding, DefaultChunkKeyEncoding):
-        return None
-    return os.path.join(os.fspath(store.root), *arr.store_path.path.split("/")), str(encoding.separator)
-
-
-def _put_file(path: str, data: bytes, *, atomic: bool) -> None:
-    """Write ``data`` to ``path``; ``atomic``: through a temporary file renamed over it, as zarr's LocalStore does.
-
-    Raises
-    ------
-    OutputError
-        If the disk is full or read-only (naming ``path``; ``write()`` errors name no file).
-    """
-    try:
-        _write_file(path, data, atomic=atomic)
-    except OSError as err:
-        full = output_error(err, path)
-        if full is not None:
-            raise full from err
-        raise
-
-
-def _write_file(path: str, data: bytes, *, atomic: bool) -> None:
-    directory = os.path.dirname(path)
-    if not os.path.isdir(directory):
-        os.makedirs(directory, exist_ok=True)
-    if not atomic:
-        with open(path, "wb") as handle:
-            handle.write(data)
-        return
-    partial = f"{path}.{uuid.uuid4().hex}.partial"
-    try:
-        with open(partial, "wb") as handle:
-            handle.write(data)
-        os.replace(partial, path)
-    except BaseException:
-        if os.path.exists(partial):
-            os.unlink(partial)
-        raise
-
-
-def _chunk_key(chunk_index: int) -> tuple[int, int, int, int]:
-    """Chunk coordinates of chunk ``chunk_index`` of ``tiles/images`` (chunked by whole tiles)."""
-    return (chunk_index, 0, 0, 0)
-
-
-@dataclass(frozen=True)
-class _DirectArray:
-    """Where and how to write the chunk files of one array without zarr's codec pipeline."""
-
-    directory: str
-    separator: str
-    fmt: DirectChunkFormat | TileStreamsFormat
-    atomic: bool
-
-    def put(self, chunk_coords: tuple[int, ...], chunk: npt.NDArray[Any]) -> None:
-        self.put_bytes(chunk_coords, self.fmt.encode(chunk))
-
-    def put_bytes(self, chunk_coords: tuple[int, ...], data: bytes) -> None:
-        key = self.separator.join(map(str, ("c", *chunk_coords)))
-        _put_file(os.path.join(self.directory, *key.split("/")), data, atomic=self.atomic)
-
-
-def _direct(arr: zarr.Array, *, atomic: bool) -> _DirectArray | None:
-    where = _chunk_file(arr)
-    fmt: DirectChunkFormat | TileStreamsFormat | None = direct_chunk_format(arr) or streams_chunk_format(arr)
-    if where is None or fmt is None:
-        return None
-    return _DirectArray(where[0], where[1], fmt, atomic)
-
-
-@dataclass(frozen=True)
-class TileChunkWriter:
-    """Writes whole chunks of ``tiles/images`` and their ``tiles/chunk_done`` flags (picklable, thread-safe).
-
-    Made by :func:`tile_chunk_writer` once per store and handed to the tasks that fill it. With
-    the default codecs (bytes + zstd) on a local store, a chunk is encoded with numcodecs' zstd
-    and written as one file, byte for byte what ``zarr`` itself would write, at less than half
-    zarr's CPU cost. A ``source`` store (``wsipipe.tile_streams``) on a local store is written
-    directly too, by :meth:`write_streams` (the slide's JPEG streams) or :meth:`write` (zstd
-    per tile); other codecs (JPEG) go through zarr. A chunk file is written in place (a
-    kill can leave it half written), so readers must trust only chunks whose ``chunk_done``
-    flag is set; the flag is written atomically, after the chunk.
-
-    Attributes
-    ----------
-    store : str
-        The ``.zarr`` directory.
-    n_tiles : int
-        ``N``, the length of ``tiles/images``.
-    chunk_tiles : int
-        Tiles per chunk.
-    tile_shape : (int, int, int)
-        ``(T, T, 3)``.
-    fill_value : int
-        Value of the rows that pad the last chunk (the array's fill value).
-    """
-
-    store: str
-    n_tiles: int
-    chunk_tiles: int
-    tile_shape: tuple[int, int, int]
-    fill_value: int
-    _images: _DirectArray | None
-    _done: _DirectArray | None
-
-    @property
-    def n_chunks(self) -> int:
-        """Number of chunks of ``tiles/images``."""
-        return -(-self.n_tiles // self.chunk_tiles)
-
-    def chunk_range(self, chunk_index: int) -> tuple[int, int]:
-        """Tile indices ``(start, stop)`` of chunk ``chunk_index`` (the last chunk may be short)."""
-        if not 0 <= chunk_index < self.n_chunks:
-            raise IndexError(f"chunk {chunk_index} is outside 0..{self.n_chunks - 1} of {self.store!r}")
-        start = chunk_index * self.chunk_tiles
-        return start, min(start + self.chunk_tiles, self.n_tiles)
-
-    def write(self, chunk_index: int, tiles: npt.NDArray[np.uint8]) -> None:
-        """Write chunk ``chunk_index`` whole.
-
-        Parameters
-        ----------
-        chunk_index : int
-            Which chunk.
-        tiles : (n, T, T, 3) uint8 ndarray
-            Its tiles: ``n = stop - start`` (see :meth:`chunk_range`), or ``chunk_tiles`` where
-            the rows past the end of the array are ignored (a reusable full-size buffer).
-
-        Raises
-        ------
-        ValueError
-            If the shape does not fit the chunk.
-        """
-        start, stop = self.chunk_range(chunk_index)
-        n = stop - start
-        if tiles.shape[1:] != self.tile_shape or tiles.shape[0] not in (n, self.chunk_tiles):
-            raise ValueError(
-                f"chunk {chunk_index} needs shape {(n, *self.tile_shape)}, got {tiles.shape} (store {self.store!r})"
-            )
-        if self._images is None:
-            array(self.store, TILES_IMAGES, "r+")[start:stop] = tiles[:n]
-            return
-        if isinstance(self._images.fmt, TileStreamsFormat):  # stores only the n real tiles
-            self._images.put(_chunk_key(chunk_index), tiles[:n])
-            return
-        if n < self.chunk_tiles:  # zarr stores the last chunk padded to the full chunk shape
-            full = np.full((self.chunk_tiles, *self.tile_shape), self.fill_value, dtype=np.uint8)
-            full[:n] = tiles[:n]
-            tiles = full
-        self._images.put(_chunk_key(chunk_index), tiles)
-
-    @property
-    def stores_streams(self) -> bool:
-        """Whether :meth:`write_streams` keeps JPEG streams as they are (a local ``source`` store)."""
-        return self._images is not None and isinstance(self._images.fmt, TileStreamsFormat)
-
-    def write_streams(self, chunk_index: int, entries: Sequence[bytes | npt.NDArray[np.uint8]]) -> None:
-        """Write chunk ``chunk_index`` whole from the slide's JPEG streams and decoded tiles.
-
-        Same file placement, in-place write and :class:`~wsipipe.errors.OutputError` on a full or
-        read-only disk as :meth:`write`.
-
-        Parameters
-        ----------
-        chunk_index : int
-            Which chunk.
-        entries : sequence of bytes or (T, T, 3) uint8 ndarray
-            One per tile of the chunk (``n = stop - start``, see :meth:`chunk_range`; or
-            ``chunk_tiles``, the entries past the end of the array ignored): a self-contained JPEG
-            stream decoding to ``(T, T, 3)`` (as :meth:`LevelTileReader.read_stream_into
-            <wsipipe.slide.LevelTileReader.read_stream_into>` returns), or the tile's pixels.
-            Arrays may be views of a reused buffer: they are compressed before this returns.
-
-        Raises
-        ------
-        ValueError
-            If the number of entries or an array's shape does not fit the chunk.
-
-        Notes
-        -----
-        On a store that is not a local ``source`` store (:attr:`stores_streams` is false), the
-        streams are decoded and the chunk goes through :meth:`write`, which is slower than
-        passing the decoded pixels there directly.
-        """
-        start, stop = self.chunk_range(chunk_index)
-        n = stop - start
-        if len(entries) not in (n, self.chunk_tiles):
-            raise ValueError(f"chunk {chunk_index} has {n} tiles, got {len(entries)} entries (store {self.store!r})")
-        entries = entries[:n]
-        if self._images is not None and isinstance(self._images.fmt, TileStreamsFormat):
-            self._images.put_bytes(_chunk_key(chunk_index), self._images.fmt.encode_entries(entries))
-            return
-        from wsipipe.slide._jpeg import decode_jpeg_stream
-
-        tiles = np.empty((n, *self.tile_shape), dtype=np.uint8)
-        for k, entry in enumerate(entries):
-            if isinstance(entry, bytes | bytearray | memoryview):
-                if decode_jpeg_stream(bytes(entry), tiles[k], strict=True).shape != self.tile_shape:
-                    raise ValueError(f"JPEG entry {k} of chunk {chunk_index} is not a {self.tile_shape} tile")
-            else:
-                tiles[k] = entry
-        self.write(chunk_index, tiles)
-
-    def mark_done(self, chunk_index: int) -> None:
-        """Set ``tiles/chunk_done[chunk_index]``: call it after :meth:`write` returned."""
-        self.chunk_range(chunk_index)
-        if self._done is None:
-            array(self.store, TILES_CHUNK_DONE, "r+")[chunk_index] = True
-        else:
-            self._done.put((chunk_index,), np.ones(1, dtype=bool))
-
-
-def tile_chunk_writer(store: StoreLike) -> TileChunkWriter:
-    """Return the :class:`TileChunkWriter` of a store whose tile arrays exist (see :func:`create_tile_arrays`)."""
-    root = _group(store, "r+")
-    images = array(root, TILES_IMAGES)
-    done = array(root, TILES_CHUNK_DONE)
-    shape = tuple(int(s) for s in images.shape)
-    chunk_tiles = int(images.chunks[0])
-    if len(shape) != 4 or tuple(images.chunks[1:]) != shape[1:] or tuple(done.chunks) != (1,):
-        raise StoreError(f"patch store {root.store_path}: tiles/images is not chunked by whole tiles")
-    fill = images.fill_value
-    return TileChunkWriter(
-        store=_store_dir(root),
-        n_tiles=shape[0],
-        chunk_tiles=chunk_tiles,
-        tile_shape=(shape[1], shape[2], shape[3]),
-        fill_value=int(fill) if fill is not None else 0,
-        _images=_direct(images, atomic=False),  # a half-written chunk keeps its done flag unset: resume redoes it
-        _done=_direct(done, atomic=True),
-    )
-
-
-def _store_dir(root: zarr.Group) -> str:
-    from zarr.storage import LocalStore
-
-    store = root.store_path.store
-    if isinstance(store, LocalStore):
-        return os.path.join(os.fspath(store.root), *filter(None, root.store_path.path.split("/")))
-    return str(root.store_path)
-
-
-def write_tile_chunk(store: StoreLike, chunk_index: int, tiles: npt.NDArray[np.uint8]) -> None:
-    """Write chunk ``chunk_index`` of ``tiles/images`` whole (the last chunk may be short).
-
-    For many chunks, make one :func:`tile_chunk_writer` and call its ``write``.
-    """
-    tile_chunk_writer(store).write(chunk_index, tiles)
-
-
-def mark_chunk_done(store: StoreLike, chunk_index: int) -> None:
-    """Record that chunk ``chunk_index`` of ``tiles/images`` is fully written (one-element chunk)."""
-    tile_chunk_writer(store).mark_done(chunk_index)
 
 
 def read_coords(store: StoreLike) -> npt.NDArray[np.int64]:
