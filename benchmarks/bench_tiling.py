@@ -22,6 +22,7 @@ Usage::
     python benchmarks/bench_tiling.py                       # 40,000 x 30,000
     python benchmarks/bench_tiling.py --size 100000 80000   # the large slide (made once, ~1 GB)
     python benchmarks/bench_tiling.py --compression zstd --zstd-level 3
+    python benchmarks/bench_tiling.py --slides 8                # a batch: setup overlaps other slides
 """
 
 from __future__ import annotations
@@ -70,7 +71,9 @@ def _decode_worker(args: tuple[str, int, list[tuple[int, list[int]]], int, str |
 class PlainLoop:
     """The reference loops, on ``workers`` pre-started processes (spawned, so they hold no stage state)."""
 
-    def __init__(self, path: Path, level: int, coords_level: np.ndarray, tile: int, workers: int, chunk: int) -> None:
+    def __init__(
+        self, path: Path, level: int, coords_level: np.ndarray, tile: int, workers: int, chunk: int, copies: int = 1
+    ) -> None:
         import tifffile
 
         with tifffile.TiffFile(path) as tif:
@@ -79,7 +82,7 @@ class PlainLoop:
             if page.tilewidth != tile or page.tilelength != tile:
                 raise SystemExit(f"the slide's tiles are {page.tilewidth} px; run with --tile-size {page.tilewidth}")
             self.page_index = page.index
-        indices = [int(y // tile * tiles_across + x // tile) for x, y in coords_level]
+        indices = [int(y // tile * tiles_across + x // tile) for x, y in coords_level] * copies  # the stage's slides
         self.n = len(indices)
         self.chunks = [(start, indices[start : start + chunk]) for start in range(0, len(indices), chunk)]
         self.path, self.tile, self.workers, self.chunk = str(path), tile, workers, chunk
@@ -156,6 +159,12 @@ def main() -> int:
         default=["zstd", "source"],
         help="store codecs to time, each in every round (default: zstd source)",
     )
+    parser.add_argument(
+        "--slides",
+        type=int,
+        default=1,
+        help="tile this many copies of the slide in one run (hard links; the loops decode as many tiles)",
+    )
     parser.add_argument("--zstd-level", type=int, default=None, help="default: TileParams' default")
     parser.add_argument("--chunk-tiles", type=int, default=None, help="default: TileParams' default")
     parser.add_argument("--no-zarr-loop", action="store_true", help="skip the plain decode + zarr loop")
@@ -182,6 +191,14 @@ def main() -> int:
         overrides["zstd_level"] = args.zstd_level
     if args.chunk_tiles is not None:
         overrides["chunk_tiles"] = args.chunk_tiles
+    inputs: Path = Path(slide)
+    if args.slides > 1:  # a folder of hard links: distinct slide names, one file's bytes
+        inputs = args.cache / f"batch_{Path(slide).stem}_{args.slides}"
+        inputs.mkdir(exist_ok=True)
+        for k in range(args.slides):
+            link = inputs / f"copy{k:03d}.tif"
+            if not link.exists():
+                os.link(slide, link)
     codecs = list(dict.fromkeys(args.compression))
     params = {c: TileParams(compression=c, **overrides) for c in codecs}  # type: ignore[arg-type]
     runs = args.cache / "runs"
@@ -190,18 +207,18 @@ def main() -> int:
     def stage(codec: str, name: str) -> tuple[float, float, Path]:
         out = runs / name
         cpu, start = time.process_time(), time.perf_counter()
-        result = tile_slides([slide], out, params[codec], scheduler=args.scheduler, workers=args.workers)
+        result = tile_slides([inputs], out, params[codec], scheduler=args.scheduler, workers=args.workers)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-        summary = result.slides[0]
-        if summary.status != "done":
-            raise SystemExit(f"tiling failed: {summary.error}")
-        return wall, cpu, summary.store
+        failed = [s for s in result.slides if s.status != "done"]
+        if failed or len(result.slides) != args.slides:
+            raise SystemExit(f"tiling failed: {failed[0].error if failed else result.slides}")
+        return wall, cpu, result.slides[0].store
 
     store_bytes: dict[str, int] = {}
     for codec in codecs:  # warm-up: imports (scipy, PIL, codecs) and the page cache, as the floors' warm-up gets
         stage(codec, f"warm-{codec}")
         store_bytes[codec] = sum(p.stat().st_size for p in (runs / f"warm-{codec}").rglob("*") if p.is_file())
-    root = open_store(runs / f"warm-{codecs[0]}" / "stores" / f"{Path(slide).stem}.zarr")
+    root = open_store(next((runs / f"warm-{codecs[0]}" / "stores").glob("*.zarr")))
     tiling: Any = root.attrs["tiling"]
     level = int(tiling["level"])
     ds = np.asarray(tiling["level_downsample"], dtype=float)
@@ -209,12 +226,12 @@ def main() -> int:
     for codec in codecs:
         shutil.rmtree(runs / f"warm-{codec}")
     coords_level = np.round(coords / ds).astype(np.int64)
-    n = len(coords)
+    n = len(coords) * args.slides
     mp = n * args.tile_size**2 / 1e6
     chunk = params[codecs[0]].chunk_tiles
-    loop = PlainLoop(Path(slide), level, coords_level, args.tile_size, args.workers, chunk)
+    loop = PlainLoop(Path(slide), level, coords_level, args.tile_size, args.workers, chunk, args.slides)
     # The issue's "plain loop": one process decoding the same tiles, against the stage on 2 cores.
-    loop1 = PlainLoop(Path(slide), level, coords_level, args.tile_size, 1, chunk)
+    loop1 = PlainLoop(Path(slide), level, coords_level, args.tile_size, 1, chunk, args.slides)
 
     stage_s: dict[str, list[float]] = {c: [] for c in codecs}
     stage_cpu: dict[str, list[float]] = {c: [] for c in codecs}
@@ -252,7 +269,8 @@ def main() -> int:
 
     f_med, single_med = statistics.median(floor_s), statistics.median(single_s)
     raw = n * args.tile_size**2 * 3
-    print(f"slide            {slide} ({args.size[0]} x {args.size[1]}), level {level}, {n} tissue tiles")
+    copies = f" x {args.slides} copies" if args.slides > 1 else ""
+    print(f"slide            {slide} ({args.size[0]} x {args.size[1]}){copies}, level {level}, {n} tissue tiles")
     print(f"workers          {args.workers}, scheduler {args.scheduler or 'default'}, {args.repeat} rounds")
     print(
         f"plain loop       {single_med:7.3f} s  {mp / single_med:8.1f} MP/s  {n / single_med:7.0f} tiles/s (1 process)"
