@@ -55,3 +55,43 @@ def test_write_array_replaces_a_node_and_groups_keep_children(tmp_path: Path) ->
     assert dict(root.attrs) == {"a": 1, "b": 2}
     assert "x" in root
     assert group_attributes(str(tmp_path / "missing")) == {}
+
+
+@pytest.mark.parametrize("compression", ["zstd", "source", "jpeg"])
+def test_store_nodes_written_as_files_equal_those_written_through_zarr(tmp_path: Path, compression: str) -> None:
+    """A local store takes the file path, an in-memory one zarr's API: both give the same arrays."""
+    from zarr.storage import MemoryStore
+
+    from wsipipe.store import create_tile_arrays, write_tissue_mask
+
+    n = 70
+    coords = np.arange(2 * n, dtype=np.int64).reshape(n, 2) * 64
+    mask = np.random.default_rng(1).random((20, 30)) > 0.5
+    roots = {
+        "files": zarr.open_group(str(tmp_path / "s.zarr"), mode="w", zarr_format=3),
+        "zarr": zarr.open_group(MemoryStore(), mode="w", zarr_format=3),
+    }
+    for root in roots.values():
+        write_tissue_mask(root, mask, downsample=(32.0, 32.0), attrs={"method": "test"})
+        create_tile_arrays(
+            root,
+            tile_size=16,
+            chunk_tiles=8,
+            coords=coords,
+            grid=(coords // 64).astype(np.int32),
+            tissue_fraction=np.linspace(0, 1, n).astype(np.float32),
+            grid_shape=(10, 14),
+            compression=compression,  # type: ignore[arg-type]
+        )
+    files, own = roots["files"], roots["zarr"]
+    assert dict(files["tiles"].attrs) == dict(own["tiles"].attrs)
+    for name in (
+        "tissue/mask",
+        "tiles/coords",
+        "tiles/grid",
+        "tiles/tissue_fraction",
+        "tiles/chunk_done",
+        "tiles/images",
+    ):
+        assert files[name].metadata == own[name].metadata, name
+        np.testing.assert_array_equal(files[name][...], own[name][...])

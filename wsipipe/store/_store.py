@@ -253,17 +253,57 @@ def write_tissue_mask(
     chunks = tuple(max(1, s) for s in mask.shape)
     attributes = {**dict(attrs), "downsample": [float(downsample[0]), float(downsample[1])]}
     directory = local_directory(root)
-    if directory is not None:  # the same nodes, written as files (zarr's API costs ~2 ms per call)
-        if not os.path.isfile(os.path.join(directory, TISSUE, "zarr.json")):
-            write_group(os.path.join(directory, TISSUE), {})
-        document = array_document(mask.shape, mask.dtype, chunks, fill_value=False, attributes=attributes)
-        write_array(os.path.join(directory, *TISSUE_MASK.split("/")), document, mask)
+    if directory is not None and not os.path.isfile(os.path.join(directory, TISSUE, "zarr.json")):
+        write_group(os.path.join(directory, TISSUE), {})  # zarr creates it with the array
+    _put_array(root, directory, TISSUE_MASK, mask, chunks=chunks, fill_value=False, attributes=attributes)
+
+
+def _put_array(
+    root: zarr.Group,
+    directory: str | None,
+    name: str,
+    data: npt.NDArray[Any] | None,
+    *,
+    shape: tuple[int, ...] | None = None,
+    dtype: Any = None,
+    chunks: tuple[int, ...],
+    fill_value: Any = 0,
+    attributes: Mapping[str, Any] | None = None,
+    codecs: Mapping[str, Any] | None = None,
+) -> None:
+    """Create (replace) array ``name`` of ``root`` and write ``data`` when given (shape and dtype from it).
+
+    On a local directory store (``directory``, from :func:`local_directory`) the node's files are
+    written directly (:mod:`wsipipe.store._direct`), the same files zarr writes, at a tenth of the
+    cost of zarr's API (about 2 ms per call); otherwise through zarr. ``codecs`` are
+    :func:`tile_codecs` keyword arguments (default: zarr's ``bytes`` + ``zstd``).
+    """
+    if data is not None:
+        shape, dtype = data.shape, data.dtype
+    assert shape is not None
+    if directory is None:
+        arr = root.create_array(
+            name,
+            shape=shape,
+            dtype=dtype,
+            chunks=chunks,
+            fill_value=fill_value,
+            overwrite=True,
+            attributes=dict(attributes or {}),
+            **dict(codecs or {}),
+        )
+        if data is not None and data.size:
+            arr[...] = data
         return
-    arr = root.create_array(
-        TISSUE_MASK, shape=mask.shape, dtype=bool, chunks=chunks, overwrite=True, attributes=attributes
+    chain = None
+    if codecs:
+        serializer, compressors = codecs.get("serializer"), codecs.get("compressors")
+        chain = [serializer.to_dict() if serializer is not None else bytes_codec(np.dtype(dtype))]
+        chain += [c.to_dict() for c in ([] if compressors is None else [compressors])]
+    document = array_document(
+        shape, np.dtype(dtype), chunks, fill_value=fill_value, codecs=chain, attributes=attributes
     )
-    if mask.size:
-        arr[...] = mask
+    write_array(os.path.join(directory, *name.split("/")), document, data)
 
 
 def create_tile_arrays(
@@ -313,104 +353,43 @@ def create_tile_arrays(
         "grid_shape": [int(grid_shape[0]), int(grid_shape[1])],
         "chunk_tiles": int(chunk_tiles),
     }
-    codecs = tile_codecs(compression, zstd_level=zstd_level, jpeg_quality=jpeg_quality)
     directory = local_directory(root)
-    if directory is not None:  # the same nodes, written as files (zarr's API costs ~2 ms per call)
-        return _create_tile_arrays_directly(
-            root,
-            directory,
-            n,
-            tile_size,
-            chunk_tiles,
-            row_chunk,
-            coords,
-            grid,
-            tissue_fraction,
-            tiles_attrs,
-            compression,
-            codecs,
-        )
-    tiles = root.get(TILES)
-    if isinstance(tiles, zarr.Group):
+    if directory is not None:
+        tiles_dir = os.path.join(directory, TILES)
+        write_group(tiles_dir, {**group_attributes(tiles_dir), **tiles_attrs})
+    elif isinstance(tiles := root.get(TILES), zarr.Group):
         tiles.update_attributes(tiles_attrs)
     else:
         root.create_group(TILES, attributes=tiles_attrs, overwrite=True)
-    for name, data, shape in (
-        (TILES_COORDS, np.asarray(coords, dtype=np.int64), (n, 2)),
-        (TILES_GRID, np.asarray(grid, dtype=np.int32), (n, 2)),
-        (TILES_TISSUE_FRACTION, np.asarray(tissue_fraction, dtype=np.float32), (n,)),
+    for name, data in (
+        (TILES_COORDS, np.asarray(coords, dtype=np.int64).reshape(n, 2)),
+        (TILES_GRID, np.asarray(grid, dtype=np.int32).reshape(n, 2)),
+        (TILES_TISSUE_FRACTION, np.asarray(tissue_fraction, dtype=np.float32).reshape(n)),
     ):
-        arr = root.create_array(name, shape=shape, dtype=data.dtype, chunks=(row_chunk, *shape[1:]), overwrite=True)
-        if n:
-            arr[...] = data.reshape(shape)
-    n_chunks = -(-n // chunk_tiles)
-    root.create_array(
+        _put_array(root, directory, name, data, chunks=(row_chunk, *data.shape[1:]))
+    _put_array(
+        root,
+        directory,
         TILES_CHUNK_DONE,
-        shape=(n_chunks,),
+        None,
+        shape=(-(-n // chunk_tiles),),
         dtype=bool,
         chunks=(1,),
         fill_value=False,
-        overwrite=True,
         attributes={"meaning": "chunk i of tiles/images is fully written (resume bookkeeping)"},
     )
-    images = root.create_array(
+    _put_array(  # last: an incomplete store is only continued once tiles/images exists
+        root,
+        directory,
         TILES_IMAGES,
+        None,
         shape=(n, tile_size, tile_size, 3),
         dtype=np.uint8,
         chunks=(chunk_tiles, tile_size, tile_size, 3),
         fill_value=255,
-        overwrite=True,
         attributes={"compression": compression, "axes": "NYXC"},
-        **codecs,
+        codecs=tile_codecs(compression, zstd_level=zstd_level, jpeg_quality=jpeg_quality),
     )
-    return images
-
-
-def _create_tile_arrays_directly(
-    root: zarr.Group,
-    directory: str,
-    n: int,
-    tile_size: int,
-    chunk_tiles: int,
-    row_chunk: int,
-    coords: npt.NDArray[np.int64],
-    grid: npt.NDArray[np.int32],
-    tissue_fraction: npt.NDArray[np.float32],
-    tiles_attrs: dict[str, Any],
-    compression: str,
-    codecs: dict[str, Any],
-) -> zarr.Array:
-    """:func:`create_tile_arrays` on a local directory store, its nodes written as files in the same order."""
-    tiles_dir = os.path.join(directory, TILES)
-    write_group(tiles_dir, {**group_attributes(tiles_dir), **tiles_attrs})
-    for name, data, shape in (
-        (TILES_COORDS, np.asarray(coords, dtype=np.int64), (n, 2)),
-        (TILES_GRID, np.asarray(grid, dtype=np.int32), (n, 2)),
-        (TILES_TISSUE_FRACTION, np.asarray(tissue_fraction, dtype=np.float32), (n,)),
-    ):
-        document = array_document(shape, data.dtype, (row_chunk, *shape[1:]))
-        write_array(os.path.join(directory, *name.split("/")), document, data.reshape(shape))
-    done = array_document(
-        (-(-n // chunk_tiles),),
-        np.dtype(bool),
-        (1,),
-        fill_value=False,
-        attributes={"meaning": "chunk i of tiles/images is fully written (resume bookkeeping)"},
-    )
-    write_array(os.path.join(directory, *TILES_CHUNK_DONE.split("/")), done)
-    serializer = codecs.get("serializer")
-    compressors = codecs.get("compressors")
-    chain = [serializer.to_dict() if serializer is not None else bytes_codec(np.dtype(np.uint8))]
-    chain += [c.to_dict() for c in ([] if compressors is None else [compressors])]
-    images = array_document(
-        (n, tile_size, tile_size, 3),
-        np.dtype(np.uint8),
-        (chunk_tiles, tile_size, tile_size, 3),
-        fill_value=255,
-        codecs=chain,
-        attributes={"compression": compression, "axes": "NYXC"},
-    )
-    write_array(os.path.join(directory, *TILES_IMAGES.split("/")), images)  # last: resume needs it
     return array(root, TILES_IMAGES, "r+")
 
 
