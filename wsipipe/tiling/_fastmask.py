@@ -12,9 +12,9 @@ more than decoding all its tissue tiles. Here:
 - the 3 x 3 median is a min/max network (:func:`median3`);
 - binary dilation and erosion by a digital disk are unions / intersections of rectangle
   filters, each two 1-D running OR / AND (:func:`binary_morph`);
-- on large images the saturation and its median run in row bands on two threads (numpy releases
-  the GIL), each band with a one-row halo, so the result is the same as in one piece
-  (:func:`median_saturation_keys`).
+- on large images the saturation median and the morphology run in row bands on two threads (numpy releases
+  the GIL), each band with the rows its window needs as a halo, so the result is the same as in one piece
+  (:func:`in_row_bands`; the median and the morphology use it).
 
 The tests check every function against the library call it replaces.
 """
@@ -22,6 +22,7 @@ The tests check every function against the library call it replaces.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import Any
@@ -36,6 +37,7 @@ __all__ = [
     "bincount",
     "disk",
     "disk_rects",
+    "in_row_bands",
     "lookup",
     "median3",
     "median_saturation_keys",
@@ -107,20 +109,7 @@ def binary_morph(mask: BoolArray, radius_px: float, grow: bool, *, threads: int 
     """
     rects = disk_rects(radius_px)
     halo = max(dy for dy, _ in rects)
-    h = mask.shape[0]
-    if threads < 2 or mask.size < PARALLEL_PIXELS or h < 4 * threads * max(halo, 1):
-        return _morph(mask, rects, grow)
-    out = np.empty_like(mask, dtype=bool)
-    bounds = [round(h * i / threads) for i in range(threads + 1)]
-
-    def band(i: int) -> None:
-        start, stop = bounds[i], bounds[i + 1]
-        lo, hi = max(start - halo, 0), min(stop + halo, h)
-        out[start:stop] = _morph(mask[lo:hi], rects, grow)[start - lo : stop - lo]
-
-    with ThreadPoolExecutor(threads, thread_name_prefix="wsipipe-mask") as pool:
-        list(pool.map(band, range(threads)))
-    return out
+    return in_row_bands(lambda band: _morph(band, rects, grow), mask, np.dtype(bool), halo=halo, threads=threads)
 
 
 def _morph(mask: BoolArray, rects: list[tuple[int, int]], grow: bool) -> BoolArray:
@@ -253,25 +242,42 @@ def otsu_threshold(keys: npt.NDArray[np.uint16], values: npt.NDArray[np.float32]
 PARALLEL_PIXELS = 1 << 21
 
 
-def median_saturation_keys(rgb: RGBArray, *, threads: int = 2) -> npt.NDArray[np.uint16]:
-    """``median3(saturation_keys(rgb))`` for an (h, w, 3) uint8 image, in row bands on ``threads`` threads.
+def in_row_bands(
+    func: Callable[[npt.NDArray[Any]], npt.NDArray[Any]],
+    image: npt.NDArray[Any],
+    dtype: np.dtype[Any],
+    *,
+    halo: int,
+    threads: int = 2,
+) -> npt.NDArray[Any]:
+    """``func(image)`` for a row-local ``func``, computed in row bands on ``threads`` threads.
 
-    Each band is computed with one extra row above and below (the 3 x 3 window's halo) and then
-    cropped, so the result equals the one-piece computation exactly. Small images
-    (< :data:`PARALLEL_PIXELS`) are done in one piece.
+    ``func`` maps an (h, w, ...) array to an (h, w) ``dtype`` array whose row ``i`` depends only on
+    rows ``i - halo .. i + halo`` (and treats rows past the array's edges as its own edge rule).
+    Each band is computed with ``halo`` extra rows above and below and then cropped, so the
+    result equals ``func(image)`` exactly; numpy releases the GIL, so the bands run in parallel.
+    Images under :data:`PARALLEL_PIXELS` pixels, or too short to split, are done in one piece.
     """
-    h = rgb.shape[0]
-    if threads < 2 or rgb.shape[0] * rgb.shape[1] < PARALLEL_PIXELS or h < 4 * threads:
-        return median3(saturation_keys(rgb))
-    out = np.empty(rgb.shape[:2], dtype=np.uint16)
+    h, w = image.shape[:2]
+    if threads < 2 or h * w < PARALLEL_PIXELS or h < 4 * threads * max(halo, 1):
+        return func(image)
+    out = np.empty((h, w), dtype=dtype)
     bounds = [round(h * i / threads) for i in range(threads + 1)]
 
     def band(i: int) -> None:
         start, stop = bounds[i], bounds[i + 1]
-        lo, hi = max(start - 1, 0), min(stop + 1, h)
-        keys = median3(saturation_keys(rgb[lo:hi]))
-        out[start:stop] = keys[start - lo : start - lo + stop - start]
+        lo, hi = max(start - halo, 0), min(stop + halo, h)
+        out[start:stop] = func(image[lo:hi])[start - lo : stop - lo]
 
     with ThreadPoolExecutor(threads, thread_name_prefix="wsipipe-mask") as pool:
         list(pool.map(band, range(threads)))
     return out
+
+
+def median_saturation_keys(rgb: RGBArray, *, threads: int = 2) -> npt.NDArray[np.uint16]:
+    """``median3(saturation_keys(rgb))`` for an (h, w, 3) uint8 image, in row bands on ``threads`` threads.
+
+    The 3 x 3 median needs one row of halo (see :func:`in_row_bands`); the result equals the
+    one-piece computation exactly.
+    """
+    return in_row_bands(lambda band: median3(saturation_keys(band)), rgb, np.dtype(np.uint16), halo=1, threads=threads)
