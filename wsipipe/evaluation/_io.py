@@ -23,6 +23,7 @@ from wsipipe.types import PathLike
 
 __all__ = [
     "Detections",
+    "is_number",
     "parse_label",
     "read_lesion_csv",
     "read_reference",
@@ -75,7 +76,8 @@ def slide_id(name: str) -> str:
     return stem
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
+    """Whether ``text`` parses as a float (tells a CSV header from a data row)."""
     try:
         float(text)
     except ValueError:
@@ -104,7 +106,7 @@ def read_lesion_csv(path: PathLike) -> Detections:
         for lineno, row in enumerate(csv.reader(fh), start=1):
             if not row or all(not c.strip() for c in row):
                 continue
-            if lineno == 1 and not _is_number(row[0]):
+            if lineno == 1 and not is_number(row[0]):
                 continue
             if len(row) < 3:
                 raise EvaluationError(f"{path}, line {lineno}: expected Confidence,X,Y, got {','.join(row)!r}")
@@ -180,7 +182,7 @@ def read_slide_predictions(path: PathLike) -> tuple[dict[str, float], dict[str, 
                 continue
             if len(row) < 2:
                 raise EvaluationError(f"{path}, line {lineno}: expected slide,probability, got {','.join(row)!r}")
-            if lineno == 1 and not _is_number(row[1]):
+            if lineno == 1 and not is_number(row[1]):
                 continue
             try:
                 value = float(row[1])
@@ -207,7 +209,7 @@ def read_slide_dims_csv(path: PathLike) -> dict[str, tuple[int, int]]:
         for lineno, row in enumerate(csv.reader(fh), start=1):
             if not row or not row[0].strip():
                 continue
-            if lineno == 1 and (len(row) < 3 or not _is_number(row[1])):
+            if lineno == 1 and (len(row) < 3 or not is_number(row[1])):
                 continue
             try:
                 out[slide_id(row[0])] = (int(row[1]), int(row[2]))

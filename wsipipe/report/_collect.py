@@ -146,20 +146,14 @@ def _slide_scores(path: Path, problems: list[str]) -> dict[str, dict[str, str]]:
         return {}
     if not rows:
         return {}
+    from wsipipe.evaluation._io import is_number
+
     header = [h.strip() for h in rows[0]]
-    if len(header) < 2 or _is_number(header[1]):
+    if len(header) < 2 or is_number(header[1]):
         header = ["slide", "probability", "label"][: max(2, len(rows[0]))]
     else:
         rows = rows[1:]
     return {r[0].strip(): dict(zip(header[1:], (c.strip() for c in r[1:]), strict=False)) for r in rows if r}
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _lesion_points(path: Path, problems: list[str]) -> list[tuple[float, int, int]]:
