@@ -65,6 +65,17 @@ def _conv_output_dtypes(model: torch.nn.Module) -> tuple[list[torch.dtype], Any]
     return seen, handle
 
 
+def _tile_and_dense(lm: Any, tiles: np.ndarray, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray, set[torch.dtype]]:
+    """Probabilities tile by tile and in dense mode, and the dtypes the first convolution computed in."""
+    seen, handle = _conv_output_dtypes(lm.model)
+    try:
+        probs = predict_tiles(lm, tiles, batch_size=16)
+        dense = predict_tiles(lm, tiles, batch_size=16, dense=True, cells=cells, tile_size=32, stride=16)
+    finally:
+        handle.remove()
+    return probs, dense, set(seen)
+
+
 def test_default_cpu_run_is_float32_in_the_models_layout(trained_checkpoint: Path, tmp_path: Path) -> None:
     store = make_store(tmp_path / "s.zarr", seed=3)
     sha = load_checkpoint(trained_checkpoint)[1].weights_sha256
@@ -96,14 +107,8 @@ def test_gpu_code_path_on_the_cpu_with_bfloat16(trained_checkpoint: Path, tmp_pa
     assert batch.dtype == torch.float32
     assert batch.is_contiguous(memory_format=torch.channels_last)
 
-    seen, handle = _conv_output_dtypes(lm.model)
-    try:
-        probs = predict_tiles(lm, tiles, batch_size=16)
-        dense = predict_tiles(lm, tiles, batch_size=16, dense=True, cells=cells, tile_size=32, stride=16)
-    finally:
-        handle.remove()
-    assert seen
-    assert set(seen) == {torch.bfloat16}
+    probs, dense, seen = _tile_and_dense(lm, tiles, cells)
+    assert seen == {torch.bfloat16}
     expected = predict_tiles(fp32, tiles, batch_size=16)
     expected_dense = predict_tiles(fp32, tiles, batch_size=16, dense=True, cells=cells, tile_size=32, stride=16)
     for got, want in ((probs, expected), (dense, expected_dense)):
@@ -177,13 +182,8 @@ def test_cuda_worker_model_is_channels_last_pinned_and_autocast(trained_checkpoi
     batch = _prepare(lm)(torch.from_numpy(tiles[:4]))  # pinned host copy, non-blocking transfer
     assert batch.is_cuda
     assert batch.is_contiguous(memory_format=torch.channels_last)
-    seen, handle = _conv_output_dtypes(lm.model)
-    try:
-        probs = predict_tiles(lm, tiles, batch_size=16)
-        dense = predict_tiles(lm, tiles, batch_size=16, dense=True, cells=cells, tile_size=32, stride=16)
-    finally:
-        handle.remove()
-    assert set(seen) == {torch.float16}
+    probs, dense, seen = _tile_and_dense(lm, tiles, cells)
+    assert seen == {torch.float16}
     cpu = load_model(str(trained_checkpoint), "cpu", device_plan("cpu", True, "float16"))
     np.testing.assert_allclose(probs, predict_tiles(cpu, tiles, batch_size=16), rtol=0, atol=2e-2)
     cpu_dense = predict_tiles(cpu, tiles, batch_size=16, dense=True, cells=cells, tile_size=32, stride=16)
