@@ -5,6 +5,7 @@ resolution tags, a truncated copy and a copy with garbage inside one JPEG tile."
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -88,21 +89,28 @@ def _split_tables(stream: bytes) -> tuple[bytes, bytes]:
     return bytes(tables), bytes(rest + stream[i:])
 
 
+def padded_tiles(img: np.ndarray, size: int = 256) -> Iterator[np.ndarray]:
+    """The (size, size, 3) tiles of ``img`` in row-major order, the last column and row padded white."""
+    h, w = img.shape[:2]
+    for y in range(0, h, size):
+        for x in range(0, w, size):
+            tile = np.full((size, size, 3), 255, np.uint8)
+            part = img[y : y + size, x : x + size]
+            tile[: part.shape[0], : part.shape[1]] = part
+            yield tile
+
+
 def write_shared_tables_tiff(path: Path, img: np.ndarray, *, mpp: float = MPP) -> Path:
     """One level whose tiles are abbreviated JPEG streams sharing a JPEGTables tag (as in CAMELYON16)."""
     import imagecodecs
 
     h, w = img.shape[:2]
     tiles, shared = [], b""
-    for y in range(0, h, 256):
-        for x in range(0, w, 256):
-            tile = np.full((256, 256, 3), 255, np.uint8)
-            part = img[y : y + 256, x : x + 256]
-            tile[: part.shape[0], : part.shape[1]] = part
-            tables, abbreviated = _split_tables(imagecodecs.jpeg8_encode(tile, level=80, subsampling="420"))
-            assert not shared or tables == shared  # same quality and standard Huffman tables everywhere
-            shared = tables
-            tiles.append(abbreviated)
+    for tile in padded_tiles(img):
+        tables, abbreviated = _split_tables(imagecodecs.jpeg8_encode(tile, level=80, subsampling="420"))
+        assert not shared or tables == shared  # same quality and standard Huffman tables everywhere
+        shared = tables
+        tiles.append(abbreviated)
     with tifffile.TiffWriter(path) as tw:
         tw.write(
             iter(tiles),

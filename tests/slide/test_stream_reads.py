@@ -9,7 +9,7 @@ import pytest
 import simplejpeg
 import tifffile
 
-from tests.slide.conftest import corrupt_tile, make_image
+from tests.slide.conftest import corrupt_tile, make_image, padded_tiles
 from tests.slide.test_integrity import _rgb_jpeg_without_markers
 from wsipipe.errors import CorruptSlideError
 from wsipipe.slide import RegionLevelTileReader, open_slide
@@ -19,13 +19,7 @@ from wsipipe.slide._jpeg import JpegTileDecoder, TileDataError, check_jpeg_strea
 def write_rgb_jpeg_tiff(path: Path, img: np.ndarray) -> Path:
     """A tiled TIFF with PhotometricInterpretation RGB whose JPEG tiles carry no JFIF/Adobe marker (as Aperio's)."""
     h, w = img.shape[:2]
-    tiles = []
-    for y in range(0, h, 256):
-        for x in range(0, w, 256):
-            tile = np.full((256, 256, 3), 255, np.uint8)
-            part = img[y : y + 256, x : x + 256]
-            tile[: part.shape[0], : part.shape[1]] = part
-            tiles.append(_rgb_jpeg_without_markers(tile))
+    tiles = [_rgb_jpeg_without_markers(tile) for tile in padded_tiles(img)]
     with tifffile.TiffWriter(path) as tw:
         tw.write(
             iter(tiles),
