@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.inference.conftest import make_checkpoint, make_store
 from wsipipe.inference import DevicePlan, InferParams, device_plan, predict_stores
+from wsipipe.inference._cluster import local_cluster
 from wsipipe.models import load_checkpoint
 from wsipipe.store import iter_tile_chunks
 
@@ -88,18 +89,6 @@ def stage(store: Path, ckpt: Path, client: object, params: InferParams) -> tuple
     if not result.ok:
         raise SystemExit(f"inference failed: {result.failures}")
     return wall, result.read_seconds, result.compute_seconds, result.tiles_computed
-
-
-def local_cluster(**kwargs: Any) -> Any:
-    """A LocalCluster of worker processes started as the stage starts its own (same worker environment)."""
-    import dask
-    from distributed import LocalCluster
-
-    from wsipipe.inference._cluster import SPAWN_ENVIRON, WORKER_MALLOC_ENV
-
-    options = {"processes": True, "dashboard_address": ":0", "silence_logs": 40} | kwargs
-    with dask.config.set({SPAWN_ENVIRON: {**dask.config.get(SPAWN_ENVIRON, {}), **WORKER_MALLOC_ENV}}):
-        return LocalCluster(**options)
 
 
 def best(fn: Callable[[], tuple[float, ...]], repeat: int) -> tuple[float, ...]:
@@ -201,8 +190,8 @@ def main() -> None:
     # Both clusters stay up while the runs are interleaved (plain, 1 worker, 2 workers, repeat), so a
     # shared machine's changing load hits every variant alike; each figure is its best run.
     with (
-        local_cluster(n_workers=1, threads_per_worker=1) as c1,
-        local_cluster(n_workers=2, threads_per_worker=1) as c2,
+        local_cluster(n_workers=1, threads_per_worker=1, silence_logs=40) as c1,
+        local_cluster(n_workers=2, threads_per_worker=1, silence_logs=40) as c2,
         Client(c1) as one,
         Client(c2) as two,
     ):

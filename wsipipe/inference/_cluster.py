@@ -17,7 +17,7 @@ from typing import Any
 
 from wsipipe.errors import ConfigError
 
-__all__ = ["GPU_RESOURCE", "WORKER_MALLOC_ENV", "connect", "gpu_resources", "local_cluster_size"]
+__all__ = ["GPU_RESOURCE", "WORKER_MALLOC_ENV", "connect", "gpu_resources", "local_cluster", "local_cluster_size"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,20 @@ def local_cluster_size(workers: int | None, threads_per_worker: int, *, gpu: boo
     else:
         n = workers or max(1, min(8, cores // threads_per_worker))
     return n, max(1, cores // (n * threads_per_worker))
+
+
+def local_cluster(**kwargs: Any) -> Any:
+    """Start a ``distributed.LocalCluster`` of worker processes as inference uses it.
+
+    The workers get :data:`WORKER_MALLOC_ENV`. Defaults: ``processes=True``, a dashboard on a
+    free port, warnings only; ``kwargs`` go to ``LocalCluster`` and override them.
+    """
+    import dask
+    from distributed import LocalCluster
+
+    options = {"processes": True, "dashboard_address": ":0", "silence_logs": logging.WARNING} | kwargs
+    with dask.config.set({SPAWN_ENVIRON: {**dask.config.get(SPAWN_ENVIRON, {}), **WORKER_MALLOC_ENV}}):
+        return LocalCluster(**options)
 
 
 def gpu_resources(client: Any) -> bool:
@@ -99,8 +113,7 @@ def connect(
         ``threads_per_worker`` per worker, so that reading the next chunks overlaps the
         forward pass of the current one.
     """
-    import dask
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     cluster = None
     threads: int | None = None
@@ -113,15 +126,7 @@ def connect(
         n, threads = local_cluster_size(workers, threads_per_worker, gpu=gpu)
         tpw = max(2, threads_per_worker) if gpu else threads_per_worker
         resources = {GPU_RESOURCE: tpw} if gpu else None
-        with dask.config.set({SPAWN_ENVIRON: {**dask.config.get(SPAWN_ENVIRON, {}), **WORKER_MALLOC_ENV}}):
-            cluster = LocalCluster(
-                n_workers=n,
-                threads_per_worker=tpw,
-                processes=True,
-                resources=resources,
-                dashboard_address=":0",
-                silence_logs=logging.WARNING,
-            )
+        cluster = local_cluster(n_workers=n, threads_per_worker=tpw, resources=resources)
         client, own = Client(cluster), True
         logger.info("started a local Dask cluster: %d workers x %d threads%s", n, tpw, " (GPU)" if gpu else "")
     else:
