@@ -15,14 +15,6 @@ import numpy as np
 from wsipipe import __version__
 from wsipipe.config import to_dict
 from wsipipe.errors import ConfigError, EvaluationError
-from wsipipe.evaluation._io import (
-    Detections,
-    read_lesion_csv,
-    read_reference,
-    read_slide_dims_csv,
-    read_slide_predictions,
-    slide_id,
-)
 from wsipipe.evaluation.auc import RocResult, slide_roc
 from wsipipe.evaluation.froc import (
     FP_RATES,
@@ -35,6 +27,14 @@ from wsipipe.evaluation.froc import (
     froc_score,
 )
 from wsipipe.evaluation.masks import DEFAULT_MPP, EvaluationMask, load_evaluation_mask, read_slide_dims
+from wsipipe.tables import (
+    Detections,
+    read_lesion_csv,
+    read_reference,
+    read_slide_dims_csv,
+    read_slide_predictions,
+    slide_id,
+)
 from wsipipe.types import PathLike
 
 __all__ = ["EvaluateParams", "evaluate", "find_ground_truth"]
@@ -402,7 +402,9 @@ def evaluate(
     probs: dict[str, float] = {}
     pred_labels: dict[str, bool] = {}
     if slide_preds is not None:
-        probs, pred_labels = read_slide_predictions(slide_preds)
+        preds = read_slide_predictions(slide_preds)
+        probs = {s: p.probability for s, p in preds.items()}
+        pred_labels = {s: p.label for s, p in preds.items() if p.label is not None}
     csvs: dict[str, Path] = {}
     if pred_dir is not None:
         root = Path(pred_dir)
