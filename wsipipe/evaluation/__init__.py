@@ -7,7 +7,7 @@ CSV tables it reads (lesion detections, slide predictions, ``reference.csv``) ar
 
 from __future__ import annotations
 
-from wsipipe.evaluation._stage import EvaluateParams, evaluate, find_ground_truth
+from wsipipe.evaluation._stage import EvaluateParams, EvaluateResult, evaluate, find_ground_truth
 from wsipipe.evaluation.auc import RocResult, bootstrap_auc_ci, roc_auc, roc_curve, slide_roc
 from wsipipe.evaluation.froc import (
     FP_RATES,
@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_MPP",
     "FP_RATES",
     "EvaluateParams",
+    "EvaluateResult",
     "EvaluationMask",
     "FrocCurve",
     "Lesion",
