@@ -13,7 +13,6 @@ from tests.export._stores import make_store
 from wsipipe.aggregate import AggregateParams, aggregate_stores, find_stores
 from wsipipe.cli import main
 from wsipipe.errors import PartialFailureError, StoreError
-from wsipipe.evaluation import read_lesion_csv, read_slide_predictions
 from wsipipe.store import (
     create_predictions,
     mark_predictions_complete,
@@ -22,6 +21,7 @@ from wsipipe.store import (
     write_probs,
 )
 from wsipipe.synth import SlideInfo, make_test_slide
+from wsipipe.tables import SlidePrediction, read_lesion_csv, read_slide_predictions
 from wsipipe.tiling import TileParams, tile_slides
 
 TUMOR_P, NORMAL_P = 0.95, 0.05
@@ -79,11 +79,16 @@ def test_end_to_end_outputs(tiled: tuple[SlideInfo, Path], tmp_path: Path) -> No
     assert rows[0] == ["slide", "probability", "label", "top10_mean", "fraction_above"]
     assert rows[1][0] == "tumor_001"
     assert rows[1][2] == ""
-    probs, labels = read_slide_predictions(out / "slide_predictions.csv")
-    assert probs == {"tumor_001": pytest.approx(TUMOR_P)}
-    assert labels == {}
-    assert float(rows[1][3]) == pytest.approx(slide.top_k_mean)
-    assert 0 < float(rows[1][4]) < 1
+    assert read_slide_predictions(out / "slide_predictions.csv") == {
+        "tumor_001": SlidePrediction(
+            "tumor_001",
+            slide.max_probability,
+            None,
+            {"top10_mean": slide.top_k_mean, "fraction_above": slide.fraction_above},
+        )
+    }
+    assert slide.max_probability == pytest.approx(TUMOR_P)
+    assert 0 < slide.fraction_above < 1
 
     assert slide.png is not None
     assert slide.png.read_bytes()[:4] == b"\x89PNG"
@@ -130,8 +135,8 @@ def test_a_failing_store_does_not_stop_the_others(tmp_path: Path) -> None:
     with pytest.raises(PartialFailureError) as info:
         result.raise_for_failures()
     assert set(info.value.failures) == {str(stores / "b.zarr"), str(stores / "c.zarr")}
-    probs, _ = read_slide_predictions(tmp_path / "out" / "slide_predictions.csv")
-    assert probs == {"a": pytest.approx(0.9)}
+    (only,) = read_slide_predictions(tmp_path / "out" / "slide_predictions.csv").values()
+    assert (only.slide, only.probability) == ("a", pytest.approx(0.9))
 
 
 def test_find_stores_and_model_choice(tmp_path: Path) -> None:

@@ -7,16 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wsipipe.aggregate import SlidePrediction, write_slide_predictions
 from wsipipe.errors import EvaluationError
-from wsipipe.evaluation import (
-    bootstrap_auc_ci,
-    read_reference,
-    read_slide_predictions,
-    roc_auc,
-    roc_curve,
-    slide_roc,
-)
+from wsipipe.evaluation import bootstrap_auc_ci, roc_auc, roc_curve, slide_roc
+from wsipipe.tables import SlidePrediction, read_reference, read_slide_predictions, write_slide_predictions
 
 POS = [0.9, 0.5, 0.3]
 NEG = [0.5, 0.2, 0.1, 0.3]
@@ -81,7 +74,12 @@ def test_reference_csv(tmp_path: Path) -> None:
 
 def test_slide_predictions_round_trip(tmp_path: Path) -> None:
     path = write_slide_predictions(
-        tmp_path / "slides.csv", [SlidePrediction("Test_001", 0.75, True), ("Test_002", 0.25, False), ("Test_003", 0.5)]
+        tmp_path / "slides.csv",
+        [
+            SlidePrediction("Test_001", 0.75, True),
+            SlidePrediction("Test_002", 0.25, False),
+            SlidePrediction("Test_003", 0.5),
+        ],
     )
     assert path.read_text().splitlines() == [
         "slide,probability,label",
@@ -89,9 +87,12 @@ def test_slide_predictions_round_trip(tmp_path: Path) -> None:
         "Test_002,0.25,Normal",
         "Test_003,0.5,",
     ]
-    probs, labels = read_slide_predictions(path)
-    assert probs == {"Test_001": 0.75, "Test_002": 0.25, "Test_003": 0.5}
-    assert labels == {"Test_001": True, "Test_002": False}
+    back = read_slide_predictions(path)
+    assert {s: p.probability for s, p in back.items()} == {"Test_001": 0.75, "Test_002": 0.25, "Test_003": 0.5}
+    assert {s: p.label for s, p in back.items()} == {"Test_001": True, "Test_002": False, "Test_003": None}
     headerless = tmp_path / "official.csv"
     headerless.write_text("Test_001,0.9\nTest_002,0.1\n")
-    assert read_slide_predictions(headerless) == ({"Test_001": 0.9, "Test_002": 0.1}, {})
+    assert read_slide_predictions(headerless) == {
+        "Test_001": SlidePrediction("Test_001", 0.9),
+        "Test_002": SlidePrediction("Test_002", 0.1),
+    }

@@ -14,7 +14,7 @@ import tifffile
 
 from wsipipe.annotations import Annotation, write_asap_xml
 from wsipipe.cli import main
-from wsipipe.evaluation import EvaluateParams, evaluate
+from wsipipe.evaluation import EvaluateParams, EvaluateResult, evaluate
 
 SIDE = 2048  # level-0 px; level 5 is 64 x 64
 
@@ -127,17 +127,23 @@ def test_stage_with_dims_csv_and_labels_from_ground_truth(dataset: Path) -> None
     # is reached at 0 FP already: score 0.5 again.
     dims = dataset / "dims.csv"
     dims.write_text("slide,width,height\nTest_001.tif,2048,2048\n")
-    summary = evaluate(
+    result = evaluate(
         out_dir=dataset / "out2",
         pred_dir=dataset / "pred",
         gt=[dataset / "gt" / "Test_001.xml", dataset / "gt" / "Test_002_Mask.tif"],
         slide_dims=dims,
         params=EvaluateParams(plots=False),
     )
-    assert summary["label_source"] == "ground-truth file presence"
-    assert summary["froc"]["n_slides"] == 3
-    assert summary["froc"]["score"] == pytest.approx(0.5)
-    assert "auc" not in summary
+    assert isinstance(result, EvaluateResult)
+    assert result.label_source == "ground-truth file presence"
+    assert result.froc is not None
+    assert result.froc["n_slides"] == 3
+    assert result.froc_score == pytest.approx(0.5)
+    assert result.auc is None
+    assert result.auc_value is None
+    written = json.loads((dataset / "out2" / "evaluation.json").read_text())
+    assert written == json.loads(json.dumps(result.to_dict()))
+    assert "auc" not in written
     assert not (dataset / "out2" / "froc.png").exists()
 
 
@@ -157,7 +163,7 @@ def test_cli_errors_are_one_line(dataset: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_exclude_drops_a_slide_from_both_metrics(dataset: Path) -> None:
-    summary = evaluate(
+    result = evaluate(
         out_dir=dataset / "out3",
         pred_dir=dataset / "pred",
         slide_preds=dataset / "slides.csv",
@@ -168,7 +174,11 @@ def test_exclude_drops_a_slide_from_both_metrics(dataset: Path) -> None:
     )
     # FROC: 3 slides, FP/slide 3 2 1 0 / 3, sensitivity .5 throughout: 0.5.
     # AUC: tumour [.9, .6] vs normal [.7]: .9 beats .7 (1), .6 does not (0): 1/2.
-    assert summary["froc"]["n_slides"] == 3
-    assert summary["froc"]["score"] == pytest.approx(0.5)
-    assert summary["auc"]["auc"] == pytest.approx(0.5)
-    assert summary["excluded"] == ["Test_004"]
+    assert result.froc is not None
+    assert result.froc["n_slides"] == 3
+    assert result.froc_score == pytest.approx(0.5)
+    assert result.auc_value == pytest.approx(0.5)
+    assert result.excluded == ("Test_004",)
+    written = json.loads((dataset / "out3" / "evaluation.json").read_text())
+    assert list(written) == ["wsipipe_version", "params", "label_source", "excluded", "froc", "slides", "auc"]
+    assert written["excluded"] == ["Test_004"]

@@ -13,15 +13,8 @@ import numpy as np
 import pytest
 
 from wsipipe.errors import EvaluationError
-from wsipipe.evaluation import (
-    Detections,
-    EvaluationMask,
-    Lesion,
-    compute_fp_tp_probs,
-    compute_froc_curve,
-    froc_score,
-    read_lesion_csv,
-)
+from wsipipe.evaluation import EvaluationMask, Lesion, compute_fp_tp_probs, compute_froc_curve, froc_score
+from wsipipe.tables import Detections, read_lesion_csv
 
 
 def _mask(labels: np.ndarray, itc: set[int] = frozenset()) -> EvaluationMask:  # type: ignore[assignment]
@@ -31,10 +24,7 @@ def _mask(labels: np.ndarray, itc: set[int] = frozenset()) -> EvaluationMask:  #
 
 
 def _det(*rows: tuple[float, int, int]) -> Detections:
-    if not rows:
-        return Detections.empty()
-    c, x, y = zip(*rows)
-    return Detections(np.asarray(c, np.float64), np.asarray(x, np.int64), np.asarray(y, np.int64))
+    return Detections.from_rows(rows)
 
 
 def _at(label_row: int, label_col: int) -> tuple[int, int]:

@@ -23,7 +23,7 @@ def test_reference_matches_slide_ids_case_insensitively(tmp_path: Path) -> None:
     slide_preds.write_text("slide,probability\ntest_001,0.9\ntest_002,0.2\n")
     reference = tmp_path / "reference.csv"
     reference.write_text("Test_001,Tumor,Macro\nTest_002,Normal\n")
-    summary = evaluate(
+    result = evaluate(
         out_dir=tmp_path / "eval",
         pred_dir=preds,
         slide_preds=slide_preds,
@@ -31,8 +31,8 @@ def test_reference_matches_slide_ids_case_insensitively(tmp_path: Path) -> None:
         reference=reference,
         slide_dims={"test_001": (10000, 10000), "test_002": (10000, 10000)},
     )
-    assert summary["label_source"] == "reference"
+    assert result.label_source == "reference"
     # The lesion is hit at 0.9 before any FP (FPs at 0.4 and 0.2): sensitivity 1 at every FP rate.
-    assert summary["froc"]["score"] == 1.0
-    assert summary["auc"]["auc"] == 1.0
+    assert result.froc_score == 1.0
+    assert result.auc_value == 1.0
     assert json.loads((tmp_path / "eval" / "evaluation.json").read_text())["auc"]["n_tumor"] == 1

@@ -11,11 +11,11 @@ import shapely
 from tests.export._checker import check_qupath_geojson
 from tests.export._stores import make_store, ring_store
 from wsipipe.aggregate import AggregateParams, aggregate_stores
-from wsipipe.aggregate.nms import write_lesion_csv
 from wsipipe.annotations import read_asap_xml
 from wsipipe.cli import main
 from wsipipe.errors import PartialFailureError
 from wsipipe.export import ExportParams, export_asap, export_stores
+from wsipipe.tables import Detections, write_lesion_csv
 
 
 def test_asap_xml_has_contours_holes_and_dots(tmp_path: Path) -> None:
@@ -43,7 +43,9 @@ def test_export_stage_from_aggregate_result_uses_its_lesions(tmp_path: Path) -> 
     make_store(tmp_path / "stores" / "a.zarr", [(0, 0), (3, 3)], [0.9, 0.7], grid_shape=(4, 4))
     make_store(tmp_path / "stores" / "b.zarr", [(0, 0)], [0.9], grid_shape=(1, 1), complete_predictions=False)
     agg = aggregate_stores([tmp_path], tmp_path / "agg", AggregateParams(png=False, nms_radius_um=10))
-    write_lesion_csv(tmp_path / "agg" / "lesions" / "a.csv", [(0.66, 120, 130)])  # the exporter must use this file
+    write_lesion_csv(
+        tmp_path / "agg" / "lesions" / "a.csv", Detections.from_rows([(0.66, 120, 130)])
+    )  # the exporter must use this file
     result = export_stores(agg, tmp_path / "qp", ExportParams(gzip=True))
     assert [s.status for s in result.slides] == ["done"]
     (path,) = result.files

@@ -13,9 +13,9 @@ import shapely
 
 from tests.export._checker import check_qupath_geojson
 from tests.export._stores import MPP, make_store, ring_store
-from wsipipe.aggregate.nms import Detection
 from wsipipe.annotations import read_geojson
 from wsipipe.export import ExportParams, export_qupath, load_slide_outputs, threshold_polygons
+from wsipipe.tables import Detections
 
 
 def _by_type(features: list[dict], object_type: str) -> list[dict]:
@@ -106,7 +106,7 @@ def test_gzip_and_lesion_points_from_given_detections(tmp_path: Path) -> None:
     store = ring_store(tmp_path / "ring.zarr")
     params = ExportParams(gzip=True, tiles=False)
     data = load_slide_outputs(store, params)
-    data = type(data)(**{**data.__dict__, "detections": [Detection(0.75, 150, 150), Detection(0.5, 550, 350)]})
+    data = type(data)(**{**data.__dict__, "detections": Detections.from_rows([(0.75, 150, 150), (0.5, 550, 350)])})
     out = export_qupath(store, tmp_path / "ring.geojson.gz", params, outputs=data)
     assert out.read_bytes()[:2] == b"\x1f\x8b"
     report = check_qupath_geojson(out, size=(700, 700))

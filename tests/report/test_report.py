@@ -82,11 +82,11 @@ def test_metrics_appear_with_their_values(run_dir: Run, full_report: Path) -> No
 
 
 def test_slide_cards_show_scores_labels_tiles_points_and_statuses(run_dir: Run, full_report: Path) -> None:
-    from wsipipe.evaluation import read_lesion_csv, read_slide_predictions
     from wsipipe.store import read_coords
+    from wsipipe.tables import read_lesion_csv, read_slide_predictions
 
     text = parse(full_report).text
-    probs, _ = read_slide_predictions(run_dir.out / "slide_predictions.csv")
+    probs = {s: p.probability for s, p in read_slide_predictions(run_dir.out / "slide_predictions.csv").items()}
     for sid in SLIDES:
         n_tiles = len(read_coords(run_dir.out / "stores" / f"{sid}.zarr"))
         n_det = len(read_lesion_csv(run_dir.out / "lesions" / f"{sid}.csv"))

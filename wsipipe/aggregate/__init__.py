@@ -16,16 +16,8 @@ from wsipipe.aggregate.heatmap import (
     upsample_heatmap,
     write_heatmap_tiff,
 )
-from wsipipe.aggregate.nms import Detection, nms, radius_in_cells, write_lesion_csv
-from wsipipe.aggregate.scores import (
-    ScoreMethod,
-    SlidePrediction,
-    fraction_above,
-    max_probability,
-    slide_score,
-    top_k_mean,
-    write_slide_predictions,
-)
+from wsipipe.aggregate.nms import nms, radius_in_cells
+from wsipipe.aggregate.scores import ScoreMethod, fraction_above, max_probability, slide_score, top_k_mean
 from wsipipe.aggregate.stage import (
     AggregateParams,
     AggregateResult,
@@ -34,17 +26,14 @@ from wsipipe.aggregate.stage import (
     aggregate_stores,
     find_stores,
     resolve_model,
-    write_slide_scores,
 )
 
 __all__ = [
     "AggregateParams",
     "AggregateResult",
-    "Detection",
     "HeatmapGeometry",
     "ScoreMethod",
     "SlideAggregate",
-    "SlidePrediction",
     "aggregate_store",
     "aggregate_stores",
     "build_heatmap",
@@ -66,7 +55,4 @@ __all__ = [
     "tumor_column",
     "upsample_heatmap",
     "write_heatmap_tiff",
-    "write_lesion_csv",
-    "write_slide_predictions",
-    "write_slide_scores",
 ]

@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from wsipipe.errors import ConfigError, StoreError
+from wsipipe.tables import Detections
 from wsipipe.types import PathLike, RGBArray
 
 __all__ = [
@@ -158,7 +159,7 @@ def tumor_column(class_names: list[str] | tuple[str, ...], class_name: str | Non
     ConfigError
         If ``class_name`` is not one of the classes.
     """
-    from wsipipe.annotations._model import TUMOR, canonical_label
+    from wsipipe.annotations import TUMOR, canonical_label
 
     lowered = [str(n).lower() for n in class_names]
     if class_name is not None:
@@ -254,8 +255,8 @@ def heatmap_detections(
     threshold: float,
     radius_um: float,
     sigma: float = 0.0,
-) -> list[Any]:
-    """NMS lesion detections (``Confidence, X, Y`` in level-0 px) of a heatmap laid out by ``geometry``.
+) -> Detections:
+    """NMS lesion detections (confidence, level-0 px ``x``, ``y``) of a heatmap laid out by ``geometry``.
 
     See :func:`wsipipe.aggregate.nms.nms` for the suppression rule; ``radius_um`` is converted
     to cells with the geometry's level-0 MPP and cell size.

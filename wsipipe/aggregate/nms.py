@@ -7,46 +7,25 @@ x ``[col - r, col + r)`` cells (half-open, so one cell more above/left than belo
 with ``r = round(radius_um / (mpp * cell size))``. Ties go to the first cell in row-major
 order (``np.argmax`` on the ``(rows, cols)`` map, as MONAI; NCRF's map is transposed).
 
-Each detection is written at its cell's centre in level-0 pixels,
-``int(origin + (index + 0.5) * cell_size)``, the CAMELYON16 submission format
-``Confidence,X,Y`` (``shared/research/camelyon-eval.md`` §9).
+Each detection is placed at its cell's centre in level-0 pixels,
+``int(origin + (index + 0.5) * cell_size)``; :func:`wsipipe.tables.write_lesion_csv` writes them in
+the CAMELYON16 submission format ``Confidence,X,Y`` (``shared/research/camelyon-eval.md`` §9).
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 from wsipipe.errors import ConfigError
-from wsipipe.types import PathLike
+from wsipipe.tables import Detections
 
-__all__ = ["Detection", "nms", "radius_in_cells", "write_lesion_csv"]
+__all__ = ["nms", "radius_in_cells"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Detection:
-    """One lesion detection.
-
-    Attributes
-    ----------
-    confidence : float
-        The map value at the maximum.
-    x, y : int
-        Level-0 pixel coordinates (column, row) of the cell centre.
-    """
-
-    confidence: float
-    x: int
-    y: int
 
 
 def _pair(value: float | tuple[float, float], what: str) -> tuple[float, float]:
@@ -85,7 +64,7 @@ def nms(
     origin: tuple[float, float] = (0.0, 0.0),
     sigma: float = 0.0,
     max_detections: int | None = None,
-) -> list[Detection]:
+) -> Detections:
     """Find lesion coordinates on a probability map by iterative maximum suppression.
 
     Parameters
@@ -111,8 +90,9 @@ def nms(
 
     Returns
     -------
-    list of Detection
-        In the order found (non-increasing confidence).
+    Detections
+        The map value at each maximum and its cell centre (level-0 px), in the order found
+        (non-increasing confidence).
     """
     arr = np.array(probs, dtype=np.float64)
     if arr.ndim != 2:
@@ -134,40 +114,17 @@ def nms(
     # Descending value, ties by row-major index: the order repeated np.argmax visits them.
     order = candidates[np.lexsort((candidates, -flat[candidates]))]
     suppressed = np.zeros(arr.shape, dtype=bool)
-    out: list[Detection] = []
+    out: list[tuple[float, int, int]] = []
     ox, oy = origin
     for idx in order:
         r, c = divmod(int(idx), cols)
         if suppressed[r, c]:
             continue
-        out.append(Detection(float(flat[idx]), int(ox + (c + 0.5) * cx), int(oy + (r + 0.5) * cy)))
+        out.append((float(flat[idx]), int(ox + (c + 0.5) * cx), int(oy + (r + 0.5) * cy)))
         suppressed[max(r - ry, 0) : min(r + ry, rows), max(c - rx, 0) : min(c + rx, cols)] = True
         if ry == 0 or rx == 0:
             suppressed[r, c] = True
         if max_detections is not None and len(out) >= max_detections:
             break
     log.debug("NMS: %d detection(s) above %.3f, radius %d x %d cells", len(out), threshold, rx, ry)
-    return out
-
-
-def write_lesion_csv(path: PathLike, detections: Iterable[Detection | tuple[float, int, int]]) -> Path:
-    """Write detections as a CAMELYON16 lesion CSV: ``Confidence,X,Y`` rows, no header.
-
-    The official parser (``readCSVContent``) has no header handling and reads ``int(X)``,
-    ``int(Y)``, so coordinates are written as integers and no header line is written.
-
-    Returns
-    -------
-    Path
-        ``path``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")  # renamed when whole: a reader never sees half a file
-    with tmp.open("w", newline="") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        for det in detections:
-            conf, x, y = (det.confidence, det.x, det.y) if isinstance(det, Detection) else det
-            writer.writerow([repr(float(conf)), int(x), int(y)])
-    tmp.replace(path)
-    return path
+    return Detections.from_rows(out)

@@ -10,12 +10,12 @@
 
 and the map itself to ``predictions/<model>/heatmap`` in each store. ``probability`` is the
 slide's maximum tile probability; the label column stays empty (it is where
-:func:`wsipipe.evaluation.read_slide_predictions` looks for known labels).
+:func:`wsipipe.tables.read_slide_predictions` looks for known labels). Both CSVs are written by
+:mod:`wsipipe.tables`, which owns their formats.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -38,7 +38,6 @@ __all__ = [
     "aggregate_stores",
     "find_stores",
     "resolve_model",
-    "write_slide_scores",
 ]
 
 log = logging.getLogger(__name__)
@@ -234,9 +233,9 @@ def aggregate_store(
         slide_background,
         write_heatmap_tiff,
     )
-    from wsipipe.aggregate.nms import write_lesion_csv
     from wsipipe.aggregate.scores import fraction_above, max_probability, top_k_mean
     from wsipipe.store import open_store, write_heatmap
+    from wsipipe.tables import write_lesion_csv
 
     start = time.perf_counter()
     store, out = Path(store), Path(out_dir)
@@ -264,7 +263,7 @@ def aggregate_store(
             heatmap,
             geometry,
             background=slide_background(root, max_size=params.png_size),
-            points=[(d.x, d.y) for d in detections],
+            points=detections.points,
             title=f"{slide_id} · {model} · {class_name}",
             cmap=params.cmap,
         )
@@ -311,21 +310,23 @@ def aggregate_store(
     return result
 
 
-def write_slide_scores(path: PathLike, slides: Sequence[SlideAggregate], params: AggregateParams) -> Path:
-    """Write ``slide,probability,label,top_k_mean,fraction_above`` (header line; label left empty).
+def _write_slide_scores(path: PathLike, slides: Sequence[SlideAggregate], params: AggregateParams) -> Path:
+    """Write ``slide_predictions.csv``: ``slide,probability,label,top<k>_mean,fraction_above``, label left empty.
 
-    ``probability`` is the maximum tile probability (the CAMELYON16 papers' slide score).
+    ``probability`` is the maximum tile probability (the CAMELYON16 papers' slide score); the
+    format is :func:`wsipipe.tables.write_slide_predictions`'s.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(["slide", "probability", "label", f"top{params.top_k}_mean", "fraction_above"])
-        for s in slides:
-            writer.writerow([s.slide_id, repr(s.max_probability), "", repr(s.top_k_mean), repr(s.fraction_above)])
-    tmp.replace(path)
-    return path
+    from wsipipe.tables import SlidePrediction, write_slide_predictions
+
+    rows = [
+        SlidePrediction(
+            s.slide_id,
+            s.max_probability,
+            scores={f"top{params.top_k}_mean": s.top_k_mean, "fraction_above": s.fraction_above},
+        )
+        for s in slides
+    ]
+    return write_slide_predictions(path, rows)
 
 
 def aggregate_stores(
@@ -376,5 +377,5 @@ def aggregate_stores(
                 )
             )
     ok = [s for s in results if s.status != "failed"]
-    csv_path = write_slide_scores(out / "slide_predictions.csv", ok, params) if ok else None
+    csv_path = _write_slide_scores(out / "slide_predictions.csv", ok, params) if ok else None
     return AggregateResult(out, tuple(results), csv_path, params, time.perf_counter() - start)

@@ -5,7 +5,7 @@ All geometries are in level-0 pixel coordinates (x right, y down).
 
 from __future__ import annotations
 
-from wsipipe.annotations._model import EXCLUSION, TUMOR, Annotation, canonical_label, filter_labels, polygonal_parts
+from wsipipe.annotations._model import EXCLUSION, TUMOR, Annotation, canonical_label, polygonal_parts
 from wsipipe.annotations.asap import read_asap_xml, write_asap_xml
 from wsipipe.annotations.geojson import read_geojson, write_geojson
 from wsipipe.annotations.raster import iter_mask_tiles, rasterize, rasterize_for_slide, read_annotations
@@ -15,7 +15,6 @@ __all__ = [
     "TUMOR",
     "Annotation",
     "canonical_label",
-    "filter_labels",
     "iter_mask_tiles",
     "polygonal_parts",
     "rasterize",

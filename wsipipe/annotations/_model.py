@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,9 +94,3 @@ def repair_geometry(geometry: BaseGeometry) -> BaseGeometry:
     if not parts:
         return shapely.Polygon()
     return parts[0] if len(parts) == 1 else shapely.MultiPolygon(parts)
-
-
-def filter_labels(annotations: Iterable[Annotation], labels: Iterable[str]) -> list[Annotation]:
-    """Return the annotations whose label is in ``labels`` (compared case-insensitively)."""
-    wanted = {canonical_label(x).lower() for x in labels}
-    return [a for a in annotations if a.label.lower() in wanted]

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from wsipipe.evaluation import evaluate
 
     params = make_params(args)
-    summary = evaluate(
+    result = evaluate(
         out_dir=args.out,
         pred_dir=args.pred_dir,
         slide_preds=args.slide_preds,
@@ -97,12 +97,11 @@ def run(args: argparse.Namespace) -> int:
         slide_dims=args.slide_dims,
         params=params,
     )
-    froc = summary.get("froc")
-    if froc is not None and froc.get("score") is not None:
+    if result.froc is not None and result.froc_score is not None:
+        froc = result.froc
         print(f"FROC score: {froc['score']:.6f} ({froc['n_slides']} slides, {froc['n_targets']} target lesions)")
-    auc = summary.get("auc")
-    if auc is not None and auc.get("auc") is not None:
-        low, high = auc["ci"]
-        print(f"slide AUC: {auc['auc']:.6f} (95% CI {low:.4f}-{high:.4f})")
+    if result.auc_value is not None and result.auc_ci is not None:
+        low, high = result.auc_ci
+        print(f"slide AUC: {result.auc_value:.6f} (95% CI {low:.4f}-{high:.4f})")
     print(f"report: {args.out}/evaluation.md")
     return 0

@@ -1,20 +1,13 @@
 """Evaluation: CAMELYON16 lesion FROC, slide-level ROC AUC, and the ``evaluate`` stage.
 
-The rules follow the CAMELYON16 organisers' Python evaluation (``docs/evaluation.md``).
+The rules follow the CAMELYON16 organisers' Python evaluation (``docs/evaluation.md``). The
+CSV tables it reads (lesion detections, slide predictions, ``reference.csv``) are owned by
+:mod:`wsipipe.tables`.
 """
 
 from __future__ import annotations
 
-from wsipipe.evaluation._io import (
-    Detections,
-    parse_label,
-    read_lesion_csv,
-    read_reference,
-    read_slide_dims_csv,
-    read_slide_predictions,
-    slide_id,
-)
-from wsipipe.evaluation._stage import EvaluateParams, evaluate, find_ground_truth
+from wsipipe.evaluation._stage import EvaluateParams, EvaluateResult, evaluate, find_ground_truth
 from wsipipe.evaluation.auc import RocResult, bootstrap_auc_ci, roc_auc, roc_curve, slide_roc
 from wsipipe.evaluation.froc import (
     FP_RATES,
@@ -29,7 +22,6 @@ from wsipipe.evaluation.masks import (
     EvaluationMask,
     Lesion,
     evaluation_mask,
-    itc_labels,
     level_shape,
     load_evaluation_mask,
     read_slide_dims,
@@ -40,8 +32,8 @@ from wsipipe.evaluation.masks import (
 __all__ = [
     "DEFAULT_MPP",
     "FP_RATES",
-    "Detections",
     "EvaluateParams",
+    "EvaluateResult",
     "EvaluationMask",
     "FrocCurve",
     "Lesion",
@@ -54,18 +46,11 @@ __all__ = [
     "evaluation_mask",
     "find_ground_truth",
     "froc_score",
-    "itc_labels",
     "level_shape",
     "load_evaluation_mask",
-    "parse_label",
-    "read_lesion_csv",
-    "read_reference",
     "read_slide_dims",
-    "read_slide_dims_csv",
-    "read_slide_predictions",
     "roc_auc",
     "roc_curve",
-    "slide_id",
     "slide_roc",
     "tumor_raster_from_mask_tiff",
     "tumor_raster_from_xml",

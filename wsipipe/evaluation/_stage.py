@@ -6,7 +6,7 @@ import logging
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,14 +15,6 @@ import numpy as np
 from wsipipe import __version__
 from wsipipe.config import to_dict
 from wsipipe.errors import ConfigError, EvaluationError
-from wsipipe.evaluation._io import (
-    Detections,
-    read_lesion_csv,
-    read_reference,
-    read_slide_dims_csv,
-    read_slide_predictions,
-    slide_id,
-)
 from wsipipe.evaluation.auc import RocResult, slide_roc
 from wsipipe.evaluation.froc import (
     FP_RATES,
@@ -35,9 +27,17 @@ from wsipipe.evaluation.froc import (
     froc_score,
 )
 from wsipipe.evaluation.masks import DEFAULT_MPP, EvaluationMask, load_evaluation_mask, read_slide_dims
+from wsipipe.tables import (
+    Detections,
+    read_lesion_csv,
+    read_reference,
+    read_slide_dims_csv,
+    read_slide_predictions,
+    slide_id,
+)
 from wsipipe.types import PathLike
 
-__all__ = ["EvaluateParams", "evaluate", "find_ground_truth"]
+__all__ = ["EvaluateParams", "EvaluateResult", "evaluate", "find_ground_truth"]
 
 log = logging.getLogger(__name__)
 
@@ -346,6 +346,75 @@ def _auc_summary(roc: RocResult) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class EvaluateResult:
+    """The outcome of :func:`evaluate`; :meth:`to_dict` is what ``evaluation.json`` holds.
+
+    Attributes
+    ----------
+    out_dir : Path
+        Folder of ``evaluation.json``, ``evaluation.md``, ``froc.png`` and ``roc.png``.
+    params : EvaluateParams
+    label_source : str
+        Where the slide labels came from: ``"reference"``, ``"slide predictions label column"``
+        or ``"ground-truth file presence"``.
+    excluded : tuple of str
+        Slide ids left out of both metrics, sorted.
+    froc : dict or None
+        Lesion FROC section (``score``, ``sensitivities``, ``n_slides``, ``n_targets``, the
+        curve; ``score`` None and ``error`` when it could not be computed); None without
+        lesion CSVs.
+    slides : tuple of dict
+        Per-slide FROC rows (``slide``, ``is_tumor``, hits, false positives ...); empty
+        without lesion CSVs.
+    auc : dict or None
+        Slide ROC section (``auc``, ``ci``, ``ci_level``, ``n_tumor``, ``n_normal``, ``roc``,
+        ``missing_slides``; ``auc`` None and ``error`` when it could not be computed); None
+        without slide predictions.
+    wsipipe_version : str
+    """
+
+    out_dir: Path
+    params: EvaluateParams
+    label_source: str
+    excluded: tuple[str, ...] = ()
+    froc: dict[str, Any] | None = None
+    slides: tuple[dict[str, Any], ...] = ()
+    auc: dict[str, Any] | None = None
+    wsipipe_version: str = field(default=__version__)
+
+    @property
+    def froc_score(self) -> float | None:
+        """The CAMELYON16 FROC score, or None when not computed."""
+        return None if self.froc is None else self.froc.get("score")
+
+    @property
+    def auc_value(self) -> float | None:
+        """The slide ROC AUC, or None when not computed."""
+        return None if self.auc is None else self.auc.get("auc")
+
+    @property
+    def auc_ci(self) -> tuple[float, float] | None:
+        """The bootstrap interval of the AUC, or None when not computed."""
+        ci = None if self.auc is None else self.auc.get("ci")
+        return None if ci is None else (float(ci[0]), float(ci[1]))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The content of ``evaluation.json``: ``froc`` and ``slides`` only with lesion CSVs, ``auc`` only with slide predictions."""
+        out: dict[str, Any] = {
+            "wsipipe_version": self.wsipipe_version,
+            "params": to_dict(self.params),
+            "label_source": self.label_source,
+            "excluded": list(self.excluded),
+        }
+        if self.froc is not None:
+            out["froc"] = self.froc
+            out["slides"] = list(self.slides)
+        if self.auc is not None:
+            out["auc"] = self.auc
+        return out
+
+
 def evaluate(
     *,
     out_dir: PathLike,
@@ -356,7 +425,7 @@ def evaluate(
     slides_dir: PathLike | None = None,
     slide_dims: Mapping[str, tuple[int, int]] | PathLike | None = None,
     params: EvaluateParams | None = None,
-) -> dict[str, Any]:
+) -> EvaluateResult:
     """Evaluate lesion detections (CAMELYON16 FROC) and slide scores (ROC AUC) and write a report.
 
     Parameters
@@ -382,8 +451,8 @@ def evaluate(
 
     Returns
     -------
-    dict
-        The content written to ``evaluation.json`` (``froc``, ``auc``, ``slides``, ``params``).
+    EvaluateResult
+        The metrics; :meth:`EvaluateResult.to_dict` is what ``evaluation.json`` holds.
 
     Raises
     ------
@@ -402,7 +471,9 @@ def evaluate(
     probs: dict[str, float] = {}
     pred_labels: dict[str, bool] = {}
     if slide_preds is not None:
-        probs, pred_labels = read_slide_predictions(slide_preds)
+        preds = read_slide_predictions(slide_preds)
+        probs = {s: p.probability for s, p in preds.items()}
+        pred_labels = {s: p.label for s, p in preds.items() if p.label is not None}
     csvs: dict[str, Path] = {}
     if pred_dir is not None:
         root = Path(pred_dir)
@@ -413,12 +484,9 @@ def evaluate(
     candidates = sorted(set(csvs) | set(gt_files) | set(probs))
     labels, label_source = _decide_labels(candidates, ref, pred_labels, gt_files)
     labels = {s: v for s, v in labels.items() if s not in excluded}
-    summary: dict[str, Any] = {
-        "wsipipe_version": __version__,
-        "params": to_dict(params),
-        "label_source": label_source,
-        "excluded": sorted(excluded),
-    }
+    froc: dict[str, Any] | None = None
+    slide_rows: list[dict[str, Any]] = []
+    auc: dict[str, Any] | None = None
 
     if pred_dir is not None:
         unlabelled = sorted(s for s in csvs if s not in labels and s not in excluded)
@@ -432,11 +500,11 @@ def evaluate(
         dims, slide_files = _slide_dims_index(slide_dims, slides_dir)
         results, masks = _evaluate_froc(slides, labels, csvs, gt_files, params, dims, slide_files)
         try:
-            summary["froc"] = _froc_summary(results, params)
+            froc = _froc_summary(results, params)
         except EvaluationError as err:
             log.warning("FROC not computed: %s", err)
-            summary["froc"] = {"score": None, "error": str(err), "n_slides": len(results)}
-        summary["slides"] = _slide_table(results, masks, csvs)
+            froc = {"score": None, "error": str(err), "n_slides": len(results)}
+        slide_rows = _slide_table(results, masks, csvs)
 
     if slide_preds is not None:
         scored = [s for s in probs if s in labels]
@@ -463,11 +531,19 @@ def evaluate(
                 level=params.ci_level,
                 seed=params.seed,
             )
-            summary["auc"] = _auc_summary(roc)
-            summary["auc"]["missing_slides"] = missing
+            auc = {**_auc_summary(roc), "missing_slides": missing}
         except EvaluationError as err:
             log.warning("AUC not computed: %s", err)
-            summary["auc"] = {"auc": None, "error": str(err), "missing_slides": missing}
+            auc = {"auc": None, "error": str(err), "missing_slides": missing}
 
-    write_report(summary, Path(out_dir), plots=params.plots)
-    return summary
+    result = EvaluateResult(
+        out_dir=Path(out_dir),
+        params=params,
+        label_source=label_source,
+        excluded=tuple(sorted(excluded)),
+        froc=froc,
+        slides=tuple(slide_rows),
+        auc=auc,
+    )
+    write_report(result.to_dict(), result.out_dir, plots=params.plots)
+    return result

@@ -34,8 +34,8 @@ import numpy as np
 import numpy.typing as npt
 
 from wsipipe.errors import EvaluationError
-from wsipipe.evaluation._io import Detections
 from wsipipe.evaluation.masks import EvaluationMask
+from wsipipe.tables import Detections
 
 __all__ = [
     "FP_RATES",

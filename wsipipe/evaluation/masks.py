@@ -35,7 +35,6 @@ __all__ = [
     "EvaluationMask",
     "Lesion",
     "evaluation_mask",
-    "itc_labels",
     "level_shape",
     "load_evaluation_mask",
     "read_slide_dims",
@@ -335,11 +334,6 @@ def _lesions(labels: LabelArray, level: int, mpp: float) -> tuple[Lesion, ...]:
             )
         )
     return tuple(out)
-
-
-def itc_labels(mask: EvaluationMask) -> list[int]:
-    """Return the ITC labels in increasing order (official ``computeITCList``)."""
-    return sorted(mask.itc)
 
 
 def read_slide_dims(path: PathLike) -> tuple[int, int]:

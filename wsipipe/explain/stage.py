@@ -162,11 +162,9 @@ def find_slides(paths: Iterable[PathLike]) -> list[Path]:
 
 def read_points(lesions_csv: PathLike, top_k: int) -> list[tuple[float, int, int]]:
     """The ``top_k`` most confident ``(confidence, x, y)`` of a CAMELYON16 lesion CSV (level-0 px)."""
-    from wsipipe.evaluation import read_lesion_csv
+    from wsipipe.tables import read_lesion_csv
 
-    det = read_lesion_csv(lesions_csv)
-    order = np.argsort(-det.confidence, kind="stable")[:top_k]
-    return [(float(det.confidence[i]), int(det.x[i]), int(det.y[i])) for i in order]
+    return list(read_lesion_csv(lesions_csv).ranked(top_k))
 
 
 def _annotation_file(folder: Path, sid: str) -> Path | None:
@@ -189,12 +187,12 @@ def _explain_slide(
     import torch
 
     from wsipipe.annotations import rasterize, read_annotations
-    from wsipipe.evaluation import slide_id
     from wsipipe.explain._outputs import map_tile_features, save_panel
     from wsipipe.explain._registry import black_baseline, explain
     from wsipipe.explain.metrics import localization_metrics
     from wsipipe.export import write_feature_collection
     from wsipipe.slide import open_slide
+    from wsipipe.tables import slide_id
 
     start = time.perf_counter()
     sid = slide_id(path.name)
@@ -358,8 +356,8 @@ def explain_slides(
     CheckpointError
         An unreadable checkpoint.
     """
-    from wsipipe.evaluation import slide_id
     from wsipipe.models import load_checkpoint
+    from wsipipe.tables import slide_id
 
     params = params or ExplainParams()
     if (lesions_dir is None) == (points is None):

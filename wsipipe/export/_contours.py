@@ -15,7 +15,7 @@ import numpy.typing as npt
 import shapely
 
 from wsipipe.aggregate.heatmap import HeatmapGeometry
-from wsipipe.annotations._model import polygonal_parts
+from wsipipe.annotations import polygonal_parts
 
 __all__ = ["PRECISION_PX", "threshold_polygons"]
 

@@ -11,8 +11,8 @@ import numpy as np
 import numpy.typing as npt
 
 from wsipipe.aggregate.heatmap import HeatmapGeometry
-from wsipipe.aggregate.nms import Detection
 from wsipipe.errors import ConfigError
+from wsipipe.tables import Detections
 from wsipipe.types import PathLike
 
 __all__ = ["ExportParams", "SlideOutputs", "class_display_name", "load_slide_outputs"]
@@ -60,7 +60,7 @@ def class_display_name(name: str) -> str:
 
     QuPath splits names on ``:`` into derived classes, so ``:`` becomes ``-``.
     """
-    from wsipipe.annotations._model import canonical_label
+    from wsipipe.annotations import canonical_label
     from wsipipe.annotations.geojson import display_name
 
     shown = display_name(canonical_label(name)).replace(":", "-").strip()
@@ -87,8 +87,8 @@ class SlideOutputs:
     geometry : HeatmapGeometry
     heatmap : (rows, cols) float32 ndarray
         Probability of ``class_names[column]`` on the tile grid, NaN off tissue.
-    detections : list of Detection
-        Lesion points, level-0 px.
+    detections : Detections
+        Lesion points (confidence, level-0 px ``x``, ``y``).
     """
 
     slide_id: str
@@ -100,7 +100,7 @@ class SlideOutputs:
     coords: npt.NDArray[np.int64]
     geometry: HeatmapGeometry
     heatmap: npt.NDArray[np.float32]
-    detections: list[Detection]
+    detections: Detections
 
 
 def load_slide_outputs(store: PathLike, params: ExportParams, *, lesions_csv: PathLike | None = None) -> SlideOutputs:
@@ -126,10 +126,9 @@ def load_slide_outputs(store: PathLike, params: ExportParams, *, lesions_csv: Pa
     geometry = HeatmapGeometry.from_store(root)
     heatmap = build_heatmap(read_grid(root), probs[:, column], geometry)
     if lesions_csv is not None and Path(lesions_csv).is_file():
-        from wsipipe.evaluation import read_lesion_csv
+        from wsipipe.tables import read_lesion_csv
 
-        found = read_lesion_csv(lesions_csv)
-        detections = [Detection(float(c), int(x), int(y)) for c, x, y in zip(found.confidence, found.x, found.y)]
+        detections = read_lesion_csv(lesions_csv)
     else:
         detections = heatmap_detections(
             heatmap, geometry, threshold=params.nms_threshold, radius_um=params.nms_radius_um

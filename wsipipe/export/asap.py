@@ -44,14 +44,14 @@ def asap_annotations(outputs: SlideOutputs, params: ExportParams) -> list[Annota
                 )
     if params.points:
         width, height = outputs.geometry.level0_size
-        for k, det in enumerate(outputs.detections, start=1):
-            point = shapely.Point(min(max(det.x, 0), width), min(max(det.y, 0), height))
+        for k, (confidence, x, y) in enumerate(outputs.detections, start=1):
+            point = shapely.Point(min(max(x, 0), width), min(max(y, 0), height))
             anns.append(
                 Annotation(
                     geometry=point,
                     label=DETECTION_GROUP,
                     name=f"lesion {k}",
-                    properties={"group": DETECTION_GROUP, "confidence": float(det.confidence)},
+                    properties={"group": DETECTION_GROUP, "confidence": confidence},
                 )
             )
     return anns

@@ -134,15 +134,15 @@ def contour_features(outputs: SlideOutputs, thresholds: tuple[float, ...]) -> It
 def point_features(outputs: SlideOutputs) -> Iterator[dict[str, Any]]:
     """Yield one ``Point`` annotation per lesion with its ``confidence`` measurement (item c)."""
     width, height = outputs.geometry.level0_size
-    for k, det in enumerate(outputs.detections, start=1):
-        if not math.isfinite(det.confidence):
+    for k, (confidence, x, y) in enumerate(outputs.detections, start=1):
+        if not math.isfinite(confidence):
             continue
-        point = [min(max(det.x, 0), width), min(max(det.y, 0), height)]
+        point = [min(max(x, 0), width), min(max(y, 0), height)]
         props = {
             "objectType": "annotation",
             "name": f"lesion {k}",
             "classification": LESION_CLASS,
-            "measurements": {"confidence": float(det.confidence)},
+            "measurements": {"confidence": confidence},
         }
         yield _feature({"type": "Point", "coordinates": point}, props)
 

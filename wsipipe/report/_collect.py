@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from wsipipe.errors import WsipipeError
+from wsipipe.tables import SlidePrediction, read_lesion_csv, read_reference, read_slide_predictions
 from wsipipe.types import RGBArray
 
 __all__ = ["RunData", "SlideView", "TrainingRun", "collect_run", "load_slide_images"]
@@ -135,45 +136,28 @@ def _manifest(out: Path, problems: list[str]) -> tuple[dict[str, Any] | None, Pa
     return None, None
 
 
-def _slide_scores(path: Path, problems: list[str]) -> dict[str, dict[str, str]]:
+def _slide_scores(path: Path, problems: list[str]) -> dict[str, SlidePrediction]:
     if not path.is_file():
         return {}
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.reader(fh))
-    except OSError as err:
-        problems.append(f"{path}: cannot be read ({err})")
+        return read_slide_predictions(path)
+    except _READ_ERRORS as err:
+        problems.append(f"{path}: {err}")
         return {}
-    if not rows:
-        return {}
-    from wsipipe.evaluation._io import is_number
-
-    header = [h.strip() for h in rows[0]]
-    if len(header) < 2 or is_number(header[1]):
-        header = ["slide", "probability", "label"][: max(2, len(rows[0]))]
-    else:
-        rows = rows[1:]
-    return {r[0].strip(): dict(zip(header[1:], (c.strip() for c in r[1:]), strict=False)) for r in rows if r}
 
 
 def _lesion_points(path: Path, problems: list[str]) -> list[tuple[float, int, int]]:
-    from wsipipe.evaluation import read_lesion_csv
-
     try:
-        det = read_lesion_csv(path)
+        return list(read_lesion_csv(path).ranked())
     except _READ_ERRORS as err:
         problems.append(f"{path}: {err}")
         return []
-    points = [(float(c), int(x), int(y)) for c, x, y in zip(det.confidence, det.x, det.y, strict=True)]
-    return sorted(points, key=lambda p: -p[0])
 
 
 def _reference_labels(out: Path, problems: list[str]) -> dict[str, bool]:
     path = out / "data" / "testing" / "reference.csv"
     if not path.is_file():
         return {}
-    from wsipipe.evaluation import read_reference
-
     try:  # case-insensitive: CAMELYON16 writes Test_001 where files may be test_001
         return {k.lower(): v for k, v in read_reference(path).items()}
     except _READ_ERRORS as err:
@@ -269,15 +253,16 @@ def collect_run(out_dir: Path) -> RunData:
         if lesions.is_file():
             view.has_lesions_csv = True
             view.points = _lesion_points(lesions, view.problems)
-        row = scores.get(sid, {})
-        view.scores = {k: v for k, v in ((k, _to_float(v)) for k, v in row.items() if k != "label") if math.isfinite(v)}
+        row = scores.get(sid)
+        if row is not None:
+            view.scores = {"probability": row.probability, **row.scores}
         view.evaluation = eval_rows.get(sid)
         if view.evaluation is not None and "is_tumor" in view.evaluation:
             view.label = "tumor" if view.evaluation["is_tumor"] else "normal"
         elif sid.lower() in reference:
             view.label = "tumor" if reference[sid.lower()] else "normal"
-        elif row.get("label"):
-            view.label = row["label"].lower()
+        elif row is not None and row.label is not None:
+            view.label = "tumor" if row.label else "normal"
         for stage, record in run.stages.items():
             item = (record.get("items") or {}).get(sid) if isinstance(record, dict) else None
             if isinstance(item, dict):

@@ -12,7 +12,7 @@ Everything is deterministic from a seed. See ``docs/synth.md``.
 
 from __future__ import annotations
 
-from wsipipe.synth._geometry import ITC_DIAMETER_UM, MIN_SEPARATION_UM, PAIR_GAP_UM, Layout, Lesion
+from wsipipe.synth._geometry import ITC_DIAMETER_UM, MIN_SEPARATION_UM, PAIR_GAP_UM, Layout, SynthLesion
 from wsipipe.synth._pcam import PCAM_SPLITS, PatchSource, pcam_paths, write_pcam
 from wsipipe.synth._slide import CAMELYON16_MPP, SlideInfo, make_slide, make_test_slide, slide_layout
 from wsipipe.synth.dataset import DatasetInfo, SlideRecord, SynthParams, make_dataset
@@ -25,10 +25,10 @@ __all__ = [
     "PCAM_SPLITS",
     "DatasetInfo",
     "Layout",
-    "Lesion",
     "PatchSource",
     "SlideInfo",
     "SlideRecord",
+    "SynthLesion",
     "SynthParams",
     "make_dataset",
     "make_slide",

@@ -30,7 +30,7 @@ __all__ = [
     "MIN_SEPARATION_UM",
     "PAIR_GAP_UM",
     "Layout",
-    "Lesion",
+    "SynthLesion",
     "blob",
     "make_layout",
 ]
@@ -48,7 +48,7 @@ _TISSUE_MARGIN_UM = 30.0
 
 
 @dataclass(frozen=True, slots=True)
-class Lesion:
+class SynthLesion:
     """One ground-truth tumour region.
 
     Attributes
@@ -69,7 +69,7 @@ class Layout:
     """Tissue islands and lesions of one slide, in level-0 pixels."""
 
     islands: tuple[Polygon, ...]
-    lesions: tuple[Lesion, ...]
+    lesions: tuple[SynthLesion, ...]
 
 
 def blob(
@@ -155,7 +155,7 @@ class _Placer:
         self.rng = rng
         self.mpp = mpp
         self.allowed = [isl.buffer(-_TISSUE_MARGIN_UM / mpp) for isl in islands]
-        self.lesions: list[Lesion] = []
+        self.lesions: list[SynthLesion] = []
 
     def px(self, um: float) -> float:
         return um / self.mpp
@@ -194,7 +194,7 @@ class _Placer:
                 continue
             cand = blob(self.rng, pt, radius, irregularity=irregularity, elongation=self.rng.uniform(1.0, 1.5))
             if self._fits(cand, island):
-                self.lesions.append(Lesion(cand, role))
+                self.lesions.append(SynthLesion(cand, role))
                 return cand
         return None
 
@@ -220,8 +220,8 @@ class _Placer:
             for angle in angles[:1] if mid is not None else angles[:4]:
                 second = self._beside(first, shape, pt, float(angle), gap)
                 if second is not None and self._fits(second, island):
-                    self.lesions.append(Lesion(first, "pair"))
-                    self.lesions.append(Lesion(second, "pair"))
+                    self.lesions.append(SynthLesion(first, "pair"))
+                    self.lesions.append(SynthLesion(second, "pair"))
                     return True
         return False
 
@@ -300,7 +300,7 @@ def make_layout(
 
 def _lesions(
     rng: np.random.Generator, islands: list[Polygon], size: tuple[int, int], mpp: float, n_lesions: int | None
-) -> tuple[Lesion, ...]:
+) -> tuple[SynthLesion, ...]:
     tissue_um = math.sqrt(sum(i.area for i in islands) / len(islands)) * mpp  # side of a typical island, µm
     main_r = float(np.clip(0.14 * tissue_um, _MIN_LESION_RADIUS_UM, 1600.0))
     pair_r = float(np.clip(0.08 * tissue_um, 70.0, 400.0))

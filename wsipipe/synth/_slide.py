@@ -19,7 +19,7 @@ from shapely.geometry import Polygon
 from wsipipe.annotations import TUMOR, Annotation
 from wsipipe.errors import ConfigError
 from wsipipe.settings import progress_enabled
-from wsipipe.synth._geometry import Layout, Lesion, make_layout
+from wsipipe.synth._geometry import Layout, SynthLesion, make_layout
 from wsipipe.synth._tiff import encode_jpeg, level_sizes, ordered, write_pyramid
 from wsipipe.synth._tissue import BG, MIXED, TILE, TileRenderer, make_canvases
 from wsipipe.types import WH, PathLike
@@ -53,7 +53,7 @@ class SlideInfo:
         (width, height) of every pyramid level; level ``L`` has downsample ``2**L``.
     islands : tuple of shapely.Polygon
         Tissue islands, level-0 px.
-    lesions : tuple of Lesion
+    lesions : tuple of SynthLesion
         Tumour regions (level-0 px) with their role: ``"lesion"``, ``"pair"`` (the two
         lesions < 75 µm apart) or ``"itc"`` (the < 275 µm isolated cluster). Empty for normal slides.
     file_bytes : int
@@ -69,7 +69,7 @@ class SlideInfo:
     seed: int
     levels: tuple[WH, ...]
     islands: tuple[Polygon, ...]
-    lesions: tuple[Lesion, ...] = field(default=())
+    lesions: tuple[SynthLesion, ...] = field(default=())
     file_bytes: int = 0
     seconds: float = 0.0
 

@@ -339,25 +339,22 @@ def make_dataset(out_dir: PathLike, params: SynthParams, *, workers: int = 2) ->
 
 def _write_reference(out: Path, params: SynthParams, records: list[SlideRecord]) -> Path:
     """``testing/reference.csv``: ``Test_001,Tumor,Micro`` (or ``Macro``) / ``Test_002,Normal``."""
-    path = out / "testing" / "reference.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = []
+    from wsipipe.tables import write_reference
+
+    labels: dict[str, bool] = {}
+    details: dict[str, str] = {}
     for rec in records:
         if rec.split != "testing":
             continue
         case = rec.name[:1].upper() + rec.name[1:]
+        labels[case] = rec.kind == "tumor"
         if rec.kind == "tumor":
             largest = max(
                 (_lesion_json(Layout((), (les,)), params.mpp)[0]["extent_um"] for les in rec.layout.lesions),
                 default=0.0,
             )
-            lines.append(f"{case},Tumor,{'Macro' if largest > _MACRO_UM else 'Micro'}")
-        else:
-            lines.append(f"{case},Normal")
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text("\n".join(lines) + ("\n" if lines else ""))
-    os.replace(tmp, path)
-    return path
+            details[case] = "Macro" if largest > _MACRO_UM else "Micro"
+    return write_reference(out / "testing" / "reference.csv", labels, details=details)
 
 
 def _write_pcam(pcam_dir: Path, params: SynthParams, records: list[SlideRecord]) -> dict[str, tuple[Path, Path]]:

@@ -46,7 +46,6 @@ def run(params: Params, ctx: StageContext) -> StageResult:
         slides_dir=params.slides_dir or data / "images",
         params=own,
     )
-    froc, auc = result.get("froc") or {}, result.get("auc") or {}
-    summary = {"froc": froc.get("score"), "auc": auc.get("auc"), "auc_ci": auc.get("ci")}
+    summary = {"froc": result.froc_score, "auc": result.auc_value, "auc_ci": (result.auc or {}).get("ci")}
     ctx.logger.info("evaluate: FROC %s, slide AUC %s", summary["froc"], summary["auc"])
     return StageResult(summary=summary)
