@@ -354,11 +354,13 @@ def explain_slides(
     Raises
     ------
     ConfigError
-        Neither or both of ``lesions_dir`` and ``points``; no slides.
+        Neither or both of ``lesions_dir`` and ``points``; no slides; a method the model cannot
+        do (``celm`` needs a :class:`~wsipipe.models.CamModel`, ``patchlogit`` a patch model).
     CheckpointError
         An unreadable checkpoint.
     """
     from wsipipe.evaluation import slide_id
+    from wsipipe.explain._registry import method_capabilities
     from wsipipe.models import load_checkpoint
 
     params = params or ExplainParams()
@@ -368,7 +370,12 @@ def explain_slides(
     files = find_slides(slides)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model, meta = load_checkpoint(checkpoint, map_location=params.device)
+    model, meta = load_checkpoint(
+        checkpoint,
+        map_location=params.device,
+        require=method_capabilities(params.methods),
+        hint="choose other methods (CLI: --methods)",
+    )
     ann_dir = Path(annotations_dir) if annotations_dir is not None else None
     results: list[SlideExplain] = []
     rows: list[dict[str, Any]] = []
