@@ -249,8 +249,27 @@ def test_patchnet_patch_map_mean_is_the_image_probability() -> None:
 
 
 def test_patch_logit_map_refuses_other_models() -> None:
-    with pytest.raises(ValueError, match="PatchNet or MedicalPatchNet"):
+    from wsipipe.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
         patch_logit_map(tiny_resnet(), torch.randn(1, 3, 32, 32))
+    assert str(info.value) == (
+        "the patchlogit explainer needs a model with the 'patch_map' capability "
+        "((patch_logit_map and patch_size) or (patch_map and patch_size)); model 'resnet18' (ResNet18) has none. "
+        "Models with it: medicalpatchnet, patchnet; or use gradcam, saliency or celm for other models"
+    )
+
+
+def test_celm_without_cam_layers_names_the_models_that_have_them() -> None:
+    from wsipipe.errors import ConfigError
+
+    model = build_model("densenet", num_classes=1)
+    with pytest.raises(
+        ConfigError,
+        match=r"the celm explainer needs a model with the 'cam' capability \(cam_layers\); "
+        r"model 'densenet' \(DenseNet\) has none\. Models with it: celnet, resnet18; or pass layers=",
+    ):
+        celm(model, torch.randn(1, 3, 32, 32))
 
 
 def test_unknown_method_names_the_choices() -> None:

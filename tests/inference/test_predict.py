@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import zarr
 
 from tests.inference.conftest import make_checkpoint, make_store
 from wsipipe.errors import CheckpointError, ConfigError, PartialFailureError, StoreError
@@ -131,6 +132,14 @@ def test_dense_mode_refuses_tiles_off_the_network_stride(cluster: Any, tmp_path:
     )
     assert result.stores[0].status == "failed"
     assert "multiples of the network stride 4" in (result.stores[0].error or "")
+
+
+def test_dense_mode_refuses_a_model_without_forward_map_before_any_work(tmp_path: Path) -> None:
+    ckpt = make_checkpoint(tmp_path / "ckpt", arch="densenet")
+    store = make_store(tmp_path / "s.zarr")
+    with pytest.raises(ConfigError, match=r"model 'densenet' \(DenseNet\) has none\. Models with it: celnet; or run"):
+        predict_stores(store, ckpt, scheduler="no cluster is reached", params=InferParams(device="cpu", dense=True))
+    assert "predictions" not in zarr.open_group(store, mode="r")
 
 
 def test_multiclass_softmax_and_scheduler_file(cluster: Any, tmp_path: Path) -> None:

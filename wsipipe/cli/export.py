@@ -14,6 +14,18 @@ if TYPE_CHECKING:
 __all__ = ["add_parser", "make_params", "run"]
 
 
+def _format_name(name: str) -> str:
+    """Check ``--format`` against :data:`wsipipe.export.EXPORT_FORMATS` (imported only when the option is given)."""
+    from wsipipe.errors import ConfigError
+    from wsipipe.export import export_format
+
+    try:
+        export_format(name)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return name
+
+
 def add_parser(subparsers: Any) -> None:
     """Register ``export`` and its options."""
     p = subparsers.add_parser(
@@ -28,7 +40,12 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("stores", nargs="+", metavar="STORE_OR_DIR", help="*.zarr stores, folders of stores or run folders")
     params = ParamOptions(p)  # ExportParams fields; defaults as in the dataclass (checked by the tests)
-    params.add("--format", choices=("qupath", "asap"), default="qupath", help="output format (default {default})")
+    params.add(
+        "--format",
+        type=_format_name,
+        default="qupath",
+        help="output format, a name in wsipipe.export.EXPORT_FORMATS (default {default})",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     params.add("--model", default=None, help="model under predictions/ (default: the store's only model)")
     params.add("--thresholds", type=float, nargs="+", default=(0.5, 0.9), help="contour levels (default {default})")

@@ -36,7 +36,14 @@ from wsipipe.explain._gradient import (
 )
 from wsipipe.explain._outputs import map_tile_features, save_panel
 from wsipipe.explain._patch import is_patch_model, patch_logit_map
-from wsipipe.explain._registry import EXPLAINERS, Explainer, black_baseline, explain
+from wsipipe.explain._registry import (
+    EXPLAINERS,
+    METHOD_CAPABILITIES,
+    Explainer,
+    black_baseline,
+    explain,
+    method_capabilities,
+)
 from wsipipe.explain.hploc import HPLOC_MPP, HplocPatches, hploc_patches
 from wsipipe.explain.metrics import (
     HPLOC_RULE,
@@ -63,6 +70,7 @@ __all__ = [
     "EXPLAINERS",
     "HPLOC_MPP",
     "HPLOC_RULE",
+    "METHOD_CAPABILITIES",
     "ExplainParams",
     "ExplainResult",
     "Explainer",
@@ -96,6 +104,7 @@ __all__ = [
     "lime",
     "localization_metrics",
     "map_tile_features",
+    "method_capabilities",
     "noise_tunnel",
     "patch_logit_map",
     "pixel_accuracy",

@@ -38,6 +38,7 @@ from wsipipe.explain._common import (
     resolve_target,
     select_logit,
 )
+from wsipipe.models import CamModel, capability_error
 
 __all__ = [
     "CELM_ALPHA",
@@ -68,14 +69,14 @@ def _layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
     if isinstance(layer, nn.Module):
         return layer
     modules = dict(model.named_modules())
-    cams = getattr(model, "cam_layers", None)
-    if layer not in modules and isinstance(cams, dict) and layer in cams:
-        return cams[layer]  # type: ignore[no-any-return]
+    cams = model.cam_layers if isinstance(model, CamModel) else {}
+    if layer not in modules and layer in cams:
+        return cams[layer]
     if layer not in modules:
         from wsipipe.config import suggest
 
         names = [n for n in modules if n]
-        aliases = f"; CAM aliases: {', '.join(cams)}" if isinstance(cams, dict) else ""
+        aliases = f"; CAM aliases: {', '.join(cams)}" if cams else ""
         raise ValueError(
             f"{type(model).__name__} has no layer {layer!r}{suggest(layer, names)} "
             f"(named modules include {', '.join(names[:12])}{'…' if len(names) > 12 else ''}{aliases})"
@@ -84,12 +85,11 @@ def _layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
 
 
 def cam_layer_names(model: nn.Module) -> list[str]:
-    """Qualified names (``dict(model.named_modules())`` keys) of ``model.cam_layers``, or of the last
-    module with a 4-D output candidate (the last ``Conv2d``'s parent stage) when it has none."""
-    cams = getattr(model, "cam_layers", None)
+    """Qualified names (``dict(model.named_modules())`` keys) of ``model.cam_layers`` (a
+    :class:`~wsipipe.models.CamModel`), or of the last ``Conv2d`` when it has none."""
     by_id = {id(m): n for n, m in model.named_modules()}
-    if isinstance(cams, dict) and cams:
-        return [by_id[id(m)] for m in cams.values()]
+    if isinstance(model, CamModel) and model.cam_layers:
+        return [by_id[id(m)] for m in model.cam_layers.values()]
     convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     if not convs:
         raise ValueError(f"{type(model).__name__} has no Conv2d layer and no cam_layers; pass layer= explicitly")
@@ -269,8 +269,8 @@ def celm(
     Parameters
     ----------
     model : nn.Module
-        CELNet (its ``cam_layers`` ``"cam3"``/``"cam2"``: ends of modules 3 and 2) or any model
-        with two named layers given in ``layers``.
+        A :class:`~wsipipe.models.CamModel` such as CELNet (its ``cam_layers`` ``"cam3"``/``"cam2"``:
+        ends of modules 3 and 2), or any model with two named layers given in ``layers``.
     x : (B, 3, H, W) float tensor
         Normalised images.
     alpha : float in [0, 1]
@@ -292,11 +292,18 @@ def celm(
         The CELM. Each CAM is ``ReLU(sum_k a_k F^k)`` divided by its own maximum before the
         bilinear upsampling and the alpha fusion (the paper leaves the CAM scales unstated;
         without this the deeper layer's larger activations would dominate whatever alpha is).
+
+    Raises
+    ------
+    ConfigError
+        ``layers`` not given and ``model`` is not a :class:`~wsipipe.models.CamModel`.
     """
     for name, v in (("alpha", alpha), ("beta", beta)):
         if not 0.0 <= v <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {v}")
     if layers is None:
+        if not isinstance(model, CamModel):
+            raise capability_error(model, "cam", hint="pass layers=(deep, shallow)")
         names = cam_layer_names(model)
         if len(names) < 2:
             raise ValueError(f"{type(model).__name__} has fewer than two cam_layers; pass layers=(deep, shallow)")

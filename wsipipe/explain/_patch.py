@@ -25,25 +25,24 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wsipipe.explain._common import Target, _check_input, as_maps, eval_mode, resolve_target
+from wsipipe.models import PatchLogitModel, PatchProbabilityModel, capability_error
 
 __all__ = ["is_patch_model", "patch_logit_map"]
 
 
-def is_patch_model(model: nn.Module) -> bool:
-    """Whether ``model`` is a PatchNet or a MedicalPatchNet (has a patch map)."""
-    return hasattr(model, "patch_logit_map") or hasattr(model, "patch_map")
+def is_patch_model(model: object) -> bool:
+    """Whether ``model`` has a patch map: a :class:`~wsipipe.models.PatchLogitModel` (MedicalPatchNet)
+    or a :class:`~wsipipe.models.PatchProbabilityModel` (PatchNet)."""
+    return isinstance(model, PatchLogitModel | PatchProbabilityModel)
 
 
 def _cells(model: nn.Module, x: Tensor, scaled: bool) -> Tensor:
     """Per-patch values (B, C, nh, nw)."""
-    if hasattr(model, "patch_logit_map"):
-        return model.patch_logit_map(x, scaled=scaled)  # type: ignore[no-any-return, operator]
-    if hasattr(model, "patch_map"):
-        return model.patch_map(x)  # type: ignore[no-any-return, operator]
-    raise ValueError(
-        f"{type(model).__name__} has no patch map; patch_logit_map needs a PatchNet or MedicalPatchNet "
-        "(use gradcam, saliency or celm for other models)"
-    )
+    if isinstance(model, PatchLogitModel):
+        return model.patch_logit_map(x, scaled=scaled)
+    if isinstance(model, PatchProbabilityModel):
+        return model.patch_map(x)
+    raise capability_error(model, "patch_map", hint="use gradcam, saliency or celm for other models")
 
 
 def _painted(model: nn.Module, x: Tensor, scaled: bool, size: tuple[int, int]) -> Tensor:
@@ -87,11 +86,16 @@ def patch_logit_map(
     (B, H, W) float32 ndarray
         Raw patch logits (MedicalPatchNet; unbounded) or patch probabilities (PatchNet, in
         [0, 1]) -- *not* rescaled; :func:`wsipipe.explain.explain` min-max scales them.
+
+    Raises
+    ------
+    ConfigError
+        ``model`` has no patch map (not a PatchLogitModel or PatchProbabilityModel).
     """
     _check_input(x)
-    p = int(getattr(model, "patch_size", 0))
-    if p < 1 or not is_patch_model(model):
-        _cells(model, x, scaled)  # raises the explanatory error
+    if not is_patch_model(model):
+        raise capability_error(model, "patch_map", hint="use gradcam, saliency or celm for other models")
+    p = int(model.patch_size)  # type: ignore[arg-type]
     h, w = int(x.shape[2]), int(x.shape[3])
     with eval_mode(model), torch.no_grad():
         idx = resolve_target(model(x), target)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -13,7 +13,7 @@ from wsipipe.explain._captum import integrated_gradients, lime, noise_tunnel
 from wsipipe.explain._gradient import celm, grad_cam, guided_backprop, saliency
 from wsipipe.explain._patch import patch_logit_map
 
-__all__ = ["EXPLAINERS", "Explainer", "black_baseline", "explain"]
+__all__ = ["EXPLAINERS", "METHOD_CAPABILITIES", "Explainer", "black_baseline", "explain", "method_capabilities"]
 
 Explainer = Callable[..., npt.NDArray[np.float32]]
 
@@ -37,6 +37,16 @@ EXPLAINERS: dict[str, Explainer] = {
     "lime": lime,
     "patchlogit": _patchlogit,
 }
+
+
+#: Method name -> the model capability it needs (a name in :data:`wsipipe.models.CAPABILITIES`);
+#: the other methods work on any model.
+METHOD_CAPABILITIES: dict[str, str] = {"celm": "cam", "patchlogit": "patch_map"}
+
+
+def method_capabilities(methods: Iterable[str]) -> tuple[str, ...]:
+    """The model capabilities that ``methods`` need, each once, in order."""
+    return tuple(dict.fromkeys(METHOD_CAPABILITIES[m] for m in methods if m in METHOD_CAPABILITIES))
 
 
 def explain(name: str, model: nn.Module, x: Tensor, **kwargs: Any) -> npt.NDArray[np.float32]:

@@ -175,41 +175,50 @@ def _annotation_file(folder: Path, sid: str) -> Path | None:
     return None
 
 
-def _explain_slide(
+@dataclass(frozen=True)
+class _Regions:
+    """The square regions read around the points of one slide."""
+
+    images: list[np.ndarray]
+    """(S, S, 3) uint8 RGB per point, at the input MPP."""
+    masks: list[np.ndarray]
+    """(S, S) bool tumour masks per point; empty without ground truth."""
+    origins: list[tuple[int, int]]
+    """Level-0 ``(x, y)`` of each region's top-left corner."""
+    downsample: float
+    """Level-0 px per region px."""
+    slide_size: tuple[int, int]
+    """Level-0 ``(width, height)`` of the slide."""
+
+
+def _ground_truth(annotations_dir: Path | None, sid: str) -> list[Any] | None:
+    """The slide's annotations, ``[]`` for a slide without a file (tumour-free), ``None`` without a folder."""
+    from wsipipe.annotations import read_annotations
+
+    if annotations_dir is None:
+        return None
+    ann_path = _annotation_file(annotations_dir, sid)
+    if ann_path is None:
+        log.info("%s: no annotation file in %s; treated as tumour-free", sid, annotations_dir)
+        return []
+    return read_annotations(ann_path)
+
+
+def _read_regions(
     path: Path,
-    out_dir: Path,
-    params: ExplainParams,
-    model: Any,
-    meta: Any,
     points: Sequence[tuple[float, int, int]],
-    annotations_dir: Path | None,
-) -> tuple[SlideExplain, list[dict[str, Any]]]:
-    import torch
-
-    from wsipipe.annotations import rasterize, read_annotations
-    from wsipipe.explain._outputs import map_tile_features, save_panel
-    from wsipipe.explain._registry import black_baseline, explain
-    from wsipipe.explain.metrics import localization_metrics
-    from wsipipe.export import write_feature_collection
+    *,
+    mpp: float,
+    size: int,
+    slide_mpp: float | None,
+    anns: list[Any] | None,
+) -> _Regions:
+    """Read a ``size`` px square at ``mpp`` µm/px centred on each level-0 point, with its mask when ``anns``."""
+    from wsipipe.annotations import rasterize
     from wsipipe.slide import open_slide
-    from wsipipe.tables import slide_id
 
-    start = time.perf_counter()
-    sid = slide_id(path.name)
-    mpp = params.mpp if params.mpp is not None else meta.input_mpp
-    if mpp is None:
-        raise ConfigError(f"{path}: the checkpoint records no input_mpp; pass mpp (CLI: --mpp)")
-    size = params.region_px or int(meta.tile_size)
-    anns = None
-    if annotations_dir is not None:
-        ann_path = _annotation_file(annotations_dir, sid)
-        if ann_path is None:
-            log.info("%s: no annotation file in %s; treated as tumour-free", sid, annotations_dir)
-            anns = []
-        else:
-            anns = read_annotations(ann_path)
     images, masks, origins = [], [], []
-    with open_slide(path, mpp=params.slide_mpp) as reader:
+    with open_slide(path, mpp=slide_mpp) as reader:
         ds = mpp / reader.mpp
         half0 = size * ds / 2.0
         for _, px, py in points:
@@ -219,6 +228,15 @@ def _explain_slide(
             if anns is not None:
                 masks.append(rasterize(anns, (size, size), downsample=ds, origin_level0=(x0, y0), sample="center"))
         slide_size = reader.dimensions
+    return _Regions(images, masks, origins, ds, slide_size)
+
+
+def _compute_maps(images: list[np.ndarray], params: ExplainParams, model: Any, meta: Any) -> dict[str, np.ndarray]:
+    """Method -> (K, S, S) float32 maps in [0, 1] of the K images, normalised as the checkpoint says."""
+    import torch
+
+    from wsipipe.explain._registry import black_baseline, explain
+
     batch = np.stack(images).astype(np.float32) / 255.0
     mean = torch.tensor(meta.norm_mean, dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(meta.norm_std, dtype=torch.float32).view(1, 3, 1, 1)
@@ -234,16 +252,29 @@ def _explain_slide(
             if method != "ig":
                 kw["seed"] = params.seed
         maps[method] = explain(method, model, inputs, **kw)
-    target_dir = out_dir / sid
-    target_dir.mkdir(parents=True, exist_ok=True)
+    return maps
+
+
+def _write_panels_and_metrics(
+    target_dir: Path,
+    sid: str,
+    points: Sequence[tuple[float, int, int]],
+    regions: _Regions,
+    maps: dict[str, np.ndarray],
+    params: ExplainParams,
+) -> tuple[list[Path], list[dict[str, Any]]]:
+    """One PNG panel per point (``params.png``) and, with ground truth, one metrics row per point and method."""
+    from wsipipe.explain._outputs import save_panel
+    from wsipipe.explain.metrics import localization_metrics
+
     pngs, rows = [], []
     for k, (conf, px, py) in enumerate(points, start=1):
         per = {m: v[k - 1] for m, v in maps.items()}
-        mask = masks[k - 1] if masks else None
+        mask = regions.masks[k - 1] if regions.masks else None
         if params.png:
             title = f"{sid} point {k} at ({px}, {py}) level-0 px"
             title += "" if math.isnan(conf) else f", confidence {conf:.3g}"
-            pngs.append(save_panel(target_dir / f"point{k}.png", images[k - 1], per, mask=mask, title=title))
+            pngs.append(save_panel(target_dir / f"point{k}.png", regions.images[k - 1], per, mask=mask, title=title))
         if mask is not None:
             for m, v in per.items():
                 met = localization_metrics(
@@ -254,28 +285,69 @@ def _explain_slide(
                     hploc_sigma=params.hploc_sigma,
                 )
                 rows.append({"slide": sid, "point": k, "x": px, "y": py, "confidence": conf, "method": m, **met})
-    arrays: dict[str, np.ndarray] = {"images": np.stack(images), "origins": np.asarray(origins, dtype=np.int64)}
+    return pngs, rows
+
+
+def _write_arrays(target_dir: Path, regions: _Regions, maps: dict[str, np.ndarray]) -> Path:
+    """``maps.npz``: images, origins, ``maps_<method>`` and (with ground truth) masks."""
+    arrays: dict[str, np.ndarray] = {
+        "images": np.stack(regions.images),
+        "origins": np.asarray(regions.origins, dtype=np.int64),
+    }
     arrays.update({f"maps_{m}": v for m, v in maps.items()})
-    if masks:
-        arrays["masks"] = np.stack(masks)
+    if regions.masks:
+        arrays["masks"] = np.stack(regions.masks)
     npz = target_dir / "maps.npz"
     np.savez_compressed(npz, **arrays)  # type: ignore[arg-type]
-    geojson = None
-    if params.geojson:
+    return npz
 
-        def features() -> Any:
-            for k, (ox, oy) in enumerate(origins, start=1):
-                yield from map_tile_features(
-                    {m: v[k - 1] for m, v in maps.items()},
-                    origin_level0=(float(ox), float(oy)),
-                    downsample=ds,
-                    cell_px=params.cell_px,
-                    slide_size=slide_size,
-                    name=f"point {k}",
-                )
 
-        geojson = out_dir / f"{sid}.geojson"
-        write_feature_collection(features(), geojson)
+def _write_geojson(path: Path, regions: _Regions, maps: dict[str, np.ndarray], cell_px: int) -> Path:
+    """QuPath tiles of ``cell_px`` map px (level-0 px), one measurement per method, for every region."""
+    from wsipipe.explain._outputs import map_tile_features
+    from wsipipe.export import write_feature_collection
+
+    def features() -> Any:
+        for k, (ox, oy) in enumerate(regions.origins, start=1):
+            yield from map_tile_features(
+                {m: v[k - 1] for m, v in maps.items()},
+                origin_level0=(float(ox), float(oy)),
+                downsample=regions.downsample,
+                cell_px=cell_px,
+                slide_size=regions.slide_size,
+                name=f"point {k}",
+            )
+
+    write_feature_collection(features(), path)
+    return path
+
+
+def _explain_slide(
+    path: Path,
+    out_dir: Path,
+    params: ExplainParams,
+    model: Any,
+    meta: Any,
+    points: Sequence[tuple[float, int, int]],
+    annotations_dir: Path | None,
+) -> tuple[SlideExplain, list[dict[str, Any]]]:
+    """Explain ``points`` (level-0 px) of one slide: read the regions, compute the maps, write the outputs."""
+    from wsipipe.tables import slide_id
+
+    start = time.perf_counter()
+    sid = slide_id(path.name)
+    mpp = params.mpp if params.mpp is not None else meta.input_mpp
+    if mpp is None:
+        raise ConfigError(f"{path}: the checkpoint records no input_mpp; pass mpp (CLI: --mpp)")
+    size = params.region_px or int(meta.tile_size)
+    anns = _ground_truth(annotations_dir, sid)
+    regions = _read_regions(path, points, mpp=mpp, size=size, slide_mpp=params.slide_mpp, anns=anns)
+    maps = _compute_maps(regions.images, params, model, meta)
+    target_dir = out_dir / sid
+    target_dir.mkdir(parents=True, exist_ok=True)
+    pngs, rows = _write_panels_and_metrics(target_dir, sid, points, regions, maps, params)
+    npz = _write_arrays(target_dir, regions, maps)
+    geojson = _write_geojson(out_dir / f"{sid}.geojson", regions, maps, params.cell_px) if params.geojson else None
     seconds = time.perf_counter() - start
     log.info("%s: %d points x %d methods in %.1f s", sid, len(points), len(maps), seconds)
     result = SlideExplain(sid, path, "done", len(points), tuple(pngs), geojson, npz, seconds)
@@ -352,10 +424,12 @@ def explain_slides(
     Raises
     ------
     ConfigError
-        Neither or both of ``lesions_dir`` and ``points``; no slides.
+        Neither or both of ``lesions_dir`` and ``points``; no slides; a method the model cannot
+        do (``celm`` needs a :class:`~wsipipe.models.CamModel`, ``patchlogit`` a patch model).
     CheckpointError
         An unreadable checkpoint.
     """
+    from wsipipe.explain._registry import method_capabilities
     from wsipipe.models import load_checkpoint
     from wsipipe.tables import slide_id
 
@@ -366,7 +440,12 @@ def explain_slides(
     files = find_slides(slides)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model, meta = load_checkpoint(checkpoint, map_location=params.device)
+    model, meta = load_checkpoint(
+        checkpoint,
+        map_location=params.device,
+        require=method_capabilities(params.methods),
+        hint="choose other methods (CLI: --methods)",
+    )
     ann_dir = Path(annotations_dir) if annotations_dir is not None else None
     results: list[SlideExplain] = []
     rows: list[dict[str, Any]] = []

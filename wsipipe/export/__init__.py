@@ -1,7 +1,8 @@
 """Export of predictions to viewers: QuPath GeoJSON (tiles, contours, lesion points) and ASAP XML.
 
 ``export_stores(stores, out_dir, ExportParams(format="qupath"))`` writes one file per slide;
-:func:`export_qupath` / :func:`export_asap` do one store. See ``docs/export.md``.
+:func:`export_qupath` / :func:`export_asap` do one store. The formats are the entries of
+:data:`EXPORT_FORMATS` (``wsipipe.export.formats``). See ``docs/export.md``.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 from wsipipe.export._contours import PRECISION_PX, threshold_polygons
 from wsipipe.export._source import ExportParams, SlideOutputs, class_display_name, load_slide_outputs
 from wsipipe.export._stage import ExportResult, SlideExport, export_path, export_stores
-from wsipipe.export.asap import asap_annotations, contour_group, export_asap
+from wsipipe.export.asap import asap_annotations, contour_group, export_asap, write_asap
+from wsipipe.export.formats import EXPORT_FORMATS, ExportFormat, SlideWriter, export_format
 from wsipipe.export.qupath import (
     contour_features,
     export_qupath,
@@ -17,19 +19,24 @@ from wsipipe.export.qupath import (
     threshold_class,
     tile_features,
     write_feature_collection,
+    write_qupath,
 )
 
 __all__ = [
+    "EXPORT_FORMATS",
     "PRECISION_PX",
+    "ExportFormat",
     "ExportParams",
     "ExportResult",
     "SlideExport",
     "SlideOutputs",
+    "SlideWriter",
     "asap_annotations",
     "class_display_name",
     "contour_features",
     "contour_group",
     "export_asap",
+    "export_format",
     "export_path",
     "export_qupath",
     "export_stores",
@@ -38,5 +45,7 @@ __all__ = [
     "threshold_class",
     "threshold_polygons",
     "tile_features",
+    "write_asap",
     "write_feature_collection",
+    "write_qupath",
 ]

@@ -22,8 +22,9 @@ __all__ = ["ExportParams", "SlideOutputs", "class_display_name", "load_slide_out
 class ExportParams:
     """Parameters of the export stage."""
 
-    format: Literal["qupath", "asap"] = "qupath"
-    """``qupath``: GeoJSON FeatureCollection; ``asap``: ASAP XML (contours and points only)."""
+    format: str = "qupath"
+    """A name in :data:`wsipipe.export.EXPORT_FORMATS`: ``qupath`` (GeoJSON FeatureCollection) or
+    ``asap`` (ASAP XML, contours and points only)."""
     model: str | None = None
     """Model node under ``predictions/``; ``None`` = the store's only model."""
     class_name: str | None = None
@@ -46,6 +47,9 @@ class ExportParams:
     """NMS radius in µm when lesion points are computed here."""
 
     def __post_init__(self) -> None:
+        from wsipipe.export.formats import export_format
+
+        export_format(self.format)
         for t in self.thresholds:
             if not (math.isfinite(t) and 0.0 < t <= 1.0):
                 raise ConfigError(f"contour thresholds must be in (0, 1], got {t}")

@@ -1,9 +1,9 @@
-"""The export stage: QuPath GeoJSON or ASAP XML for every store, a failing store not stopping the others.
+"""The export stage: one file per store in a format of :data:`~wsipipe.export.EXPORT_FORMATS`.
 
 ``export_stores(stores, out_dir, ExportParams(...))`` writes ``<out>/<slide>.geojson``
-(``.geojson.gz`` with ``gzip``) or ``<out>/<slide>.xml``. Lesion points come from
-``<lesions_dir>/<slide>.csv`` (the aggregate stage's output) when given, else from NMS on the
-heatmap with the export parameters.
+(``.geojson.gz`` with ``gzip``) or ``<out>/<slide>.xml``, a failing store not stopping the
+others. Lesion points come from ``<lesions_dir>/<slide>.csv`` (the aggregate stage's output)
+when given, else from NMS on the heatmap with the export parameters.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Literal
 
 from wsipipe.errors import PartialFailureError, output_error
 from wsipipe.export._source import ExportParams, load_slide_outputs
+from wsipipe.export.formats import export_format
 from wsipipe.types import PathLike
 
 if TYPE_CHECKING:
@@ -67,10 +68,8 @@ class ExportResult:
 
 
 def export_path(out_dir: PathLike, slide_id: str, params: ExportParams) -> Path:
-    """``<out>/<slide>.geojson[.gz]`` for QuPath, ``<out>/<slide>.xml`` for ASAP."""
-    if params.format == "asap":
-        return Path(out_dir) / f"{slide_id}.xml"
-    return Path(out_dir) / (f"{slide_id}.geojson.gz" if params.gzip else f"{slide_id}.geojson")
+    """The file ``params.format`` writes for ``slide_id``: ``<out>/<slide>.geojson[.gz]``, ``<out>/<slide>.xml``."""
+    return export_format(params.format).path(out_dir, slide_id, params)
 
 
 def export_stores(
@@ -99,11 +98,10 @@ def export_stores(
         One entry per store; call :meth:`ExportResult.raise_for_failures` to raise on failures.
     """
     from wsipipe.aggregate.stage import AggregateResult, find_stores
-    from wsipipe.export.asap import export_asap
-    from wsipipe.export.qupath import export_qupath
     from wsipipe.progress import progress
 
     params = params or ExportParams()
+    fmt = export_format(params.format)
     start = time.perf_counter()
     if isinstance(stores, AggregateResult):
         lesions_dir = lesions_dir if lesions_dir is not None else stores.lesions_dir
@@ -117,9 +115,9 @@ def export_stores(
         try:
             csv_path = Path(lesions_dir) / f"{store.stem}.csv" if lesions_dir is not None else None
             data = load_slide_outputs(store, params, lesions_csv=csv_path)
-            target = export_path(out, data.slide_id, params)
-            writer = export_asap if params.format == "asap" else export_qupath
-            writer(store, target, params, outputs=data)
+            target = fmt.path(out, data.slide_id, params)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fmt.write(data, target, params)
             results.append(
                 SlideExport(
                     data.slide_id,

@@ -19,7 +19,7 @@ from wsipipe.export._contours import threshold_polygons
 from wsipipe.export._source import ExportParams, SlideOutputs, load_slide_outputs
 from wsipipe.types import PathLike
 
-__all__ = ["DETECTION_GROUP", "asap_annotations", "contour_group", "export_asap"]
+__all__ = ["DETECTION_GROUP", "asap_annotations", "contour_group", "export_asap", "write_asap"]
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,27 @@ def export_asap(
     """
     params = params or ExportParams(format="asap")
     data = outputs or load_slide_outputs(store, params, lesions_csv=lesions_csv)
-    anns = asap_annotations(data, params)
+    return write_asap(data, Path(out_path), params)
+
+
+def write_asap(outputs: SlideOutputs, out_path: Path, params: ExportParams) -> Path:
+    """Write loaded slide outputs as ASAP XML: the ``asap`` entry of :data:`~wsipipe.export.EXPORT_FORMATS`.
+
+    Parameters
+    ----------
+    outputs : SlideOutputs
+        One store's heatmap and lesion points (level-0 px).
+    out_path : Path
+        The ``.xml`` file.
+    params : ExportParams
+        ``thresholds``, ``contours`` and ``points`` (``tiles`` is ignored: ASAP has no per-tile
+        measurements).
+
+    Returns
+    -------
+    Path
+        ``out_path``.
+    """
+    anns = asap_annotations(outputs, params)
     log.info("%s: %d ASAP annotations written", out_path, len(anns))
     return write_asap_xml(anns, out_path)

@@ -42,6 +42,7 @@ __all__ = [
     "threshold_class",
     "tile_features",
     "write_feature_collection",
+    "write_qupath",
 ]
 
 log = logging.getLogger(__name__)
@@ -215,14 +216,34 @@ def export_qupath(
     """
     params = params or ExportParams()
     data = outputs or load_slide_outputs(store, params, lesions_csv=lesions_csv)
+    return write_qupath(data, Path(out_path), params)
+
+
+def write_qupath(outputs: SlideOutputs, out_path: Path, params: ExportParams) -> Path:
+    """Write loaded slide outputs as QuPath GeoJSON: the ``qupath`` entry of :data:`~wsipipe.export.EXPORT_FORMATS`.
+
+    Parameters
+    ----------
+    outputs : SlideOutputs
+        One store's probabilities, heatmap and lesion points (level-0 px).
+    out_path : Path
+        ``<slide>.geojson``; gzipped when ``params.gzip`` or when it ends in ``.gz``.
+    params : ExportParams
+        What to write (``tiles``, ``contours`` at ``thresholds``, ``points``, ``object_type``).
+
+    Returns
+    -------
+    Path
+        ``out_path``.
+    """
 
     def features() -> Iterator[dict[str, Any]]:
         if params.tiles:
-            yield from tile_features(data, object_type=params.object_type)
+            yield from tile_features(outputs, object_type=params.object_type)
         if params.contours:
-            yield from contour_features(data, params.thresholds)
+            yield from contour_features(outputs, params.thresholds)
         if params.points:
-            yield from point_features(data)
+            yield from point_features(outputs)
 
     n = write_feature_collection(features(), out_path, compress=params.gzip or str(out_path).endswith(".gz"))
     if n == 0:

@@ -20,11 +20,15 @@ from wsipipe.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["check_dense", "dense_logits", "plan_blocks"]
+__all__ = ["DENSE_HINT", "check_dense", "dense_logits", "plan_blocks"]
+
+
+#: What a user without a dense model can do, for the capability message.
+DENSE_HINT = "run without --dense"
 
 
 def check_dense(model: torch.nn.Module, tile_size: int, stride: int, *, where: str) -> None:
-    """Raise :class:`ConfigError` unless ``model`` has ``forward_map`` and T, S fit its network stride.
+    """Raise :class:`ConfigError` unless ``model`` is a :class:`~wsipipe.models.DenseModel` and T, S fit its stride.
 
     Parameters
     ----------
@@ -35,12 +39,11 @@ def check_dense(model: torch.nn.Module, tile_size: int, stride: int, *, where: s
     where : str
         The store, for the message.
     """
-    if not callable(getattr(model, "forward_map", None)):
-        raise ConfigError(
-            f"dense mode needs a fully convolutional model with forward_map (CELNet); "
-            f"{type(model).__name__} has none; run without --dense"
-        )
-    net_stride = int(getattr(model, "stride", 1))
+    from wsipipe.models import DenseModel, capability_error
+
+    if not isinstance(model, DenseModel):
+        raise capability_error(model, "dense", hint=DENSE_HINT)
+    net_stride = int(model.stride)
     if tile_size % net_stride or stride % net_stride:
         raise ConfigError(
             f"{where}: dense mode needs tile size and stride that are multiples of the network stride {net_stride}, "

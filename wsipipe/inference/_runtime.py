@@ -359,10 +359,13 @@ def predict_tiles(
     prepare = _prepare(lm)
     with lm.lock, torch.inference_mode(), _autocast(lm):
         if dense and len(tiles):
-            from wsipipe.inference._dense import dense_logits
+            from wsipipe.inference._dense import DENSE_HINT, dense_logits
+            from wsipipe.models import DenseModel, capability_error
 
             if cells is None:
                 raise ValueError("dense mode needs the tiles' grid cells")
+            if not isinstance(lm.model, DenseModel):
+                raise capability_error(lm.model, "dense", hint=DENSE_HINT)
             logits = dense_logits(
                 lm.model.forward_map,
                 tiles,

@@ -22,7 +22,7 @@ import numpy as np
 from wsipipe.config import config_hash
 from wsipipe.errors import CheckpointError, StoreError, WsipipeError, output_error
 from wsipipe.inference._cluster import GPU_RESOURCE, connect, gpu_resources
-from wsipipe.inference._dense import check_dense
+from wsipipe.inference._dense import DENSE_HINT, check_dense
 from wsipipe.inference._params import InferParams, InferResult, StoreSummary
 from wsipipe.inference._runtime import CHUNK_DONE, ChunkDone, ChunkTask, RuntimeOptions, run_chunk
 from wsipipe.settings import progress_enabled
@@ -208,6 +208,8 @@ def predict_stores(
     ------
     CheckpointError
         If the checkpoint cannot be loaded (nothing is computed).
+    ConfigError
+        Dense mode with a model that is not a :class:`~wsipipe.models.DenseModel` (nothing is computed).
     StoreError
         If a path holds no stores.
     """
@@ -216,7 +218,7 @@ def predict_stores(
     params = params or InferParams()
     started = time.perf_counter()
     paths = find_stores([stores] if isinstance(stores, str | os.PathLike) else stores)
-    model_obj, meta = load_checkpoint(checkpoint)
+    model_obj, meta = load_checkpoint(checkpoint, require=("dense",) if params.dense else (), hint=DENSE_HINT)
     model = params.model or meta.architecture
     options = RuntimeOptions(
         checkpoint=str(Path(checkpoint).resolve()),

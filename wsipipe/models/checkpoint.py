@@ -21,6 +21,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,7 +220,9 @@ def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
 
 
-def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointMeta]:
+def load_checkpoint(
+    path: PathLike, map_location: str | torch.device = "cpu", *, require: Iterable[str] = (), hint: str = ""
+) -> tuple[nn.Module, CheckpointMeta]:
     """Load a checkpoint written by :func:`save_checkpoint`; never unpickles.
 
     Parameters
@@ -228,6 +231,11 @@ def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") ->
         The checkpoint directory, or its ``weights.safetensors`` / a lone ``.safetensors`` file.
     map_location : str or torch.device
         Device for the model.
+    require : iterable of str, optional
+        Capabilities the caller will use (names in :data:`wsipipe.models.CAPABILITIES`:
+        ``"dense"``, ``"cam"``, ``"patch_map"``), checked as soon as the model is built.
+    hint : str, optional
+        What the user can do instead, added to a missing capability's message.
 
     Returns
     -------
@@ -239,7 +247,10 @@ def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") ->
     CheckpointError
         Missing files, a pickle or other non-safetensors file, bad or incomplete metadata, an
         unknown architecture, a SHA-256 mismatch, or tensors that do not fit the architecture.
+    ConfigError
+        The model lacks a capability in ``require`` (the message names the models that have it).
     """
+    from wsipipe.models.capabilities import require_capability
     from wsipipe.models.registry import build_model
 
     p = Path(path)
@@ -271,6 +282,11 @@ def load_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") ->
         model = build_model(meta.architecture, **meta.arch_kwargs)
     except ConfigError as err:
         raise CheckpointError(f"{weights}: cannot rebuild the model: {err}") from err
+    for capability in require:
+        try:
+            require_capability(model, capability, hint=hint)
+        except ConfigError as err:
+            raise ConfigError(f"checkpoint {p}: {err}") from None
     expected = model.state_dict()
     missing = sorted(expected.keys() - tensors.keys())
     unexpected = sorted(tensors.keys() - expected.keys())

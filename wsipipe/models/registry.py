@@ -1,6 +1,9 @@
 """Model registry: architecture name -> builder.
 
-Every architecture registers a builder under a short name (``"celnet"``, ``"resnet18"`` …).
+Every architecture registers a builder under a short name (``"celnet"``, ``"resnet18"`` …)
+with :func:`register_model` in its own module. The modules of the ``wsipipe.models`` package
+are imported when a name is looked up, so a new model module there is found without another
+edit (a model defined elsewhere registers when its module is imported).
 :func:`build_model` calls it with keyword arguments and records the name and arguments on the
 returned module (read back with :func:`model_arch`), which is what
 :func:`wsipipe.models.save_checkpoint` writes into the checkpoint metadata, so a checkpoint can
@@ -17,7 +20,9 @@ True
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import pkgutil
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -52,8 +57,18 @@ def register_model(name: str) -> Callable[[B], B]:
     return decorator
 
 
+def _import_model_modules() -> None:
+    """Import every public module of the ``wsipipe.models`` package, so that their models register."""
+    import wsipipe.models
+
+    for info in pkgutil.iter_modules(wsipipe.models.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"wsipipe.models.{info.name}")
+
+
 def list_models() -> list[str]:
     """Return the registered architecture names, sorted."""
+    _import_model_modules()
     return sorted(_REGISTRY)
 
 
@@ -65,6 +80,8 @@ def model_builder(name: str) -> Callable[..., nn.Module]:
     ConfigError
         If no model is registered under ``name`` (the message suggests the nearest name).
     """
+    if name not in _REGISTRY:
+        _import_model_modules()
     try:
         return _REGISTRY[name]
     except KeyError:
