@@ -12,7 +12,6 @@ from wsipipe.evaluation._io import (
     read_reference,
     read_slide_dims_csv,
     read_slide_predictions,
-    slide_id,
 )
 from wsipipe.evaluation._stage import EvaluateParams, evaluate, find_ground_truth
 from wsipipe.evaluation.auc import RocResult, bootstrap_auc_ci, roc_auc, roc_curve, slide_roc
@@ -65,7 +64,6 @@ __all__ = [
     "read_slide_predictions",
     "roc_auc",
     "roc_curve",
-    "slide_id",
     "slide_roc",
     "tumor_raster_from_mask_tiff",
     "tumor_raster_from_xml",

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from wsipipe.errors import EvaluationError
+from wsipipe.slide import slide_key
 from wsipipe.types import PathLike
 
 __all__ = [
@@ -29,12 +30,10 @@ __all__ = [
     "read_reference",
     "read_slide_dims_csv",
     "read_slide_predictions",
-    "slide_id",
 ]
 
 log = logging.getLogger(__name__)
 
-_SLIDE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".csv", ".xml", ".zarr")
 _POSITIVE = {"tumor", "tumour", "1", "true", "yes", "positive", "pos", "metastasis", "metastases"}
 _NEGATIVE = {"normal", "0", "false", "no", "negative", "neg"}
 
@@ -61,19 +60,6 @@ class Detections:
     def empty(cls) -> Detections:
         """No detections."""
         return cls(np.zeros(0, np.float64), np.zeros(0, np.int64), np.zeros(0, np.int64))
-
-
-def slide_id(name: str) -> str:
-    """Return the slide id of a file name or path: the stem without ``_Mask`` and known suffixes."""
-    stem = Path(name.strip()).name
-    low = stem.lower()
-    for suffix in _SLIDE_SUFFIXES:
-        if low.endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
-    if stem.lower().endswith("_mask"):
-        stem = stem[:-5]
-    return stem
 
 
 def is_number(text: str) -> bool:
@@ -155,7 +141,7 @@ def read_reference(path: PathLike) -> dict[str, bool]:
             low = row[1].strip().lower()
             if lineno == 1 and low not in _POSITIVE | _NEGATIVE:
                 continue
-            out[slide_id(row[0])] = parse_label(row[1], where=f"{path}, line {lineno}")
+            out[slide_key(row[0])] = parse_label(row[1], where=f"{path}, line {lineno}")
     if not out:
         raise EvaluationError(f"{path}: no slide,label rows found (expected e.g. Test_001,Tumor)")
     return out
@@ -190,7 +176,7 @@ def read_slide_predictions(path: PathLike) -> tuple[dict[str, float], dict[str, 
                 raise EvaluationError(f"{path}, line {lineno}: probability {row[1]!r} is not a number") from None
             if not math.isfinite(value):
                 raise EvaluationError(f"{path}, line {lineno}: probability {row[1]!r} is not finite")
-            name = slide_id(row[0])
+            name = slide_key(row[0])
             if name in probs:
                 raise EvaluationError(f"{path}, line {lineno}: slide {name!r} appears twice")
             probs[name] = value
@@ -212,7 +198,7 @@ def read_slide_dims_csv(path: PathLike) -> dict[str, tuple[int, int]]:
             if lineno == 1 and (len(row) < 3 or not is_number(row[1])):
                 continue
             try:
-                out[slide_id(row[0])] = (int(row[1]), int(row[2]))
+                out[slide_key(row[0])] = (int(row[1]), int(row[2]))
             except (ValueError, IndexError):
                 raise EvaluationError(
                     f"{path}, line {lineno}: expected slide,width,height with integer sizes"

@@ -26,13 +26,13 @@ import numpy.typing as npt
 
 from wsipipe.config import to_dict
 from wsipipe.errors import (
-    ConfigError,
     PartialFailureError,
     ResolutionError,
     SlideError,
     SlideNotFoundError,
     output_error,
 )
+from wsipipe.slide import find_slides, slide_id
 from wsipipe.store import (
     ATTR_PARAMS_HASH,
     ATTR_SLIDE_HASH,
@@ -58,46 +58,11 @@ from wsipipe.tiling.grid import make_grid
 from wsipipe.tiling.tissue import compute_tissue_mask, save_mask_preview
 from wsipipe.types import PathLike
 
-__all__ = ["SLIDE_SUFFIXES", "find_slides", "read_cells", "slide_id", "tile_slide", "tile_slides"]
+__all__ = ["read_cells", "tile_slide", "tile_slides"]
 
 logger = logging.getLogger(__name__)
 
-#: File suffixes taken as slides when a directory is given.
-SLIDE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
-
 _MAX_RUN = 32  # tiles read as one region at most
-
-
-def slide_id(path: PathLike) -> str:
-    """The store name of a slide: its file name without the last suffix."""
-    return Path(path).stem
-
-
-def find_slides(paths: Iterable[PathLike]) -> list[Path]:
-    """Expand directories into their slide files (by :data:`SLIDE_SUFFIXES`, sorted), keep files as given.
-
-    Raises
-    ------
-    SlideNotFoundError
-        If a path does not exist.
-    ConfigError
-        If two slides would get the same store name.
-    """
-    found: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found.extend(sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SLIDE_SUFFIXES))
-        elif path.exists():
-            found.append(path)
-        else:
-            raise SlideNotFoundError(f"slide or directory {str(path)!r} does not exist")
-    seen: dict[str, Path] = {}
-    for path in found:
-        other = seen.setdefault(slide_id(path), path)
-        if other != path:
-            raise ConfigError(f"slides {str(other)!r} and {str(path)!r} would both be stored as {slide_id(path)!r}")
-    return found
 
 
 @dataclass(frozen=True)
@@ -494,7 +459,7 @@ def tile_slides(
     Parameters
     ----------
     slides : iterable of path-like
-        Slide files, or directories holding them (see :func:`find_slides`).
+        Slide files, or directories holding them (see :func:`wsipipe.slide.find_slides`).
     out_dir : path-like
         Output directory; stores and ``<slide_id>.tissue.png`` previews go to ``stores/``.
     params : TileParams, optional
