@@ -57,12 +57,13 @@ def test_find_slides_keeps_named_files_and_refuses_missing_or_clashing(tmp_path:
     assert find_slides([odd, mask]) == [odd, mask]  # named explicitly: kept whatever the name
     assert find_slides([_touch(tmp_path / "empty" / "readme.txt").parent]) == []
 
-    with pytest.raises(SlideNotFoundError, match="'.*nope.tif' does not exist"):
+    with pytest.raises(SlideNotFoundError, match=r"'.*nope\.tif' does not exist"):
         find_slides([tmp_path / "nope.tif"])
     a, b = _touch(tmp_path / "dup" / "case.tif"), _touch(tmp_path / "dup" / "case.svs")
     with pytest.raises(ConfigError, match="would both be stored as 'case'") as info:
         find_slides([tmp_path / "dup"])
-    assert str(a) in str(info.value) and str(b) in str(info.value)
+    assert str(a) in str(info.value)
+    assert str(b) in str(info.value)
 
 
 def test_is_slide_file(tmp_path: Path) -> None:
@@ -115,10 +116,10 @@ def test_slide_key(name: str, expected: str) -> None:
 
 
 def test_every_slide_suffix_has_one_backend_and_the_names_agree() -> None:
-    assert SLIDE_SUFFIXES == tuple(SLIDE_FORMATS)
+    assert tuple(SLIDE_FORMATS) == SLIDE_SUFFIXES
     assert all(s.startswith(".") and s == s.lower() for s in SLIDE_SUFFIXES)
     assert set(SLIDE_FORMATS.values()) <= set(BACKENDS)
-    assert BACKEND_NAMES == ("auto", *BACKENDS)
+    assert ("auto", *BACKENDS) == BACKEND_NAMES
     assert set(get_args(Backend)) == set(BACKEND_NAMES)
     for name, spec in BACKENDS.items():
         assert spec.name == name
