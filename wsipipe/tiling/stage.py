@@ -32,13 +32,14 @@ from wsipipe.errors import (
     SlideNotFoundError,
     output_error,
 )
-from wsipipe.slide import find_slides, slide_id
+from wsipipe.slide import SlideReader, find_slides, slide_id
 from wsipipe.store import (
     ATTR_PARAMS_HASH,
     ATTR_SLIDE_HASH,
     TILES_CHUNK_DONE,
     TILES_IMAGES,
     TISSUE_MASK,
+    StoreLike,
     TileChunkWriter,
     array,
     create_store,
@@ -54,8 +55,8 @@ from wsipipe.store import (
 from wsipipe.tiling._execute import TaskRunner
 from wsipipe.tiling._params import SlideSummary, TileParams, TileResult, params_hash
 from wsipipe.tiling._reader import cached_level_reader, cached_slide, forget_slide
-from wsipipe.tiling.grid import make_grid
-from wsipipe.tiling.tissue import compute_tissue_mask, save_mask_preview
+from wsipipe.tiling.grid import TileGrid, make_grid
+from wsipipe.tiling.tissue import TissueMask, compute_tissue_mask, save_mask_preview
 from wsipipe.types import PathLike
 
 __all__ = ["read_cells", "tile_slide", "tile_slides"]
@@ -218,6 +219,56 @@ def _leftovers(stores: Path) -> list[_Cleanup]:
     return [_Cleanup("", str(p)) for p in stores.glob(f".*.zarr.*{_OLD_SUFFIX}") if p.is_dir()]
 
 
+def _read_level(job: _Job, slide: SlideReader) -> tuple[int, float]:
+    """The pyramid level tiles are read at and its resize factor (1.0: read as is), warning when it resizes."""
+    params = job.params
+    level, factor = slide.best_level_for_mpp(params.target_mpp, rtol=params.mpp_rtol)
+    if factor != 1.0:
+        logger.warning(
+            "%s: no level within %g of %g µm/px; reading level %d (%.4g µm/px) and resizing every tile (slower)",
+            job.slide_id,
+            params.mpp_rtol,
+            params.target_mpp,
+            level,
+            slide.level_mpp(level),
+        )
+    return level, factor
+
+
+def _plan_grid(params: TileParams, slide: SlideReader, level: int, factor: float, tissue: TissueMask) -> TileGrid:
+    """The tile grid of ``level`` over the tissue mask."""
+    width0, height0 = slide.dimensions
+    level_w, level_h = slide.level_dimensions[level]
+    return make_grid(
+        level=level,
+        level_size=(level_w, level_h),
+        level_downsample=(width0 / level_w, height0 / level_h),
+        level_mpp=slide.level_mpp(level),
+        tile_size=params.tile_size,
+        scale=1.0 / factor,
+        stride=params.stride_px,
+        mask=tissue.mask,
+        mask_downsample=tissue.downsample,
+        min_tissue=params.min_tissue,
+    )
+
+
+def _create_tiles(root: StoreLike, params: TileParams, grid: TileGrid) -> None:
+    """The store's empty tile arrays and the grid's coordinates, cells and tissue fractions."""
+    create_tile_arrays(
+        root,
+        tile_size=params.tile_size,
+        chunk_tiles=params.chunk_tiles,
+        coords=grid.coords,
+        grid=grid.cells,
+        tissue_fraction=grid.tissue_fraction,
+        grid_shape=grid.shape,
+        compression=params.compression,
+        zstd_level=params.zstd_level,
+        jpeg_quality=params.jpeg_quality,
+    )
+
+
 def _prepare(job: _Job) -> _Prepared:
     """Hash, resume check, tissue mask, grid and empty store for one slide (one task)."""
     start = time.perf_counter()
@@ -238,30 +289,9 @@ def _prepare(job: _Job) -> _Prepared:
         slide = cached_slide(job.path, params.backend, params.slide_mpp)
         tissue = compute_tissue_mask(slide, params.tissue)
         mpp0 = float(slide.mpp)
-        level, factor = slide.best_level_for_mpp(params.target_mpp, rtol=params.mpp_rtol)
-        if factor != 1.0:
-            logger.warning(
-                "%s: no level within %g of %g µm/px; reading level %d (%.4g µm/px) and resizing every tile (slower)",
-                job.slide_id,
-                params.mpp_rtol,
-                params.target_mpp,
-                level,
-                slide.level_mpp(level),
-            )
+        level, factor = _read_level(job, slide)
+        grid = _plan_grid(params, slide, level, factor, tissue)
         width0, height0 = slide.dimensions
-        level_w, level_h = slide.level_dimensions[level]
-        grid = make_grid(
-            level=level,
-            level_size=(level_w, level_h),
-            level_downsample=(width0 / level_w, height0 / level_h),
-            level_mpp=slide.level_mpp(level),
-            tile_size=params.tile_size,
-            scale=1.0 / factor,
-            stride=params.stride_px,
-            mask=tissue.mask,
-            mask_downsample=tissue.downsample,
-            min_tissue=params.min_tissue,
-        )
         backend = slide.backend
         tiling = {
             "target_mpp": params.target_mpp,
@@ -283,18 +313,7 @@ def _prepare(job: _Job) -> _Prepared:
             params_hash=phash,
         )
         write_tissue_mask(root, tissue.mask, downsample=tissue.downsample, attrs=tissue.attrs())
-        create_tile_arrays(
-            root,
-            tile_size=params.tile_size,
-            chunk_tiles=params.chunk_tiles,
-            coords=grid.coords,
-            grid=grid.cells,
-            tissue_fraction=grid.tissue_fraction,
-            grid_shape=grid.shape,
-            compression=params.compression,
-            zstd_level=params.zstd_level,
-            jpeg_quality=params.jpeg_quality,
-        )
+        _create_tiles(root, params, grid)
         if params.preview:
             png = str(Path(job.store).with_suffix(".tissue.png"))
             side.insert(0, _Preview(job.slide_id, png, tissue.image, tissue.mask))
