@@ -15,7 +15,7 @@
 
 The readers accept what the official tools and older wsipipe versions wrote: an optional
 header line, blank lines, decimal coordinates (floored with a warning). Slide names lose
-known file suffixes (:func:`slide_id`).
+known file suffixes (:func:`wsipipe.slide.slide_key`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from wsipipe.errors import ConfigError, EvaluationError
+from wsipipe.slide import slide_key
 from wsipipe.types import PathLike
 
 __all__ = [
@@ -43,7 +44,6 @@ __all__ = [
     "read_reference",
     "read_slide_dims_csv",
     "read_slide_predictions",
-    "slide_id",
     "write_lesion_csv",
     "write_reference",
     "write_slide_predictions",
@@ -51,7 +51,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_SLIDE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".csv", ".xml", ".zarr")
 _POSITIVE = {"tumor", "tumour", "1", "true", "yes", "positive", "pos", "metastasis", "metastases"}
 _NEGATIVE = {"normal", "0", "false", "no", "negative", "neg"}
 _SLIDE_HEADER = ("slide", "probability", "label")
@@ -130,18 +129,6 @@ class Detections:
         order = np.argsort(-self.confidence, kind="stable")[:limit]
         return Detections(self.confidence[order], self.x[order], self.y[order])
 
-
-def slide_id(name: str) -> str:
-    """Return the slide id of a file name or path: the stem without ``_Mask`` and known suffixes."""
-    stem = Path(name.strip()).name
-    low = stem.lower()
-    for suffix in _SLIDE_SUFFIXES:
-        if low.endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
-    if stem.lower().endswith("_mask"):
-        stem = stem[:-5]
-    return stem
 
 
 def is_number(text: str) -> bool:
@@ -328,7 +315,7 @@ def read_slide_predictions(path: PathLike) -> dict[str, SlidePrediction]:
                 continue
             probability = _finite(row[1], where, "probability")
             scores = {k: _finite(v, where, k) for k, v in zip(extra, row[3:], strict=False) if v.strip()}
-            name = slide_id(row[0])
+            name = slide_key(row[0])
             if name in out:
                 raise EvaluationError(f"{where}: slide {name!r} appears twice")
             label = parse_label(row[2], where=where) if len(row) >= 3 and row[2].strip() else None
@@ -384,7 +371,7 @@ def read_reference(path: PathLike) -> dict[str, bool]:
             low = row[1].strip().lower()
             if lineno == 1 and low not in _POSITIVE | _NEGATIVE:
                 continue
-            out[slide_id(row[0])] = parse_label(row[1], where=f"{path}, line {lineno}")
+            out[slide_key(row[0])] = parse_label(row[1], where=f"{path}, line {lineno}")
     if not out:
         raise EvaluationError(f"{path}: no slide,label rows found (expected e.g. Test_001,Tumor)")
     return out
@@ -403,7 +390,7 @@ def read_slide_dims_csv(path: PathLike) -> dict[str, tuple[int, int]]:
             if lineno == 1 and (len(row) < 3 or not is_number(row[1])):
                 continue
             try:
-                out[slide_id(row[0])] = (int(row[1]), int(row[2]))
+                out[slide_key(row[0])] = (int(row[1]), int(row[2]))
             except (ValueError, IndexError):
                 raise EvaluationError(
                     f"{path}, line {lineno}: expected slide,width,height with integer sizes"

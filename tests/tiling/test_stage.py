@@ -13,7 +13,7 @@ import zarr
 from tests.tiling.conftest import FAST, corrupt_tissue_tile
 from wsipipe.cli import main
 from wsipipe.errors import PartialFailureError, PerformanceWarning, SlideNotFoundError
-from wsipipe.slide import open_slide
+from wsipipe.slide import find_slides, open_slide
 from wsipipe.store import (
     ATTR_COMPLETE,
     TILES_CHUNK_DONE,
@@ -28,7 +28,7 @@ from wsipipe.store import (
     validate_store,
 )
 from wsipipe.synth import SlideInfo
-from wsipipe.tiling import TileParams, find_slides, tile_slide, tile_slides
+from wsipipe.tiling import TileParams, tile_slide, tile_slides
 from wsipipe.tiling.stage import _Job, _prepare, _write_band
 
 

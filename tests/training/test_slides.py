@@ -36,6 +36,15 @@ def test_finds_slides_and_their_annotations(slide_dir: tuple[Path, dict[str, sha
     assert found == {"normal_a": None, "tumor_a": "tumor_a.xml", "tumor_b": "tumor_b.xml"}
 
 
+def test_every_slide_suffix_is_a_training_slide_and_masks_are_not(tmp_path: Path) -> None:
+    # Training once took only .tif/.tiff/.svs; it now takes what wsipipe.slide.is_slide_file takes.
+    for name in ("a.tif", "b.NDPI", "sub/c.mrxs", "d.svs", "a_mask.tif", "notes.txt", "a.xml"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    found = [(s.name, a.name if a else None) for s, a in find_annotated_slides(tmp_path)]
+    assert found == [("a.tif", "a.xml"), ("b.NDPI", None), ("c.mrxs", None), ("d.svs", None)]
+
+
 def test_sampled_patches_follow_the_annotations(slide_dir: tuple[Path, dict[str, shapely.Geometry]]) -> None:
     root, tumors = slide_dir
     slide = root / "images" / "tumor_a.tif"

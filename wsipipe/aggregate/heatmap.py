@@ -368,14 +368,14 @@ def slide_background(store: Any, *, max_size: int = 1024) -> RGBArray:
         Covers the whole slide (level-0 ``[0, W) x [0, H)``).
     """
     from wsipipe.errors import SlideError
-    from wsipipe.slide import open_slide
+    from wsipipe.slide import BACKENDS, open_slide
     from wsipipe.store import ATTR_BACKEND, ATTR_SLIDE_PATH, open_store, read_mask
 
     root = open_store(store) if not hasattr(store, "attrs") else store
     slide_path = str(root.attrs.get(ATTR_SLIDE_PATH, ""))
     backend = str(root.attrs.get(ATTR_BACKEND, "auto"))
     try:
-        with open_slide(slide_path, backend if backend in ("openslide", "tiffslide") else "auto") as slide:
+        with open_slide(slide_path, backend if backend in BACKENDS else "auto") as slide:
             return slide.get_thumbnail((max_size, max_size))
     except (SlideError, OSError) as err:
         log.info("slide %r not readable (%s); using the tissue mask as background", slide_path, err)

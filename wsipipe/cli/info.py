@@ -7,6 +7,8 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
+from wsipipe.slide import BACKEND_NAMES
+
 if TYPE_CHECKING:
     from wsipipe.slide import SlideReader
 
@@ -25,9 +27,7 @@ def add_parser(subparsers: Any) -> None:
         ),
     )
     p.add_argument("slides", nargs="+", metavar="SLIDE", help="slide files (.tif, .svs, .ndpi, .mrxs ...)")
-    p.add_argument(
-        "--backend", choices=("auto", "openslide", "tiffslide"), default="auto", help="reader backend (default auto)"
-    )
+    p.add_argument("--backend", choices=BACKEND_NAMES, default="auto", help="reader backend (default auto)")
     p.add_argument("--mpp", type=float, default=None, help="level-0 µm/px to use when the slide does not record it")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     p.set_defaults(func=run)

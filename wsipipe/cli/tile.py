@@ -7,6 +7,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from wsipipe.cli._common import ParamOptions
+from wsipipe.slide import BACKEND_NAMES
 
 if TYPE_CHECKING:
     from wsipipe.tiling import TileParams, TileResult
@@ -46,7 +47,7 @@ def add_parser(subparsers: Any) -> None:
         default="zstd",
         help="tile codec (default {default}; source: keep the slide's own JPEG tiles, same pixels, ~10x smaller)",
     )
-    params.add("--backend", choices=("auto", "openslide", "tiffslide"), default="auto", help="slide reader")
+    params.add("--backend", choices=BACKEND_NAMES, default="auto", help="slide reader")
     params.add("--slide-mpp", type=float, default=None, help="level-0 µm/px for slides that do not record it")
     params.add(
         "--pen-marks",

@@ -27,13 +27,13 @@ from wsipipe.evaluation.froc import (
     froc_score,
 )
 from wsipipe.evaluation.masks import DEFAULT_MPP, EvaluationMask, load_evaluation_mask, read_slide_dims
+from wsipipe.slide import is_slide_file, slide_key
 from wsipipe.tables import (
     Detections,
     read_lesion_csv,
     read_reference,
     read_slide_dims_csv,
     read_slide_predictions,
-    slide_id,
 )
 from wsipipe.types import PathLike
 
@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 
 _ANNOTATION_SUFFIXES = (".xml", ".geojson", ".geojson.gz")
 _MASK_SUFFIXES = ("_mask.tif", "_mask.tiff")
-_SLIDE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".svslide")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,7 +124,7 @@ def find_ground_truth(gt: PathLike | Iterable[PathLike]) -> dict[str, Path]:
             raise EvaluationError(f"{p}: ground-truth path not found")
     found: dict[str, Path] = {}
     for p in paths:
-        sid = slide_id(p.name)
+        sid = slide_key(p.name)
         is_annotation = not p.name.lower().endswith((".tif", ".tiff"))
         if sid in found:
             prev = found[sid]
@@ -142,7 +141,7 @@ def _slide_dims_index(
 ) -> tuple[dict[str, tuple[int, int]], dict[str, Path]]:
     dims: dict[str, tuple[int, int]] = {}
     if isinstance(slide_dims, Mapping):
-        dims = {slide_id(k): (int(v[0]), int(v[1])) for k, v in slide_dims.items()}
+        dims = {slide_key(k): (int(v[0]), int(v[1])) for k, v in slide_dims.items()}
     elif slide_dims is not None:
         dims = read_slide_dims_csv(slide_dims)
     files: dict[str, Path] = {}
@@ -151,8 +150,8 @@ def _slide_dims_index(
         if not root.is_dir():
             raise EvaluationError(f"{root}: slides directory not found")
         for p in sorted(root.iterdir()):
-            if p.name.lower().endswith(_SLIDE_SUFFIXES) and "_mask" not in p.name.lower():
-                files.setdefault(slide_id(p.name), p)
+            if is_slide_file(p):
+                files.setdefault(slide_key(p.name), p)
     return dims, files
 
 
@@ -465,7 +464,7 @@ def evaluate(
     params = params or EvaluateParams()
     if pred_dir is None and slide_preds is None:
         raise EvaluationError("nothing to evaluate: give lesion CSVs (pred_dir) and/or slide predictions (slide_preds)")
-    excluded = {slide_id(s) for s in params.exclude}
+    excluded = {slide_key(s) for s in params.exclude}
     gt_files = find_ground_truth(gt) if gt is not None else {}
     ref = read_reference(reference) if reference is not None else None
     probs: dict[str, float] = {}
@@ -480,7 +479,7 @@ def evaluate(
         if not root.is_dir():
             raise EvaluationError(f"{root}: lesion prediction directory not found")
         skip = Path(slide_preds).resolve() if slide_preds is not None else None
-        csvs = {slide_id(p.name): p for p in sorted(root.glob("*.csv")) if p.resolve() != skip}
+        csvs = {slide_key(p.name): p for p in sorted(root.glob("*.csv")) if p.resolve() != skip}
     candidates = sorted(set(csvs) | set(gt_files) | set(probs))
     labels, label_source = _decide_labels(candidates, ref, pred_labels, gt_files)
     labels = {s: v for s, v in labels.items() if s not in excluded}

@@ -61,7 +61,7 @@ from wsipipe.explain.metrics import (
     recall_score,
     spearman,
 )
-from wsipipe.explain.stage import ExplainParams, ExplainResult, SlideExplain, explain_slides, find_slides, read_points
+from wsipipe.explain.stage import ExplainParams, ExplainResult, SlideExplain, explain_slides, read_points
 
 __all__ = [
     "CELM_ALPHA",
@@ -87,7 +87,6 @@ __all__ = [
     "explain_slides",
     "f1_score",
     "feature_mask",
-    "find_slides",
     "fuse_celm",
     "gaussian_smooth",
     "grad_cam",

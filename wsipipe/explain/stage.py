@@ -30,9 +30,10 @@ from typing import Any, Literal
 import numpy as np
 
 from wsipipe.errors import ConfigError, PartialFailureError, WsipipeError
+from wsipipe.slide import SLIDE_SUFFIXES, find_slides, slide_id
 from wsipipe.types import PathLike
 
-__all__ = ["ExplainParams", "ExplainResult", "SlideExplain", "explain_slides", "find_slides", "read_points"]
+__all__ = ["ExplainParams", "ExplainResult", "SlideExplain", "explain_slides", "read_points"]
 
 log = logging.getLogger(__name__)
 
@@ -136,28 +137,6 @@ class ExplainResult:
     def raise_for_failures(self) -> None:
         """Raise :class:`PartialFailureError` (exit code 3) naming every failed slide, if any."""
         PartialFailureError.raise_if_any(self.failures, len(self.slides), "slides failed to explain")
-
-
-def find_slides(paths: Iterable[PathLike]) -> list[Path]:
-    """Slide files named in ``paths``; folders contribute their slide files (sorted, not recursive).
-
-    The same rule as :func:`wsipipe.tiling.find_slides`, plus an error when nothing is found.
-
-    Raises
-    ------
-    SlideNotFoundError
-        A path that does not exist.
-    ConfigError
-        No slide found at all.
-    """
-    from wsipipe.tiling import SLIDE_SUFFIXES
-    from wsipipe.tiling import find_slides as find_tiling_slides
-
-    given = list(paths)
-    out = find_tiling_slides(given)
-    if not out:
-        raise ConfigError(f"no slide files ({', '.join(SLIDE_SUFFIXES)}) in {', '.join(map(str, given))}")
-    return out
 
 
 def read_points(lesions_csv: PathLike, top_k: int) -> list[tuple[float, int, int]]:
@@ -332,10 +311,8 @@ def _explain_slide(
     annotations_dir: Path | None,
 ) -> tuple[SlideExplain, list[dict[str, Any]]]:
     """Explain ``points`` (level-0 px) of one slide: read the regions, compute the maps, write the outputs."""
-    from wsipipe.tables import slide_id
-
     start = time.perf_counter()
-    sid = slide_id(path.name)
+    sid = slide_id(path)
     mpp = params.mpp if params.mpp is not None else meta.input_mpp
     if mpp is None:
         raise ConfigError(f"{path}: the checkpoint records no input_mpp; pass mpp (CLI: --mpp)")
@@ -431,13 +408,15 @@ def explain_slides(
     """
     from wsipipe.explain._registry import method_capabilities
     from wsipipe.models import load_checkpoint
-    from wsipipe.tables import slide_id
 
     params = params or ExplainParams()
     if (lesions_dir is None) == (points is None):
         raise ConfigError("give exactly one of lesions_dir (lesion CSV folder) and points (level-0 x, y)")
     start = time.perf_counter()
-    files = find_slides(slides)
+    given = list(slides)
+    files = find_slides(given)
+    if not files:
+        raise ConfigError(f"no slide files ({', '.join(SLIDE_SUFFIXES)}) in {', '.join(map(str, given))}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model, meta = load_checkpoint(
@@ -451,7 +430,7 @@ def explain_slides(
     rows: list[dict[str, Any]] = []
     for path in files:
         t0 = time.perf_counter()
-        sid = slide_id(path.name)
+        sid = slide_id(path)
         try:
             if points is not None:
                 pts = [(math.nan, int(x), int(y)) for x, y in points]

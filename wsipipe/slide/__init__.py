@@ -6,25 +6,66 @@
 corruption-checking aligned read path used by tiling. Reads return ``(h, w, 3) uint8``
 RGB arrays, white where the slide is transparent or absent.
 
-Importing this package loads neither backend; they are imported when a slide is opened.
+This package also owns slide identity for every stage: which files are slides
+(:data:`SLIDE_SUFFIXES`, :func:`find_slides`, :func:`is_slide_file`), the id a slide's outputs
+are named by (:func:`slide_id`) and the slide a name refers to (:func:`slide_key`); and the
+backend registry (:data:`BACKENDS`, :data:`BACKEND_NAMES`, :data:`Backend`, :data:`SLIDE_FORMATS`).
+
+Importing this package loads neither backend library, nor numpy: identity and registry names
+are plain Python (the CLI builds its ``--help`` from them), and the reader names are imported
+on first use.
 """
 
 from __future__ import annotations
 
-from wsipipe.slide._levels import best_level_for_mpp, resize_rgb
-from wsipipe.slide._open import BACKENDS, TIFF_SUFFIXES, Backend, open_slide
-from wsipipe.slide._protocol import SlideReader
-from wsipipe.slide._tiles import LevelTileReader, RegionLevelTileReader, TiffLevelTileReader
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from wsipipe.slide._backends import BACKEND_NAMES, BACKENDS, SLIDE_FORMATS, SLIDE_SUFFIXES, Backend, SlideBackend
+from wsipipe.slide._files import find_slides, is_slide_file, slide_id, slide_key
+
+if TYPE_CHECKING:
+    from wsipipe.slide._levels import best_level_for_mpp, resize_rgb
+    from wsipipe.slide._open import open_slide
+    from wsipipe.slide._protocol import SlideReader
+    from wsipipe.slide._tiles import LevelTileReader, RegionLevelTileReader, TiffLevelTileReader
 
 __all__ = [
     "BACKENDS",
-    "TIFF_SUFFIXES",
+    "BACKEND_NAMES",
+    "SLIDE_FORMATS",
+    "SLIDE_SUFFIXES",
     "Backend",
     "LevelTileReader",
     "RegionLevelTileReader",
+    "SlideBackend",
     "SlideReader",
     "TiffLevelTileReader",
     "best_level_for_mpp",
+    "find_slides",
+    "is_slide_file",
     "open_slide",
     "resize_rgb",
+    "slide_id",
+    "slide_key",
 ]
+
+_READERS = {
+    "best_level_for_mpp": "wsipipe.slide._levels",
+    "resize_rgb": "wsipipe.slide._levels",
+    "open_slide": "wsipipe.slide._open",
+    "SlideReader": "wsipipe.slide._protocol",
+    "LevelTileReader": "wsipipe.slide._tiles",
+    "RegionLevelTileReader": "wsipipe.slide._tiles",
+    "TiffLevelTileReader": "wsipipe.slide._tiles",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a reader name on first use (they need numpy)."""
+    module = _READERS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

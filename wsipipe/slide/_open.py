@@ -5,32 +5,17 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Literal
 
 from wsipipe.config import suggest
 from wsipipe.errors import ConfigError, CorruptSlideError, SlideNotFoundError, UnsupportedSlideError
+from wsipipe.slide._backends import BACKEND_NAMES, BACKENDS, Backend, auto_order
 from wsipipe.slide._protocol import SlideReader
-from wsipipe.slide._tiff import TiffLayout, inspect_tiff
+from wsipipe.slide._tiff import inspect_tiff
 from wsipipe.types import PathLike
 
-__all__ = ["BACKENDS", "TIFF_SUFFIXES", "Backend", "open_slide"]
+__all__ = ["open_slide"]
 
 logger = logging.getLogger(__name__)
-
-Backend = Literal["auto", "openslide", "tiffslide"]
-BACKENDS: tuple[str, ...] = ("auto", "openslide", "tiffslide")
-#: Suffixes "auto" opens with tiffslide first; anything else goes to OpenSlide first.
-TIFF_SUFFIXES = frozenset({".tif", ".tiff", ".svs", ".btf", ".tf8", ".tf2"})
-
-
-def _open_with(name: str, path: Path, mpp: float | None, tiff: TiffLayout | None) -> SlideReader:
-    if name == "tiffslide":
-        from wsipipe.slide._tiffslide import TiffSlideReader
-
-        return TiffSlideReader(path, mpp=mpp, tiff=tiff)
-    from wsipipe.slide._openslide import OpenSlideReader
-
-    return OpenSlideReader(path, mpp=mpp, tiff=tiff)
 
 
 def open_slide(path: PathLike, backend: Backend | str = "auto", *, mpp: float | None = None) -> SlideReader:
@@ -41,9 +26,10 @@ def open_slide(path: PathLike, backend: Backend | str = "auto", *, mpp: float | 
     path : str or PathLike
         The slide file (.tif, .svs, .ndpi, .mrxs, .scn ...).
     backend : {"auto", "openslide", "tiffslide"}, optional
-        ``"auto"`` (default) tries tiffslide first for TIFF/SVS files (pure Python, and
-        its reads use wsipipe's fast, corruption-checking tile path), OpenSlide first for
-        other vendor formats, and then the other one.
+        A name of :data:`~wsipipe.slide.BACKEND_NAMES`. ``"auto"`` (default) tries first the
+        backend :data:`~wsipipe.slide.SLIDE_FORMATS` names for the file's suffix (tiffslide for
+        TIFF/SVS files: pure Python, and its reads use wsipipe's fast, corruption-checking tile
+        path; OpenSlide for other vendor formats), then the others.
     mpp : float, optional
         Level-0 µm/px, overriding (or supplying missing) slide metadata.
 
@@ -69,9 +55,10 @@ def open_slide(path: PathLike, backend: Backend | str = "auto", *, mpp: float | 
     ...     level, scale = slide.best_level_for_mpp(1.0)
     ...     patch = slide.read_region((1024, 2048), level, (256, 256))
     """
-    if backend not in BACKENDS:
+    if backend not in BACKEND_NAMES:
         raise ConfigError(
-            f"unknown slide backend {backend!r}{suggest(str(backend), BACKENDS)} (choose from {', '.join(BACKENDS)})"
+            f"unknown slide backend {backend!r}{suggest(str(backend), BACKEND_NAMES)} "
+            f"(choose from {', '.join(BACKEND_NAMES)})"
         )
     if mpp is not None:
         mpp = float(mpp)
@@ -85,18 +72,16 @@ def open_slide(path: PathLike, backend: Backend | str = "auto", *, mpp: float | 
     if slide_path.is_dir():
         raise UnsupportedSlideError(f"{slide_path} is a folder, not a slide file")
     tiff = inspect_tiff(slide_path)  # raises CorruptSlideError for a truncated TIFF
-    if backend == "auto":
-        order = ["tiffslide", "openslide"] if slide_path.suffix.lower() in TIFF_SUFFIXES else ["openslide", "tiffslide"]
-    else:
-        order = [backend]
+    order = auto_order(slide_path) if backend == "auto" else [backend]
     failures: list[str] = []
     last_error: Exception | None = None
     for name in order:
-        if name == "tiffslide" and tiff is None and backend == "auto":
-            failures.append("tiffslide: not a TIFF file")
+        spec = BACKENDS[name]
+        if spec.tiff_only and tiff is None and backend == "auto":
+            failures.append(f"{name}: not a TIFF file")
             continue
         try:
-            reader = _open_with(name, slide_path, mpp, tiff)
+            reader = spec.load()(slide_path, mpp=mpp, tiff=tiff)
         except (CorruptSlideError, SlideNotFoundError):
             raise
         except Exception as err:  # backends raise their own error types (OpenSlideError, TiffFileError ...)

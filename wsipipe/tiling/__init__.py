@@ -1,18 +1,18 @@
 """The tiling stage: tissue masks, tile grids and zarr patch stores (one per slide).
 
 ``tile_slides(slides, out_dir, TileParams(...))`` writes ``<out_dir>/stores/<slide_id>.zarr``
-in the layout of :mod:`wsipipe.store`; ``wsipipe tile`` is the command-line form.
+in the layout of :mod:`wsipipe.store`; ``wsipipe tile`` is the command-line form. Which files are
+slides and the ``slide_id`` they are stored as come from :mod:`wsipipe.slide`.
 """
 
 from __future__ import annotations
 
 from wsipipe.tiling._params import SlideSummary, TileParams, TileResult, params_hash
 from wsipipe.tiling.grid import TileGrid, grid_shape, make_grid, tile_fractions
-from wsipipe.tiling.stage import SLIDE_SUFFIXES, find_slides, read_cells, slide_id, tile_slide, tile_slides
+from wsipipe.tiling.stage import read_cells, tile_slide, tile_slides
 from wsipipe.tiling.tissue import TissueMask, TissueParams, compute_tissue_mask, save_mask_preview, tissue_mask_from_rgb
 
 __all__ = [
-    "SLIDE_SUFFIXES",
     "SlideSummary",
     "TileGrid",
     "TileParams",
@@ -20,13 +20,11 @@ __all__ = [
     "TissueMask",
     "TissueParams",
     "compute_tissue_mask",
-    "find_slides",
     "grid_shape",
     "make_grid",
     "params_hash",
     "read_cells",
     "save_mask_preview",
-    "slide_id",
     "tile_fractions",
     "tile_slide",
     "tile_slides",

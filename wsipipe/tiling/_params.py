@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from wsipipe.config import config_hash, to_dict
 from wsipipe.errors import ConfigError, PartialFailureError
+from wsipipe.slide import Backend
 from wsipipe.tiling.tissue import TissueParams
 
 __all__ = ["SlideSummary", "TileParams", "TileResult", "params_hash"]
@@ -45,8 +46,8 @@ class TileParams:
     for stores 20-40 % larger; negative levels are faster still but hardly compress (``docs/store.md``)."""
     jpeg_quality: int = 90
     """JPEG quality for ``compression="jpeg"``."""
-    backend: Literal["auto", "openslide", "tiffslide"] = "auto"
-    """Slide reader backend."""
+    backend: Backend = "auto"
+    """Slide reader backend: ``"auto"`` or a name of :data:`wsipipe.slide.BACKENDS`."""
     slide_mpp: float | None = None
     """Level-0 µm/px to assume for slides without resolution metadata."""
     preview: bool = True

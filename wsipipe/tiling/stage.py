@@ -26,19 +26,20 @@ import numpy.typing as npt
 
 from wsipipe.config import to_dict
 from wsipipe.errors import (
-    ConfigError,
     PartialFailureError,
     ResolutionError,
     SlideError,
     SlideNotFoundError,
     output_error,
 )
+from wsipipe.slide import SlideReader, find_slides, slide_id
 from wsipipe.store import (
     ATTR_PARAMS_HASH,
     ATTR_SLIDE_HASH,
     TILES_CHUNK_DONE,
     TILES_IMAGES,
     TISSUE_MASK,
+    StoreLike,
     TileChunkWriter,
     array,
     create_store,
@@ -54,50 +55,15 @@ from wsipipe.store import (
 from wsipipe.tiling._execute import TaskRunner
 from wsipipe.tiling._params import SlideSummary, TileParams, TileResult, params_hash
 from wsipipe.tiling._reader import cached_level_reader, cached_slide, forget_slide
-from wsipipe.tiling.grid import make_grid
-from wsipipe.tiling.tissue import compute_tissue_mask, save_mask_preview
+from wsipipe.tiling.grid import TileGrid, make_grid
+from wsipipe.tiling.tissue import TissueMask, compute_tissue_mask, save_mask_preview
 from wsipipe.types import PathLike
 
-__all__ = ["SLIDE_SUFFIXES", "find_slides", "read_cells", "slide_id", "tile_slide", "tile_slides"]
+__all__ = ["read_cells", "tile_slide", "tile_slides"]
 
 logger = logging.getLogger(__name__)
 
-#: File suffixes taken as slides when a directory is given.
-SLIDE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
-
 _MAX_RUN = 32  # tiles read as one region at most
-
-
-def slide_id(path: PathLike) -> str:
-    """The store name of a slide: its file name without the last suffix."""
-    return Path(path).stem
-
-
-def find_slides(paths: Iterable[PathLike]) -> list[Path]:
-    """Expand directories into their slide files (by :data:`SLIDE_SUFFIXES`, sorted), keep files as given.
-
-    Raises
-    ------
-    SlideNotFoundError
-        If a path does not exist.
-    ConfigError
-        If two slides would get the same store name.
-    """
-    found: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found.extend(sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SLIDE_SUFFIXES))
-        elif path.exists():
-            found.append(path)
-        else:
-            raise SlideNotFoundError(f"slide or directory {str(path)!r} does not exist")
-    seen: dict[str, Path] = {}
-    for path in found:
-        other = seen.setdefault(slide_id(path), path)
-        if other != path:
-            raise ConfigError(f"slides {str(other)!r} and {str(path)!r} would both be stored as {slide_id(path)!r}")
-    return found
 
 
 @dataclass(frozen=True)
@@ -253,6 +219,56 @@ def _leftovers(stores: Path) -> list[_Cleanup]:
     return [_Cleanup("", str(p)) for p in stores.glob(f".*.zarr.*{_OLD_SUFFIX}") if p.is_dir()]
 
 
+def _read_level(job: _Job, slide: SlideReader) -> tuple[int, float]:
+    """The pyramid level tiles are read at and its resize factor (1.0: read as is), warning when it resizes."""
+    params = job.params
+    level, factor = slide.best_level_for_mpp(params.target_mpp, rtol=params.mpp_rtol)
+    if factor != 1.0:
+        logger.warning(
+            "%s: no level within %g of %g µm/px; reading level %d (%.4g µm/px) and resizing every tile (slower)",
+            job.slide_id,
+            params.mpp_rtol,
+            params.target_mpp,
+            level,
+            slide.level_mpp(level),
+        )
+    return level, factor
+
+
+def _plan_grid(params: TileParams, slide: SlideReader, level: int, factor: float, tissue: TissueMask) -> TileGrid:
+    """The tile grid of ``level`` over the tissue mask."""
+    width0, height0 = slide.dimensions
+    level_w, level_h = slide.level_dimensions[level]
+    return make_grid(
+        level=level,
+        level_size=(level_w, level_h),
+        level_downsample=(width0 / level_w, height0 / level_h),
+        level_mpp=slide.level_mpp(level),
+        tile_size=params.tile_size,
+        scale=1.0 / factor,
+        stride=params.stride_px,
+        mask=tissue.mask,
+        mask_downsample=tissue.downsample,
+        min_tissue=params.min_tissue,
+    )
+
+
+def _create_tiles(root: StoreLike, params: TileParams, grid: TileGrid) -> None:
+    """The store's empty tile arrays and the grid's coordinates, cells and tissue fractions."""
+    create_tile_arrays(
+        root,
+        tile_size=params.tile_size,
+        chunk_tiles=params.chunk_tiles,
+        coords=grid.coords,
+        grid=grid.cells,
+        tissue_fraction=grid.tissue_fraction,
+        grid_shape=grid.shape,
+        compression=params.compression,
+        zstd_level=params.zstd_level,
+        jpeg_quality=params.jpeg_quality,
+    )
+
+
 def _prepare(job: _Job) -> _Prepared:
     """Hash, resume check, tissue mask, grid and empty store for one slide (one task)."""
     start = time.perf_counter()
@@ -273,30 +289,9 @@ def _prepare(job: _Job) -> _Prepared:
         slide = cached_slide(job.path, params.backend, params.slide_mpp)
         tissue = compute_tissue_mask(slide, params.tissue)
         mpp0 = float(slide.mpp)
-        level, factor = slide.best_level_for_mpp(params.target_mpp, rtol=params.mpp_rtol)
-        if factor != 1.0:
-            logger.warning(
-                "%s: no level within %g of %g µm/px; reading level %d (%.4g µm/px) and resizing every tile (slower)",
-                job.slide_id,
-                params.mpp_rtol,
-                params.target_mpp,
-                level,
-                slide.level_mpp(level),
-            )
+        level, factor = _read_level(job, slide)
+        grid = _plan_grid(params, slide, level, factor, tissue)
         width0, height0 = slide.dimensions
-        level_w, level_h = slide.level_dimensions[level]
-        grid = make_grid(
-            level=level,
-            level_size=(level_w, level_h),
-            level_downsample=(width0 / level_w, height0 / level_h),
-            level_mpp=slide.level_mpp(level),
-            tile_size=params.tile_size,
-            scale=1.0 / factor,
-            stride=params.stride_px,
-            mask=tissue.mask,
-            mask_downsample=tissue.downsample,
-            min_tissue=params.min_tissue,
-        )
         backend = slide.backend
         tiling = {
             "target_mpp": params.target_mpp,
@@ -318,18 +313,7 @@ def _prepare(job: _Job) -> _Prepared:
             params_hash=phash,
         )
         write_tissue_mask(root, tissue.mask, downsample=tissue.downsample, attrs=tissue.attrs())
-        create_tile_arrays(
-            root,
-            tile_size=params.tile_size,
-            chunk_tiles=params.chunk_tiles,
-            coords=grid.coords,
-            grid=grid.cells,
-            tissue_fraction=grid.tissue_fraction,
-            grid_shape=grid.shape,
-            compression=params.compression,
-            zstd_level=params.zstd_level,
-            jpeg_quality=params.jpeg_quality,
-        )
+        _create_tiles(root, params, grid)
         if params.preview:
             png = str(Path(job.store).with_suffix(".tissue.png"))
             side.insert(0, _Preview(job.slide_id, png, tissue.image, tissue.mask))
@@ -494,7 +478,7 @@ def tile_slides(
     Parameters
     ----------
     slides : iterable of path-like
-        Slide files, or directories holding them (see :func:`find_slides`).
+        Slide files, or directories holding them (see :func:`wsipipe.slide.find_slides`).
     out_dir : path-like
         Output directory; stores and ``<slide_id>.tissue.png`` previews go to ``stores/``.
     params : TileParams, optional

@@ -1,6 +1,7 @@
 """Training patches sampled from annotated slides (CAMELYON16 layout or any slide folder).
 
-Slides are found recursively under ``root`` (``.tif``, ``.tiff``, ``.svs``); the annotation of
+Slides are found recursively under ``root``: every file :func:`wsipipe.slide.is_slide_file` takes
+as a slide (any of :data:`wsipipe.slide.SLIDE_SUFFIXES`, not ``*_mask`` files); the annotation of
 slide ``<stem>`` is ``<stem>.xml`` (ASAP) or ``<stem>.geojson`` anywhere under ``root`` (as in
 CAMELYON16's ``lesion_annotations/``). A slide without an annotation file is a normal slide.
 
@@ -26,12 +27,11 @@ import numpy as np
 import numpy.typing as npt
 
 from wsipipe.errors import DatasetError
+from wsipipe.slide import SLIDE_SUFFIXES, is_slide_file
 
 __all__ = ["InMemorySource", "balanced_source", "find_annotated_slides", "sample_slide_patches"]
 
 logger = logging.getLogger(__name__)
-
-_SLIDE_SUFFIXES = (".tif", ".tiff", ".svs")
 
 
 class InMemorySource:
@@ -58,9 +58,9 @@ def find_annotated_slides(root: Path) -> list[tuple[Path, Path | None]]:
     for suffix in (".xml", ".geojson"):
         for p in sorted(root.rglob(f"*{suffix}")):
             annotations.setdefault(p.stem, p)
-    slides = sorted((p for p in root.rglob("*") if p.suffix.lower() in _SLIDE_SUFFIXES), key=lambda p: p.name)
+    slides = sorted((p for p in root.rglob("*") if is_slide_file(p)), key=lambda p: p.name)
     if not slides:
-        raise DatasetError(f"{root}: no slides ({', '.join(_SLIDE_SUFFIXES)}) found")
+        raise DatasetError(f"{root}: no slides ({', '.join(SLIDE_SUFFIXES)}) found")
     return [(s, annotations.get(s.stem)) for s in slides]
 
 

@@ -41,7 +41,8 @@ def tile_params(params: Params) -> TileParams:
 
 def run(params: Params, ctx: StageContext) -> StageResult:
     """Tile every slide; one item per slide."""
-    from wsipipe.tiling import find_slides, tile_slides
+    from wsipipe.slide import find_slides
+    from wsipipe.tiling import tile_slides
 
     slides = find_slides(inputs_or_default(params.slides, ctx.out_dir / "data" / "testing" / "images"))
     result = tile_slides(

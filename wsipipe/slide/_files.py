@@ -1,0 +1,112 @@
+"""Slide identity: which files are slides, and the id a slide and its outputs are named by.
+
+Two rules, for two different questions:
+
+* :func:`slide_id` names what a slide *produces*: ``<slide_id>.zarr``, ``<slide_id>.csv`` ... It is
+  the slide file's name without its last suffix, whatever the suffix.
+* :func:`slide_key` tells which slide a *name* refers to, when matching names written elsewhere
+  (``reference.csv`` rows, lesion CSVs, stores, annotations, CAMELYON16 ``*_Mask.tif`` masks): it
+  drops one known suffix (a slide suffix or one of the files named after a slide, any case) and
+  then a ``_mask`` ending. Names without a known suffix are kept whole (``Test_001``).
+
+For every slide :func:`find_slides` finds in a folder, ``slide_key(path.name) == slide_id(path)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from wsipipe.errors import ConfigError, SlideNotFoundError
+from wsipipe.slide._backends import SLIDE_SUFFIXES
+
+if TYPE_CHECKING:
+    from wsipipe.types import PathLike
+
+__all__ = ["find_slides", "is_slide_file", "slide_id", "slide_key"]
+
+#: Suffixes of files named after a slide: its store, tables (lesion CSVs) and annotations.
+_NAMED_AFTER_SLIDE = (".zarr", ".csv", ".xml", ".geojson", ".geojson.gz", ".json", ".json.gz")
+_KEY_SUFFIXES = (*SLIDE_SUFFIXES, *_NAMED_AFTER_SLIDE)
+_MASK = "_mask"
+
+
+def slide_id(path: PathLike) -> str:
+    """The id a slide file's outputs are named by: its file name without the last suffix.
+
+    ``tumor_001.tif`` -> ``tumor_001`` (store ``stores/tumor_001.zarr``, lesions
+    ``lesions/tumor_001.csv``); ``a.b.svs`` -> ``a.b``. Applied to an output path (a store, a
+    lesion CSV) it gives back the slide id.
+    """
+    return Path(path).stem
+
+
+def slide_key(name: str) -> str:
+    """The slide id a file name, path or table entry refers to, for matching names across files.
+
+    Drops surrounding whitespace and folders, then one known suffix (any slide suffix,
+    ``.zarr``, ``.csv``, ``.xml``, ``.geojson``, ``.json``, optionally ``.gz``; any case), then
+    a trailing ``_mask`` (any case). The case of the rest is kept.
+
+    Examples
+    --------
+    >>> slide_key("Tumor_001_Mask.tif"), slide_key(" test_002.csv"), slide_key("Test_003")
+    ('Tumor_001', 'test_002', 'Test_003')
+    """
+    base = Path(name.strip()).name
+    low = base.lower()
+    for suffix in _KEY_SUFFIXES:
+        if low.endswith(suffix):
+            base = base[: -len(suffix)]
+            break
+    if base.lower().endswith(_MASK):
+        base = base[: -len(_MASK)]
+    return base
+
+
+def is_slide_file(path: PathLike) -> bool:
+    """Whether a folder entry is taken as a slide: a file with a slide suffix (any case), not a ``*_mask`` file."""
+    p = Path(path)
+    return p.suffix.lower() in SLIDE_SUFFIXES and not p.stem.lower().endswith(_MASK) and p.is_file()
+
+
+def find_slides(paths: Iterable[PathLike]) -> list[Path]:
+    """Expand folders into their slide files and keep files as given.
+
+    A folder contributes its files with a suffix of :data:`~wsipipe.slide.SLIDE_SUFFIXES`
+    (any case) except ``*_mask`` files (CAMELYON16 ground truth), sorted by name, not
+    recursively. A file named explicitly is kept whatever its name.
+
+    Parameters
+    ----------
+    paths : iterable of str or PathLike
+        Slide files and folders.
+
+    Returns
+    -------
+    list of Path
+        May be empty (a folder without slides).
+
+    Raises
+    ------
+    SlideNotFoundError
+        If a path does not exist.
+    ConfigError
+        If two slides would get the same :func:`slide_id` (and so the same store).
+    """
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found.extend(sorted(p for p in path.iterdir() if is_slide_file(p)))
+        elif path.exists():
+            found.append(path)
+        else:
+            raise SlideNotFoundError(f"slide or directory {str(path)!r} does not exist")
+    seen: dict[str, Path] = {}
+    for path in found:
+        other = seen.setdefault(slide_id(path), path)
+        if other != path:
+            raise ConfigError(f"slides {str(other)!r} and {str(path)!r} would both be stored as {slide_id(path)!r}")
+    return found
