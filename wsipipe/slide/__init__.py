@@ -11,6 +11,7 @@ Importing this package loads neither backend; they are imported when a slide is 
 
 from __future__ import annotations
 
+from wsipipe.slide._jpeg import TileDataError, decode_jpeg_stream
 from wsipipe.slide._levels import best_level_for_mpp, resize_rgb
 from wsipipe.slide._open import BACKENDS, TIFF_SUFFIXES, Backend, open_slide
 from wsipipe.slide._protocol import SlideReader
@@ -24,7 +25,9 @@ __all__ = [
     "RegionLevelTileReader",
     "SlideReader",
     "TiffLevelTileReader",
+    "TileDataError",
     "best_level_for_mpp",
+    "decode_jpeg_stream",
     "open_slide",
     "resize_rgb",
 ]
