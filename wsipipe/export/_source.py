@@ -10,9 +10,9 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from wsipipe.aggregate.heatmap import HeatmapGeometry
 from wsipipe.aggregate.nms import Detection
 from wsipipe.errors import ConfigError
+from wsipipe.store import HeatmapGeometry
 from wsipipe.types import PathLike
 
 __all__ = ["ExportParams", "SlideOutputs", "class_display_name", "load_slide_outputs"]
@@ -114,8 +114,7 @@ def load_slide_outputs(store: PathLike, params: ExportParams, *, lesions_csv: Pa
         ``lesions_csv`` is malformed.
     """
     from wsipipe.aggregate.heatmap import build_heatmap, heatmap_detections, model_class_names, tumor_column
-    from wsipipe.aggregate.stage import resolve_model
-    from wsipipe.store import open_store, read_coords, read_grid, read_probs
+    from wsipipe.store import open_store, read_coords, read_grid, read_probs, resolve_model
 
     path = Path(store)
     root = open_store(path)

@@ -98,10 +98,11 @@ def export_stores(
     ExportResult
         One entry per store; call :meth:`ExportResult.raise_for_failures` to raise on failures.
     """
-    from wsipipe.aggregate.stage import AggregateResult, find_stores
+    from wsipipe.aggregate.stage import AggregateResult
     from wsipipe.export.asap import export_asap
     from wsipipe.export.qupath import export_qupath
     from wsipipe.progress import progress
+    from wsipipe.store import find_stores
 
     params = params or ExportParams()
     start = time.perf_counter()
