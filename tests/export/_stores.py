@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from tests.store._tiling import tiling_info
 from wsipipe.store import (
     create_predictions,
     create_store,
@@ -27,8 +28,8 @@ def make_store(
     probs: npt.ArrayLike,
     *,
     grid_shape: tuple[int, int],
-    stride: float = 100.0,
-    tile: float = 100.0,
+    stride: int = 100,
+    tile: int = 100,
     level0_size: tuple[int, int] | None = None,
     class_names: Sequence[str] = ("tumor",),
     model: str = "m",
@@ -51,12 +52,15 @@ def make_store(
         backend="tiffslide",
         level0_size=size,
         level0_mpp=MPP,
-        tiling={
-            "stride_level0": [stride, stride],
-            "tile_size_level0": [tile, tile],
-            "grid_shape": [rows, cols],
-            "tile_size": 8,
-        },
+        tiling=tiling_info(
+            grid_shape=grid_shape,
+            n_tiles=len(grid),
+            tile_size=8,
+            stride_level=stride,
+            read_size=tile,
+            mpp=MPP * tile / 8,
+            chunk_tiles=chunk_tiles,
+        ),
         params_hash="tiles-v1",
     )
     mask = np.zeros((rows, cols), dtype=bool)

@@ -120,7 +120,7 @@ def test_gzip_and_lesion_points_from_given_detections(tmp_path: Path) -> None:
 
 
 def test_contours_are_valid_snapped_and_keep_holes() -> None:
-    from wsipipe.aggregate import HeatmapGeometry
+    from wsipipe.store import HeatmapGeometry
 
     geometry = HeatmapGeometry(
         shape=(6, 6), cell_size=(33.333, 33.333), tile_size=(33.333, 33.333), level0_size=(200, 200), mpp=MPP

@@ -12,6 +12,7 @@ import pytest
 import torch
 from scipy import ndimage
 
+from tests.store._tiling import tiling_info
 from wsipipe.models import CheckpointMeta, build_model, save_checkpoint
 from wsipipe.store import create_store, create_tile_arrays, mark_complete, write_tile_chunk
 
@@ -60,7 +61,16 @@ def make_store(
         backend="tiffslide",
         level0_size=(cols * step * 4, rows * step * 4),
         level0_mpp=mpp / 4,
-        tiling={"target_mpp": mpp, "mpp": mpp, "tile_size": tile_size, "stride": step},
+        tiling=tiling_info(
+            grid_shape=grid_shape,
+            n_tiles=len(cells),
+            tile_size=tile_size,
+            stride_level=step,
+            read_size=tile_size,
+            level_downsample=4.0,
+            mpp=mpp,
+            chunk_tiles=chunk_tiles,
+        ),
         params_hash=f"test-{seed}-{tile_size}-{step}",
     )
     create_tile_arrays(

@@ -13,10 +13,10 @@ import zarr
 
 from tests.inference.conftest import make_checkpoint, make_store
 from wsipipe.errors import CheckpointError, ConfigError, PartialFailureError, StoreError
-from wsipipe.inference import CHUNK_DONE, InferParams, find_stores, gpu_resources, predict_stores
+from wsipipe.inference import CHUNK_DONE, InferParams, gpu_resources, predict_stores
 from wsipipe.inference._runtime import LOAD_COUNT
 from wsipipe.models import load_checkpoint
-from wsipipe.store import array, read_probs, read_tiles
+from wsipipe.store import array, find_stores, read_probs, read_tiles
 
 CPU = InferParams(device="cpu", batch_size=16)
 

@@ -311,7 +311,7 @@ def compare_outputs(ref: Path, out: Path) -> list[str]:
     """
     import zarr
 
-    from wsipipe.store import list_models
+    from wsipipe.store import stored_models
 
     diffs = compare_model(ref, out)
     stores = sorted(p.name for p in (ref / "stores").glob("*.zarr"))
@@ -328,7 +328,7 @@ def compare_outputs(ref: Path, out: Path) -> list[str]:
         root = zarr.open_group(str(out / "stores" / name), mode="r")
         if root.attrs.get("complete") is not True:
             diffs.append(f"{name} is not marked complete")
-        for model in list_models(root):
+        for model in stored_models(root):
             if root[f"predictions/{model}/probs"].attrs.get("complete") is not True:
                 diffs.append(f"{name}: predictions/{model} not marked complete")
     for rel in ["slide_predictions.csv", *sorted(f"lesions/{p.name}" for p in (ref / "lesions").glob("*.csv"))]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -29,12 +28,11 @@ class Run:
 def _predict_from_ground_truth(out: Path) -> None:
     """Tile probabilities: high where a tile touches an annotated tumour region, low elsewhere."""
     from wsipipe.annotations import read_annotations
-    from wsipipe.store import create_predictions, mark_predictions_complete, open_store, read_coords, write_probs
+    from wsipipe.store import create_predictions, mark_predictions_complete, read_coords, read_tiling, write_probs
 
     rng = np.random.default_rng(0)
     for store in sorted((out / "stores").glob("*.zarr")):
-        tiling: Any = open_store(store).attrs["tiling"]
-        tx, ty = tiling["tile_size_level0"]
+        tx, ty = read_tiling(store).tile_size_level0
         coords = read_coords(store)
         boxes = shapely.box(coords[:, 0], coords[:, 1], coords[:, 0] + tx, coords[:, 1] + ty)
         p = rng.uniform(*NORMAL_RANGE, len(coords))

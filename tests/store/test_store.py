@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import zarr
 
+from tests.store._tiling import tiling_info
 from wsipipe.errors import IncompleteStoreError, StoreError
 from wsipipe.store import (
     ATTR_COMPLETE,
@@ -18,24 +19,25 @@ from wsipipe.store import (
     create_predictions,
     create_store,
     create_tile_arrays,
-    grid_shape,
     is_complete,
     iter_tile_chunks,
-    list_models,
     mark_chunk_done,
     mark_complete,
     mark_predictions_complete,
     open_store,
     read_coords,
     read_grid,
+    read_grid_shape,
     read_heatmap,
     read_mask,
     read_probs,
     read_tiles,
     read_tissue_fraction,
+    resolve_model,
     scatter_to_grid,
     slide_content_hash,
     store_problems,
+    stored_models,
     validate_store,
     write_heatmap,
     write_probs,
@@ -60,7 +62,16 @@ def build(path: Path, *, compression: str = "zstd", complete: bool = True) -> za
         backend="tiffslide",
         level0_size=(5 * 4 * T, 3 * 4 * T),
         level0_mpp=0.243,
-        tiling={"target_mpp": 0.972, "level": 2, "tile_size": T, "stride": T, "min_tissue": 0.5},
+        tiling=tiling_info(
+            grid_shape=GRID_SHAPE,
+            n_tiles=N,
+            tile_size=T,
+            stride_level=T,
+            read_size=T,
+            level_downsample=4.0,
+            chunk_tiles=CHUNK,
+            compression=compression,
+        ),
         params_hash="0123456789abcdef",
     )
     write_tissue_mask(root, np.eye(6, 10, dtype=bool), downsample=(32.0, 32.0), attrs={"method": "otsu_saturation"})
@@ -100,7 +111,7 @@ def test_layout_round_trip(tmp_path: Path) -> None:
     assert mask.dtype == bool
     assert mask.shape == (6, 10)
     assert downsample == (32.0, 32.0)
-    assert grid_shape(root) == GRID_SHAPE
+    assert read_grid_shape(root) == GRID_SHAPE
     starts = [start for start, chunk in iter_tile_chunks(root)]
     assert starts == [0, 4, 8]
     images = zarr.open_array(str(path / "tiles" / "images"))
@@ -184,7 +195,7 @@ def test_predictions(tmp_path: Path) -> None:
         read_probs(path, "celnet")
     mark_predictions_complete(path, "celnet")
     np.testing.assert_array_equal(read_probs(path, "celnet"), values)
-    heat = scatter_to_grid(read_grid(path), values[:, 1], grid_shape(path))
+    heat = scatter_to_grid(read_grid(path), values[:, 1], read_grid_shape(path))
     assert heat.shape == GRID_SHAPE
     assert np.isnan(heat).sum() == 15 - N
     assert heat[0, 1] == values[1, 1]
@@ -194,8 +205,22 @@ def test_predictions(tmp_path: Path) -> None:
         write_heatmap(root, "celnet", np.zeros((2, 2)))
     with pytest.raises(StoreError, match="not usable as a store node"):
         create_predictions(root, "a/b", class_names=["x"], checkpoint_hash="")
-    assert list_models(path) == ["celnet"]
+    assert stored_models(path) == ["celnet"]
+    assert resolve_model(path, None) == resolve_model(root, "celnet") == "celnet"
+    with pytest.raises(StoreError, match=r"no predictions for model 'other' \(has: \['celnet'\]\)"):
+        resolve_model(path, "other")
+    create_predictions(root, "second", class_names=["x"], checkpoint_hash="")
+    with pytest.raises(StoreError, match=r"several models.*choose one with --model"):
+        resolve_model(path, None)
     validate_store(path)
+
+
+def test_resolve_model_without_predictions(tmp_path: Path) -> None:
+    path = tmp_path / "s.zarr"
+    build(path)
+    assert stored_models(path) == []
+    with pytest.raises(StoreError, match="has no predictions; run `wsipipe infer` first"):
+        resolve_model(path, None)
 
 
 def test_slide_content_hash(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import zarr
 from numcodecs import Zstd
 
 from tests.slide.conftest import make_image, write_generic_tiff, write_shared_tables_tiff
+from tests.store._tiling import tiling_info
 from wsipipe.errors import StoreError
 from wsipipe.slide import open_slide
 from wsipipe.store import (
@@ -51,7 +52,16 @@ def _make_store(path: Path, n: int, compression: str) -> None:
         backend="tiffslide",
         level0_size=(8 * T, 8 * T),
         level0_mpp=0.25,
-        tiling={"tile_size": T, "compression": compression},
+        tiling=tiling_info(
+            grid_shape=(8, 8),
+            n_tiles=n,
+            tile_size=T,
+            stride_level=T,
+            read_size=T,
+            mpp=0.25,
+            chunk_tiles=CHUNK,
+            compression=compression,
+        ),
         params_hash="0123456789abcdef",
     )
     write_tissue_mask(path, np.ones((8, 8), bool), downsample=(float(T), float(T)), attrs={"method": "test"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wsipipe.tiling import grid_shape, make_grid, tile_fractions
+from wsipipe.tiling import TileParams, grid_shape, make_grid, tile_fractions
 
 
 @pytest.mark.parametrize(
@@ -93,7 +93,11 @@ def test_overlap_and_resize_geometry() -> None:
     assert grid.stride == 75
     assert grid.mpp == pytest.approx(0.75)
     assert grid.shape == grid_shape((1000, 1000), 150, 75) == (13, 13)
-    geometry = grid.geometry()
-    assert geometry["grid_shape"] == [13, 13]
-    assert geometry["stride_level0"] == [75.0, 75.0]
+    info = grid.tiling_info(TileParams(target_mpp=0.75, tile_size=100, stride=50))
+    assert info.grid_shape == (13, 13)
+    assert info.n_tiles == len(grid)
+    assert (info.read_size, info.stride_level, info.stride) == (150, 75, 50)
+    assert info.stride_level0 == (75.0, 75.0)
+    assert info.tile_size_level0 == (150.0, 150.0)
+    assert info.to_attrs()["stride_level0"] == [75.0, 75.0]
     assert np.unique(grid.coords[:, 0]).tolist()[:3] == [0, 75, 150]

@@ -23,6 +23,7 @@ from wsipipe.store import (
     read_grid,
     read_mask,
     read_tiles,
+    read_tiling,
     read_tissue_fraction,
     store_problems,
     validate_store,
@@ -52,9 +53,9 @@ def test_tiles_equal_read_region_at_their_coords(tumor_slide: SlideInfo, tmp_pat
     validate_store(summary.store)
     root = open_store(summary.store)
     assert root.attrs["backend"] == backend
-    tiling = root.attrs["tiling"]
-    assert tiling["level"] == 2
-    assert tiling["mpp"] == pytest.approx(0.972)
+    tiling = read_tiling(root)
+    assert tiling.level == 2
+    assert tiling.mpp == pytest.approx(0.972)
     tiles, coords = read_tiles(root), read_coords(root)
     assert summary.n_tiles == len(tiles) > 40
     with open_slide(tumor_slide.path, backend=backend) as slide:
@@ -89,9 +90,9 @@ def test_resized_tiles_when_no_level_matches(tumor_slide: SlideInfo, tmp_path: P
     params = dataclasses.replace(FAST, target_mpp=0.6)  # levels are 0.243, 0.486, 0.972 ...: read level 1
     summary = tile_slide(tumor_slide.path, tmp_path, params)
     root = open_store(summary.store)
-    tiling = root.attrs["tiling"]
-    assert tiling["level"] == 1
-    assert tiling["read_size"] == 79
+    tiling = read_tiling(root)
+    assert tiling.level == 1
+    assert tiling.read_size == 79
     tiles, coords = read_tiles(root), read_coords(root)
     with open_slide(tumor_slide.path) as slide, pytest.warns(PerformanceWarning):
         expected = slide.read_region_mpp((int(coords[0, 0]), int(coords[0, 1])), 0.6, (64, 64))

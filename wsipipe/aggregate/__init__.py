@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from wsipipe.aggregate.heatmap import (
-    HeatmapGeometry,
     build_heatmap,
     colorize,
     heatmap_detections,
@@ -11,7 +10,6 @@ from wsipipe.aggregate.heatmap import (
     model_class_names,
     save_heatmap_png,
     slide_background,
-    tile_span,
     tumor_column,
     upsample_heatmap,
     write_heatmap_tiff,
@@ -24,21 +22,17 @@ from wsipipe.aggregate.stage import (
     SlideAggregate,
     aggregate_store,
     aggregate_stores,
-    find_stores,
-    resolve_model,
 )
 
 __all__ = [
     "AggregateParams",
     "AggregateResult",
-    "HeatmapGeometry",
     "ScoreMethod",
     "SlideAggregate",
     "aggregate_store",
     "aggregate_stores",
     "build_heatmap",
     "colorize",
-    "find_stores",
     "fraction_above",
     "heatmap_detections",
     "heatmap_from_store",
@@ -46,11 +40,9 @@ __all__ = [
     "model_class_names",
     "nms",
     "radius_in_cells",
-    "resolve_model",
     "save_heatmap_png",
     "slide_background",
     "slide_score",
-    "tile_span",
     "top_k_mean",
     "tumor_column",
     "upsample_heatmap",

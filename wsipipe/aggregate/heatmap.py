@@ -1,40 +1,34 @@
 """Tile probabilities -> a probability map on the tile grid, its upsampling, PNG overlay and pyramidal TIFF.
 
-Geometry (all lengths in level-0 pixels, read from the store's ``tiling`` attributes):
+The map lies on the store's tile grid as :class:`wsipipe.store.HeatmapGeometry` describes (all
+lengths in level-0 pixels):
 
 * the map has the tile grid's shape ``(rows, cols)`` and is indexed ``[row, col]``;
-* cell ``(r, c)`` covers level-0 ``x in [x0 + c * sx, x0 + (c + 1) * sx)`` and
-  ``y in [y0 + r * sy, y0 + (r + 1) * sy)``, with ``(sx, sy)`` the grid stride (``stride_level0``)
-  and ``(x0, y0) = (0, 0)`` the grid origin;
-* tile ``(col, row)`` (its ``tiles/grid`` entry) has its top-left corner at level-0
-  ``(x0 + col * sx, y0 + row * sy)`` and spans ``(tx, ty)`` (``tile_size_level0``);
 * a tile contributes to every cell whose centre lies inside its footprint, and always to its own
-  cell ``(row, col)``: cells ``row .. row + ky - 1`` and ``col .. col + kx - 1`` with
-  ``kx = max(1, ceil(tx / sx - 0.5))`` (:func:`tile_span`). Without overlap (stride = tile size)
-  ``k = 1`` and the map is the tiles themselves; with stride = tile size / 2, ``k = 2`` and an
-  inner cell averages the 4 tiles covering it;
+  cell (:func:`wsipipe.store.tile_span`). Without overlap (stride = tile size) the map is the
+  tiles themselves; with stride = tile size / 2 an inner cell averages the 4 tiles covering it;
 * each cell holds the mean of the finite probabilities of the tiles covering it, NaN when none
   does (off tissue). Cells past the last grid row/column are dropped, so with overlap the map
-  ends ``(k - 1)`` cells before the far edge of the last tiles.
+  ends ``k - 1`` cells (``k`` from :attr:`~wsipipe.store.HeatmapGeometry.span`) before the far
+  edge of the last tiles.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from wsipipe.errors import ConfigError, StoreError
+from wsipipe.errors import ConfigError
+from wsipipe.store import HeatmapGeometry
 from wsipipe.tables import Detections
 from wsipipe.types import PathLike, RGBArray
 
 __all__ = [
-    "HeatmapGeometry",
     "build_heatmap",
     "colorize",
     "heatmap_detections",
@@ -42,7 +36,6 @@ __all__ = [
     "model_class_names",
     "save_heatmap_png",
     "slide_background",
-    "tile_span",
     "tumor_column",
     "upsample_heatmap",
     "write_heatmap_tiff",
@@ -51,101 +44,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _TIFF_TILE = 256
-
-
-def tile_span(tile_size: float, stride: float) -> int:
-    """Number of grid cells a tile covers along one axis: ``max(1, ceil(tile_size / stride - 0.5))``.
-
-    Parameters
-    ----------
-    tile_size, stride : float
-        Tile footprint and grid step along that axis, both in level-0 px.
-    """
-    if not (tile_size > 0 and stride > 0):
-        raise ConfigError(f"tile size and stride must be positive level-0 px, got {tile_size} and {stride}")
-    return max(1, math.ceil(tile_size / stride - 0.5 - 1e-9))
-
-
-@dataclass(frozen=True, slots=True)
-class HeatmapGeometry:
-    """Where a ``(rows, cols)`` heatmap lies on the slide (see the module docstring).
-
-    Attributes
-    ----------
-    shape : (int, int)
-        ``(rows, cols)`` of the map (the tile grid).
-    cell_size : (float, float)
-        Level-0 ``(sx, sy)`` px per cell: the grid stride.
-    tile_size : (float, float)
-        Level-0 ``(tx, ty)`` footprint of one tile.
-    level0_size : (int, int)
-        Slide level-0 ``(width, height)`` in px.
-    mpp : float
-        Slide level-0 resolution in µm/px.
-    origin : (float, float)
-        Level-0 ``(x, y)`` of the top-left corner of cell ``[0, 0]``.
-    """
-
-    shape: tuple[int, int]
-    cell_size: tuple[float, float]
-    tile_size: tuple[float, float]
-    level0_size: tuple[int, int]
-    mpp: float
-    origin: tuple[float, float] = (0.0, 0.0)
-
-    @property
-    def span(self) -> tuple[int, int]:
-        """``(kx, ky)``: cells covered by one tile along x and y (:func:`tile_span`)."""
-        return tile_span(self.tile_size[0], self.cell_size[0]), tile_span(self.tile_size[1], self.cell_size[1])
-
-    def cell_bounds(self, row: int, col: int) -> tuple[float, float, float, float]:
-        """Level-0 ``(x_min, y_min, x_max, y_max)`` of cell ``[row, col]`` (max exclusive)."""
-        (ox, oy), (sx, sy) = self.origin, self.cell_size
-        return ox + col * sx, oy + row * sy, ox + (col + 1) * sx, oy + (row + 1) * sy
-
-    def to_attrs(self) -> dict[str, Any]:
-        """JSON-compatible description (written to the heatmap array's attributes)."""
-        return {
-            "shape": list(self.shape),
-            "cell_size_level0": list(self.cell_size),
-            "tile_size_level0": list(self.tile_size),
-            "level0_size": list(self.level0_size),
-            "level0_mpp": self.mpp,
-            "origin_level0": list(self.origin),
-            "span": list(self.span),
-        }
-
-    @classmethod
-    def from_store(cls, store: Any) -> HeatmapGeometry:
-        """Read the geometry of a patch store (a zarr group or its path) from its root attributes.
-
-        Raises
-        ------
-        StoreError
-            If the ``tiling`` attributes lack ``stride_level0`` / ``tile_size_level0``.
-        """
-        from wsipipe.store import ATTR_LEVEL0_MPP, ATTR_LEVEL0_SIZE, ATTR_TILING, grid_shape, open_store
-
-        root = open_store(store) if not hasattr(store, "attrs") else store
-        attrs: dict[str, Any] = dict(root.attrs)
-        tiling: Any = attrs.get(ATTR_TILING) or {}
-        try:
-            stride = tiling["stride_level0"]
-            tile = tiling["tile_size_level0"]
-            size = attrs[ATTR_LEVEL0_SIZE]
-            mpp = float(attrs[ATTR_LEVEL0_MPP])
-        except (KeyError, TypeError) as err:
-            raise StoreError(
-                f"patch store {root.store_path}: root attributes lack {err} (tiling.stride_level0, "
-                "tiling.tile_size_level0, level0_size, level0_mpp); re-run `wsipipe tile --force`"
-            ) from err
-        return cls(
-            shape=grid_shape(root),
-            cell_size=(float(stride[0]), float(stride[1])),
-            tile_size=(float(tile[0]), float(tile[1])),
-            level0_size=(int(size[0]), int(size[1])),
-            mpp=mpp,
-        )
 
 
 def tumor_column(class_names: list[str] | tuple[str, ...], class_name: str | None = None) -> int:

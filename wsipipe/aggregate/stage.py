@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from wsipipe.config import config_hash, to_dict
-from wsipipe.errors import ConfigError, PartialFailureError, StoreError, output_error
-from wsipipe.store import find_stores
+from wsipipe.errors import ConfigError, PartialFailureError, output_error
+from wsipipe.store import find_stores, resolve_model
 from wsipipe.types import PathLike
 
 __all__ = [
@@ -36,8 +36,6 @@ __all__ = [
     "SlideAggregate",
     "aggregate_store",
     "aggregate_stores",
-    "find_stores",
-    "resolve_model",
 ]
 
 log = logging.getLogger(__name__)
@@ -139,32 +137,6 @@ class AggregateResult:
     def raise_for_failures(self) -> None:
         """Raise :class:`PartialFailureError` (exit code 3) naming every failed store, if any."""
         PartialFailureError.raise_if_any(self.failures, len(self.slides), "stores failed to aggregate")
-
-
-def resolve_model(store: Any, model: str | None) -> str:
-    """The model node to use: ``model`` if the store has it, else the store's only model.
-
-    Raises
-    ------
-    StoreError
-        If the store has no predictions, or not that model, or several and none was named.
-    """
-    from wsipipe.store import list_models
-
-    models = list_models(store)
-    where = getattr(store, "store_path", store)
-    if model is not None:
-        if model not in models:
-            raise StoreError(
-                f"patch store {where}: no predictions for model {model!r} (has: {models or 'none'}); "
-                "run `wsipipe infer` or pick one with --model"
-            )
-        return model
-    if len(models) == 1:
-        return models[0]
-    if not models:
-        raise StoreError(f"patch store {where} has no predictions; run `wsipipe infer` first")
-    raise StoreError(f"patch store {where} has predictions of several models {models}; choose one with --model")
 
 
 def _inputs_hash(root: Any, model: str, params: AggregateParams) -> str:
@@ -337,7 +309,7 @@ def aggregate_stores(
     Parameters
     ----------
     stores : iterable of path-like
-        Stores, folders of stores or run folders (:func:`find_stores`).
+        Stores, folders of stores or run folders (:func:`wsipipe.store.find_stores`).
     out_dir : path-like
         Output folder (layout in the module docstring).
     params : AggregateParams, optional

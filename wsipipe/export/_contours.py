@@ -1,6 +1,6 @@
 """Iso-probability regions of a heatmap as valid level-0 polygons (holes kept).
 
-The map is piecewise constant on its cells (see :mod:`wsipipe.aggregate.heatmap`), so the
+The map is piecewise constant on its cells (see :class:`wsipipe.store.HeatmapGeometry`), so the
 region ``heatmap >= threshold`` is exactly a union of cell squares. Each row's runs of selected
 cells become rectangles, and their union (GEOS coverage union) is a valid (Multi)Polygon whose
 holes are the unselected cells enclosed by selected ones. The result is clipped to the slide,
@@ -14,8 +14,8 @@ import numpy as np
 import numpy.typing as npt
 import shapely
 
-from wsipipe.aggregate.heatmap import HeatmapGeometry
 from wsipipe.annotations import polygonal_parts
+from wsipipe.store import HeatmapGeometry
 
 __all__ = ["PRECISION_PX", "threshold_polygons"]
 

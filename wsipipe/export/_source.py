@@ -10,8 +10,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from wsipipe.aggregate.heatmap import HeatmapGeometry
 from wsipipe.errors import ConfigError
+from wsipipe.store import HeatmapGeometry
 from wsipipe.tables import Detections
 from wsipipe.types import PathLike
 
@@ -118,8 +118,7 @@ def load_slide_outputs(store: PathLike, params: ExportParams, *, lesions_csv: Pa
         ``lesions_csv`` is malformed.
     """
     from wsipipe.aggregate.heatmap import build_heatmap, heatmap_detections, model_class_names, tumor_column
-    from wsipipe.aggregate.stage import resolve_model
-    from wsipipe.store import open_store, read_coords, read_grid, read_probs
+    from wsipipe.store import open_store, read_coords, read_grid, read_probs, resolve_model
 
     path = Path(store)
     root = open_store(path)

@@ -97,8 +97,9 @@ def export_stores(
     ExportResult
         One entry per store; call :meth:`ExportResult.raise_for_failures` to raise on failures.
     """
-    from wsipipe.aggregate.stage import AggregateResult, find_stores
+    from wsipipe.aggregate.stage import AggregateResult
     from wsipipe.progress import progress
+    from wsipipe.store import find_stores
 
     params = params or ExportParams()
     fmt = export_format(params.format)

@@ -25,7 +25,7 @@ from wsipipe.inference._runtime import (
     predict_tiles,
     run_chunk,
 )
-from wsipipe.inference._stage import checkpoint_fits, find_stores, predict_stores
+from wsipipe.inference._stage import checkpoint_fits, predict_stores
 
 __all__ = [
     "CHUNK_DONE",
@@ -41,7 +41,6 @@ __all__ = [
     "checkpoint_fits",
     "connect",
     "device_plan",
-    "find_stores",
     "gpu_resources",
     "loaded_model",
     "local_cluster_size",

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -28,30 +28,31 @@ from wsipipe.inference._runtime import CHUNK_DONE, ChunkDone, ChunkTask, Runtime
 from wsipipe.settings import progress_enabled
 from wsipipe.store import (
     ATTR_PARAMS_HASH,
-    ATTR_TILING,
     PREDICTIONS,
     PROBS,
     TILES_IMAGES,
+    TilingInfo,
     array,
     create_predictions,
     find_stores,
     mark_predictions_complete,
     open_store,
+    read_tiling,
 )
 from wsipipe.types import PathLike
 
-__all__ = ["checkpoint_fits", "find_stores", "predict_stores"]
+__all__ = ["checkpoint_fits", "predict_stores"]
 
 logger = logging.getLogger(__name__)
 
 
-def checkpoint_fits(tiling: dict[str, Any], tile_size: int, meta: Any, *, store: str, rtol: float) -> None:
+def checkpoint_fits(tiling: TilingInfo, tile_size: int, meta: Any, *, store: str, rtol: float) -> None:
     """Raise :class:`CheckpointError` when the store's tiles differ from the checkpoint's input.
 
     Parameters
     ----------
-    tiling : dict
-        The store's ``tiling`` attribute (``mpp`` or ``target_mpp`` in µm/px).
+    tiling : TilingInfo
+        The store's tiling (:func:`wsipipe.store.read_tiling`); its ``mpp`` is the tiles' µm/px.
     tile_size : int
         T of the store's ``tiles/images``, px.
     meta : CheckpointMeta
@@ -61,16 +62,10 @@ def checkpoint_fits(tiling: dict[str, Any], tile_size: int, meta: Any, *, store:
     rtol : float
         Allowed relative MPP difference.
     """
-    mpp = tiling.get("mpp", tiling.get("target_mpp"))
-    store_mpp = float(mpp) if isinstance(mpp, int | float) else None
     bad_size = tile_size != meta.tile_size
-    bad_mpp = (
-        meta.input_mpp is not None
-        and store_mpp is not None
-        and abs(store_mpp - meta.input_mpp) > rtol * float(meta.input_mpp)
-    )
+    bad_mpp = meta.input_mpp is not None and abs(tiling.mpp - meta.input_mpp) > rtol * float(meta.input_mpp)
     if bad_size or bad_mpp:
-        have = f"{tile_size} px tiles at {store_mpp if store_mpp is not None else '?'} µm/px"
+        have = f"{tile_size} px tiles at {tiling.mpp} µm/px"
         want = f"{meta.tile_size} px tiles at {meta.input_mpp if meta.input_mpp is not None else 'any'} µm/px"
         raise CheckpointError(
             f"store {store} has {have}, but the checkpoint expects {want}; re-tile the slide with "
@@ -79,7 +74,7 @@ def checkpoint_fits(tiling: dict[str, Any], tile_size: int, meta: Any, *, store:
             + " or use a checkpoint trained on these tiles"
         )
     if meta.input_mpp is None:
-        logger.warning("checkpoint has no input MPP; the resolution of %s (%s µm/px) is not checked", store, mpp)
+        logger.warning("checkpoint has no input MPP; the resolution of %s (%s µm/px) is not checked", store, tiling.mpp)
 
 
 @dataclass
@@ -105,10 +100,9 @@ def _plan(
     images = array(root, TILES_IMAGES)
     n, chunk = int(images.shape[0]), int(images.chunks[0])
     tile_size = int(images.shape[1])
-    raw_tiling: Any = root.attrs.get(ATTR_TILING)
-    tiling: dict[str, Any] = dict(raw_tiling) if isinstance(raw_tiling, Mapping) else {}
+    tiling = read_tiling(root)
     checkpoint_fits(tiling, tile_size, meta, store=str(path), rtol=params.mpp_rtol)
-    stride = int(tiling.get("stride") or tile_size)
+    stride = tiling.stride
     if options.dense:
         check_dense(net, tile_size, stride, where=str(path))
     n_chunks = -(-n // chunk)
@@ -188,7 +182,7 @@ def predict_stores(
     Parameters
     ----------
     stores : path-like or sequence of path-like
-        ``.zarr`` stores or directories of them (see :func:`find_stores`).
+        ``.zarr`` stores or directories of them (see :func:`wsipipe.store.find_stores`).
     checkpoint : path-like
         A checkpoint directory written by :func:`wsipipe.models.save_checkpoint`.
     scheduler : None, str, path, distributed.Client or cluster, optional

@@ -291,17 +291,18 @@ def load_slide_images(view: SlideView, *, max_px: int) -> None:
     """
     if view.store is None:
         return
-    from wsipipe.aggregate.heatmap import HeatmapGeometry, heatmap_from_store, slide_background
+    from wsipipe.aggregate.heatmap import heatmap_from_store, slide_background
     from wsipipe.store import (
         ATTR_COMPLETE,
         ATTR_LEVEL0_MPP,
         ATTR_LEVEL0_SIZE,
         TILES_COORDS,
+        HeatmapGeometry,
         array,
-        list_models,
         open_store,
         read_heatmap,
         read_mask,
+        stored_models,
     )
 
     try:
@@ -319,7 +320,7 @@ def load_slide_images(view: SlideView, *, max_px: int) -> None:
         view.thumbnail = slide_background(root, max_size=max_px)
     except _READ_ERRORS as err:
         view.problems.append(f"thumbnail of {view.slide_id}: {err}")
-    models = list_models(root)
+    models = stored_models(root)
     model = view.model if view.model in models else (models[0] if models else None)
     if model is None:
         return

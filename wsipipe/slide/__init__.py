@@ -25,6 +25,7 @@ from wsipipe.slide._backends import BACKEND_NAMES, BACKENDS, SLIDE_FORMATS, SLID
 from wsipipe.slide._files import find_slides, is_slide_file, slide_id, slide_key
 
 if TYPE_CHECKING:
+    from wsipipe.slide._jpeg import TileDataError, decode_jpeg_stream
     from wsipipe.slide._levels import best_level_for_mpp, resize_rgb
     from wsipipe.slide._open import open_slide
     from wsipipe.slide._protocol import SlideReader
@@ -41,7 +42,9 @@ __all__ = [
     "SlideBackend",
     "SlideReader",
     "TiffLevelTileReader",
+    "TileDataError",
     "best_level_for_mpp",
+    "decode_jpeg_stream",
     "find_slides",
     "is_slide_file",
     "open_slide",
@@ -51,6 +54,8 @@ __all__ = [
 ]
 
 _READERS = {
+    "TileDataError": "wsipipe.slide._jpeg",
+    "decode_jpeg_stream": "wsipipe.slide._jpeg",
     "best_level_for_mpp": "wsipipe.slide._levels",
     "resize_rgb": "wsipipe.slide._levels",
     "open_slide": "wsipipe.slide._open",

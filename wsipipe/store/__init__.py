@@ -4,7 +4,8 @@ Layout (see ``docs/store.md``)::
 
     <out>/stores/<slide_id>.zarr
       root attrs                wsipipe_store_version, slide_path, slide_hash, backend, level0_size,
-                                level0_mpp, tiling, params_hash, complete (written last)
+                                level0_mpp, tiling (a versioned TilingInfo), params_hash,
+                                complete (written last)
       tissue/mask               (h, w) bool; attrs downsample (x, y), method, params
       tiles/images              (N, T, T, 3) uint8, chunks of chunk_tiles tiles (zstd, jpeg or
                                 source: wsipipe.tile_streams, registered on import)
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 from wsipipe.store._codecs import DEFAULT_ZSTD_LEVEL, JpegTileCodec, tile_codecs
 from wsipipe.store._find import find_stores
+from wsipipe.store._geometry import HeatmapGeometry, tile_span
 from wsipipe.store._layout import (
     ATTR_BACKEND,
     ATTR_COMPLETE,
@@ -46,11 +48,12 @@ from wsipipe.store._layout import (
 )
 from wsipipe.store._predictions import (
     create_predictions,
-    list_models,
     mark_predictions_complete,
     read_heatmap,
     read_probs,
+    resolve_model,
     scatter_to_grid,
+    stored_models,
     write_heatmap,
     write_probs,
 )
@@ -59,13 +62,13 @@ from wsipipe.store._store import (
     array,
     create_store,
     create_tile_arrays,
-    grid_shape,
     is_complete,
     iter_tile_chunks,
     mark_complete,
     open_store,
     read_coords,
     read_grid,
+    read_grid_shape,
     read_mask,
     read_tiles,
     read_tissue_fraction,
@@ -74,6 +77,7 @@ from wsipipe.store._store import (
     write_tissue_mask,
 )
 from wsipipe.store._streams import STREAMS_CODEC_NAME, TileStreamsCodec, decode_tile_streams, encode_tile_streams
+from wsipipe.store._tiling import SUPPORTED_TILING_VERSIONS, TILING_VERSION, TilingInfo, read_tiling
 from wsipipe.store._validate import store_problems, validate_store
 from wsipipe.store._writer import TileChunkWriter, mark_chunk_done, tile_chunk_writer, write_tile_chunk
 
@@ -94,18 +98,22 @@ __all__ = [
     "ROOT_ATTRS",
     "STORE_VERSION",
     "STREAMS_CODEC_NAME",
+    "SUPPORTED_TILING_VERSIONS",
     "TILES",
     "TILES_CHUNK_DONE",
     "TILES_COORDS",
     "TILES_GRID",
     "TILES_IMAGES",
     "TILES_TISSUE_FRACTION",
+    "TILING_VERSION",
     "TISSUE",
     "TISSUE_MASK",
+    "HeatmapGeometry",
     "JpegTileCodec",
     "StoreLike",
     "TileChunkWriter",
     "TileStreamsCodec",
+    "TilingInfo",
     "array",
     "create_predictions",
     "create_store",
@@ -113,27 +121,30 @@ __all__ = [
     "decode_tile_streams",
     "encode_tile_streams",
     "find_stores",
-    "grid_shape",
     "is_complete",
     "iter_tile_chunks",
-    "list_models",
     "mark_chunk_done",
     "mark_complete",
     "mark_predictions_complete",
     "open_store",
     "read_coords",
     "read_grid",
+    "read_grid_shape",
     "read_heatmap",
     "read_mask",
     "read_probs",
     "read_tiles",
+    "read_tiling",
     "read_tissue_fraction",
     "remove_store",
+    "resolve_model",
     "scatter_to_grid",
     "slide_content_hash",
     "store_problems",
+    "stored_models",
     "tile_chunk_writer",
     "tile_codecs",
+    "tile_span",
     "validate_store",
     "write_heatmap",
     "write_probs",

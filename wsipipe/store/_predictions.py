@@ -18,15 +18,16 @@ import zarr
 
 from wsipipe.errors import IncompleteStoreError, StoreError
 from wsipipe.store._layout import HEATMAP, PREDICTIONS, PROBS, TILES_IMAGES
-from wsipipe.store._store import StoreLike, _group, array, grid_shape
+from wsipipe.store._store import StoreLike, _group, array, read_grid_shape
 
 __all__ = [
     "create_predictions",
-    "list_models",
     "mark_predictions_complete",
     "read_heatmap",
     "read_probs",
+    "resolve_model",
     "scatter_to_grid",
+    "stored_models",
     "write_heatmap",
     "write_probs",
 ]
@@ -141,8 +142,11 @@ def read_probs(store: StoreLike, model: str, *, require_complete: bool = True) -
     return np.asarray(arr[...], dtype=np.float32)
 
 
-def list_models(store: StoreLike) -> list[str]:
-    """Return the names of the models with a ``predictions/<model>`` group, sorted."""
+def stored_models(store: StoreLike) -> list[str]:
+    """Return the names of the models with a ``predictions/<model>`` group in the store, sorted.
+
+    Not to be confused with :func:`wsipipe.models.list_models`, the architectures wsipipe can build.
+    """
     root = _group(store)
     if PREDICTIONS not in root:
         return []
@@ -150,6 +154,30 @@ def list_models(store: StoreLike) -> list[str]:
     if not isinstance(preds, zarr.Group):
         raise StoreError(f"patch store {root.store_path}: 'predictions' is not a group")
     return sorted(name for name, _ in preds.groups())
+
+
+def resolve_model(store: StoreLike, model: str | None) -> str:
+    """The model node to use: ``model`` if the store has it, else the store's only model.
+
+    Raises
+    ------
+    StoreError
+        If the store has no predictions, or not that model, or several and none was named.
+    """
+    models = stored_models(store)
+    where = store.store_path if isinstance(store, zarr.Group) else store
+    if model is not None:
+        if model not in models:
+            raise StoreError(
+                f"patch store {where}: no predictions for model {model!r} (has: {models or 'none'}); "
+                "run `wsipipe infer` or pick one with --model"
+            )
+        return model
+    if len(models) == 1:
+        return models[0]
+    if not models:
+        raise StoreError(f"patch store {where} has no predictions; run `wsipipe infer` first")
+    raise StoreError(f"patch store {where} has predictions of several models {models}; choose one with --model")
 
 
 def scatter_to_grid(
@@ -173,7 +201,7 @@ def write_heatmap(
     """Write ``predictions/<model>/heatmap``: (rows, cols) float32 equal to the tile grid shape."""
     root = _group(store, "r+")
     values = np.asarray(heatmap, dtype=np.float32)
-    expected = grid_shape(root)
+    expected = read_grid_shape(root)
     if values.shape != expected:
         raise StoreError(f"heatmap shape {values.shape} differs from the tile grid (rows, cols) {expected}")
     arr = root.create_array(

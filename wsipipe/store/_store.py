@@ -12,7 +12,7 @@ import os
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -50,18 +50,21 @@ from wsipipe.store._layout import (
 )
 from wsipipe.types import PathLike
 
+if TYPE_CHECKING:
+    from wsipipe.store._tiling import TilingInfo
+
 __all__ = [
     "StoreLike",
     "array",
     "create_store",
     "create_tile_arrays",
-    "grid_shape",
     "is_complete",
     "iter_tile_chunks",
     "mark_complete",
     "open_store",
     "read_coords",
     "read_grid",
+    "read_grid_shape",
     "read_mask",
     "read_tiles",
     "read_tissue_fraction",
@@ -112,7 +115,7 @@ def create_store(
     backend: str,
     level0_size: tuple[int, int],
     level0_mpp: float,
-    tiling: Mapping[str, Any],
+    tiling: TilingInfo,
     params_hash: str,
 ) -> zarr.Group:
     """Create an empty store at ``path`` (replacing whatever is there) with its root attributes.
@@ -129,8 +132,8 @@ def create_store(
         Level-0 (width, height) in pixels.
     level0_mpp : float
         Level-0 resolution in µm/px.
-    tiling : mapping
-        The tiling parameters and the derived grid geometry (JSON-compatible).
+    tiling : TilingInfo
+        The tiling parameters and the grid geometry, written with :meth:`TilingInfo.to_attrs`.
     params_hash : str
         :func:`wsipipe.config.config_hash` of the parameters, compared on resume.
 
@@ -147,7 +150,7 @@ def create_store(
         ATTR_BACKEND: backend,
         ATTR_LEVEL0_SIZE: [int(level0_size[0]), int(level0_size[1])],
         ATTR_LEVEL0_MPP: float(level0_mpp),
-        ATTR_TILING: dict(tiling),
+        ATTR_TILING: tiling.to_attrs(),
         ATTR_PARAMS_HASH: params_hash,
         ATTR_COMPLETE: False,
     }
@@ -408,8 +411,8 @@ def read_tissue_fraction(store: StoreLike) -> npt.NDArray[np.float32]:
     return np.asarray(array(store, TILES_TISSUE_FRACTION)[...], dtype=np.float32)
 
 
-def grid_shape(store: StoreLike) -> tuple[int, int]:
-    """Return the (rows, cols) of the tile grid: the shape of a heatmap."""
+def read_grid_shape(store: StoreLike) -> tuple[int, int]:
+    """Return the (rows, cols) of the tile grid (``tiles`` attribute ``grid_shape``): the shape of a heatmap."""
     root = _group(store)
     shape: Any = root[TILES].attrs.get("grid_shape") if TILES in root else None
     if not isinstance(shape, Sequence) or len(shape) != 2:

@@ -5,7 +5,7 @@ the slide, the slide's compressed bytes (made self-contained: shared JPEGTables 
 Adobe RGB marker added where the TIFF needs it), and for every other tile (edge tiles padded
 white, empty tiles, non-JPEG slides, resized grids) the raw pixels compressed with zstd.
 Decoding gives exactly the pixels a ``zstd`` store holds: the same libjpeg-turbo decode as the
-tiling stage's reads (:func:`wsipipe.slide._jpeg.decode_jpeg_stream`), and lossless zstd.
+tiling stage's reads (:func:`wsipipe.slide.decode_jpeg_stream`), and lossless zstd.
 
 Chunk format (all integers little-endian)::
 
@@ -145,7 +145,7 @@ def decode_tile_streams(data: bytes, out: npt.NDArray[np.uint8], *, fill_value: 
         If the chunk is truncated, garbled, holds more entries than ``n`` rows, or an entry does
         not decode to one ``(T, T, 3)`` tile.
     """
-    from wsipipe.slide._jpeg import TileDataError, decode_jpeg_stream
+    from wsipipe.slide import TileDataError, decode_jpeg_stream
 
     view = memoryview(data)
     if len(view) < _HEAD.size:

@@ -12,6 +12,7 @@ from wsipipe.errors import StoreError
 from wsipipe.store._layout import (
     ATTR_COMPLETE,
     ATTR_LEVEL0_SIZE,
+    ATTR_TILING,
     ATTR_VERSION,
     HEATMAP,
     PREDICTIONS,
@@ -26,6 +27,7 @@ from wsipipe.store._layout import (
     TISSUE_MASK,
 )
 from wsipipe.store._store import StoreLike
+from wsipipe.store._tiling import TilingInfo
 
 __all__ = ["store_problems", "validate_store"]
 
@@ -109,6 +111,11 @@ def store_problems(store: StoreLike, *, require_complete: bool = True, check_val
         problems.append(f"store version {attrs.get(ATTR_VERSION)!r}, expected {STORE_VERSION}")
     if require_complete and attrs.get(ATTR_COMPLETE) is not True:
         problems.append("'complete' is not set: the store is unfinished")
+    if ATTR_TILING in attrs:
+        try:
+            TilingInfo.from_attrs(attrs[ATTR_TILING], store="root")
+        except StoreError as err:
+            problems.append(str(err))
 
     mask = _node(root, TISSUE_MASK, problems)
     if _check(mask, TISSUE_MASK, 2, bool, problems) and mask is not None:

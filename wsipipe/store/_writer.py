@@ -228,7 +228,7 @@ class TileChunkWriter:
         if self._images is not None and isinstance(self._images.fmt, TileStreamsFormat):
             self._images.put_bytes(_chunk_key(chunk_index), self._images.fmt.encode_entries(entries))
             return
-        from wsipipe.slide._jpeg import decode_jpeg_stream
+        from wsipipe.slide import decode_jpeg_stream
 
         tiles = np.empty((n, *self.tile_shape), dtype=np.uint8)
         for k, entry in enumerate(entries):

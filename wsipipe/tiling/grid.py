@@ -10,11 +10,17 @@ may run past the slide edge, and those tiles are padded white rather than droppe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
+from wsipipe.config import to_dict
+from wsipipe.store import TilingInfo
 from wsipipe.types import BoolArray
+
+if TYPE_CHECKING:
+    from wsipipe.tiling._params import TileParams
 
 __all__ = ["TileGrid", "grid_shape", "make_grid", "tile_fractions"]
 
@@ -117,21 +123,25 @@ class TileGrid:
     def __len__(self) -> int:
         return len(self.cells)
 
-    def geometry(self) -> dict[str, object]:
-        """JSON-compatible description of the grid (stored in the store's ``tiling`` attribute)."""
-        return {
-            "level": self.level,
-            "level_downsample": list(self.level_downsample),
-            "level_mpp": self.level_mpp,
-            "mpp": self.mpp,
-            "tile_size": self.tile_size,
-            "read_size": self.read_size,
-            "stride_level": self.stride,
-            "tile_size_level0": [self.read_size * self.level_downsample[0], self.read_size * self.level_downsample[1]],
-            "stride_level0": [self.stride * self.level_downsample[0], self.stride * self.level_downsample[1]],
-            "grid_shape": list(self.shape),
-            "n_tiles": len(self),
-        }
+    def tiling_info(self, params: TileParams) -> TilingInfo:
+        """The store's ``tiling`` record: the ``params`` that cut this grid, and its geometry."""
+        return TilingInfo(
+            target_mpp=params.target_mpp,
+            stride=params.stride_px,
+            min_tissue=params.min_tissue,
+            chunk_tiles=params.chunk_tiles,
+            compression=params.compression,
+            level=self.level,
+            level_downsample=self.level_downsample,
+            level_mpp=self.level_mpp,
+            mpp=self.mpp,
+            tile_size=self.tile_size,
+            read_size=self.read_size,
+            stride_level=self.stride,
+            grid_shape=self.shape,
+            n_tiles=len(self),
+            params=to_dict(params),
+        )
 
 
 def make_grid(

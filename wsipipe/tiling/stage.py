@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from wsipipe.config import to_dict
 from wsipipe.errors import (
     PartialFailureError,
     ResolutionError,
@@ -34,6 +33,7 @@ from wsipipe.errors import (
 )
 from wsipipe.slide import SlideReader, find_slides, slide_id
 from wsipipe.store import (
+    ATTR_BACKEND,
     ATTR_PARAMS_HASH,
     ATTR_SLIDE_HASH,
     TILES_CHUNK_DONE,
@@ -48,6 +48,7 @@ from wsipipe.store import (
     mark_complete,
     open_store,
     read_grid,
+    read_tiling,
     slide_content_hash,
     tile_chunk_writer,
     write_tissue_mask,
@@ -182,7 +183,7 @@ def _resume(job: _Job, slide_hash: str, phash: str) -> _Prepared | None:
         if is_complete(root):
             return _Prepared(job.slide_id, "skipped", 0.0, n_tiles=images.shape[0], tissue_area_mm2=area)
         done = np.asarray(array(root, TILES_CHUNK_DONE)[...], dtype=bool)
-        tiling: Any = root.attrs["tiling"]
+        tiling = read_tiling(root)
         cells = read_grid(root)
     except (KeyError, TypeError, ValueError, OSError) as err:
         logger.info("%s: unusable store %s (%s); rebuilding", job.slide_id, store, err)
@@ -192,10 +193,10 @@ def _resume(job: _Job, slide_hash: str, phash: str) -> _Prepared | None:
     bands = _bands(
         job,
         tile_chunk_writer(root),
-        str(root.attrs["backend"]),
-        int(tiling["level"]),
-        int(tiling["read_size"]),
-        int(tiling["stride_level"]),
+        str(root.attrs[ATTR_BACKEND]),
+        tiling.level,
+        tiling.read_size,
+        tiling.stride_level,
         cells,
         pending,
     )
@@ -293,15 +294,6 @@ def _prepare(job: _Job) -> _Prepared:
         grid = _plan_grid(params, slide, level, factor, tissue)
         width0, height0 = slide.dimensions
         backend = slide.backend
-        tiling = {
-            "target_mpp": params.target_mpp,
-            "stride": params.stride_px,
-            "min_tissue": params.min_tissue,
-            "chunk_tiles": params.chunk_tiles,
-            "compression": params.compression,
-            **grid.geometry(),
-            "params": to_dict(params),
-        }
         root = create_store(
             job.store,
             slide_path=job.path,
@@ -309,7 +301,7 @@ def _prepare(job: _Job) -> _Prepared:
             backend=backend,
             level0_size=(width0, height0),
             level0_mpp=mpp0,
-            tiling=tiling,
+            tiling=grid.tiling_info(params),
             params_hash=phash,
         )
         write_tissue_mask(root, tissue.mask, downsample=tissue.downsample, attrs=tissue.attrs())

@@ -26,7 +26,8 @@ class Params(AggregateParams):
 
 def run(params: Params, ctx: StageContext) -> StageResult:
     """Aggregate every store with complete predictions; one item per slide."""
-    from wsipipe.aggregate import aggregate_stores, find_stores
+    from wsipipe.aggregate import aggregate_stores
+    from wsipipe.store import find_stores
 
     own = AggregateParams(**{f.name: getattr(params, f.name) for f in fields(AggregateParams) if f.init})
     stores = find_stores(inputs_or_default(params.stores, ctx.out_dir / "stores"))

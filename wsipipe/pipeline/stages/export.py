@@ -28,8 +28,8 @@ class Params(ExportParams):
 
 def run(params: Params, ctx: StageContext) -> StageResult:
     """Export every store; one item per slide."""
-    from wsipipe.aggregate import find_stores
     from wsipipe.export import export_stores
+    from wsipipe.store import find_stores
 
     own = ExportParams(**{f.name: getattr(params, f.name) for f in fields(ExportParams) if f.init})
     stores = find_stores(inputs_or_default(params.stores, ctx.out_dir / "stores"))
