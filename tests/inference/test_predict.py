@@ -12,7 +12,7 @@ import torch
 
 from tests.inference.conftest import make_checkpoint, make_store
 from wsipipe.errors import CheckpointError, ConfigError, PartialFailureError, StoreError
-from wsipipe.inference import CHUNK_DONE, InferParams, find_stores, gpu_resources, predict_stores
+from wsipipe.inference import CHUNK_DONE, InferOptions, InferParams, find_stores, gpu_resources, predict_stores
 from wsipipe.inference._runtime import LOAD_COUNT
 from wsipipe.models import load_checkpoint
 from wsipipe.store import array, read_probs, read_tiles
@@ -69,7 +69,7 @@ def test_probs_equal_plain_loop_then_skip_and_force(cluster: Any, trained_checkp
     assert [s.status for s in again.stores] == ["skipped", "skipped"]
     assert again.tiles_computed == 0
 
-    forced = predict_stores([a], trained_checkpoint, scheduler=address, params=InferParams(device="cpu", force=True))
+    forced = predict_stores([a], trained_checkpoint, scheduler=address, params=CPU, options=InferOptions(force=True))
     assert forced.stores[0].status == "done"
     assert forced.stores[0].chunks_computed == forced.stores[0].n_chunks
     np.testing.assert_array_equal(read_probs(a, "celnet"), first)
