@@ -39,7 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.inference.conftest import make_checkpoint, make_store
-from wsipipe.inference import DevicePlan, InferParams, device_plan, predict_stores
+from wsipipe.inference import DevicePlan, InferOptions, InferParams, device_plan, predict_stores
 from wsipipe.inference._cluster import local_cluster
 from wsipipe.models import load_checkpoint
 from wsipipe.store import iter_tile_chunks
@@ -77,14 +77,16 @@ def plain_loop(store: Path, ckpt: Path, batch: int, device: str, plan: DevicePla
     return time.perf_counter() - start, n
 
 
-def stage(store: Path, ckpt: Path, client: object, params: InferParams) -> tuple[float, float, float, int]:
+def stage(
+    store: Path, ckpt: Path, client: object, params: InferParams, options: InferOptions
+) -> tuple[float, float, float, int]:
     """Wall seconds, summed read and compute seconds, tiles of one forced predict_stores run.
 
     The compute seconds are synchronised with the device (each task's probabilities are
     copied to the host inside the timed span) and exclude waiting for a shared model.
     """
     start = time.perf_counter()
-    result = predict_stores(store, ckpt, scheduler=client, params=params)
+    result = predict_stores(store, ckpt, scheduler=client, params=params, options=options)
     wall = time.perf_counter() - start
     if not result.ok:
         raise SystemExit(f"inference failed: {result.failures}")
@@ -124,8 +126,8 @@ def accelerator_section(store: Path, ckpt: Path, args: argparse.Namespace, devic
         amp_dtype=amp_dtype,
         accelerator_path=not cuda,
         batch_size=args.batch,
-        force=True,
     )
+    forced = InferOptions(force=True)
     figures: dict[str, float] = {}
     g_s, g_n = best(lambda: plain_loop(store, ckpt, args.batch, device, plan), args.repeat)
     print(f"{title} plain loop: {g_n / g_s:8.1f} tiles/s", flush=True)
@@ -142,7 +144,7 @@ def accelerator_section(store: Path, ckpt: Path, args: argparse.Namespace, devic
             ) as cluster,
             Client(cluster) as client,
         ):
-            wall, read, compute, tiles = best(partial(stage, store, ckpt, client, params), args.repeat)
+            wall, read, compute, tiles = best(partial(stage, store, ckpt, client, params, forced), args.repeat)
         busy = compute / wall
         print(
             f"{title} dask stage, 1 worker x {threads} threads: {tiles / wall:8.1f} tiles/s; model time "
@@ -195,14 +197,15 @@ def main() -> None:
         Client(c1) as one,
         Client(c2) as two,
     ):
-        p1 = InferParams(device="cpu", batch_size=args.batch, force=True, torch_threads=threads)
-        p2 = InferParams(device="cpu", batch_size=args.batch, force=True, torch_threads=max(1, threads // 2))
+        params = InferParams(device="cpu", batch_size=args.batch)
+        o1 = InferOptions(force=True, torch_threads=threads)
+        o2 = InferOptions(force=True, torch_threads=max(1, threads // 2))
         runs: dict[str, list[tuple[float, ...]]] = {"plain": [], "1": [], "2": []}
         for round_ in range(args.repeat + 1):  # round 0 warms up (model loads, first batches)
             results = {
                 "plain": plain_loop(store, ckpt, args.batch, "cpu"),
-                "1": stage(store, ckpt, one, p1),
-                "2": stage(store, ckpt, two, p2),
+                "1": stage(store, ckpt, one, params, o1),
+                "2": stage(store, ckpt, two, params, o2),
             }
             if round_:
                 for key, value in results.items():

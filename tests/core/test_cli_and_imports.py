@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from wsipipe.cli import main
+from wsipipe.cli import COMMANDS, main
 
 
 def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
@@ -35,3 +36,23 @@ def test_light_imports_do_not_load_torch_or_distributed() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
+
+
+def test_a_command_that_fails_to_import_is_listed_and_fails_loudly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "wsipipe_broken_command.py").write_text("import wsipipe_no_such_dependency\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    commands = {**COMMANDS, "broken": "wsipipe_broken_command", "missing": "wsipipe.cli.no_such_command"}
+    monkeypatch.setattr("wsipipe.cli.COMMANDS", commands)
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listing = " ".join(capsys.readouterr().out.split())
+    assert "broken UNAVAILABLE (importing wsipipe_broken_command failed: ModuleNotFoundError" in listing
+    assert "wsipipe_no_such_dependency" in listing
+    assert "missing UNAVAILABLE (importing wsipipe.cli.no_such_command failed" in listing
+    with pytest.raises(ImportError, match=r"wsipipe broken cannot run: .*No module named 'wsipipe_no_such_dependency'"):
+        main(["broken", "--any", "args"])
+    with pytest.raises(SystemExit) as info:  # the other commands are still there
+        main(["tile", "--help"])
+    assert info.value.code == 0

@@ -19,7 +19,7 @@ from wsipipe.errors import ConfigError
 from wsipipe.evaluation import EvaluateParams
 from wsipipe.explain import ExplainParams
 from wsipipe.export import ExportParams
-from wsipipe.inference import InferParams
+from wsipipe.inference import InferOptions, InferParams
 from wsipipe.report import ReportParams
 from wsipipe.synth import SynthParams
 from wsipipe.tiling import TileParams
@@ -39,6 +39,16 @@ MINIMAL: dict[str, tuple[type | None, list[str]]] = {
     "report": (ReportParams, ["o"]),
 }
 PARAM_COMMANDS = [name for name, (cls, _) in MINIMAL.items() if cls is not None]
+
+#: Commands with runtime options (``args.run_options``): their options class, every option with a
+#: value other than its default, and the fields it must give.
+RUN_OPTIONS: dict[str, tuple[type, list[str], dict[str, Any]]] = {
+    "infer": (
+        InferOptions,
+        shlex.split("--workers 2 --threads-per-worker 3 --force"),
+        {"workers": 2, "threads_per_worker": 3, "force": True},
+    ),
+}
 
 #: Every Params option with a value other than its default, and the fields (dotted) it must give.
 OVERRIDES: dict[str, tuple[list[str], dict[str, Any]]] = {
@@ -77,19 +87,8 @@ OVERRIDES: dict[str, tuple[list[str], dict[str, Any]]] = {
         },
     ),
     "infer": (
-        shlex.split(
-            "--workers 2 --threads-per-worker 3 --batch-size 8 --device cpu --no-amp --dense --model m --force"
-        ),
-        {
-            "workers": 2,
-            "threads_per_worker": 3,
-            "batch_size": 8,
-            "device": "cpu",
-            "amp": False,
-            "dense": True,
-            "model": "m",
-            "force": True,
-        },
+        shlex.split("--batch-size 8 --device cpu --no-amp --dense --model m"),
+        {"batch_size": 8, "device": "cpu", "amp": False, "dense": True, "model": "m"},
     ),
     "aggregate": (
         shlex.split("--model m --class-name normal --nms-threshold 0.9 --nms-radius-um 50 --top-k 3 --tiff --no-png"),
@@ -236,6 +235,24 @@ def test_given_options_override_the_dataclass_defaults(command: str) -> None:
     defaults = _flat(to_dict(cls()))
     assert all(defaults[field] != value for field, value in expected.items())
     assert _flat(to_dict(_make_params(command, argv))) == {**defaults, **expected}
+
+
+@pytest.mark.parametrize("command", RUN_OPTIONS)
+def test_runtime_options_take_their_defaults_from_their_dataclass(command: str) -> None:
+    cls, argv, expected = RUN_OPTIONS[command]
+    make_options = importlib.import_module(COMMANDS[command]).make_options
+    stated = _parse(command).run_options.defaults
+    assert set(stated) == set(expected) <= {f.name for f in dataclasses.fields(cls)}
+    for field, default in stated.items():
+        assert default == _field_default(cls, field), f"wsipipe {command}: default of {field} drifted"
+    assert make_options(_parse(command)) == cls()
+    assert to_dict(make_options(_parse(command, argv))) == {**to_dict(cls()), **expected}
+    assert _make_params(command, argv) == MINIMAL[command][0]()  # runtime options leave the Params alone
+
+
+def test_commands_without_runtime_options_have_none() -> None:
+    for command in set(MINIMAL) - set(RUN_OPTIONS):
+        assert not hasattr(_parse(command), "run_options"), command
 
 
 def test_one_option_given_changes_only_its_field() -> None:

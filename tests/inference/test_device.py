@@ -18,7 +18,15 @@ import torch
 from tests.inference.conftest import make_store
 from tests.inference.test_predict import plain_loop
 from wsipipe.errors import ConfigError
-from wsipipe.inference import DevicePlan, InferParams, RuntimeOptions, device_plan, loaded_model, predict_stores
+from wsipipe.inference import (
+    DevicePlan,
+    InferOptions,
+    InferParams,
+    RuntimeOptions,
+    device_plan,
+    loaded_model,
+    predict_stores,
+)
 from wsipipe.inference._runtime import _CACHE, _prepare, load_model, predict_tiles
 from wsipipe.models import load_checkpoint
 from wsipipe.store import array, read_probs, read_tiles
@@ -200,8 +208,8 @@ def test_cuda_stage_matches_cpu(
 ) -> None:
     # amp=False still differs from the CPU by TF32 convolutions (cuDNN's default), hence 5e-3.
     store = make_store(tmp_path / "s.zarr", grid_shape=(12, 12))
-    params = InferParams(device="cuda", amp=amp, amp_dtype=amp_dtype, workers=1, model="gpu")  # type: ignore[arg-type]
-    result = predict_stores(store, trained_checkpoint, params=params)  # the default local cluster
+    params = InferParams(device="cuda", amp=amp, amp_dtype=amp_dtype, model="gpu")  # type: ignore[arg-type]
+    result = predict_stores(store, trained_checkpoint, params=params, options=InferOptions(workers=1))  # local cluster
     assert result.ok
     np.testing.assert_allclose(read_probs(store, "gpu"), plain_loop(trained_checkpoint, store), rtol=0, atol=atol)
 

@@ -13,7 +13,7 @@ import zarr
 
 from tests.inference.conftest import make_checkpoint, make_store
 from wsipipe.errors import CheckpointError, ConfigError, PartialFailureError, StoreError
-from wsipipe.inference import CHUNK_DONE, InferParams, gpu_resources, predict_stores
+from wsipipe.inference import CHUNK_DONE, InferOptions, InferParams, gpu_resources, predict_stores
 from wsipipe.inference._runtime import LOAD_COUNT
 from wsipipe.models import load_checkpoint
 from wsipipe.store import array, find_stores, read_probs, read_tiles
@@ -70,7 +70,7 @@ def test_probs_equal_plain_loop_then_skip_and_force(cluster: Any, trained_checkp
     assert [s.status for s in again.stores] == ["skipped", "skipped"]
     assert again.tiles_computed == 0
 
-    forced = predict_stores([a], trained_checkpoint, scheduler=address, params=InferParams(device="cpu", force=True))
+    forced = predict_stores([a], trained_checkpoint, scheduler=address, params=CPU, options=InferOptions(force=True))
     assert forced.stores[0].status == "done"
     assert forced.stores[0].chunks_computed == forced.stores[0].n_chunks
     np.testing.assert_array_equal(read_probs(a, "celnet"), first)
@@ -138,7 +138,7 @@ def test_dense_mode_refuses_a_model_without_forward_map_before_any_work(tmp_path
     ckpt = make_checkpoint(tmp_path / "ckpt", arch="densenet")
     store = make_store(tmp_path / "s.zarr")
     with pytest.raises(ConfigError, match=r"model 'densenet' \(DenseNet\) has none\. Models with it: celnet; or run"):
-        predict_stores(store, ckpt, scheduler="no cluster is reached", params=InferParams(device="cpu", dense=True))
+        predict_stores(store, ckpt, scheduler="sync", params=InferParams(device="cpu", dense=True))
     assert "predictions" not in zarr.open_group(store, mode="r")
 
 

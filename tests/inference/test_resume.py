@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tests.inference.conftest import make_checkpoint, make_store
-from wsipipe.inference import CHUNK_DONE, InferParams, predict_stores
+from wsipipe.inference import CHUNK_DONE, InferOptions, InferParams, predict_stores
 from wsipipe.store import array, read_probs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,11 +24,12 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = """
 import sys
 from distributed import LocalCluster
-from wsipipe.inference import InferParams, predict_stores
-params = InferParams(device="cpu", batch_size=4, torch_threads=1)
+from wsipipe.inference import InferOptions, InferParams, predict_stores
+params = InferParams(device="cpu", batch_size=4)
+options = InferOptions(torch_threads=1)
 with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
     print("started", flush=True)
-    predict_stores(sys.argv[1], sys.argv[2], scheduler=cluster.scheduler_address, params=params)
+    predict_stores(sys.argv[1], sys.argv[2], scheduler=cluster.scheduler_address, params=params, options=options)
 """
 
 
@@ -65,15 +66,16 @@ def test_killed_run_resumes_missing_chunks_only(cluster: Any, tmp_path: Path) ->
     assert 2 <= done_before.sum() < n_chunks, "the kill should land midway"
     assert array(store, "predictions/celnet/probs").attrs["complete"] is False
 
-    params = InferParams(device="cpu", batch_size=4, torch_threads=1)
-    resumed = predict_stores(store, ckpt, scheduler=cluster.scheduler_address, params=params)
+    params = InferParams(device="cpu", batch_size=4)
+    options = InferOptions(torch_threads=1)
+    resumed = predict_stores(store, ckpt, scheduler=cluster.scheduler_address, params=params, options=options)
     summary = resumed.stores[0]
     assert summary.status == "done"
     assert summary.chunks_computed == n_chunks - done_before.sum()
     sizes = np.diff(np.minimum(np.arange(n_chunks + 1) * 4, 30))
     assert resumed.tiles_computed == int(sizes[~done_before].sum())
 
-    reference = predict_stores(clean, ckpt, scheduler=cluster.scheduler_address, params=params)
+    reference = predict_stores(clean, ckpt, scheduler=cluster.scheduler_address, params=params, options=options)
     assert reference.stores[0].chunks_computed == n_chunks
     np.testing.assert_array_equal(read_probs(store, "celnet"), read_probs(clean, "celnet"))
 
@@ -88,14 +90,15 @@ def test_killed_worker_is_replaced_and_results_are_exact(tmp_path: Path) -> None
     store = make_store(tmp_path / "run.zarr", grid_shape=(5, 6), tile_size=96, chunk_tiles=4, drop=100)
     clean = tmp_path / "clean.zarr"
     shutil.copytree(store, clean)
-    params = InferParams(device="cpu", batch_size=4, torch_threads=1)
+    params = InferParams(device="cpu", batch_size=4)
+    options = InferOptions(torch_threads=1)
     with (
         LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
         Client(cluster) as client,
     ):
         results: list[Any] = []
         runner = threading.Thread(
-            target=lambda: results.append(predict_stores(store, ckpt, scheduler=client, params=params))
+            target=lambda: results.append(predict_stores(store, ckpt, scheduler=client, params=params, options=options))
         )
         runner.start()
         deadline = time.monotonic() + 180
@@ -110,5 +113,5 @@ def test_killed_worker_is_replaced_and_results_are_exact(tmp_path: Path) -> None
         assert killed_with < summary.n_chunks
         assert summary.status == "done"
         assert summary.chunks_computed == summary.n_chunks
-        predict_stores(clean, ckpt, scheduler=client, params=params)
+        predict_stores(clean, ckpt, scheduler=client, params=params, options=options)
     np.testing.assert_array_equal(read_probs(store, "celnet"), read_probs(clean, "celnet"))

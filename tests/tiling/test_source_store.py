@@ -92,7 +92,7 @@ def test_inference_gives_identical_probabilities_on_source_and_zstd_stores(
 ) -> None:
     """The next stage reads a source store through zarr (the codec is registered) and sees the same tiles."""
     from tests.inference.conftest import make_checkpoint
-    from wsipipe.inference import InferParams, predict_stores
+    from wsipipe.inference import InferOptions, InferParams, predict_stores
     from wsipipe.store import read_probs
 
     ckpt = make_checkpoint(tmp_path / "ckpt", tile_size=256, mpp=0.972)
@@ -100,7 +100,9 @@ def test_inference_gives_identical_probabilities_on_source_and_zstd_stores(
     for compression in ("zstd", "source"):
         params = dataclasses.replace(ALIGNED, compression=compression)
         store = tile_slide(ragged_slide.path, tmp_path / compression, params).store
-        result = predict_stores(store, ckpt, params=InferParams(device="cpu", model="m", workers=1))
+        result = predict_stores(
+            store, ckpt, params=InferParams(device="cpu", model="m"), options=InferOptions(workers=1)
+        )
         assert result.ok
         probs[compression] = read_probs(store, "m")
     assert probs["zstd"].shape == (12, 1)

@@ -4,7 +4,9 @@ Each sub-command lives in its own module of this package, which defines
 ``add_parser(subparsers)`` (registering its arguments and ``func``) and a ``run(args) -> int``.
 Command modules import nothing heavy at module level, so ``wsipipe --help`` stays fast.
 User errors (:class:`wsipipe.errors.WsipipeError`) become one line on stderr and a
-non-zero exit status; anything else is a bug and keeps its traceback.
+non-zero exit status; anything else is a bug and keeps its traceback. A command whose module
+fails to import (a broken install, a missing dependency) is still listed, marked unavailable
+with the import error, and running it raises that error: it is never silently left out.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from wsipipe import __version__
 from wsipipe.errors import WsipipeError
@@ -54,15 +57,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module_name in COMMANDS.values():
+    for name, module_name in COMMANDS.items():
         try:
             module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name == module_name:  # command not built yet
-                continue
-            raise
+        except ImportError as err:
+            _add_unavailable(sub, name, module_name, err)
+            continue
         module.add_parser(sub)
     return parser
+
+
+def _add_unavailable(subparsers: Any, name: str, module_name: str, error: ImportError) -> None:
+    """Register ``name`` as a command that raises ``error`` (with what failed to import) when run."""
+    reason = f"importing {module_name} failed: {type(error).__name__}: {error}"
+    # no option prefix: every argument, "--help" included, is taken and the command reports the error
+    p = subparsers.add_parser(name, help=f"UNAVAILABLE ({reason})", prefix_chars="\0", add_help=False)
+    p.add_argument("ignored", nargs="*")
+
+    def unavailable(args: argparse.Namespace) -> int:
+        raise ImportError(f"wsipipe {name} cannot run: {reason}") from error
+
+    p.set_defaults(func=unavailable)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

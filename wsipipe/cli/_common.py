@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["ParamOptions", "show_default"]
+__all__ = ["ParamOptions", "add_scheduler_option", "show_default"]
 
 
 def show_default(value: object) -> str:
@@ -29,12 +29,16 @@ def show_default(value: object) -> str:
 class ParamOptions:
     """The options of one sub-command that set fields of its ``*Params`` dataclass.
 
-    Creating it stores it in the sub-command's parsed namespace as ``args.param_options``.
+    Creating it stores it in the sub-command's parsed namespace as ``args.<name>``.
 
     Parameters
     ----------
     parser : argparse.ArgumentParser
         The sub-command's parser.
+    name : str
+        Its attribute in the parsed namespace: ``param_options`` for the ``*Params`` dataclass
+        (what a stage computes), ``run_options`` for a stage's runtime options (e.g.
+        :class:`wsipipe.inference.InferOptions`).
 
     Attributes
     ----------
@@ -43,10 +47,10 @@ class ParamOptions:
         field (``tissue.pen_marks``) is one of a nested dataclass.
     """
 
-    def __init__(self, parser: argparse.ArgumentParser) -> None:
+    def __init__(self, parser: argparse.ArgumentParser, name: str = "param_options") -> None:
         self.parser = parser
         self.defaults: dict[str, object] = {}
-        parser.set_defaults(param_options=self)
+        parser.set_defaults(**{name: self})
 
     def add(self, *flags: str, default: object, help: str, field: str | None = None, **kwargs: Any) -> argparse.Action:
         """Add an option that sets ``field`` (default: the long flag's name, ``--top-k`` -> ``top_k``).
@@ -94,3 +98,18 @@ class ParamOptions:
                 node = node.setdefault(parent, {})
             node[name] = value
         return options
+
+
+def add_scheduler_option(parser: argparse.ArgumentParser, default: str) -> argparse.Action:
+    """Add ``--scheduler``, which takes the one grammar of :mod:`wsipipe.scheduler` in every command.
+
+    ``default`` says what the command does without it. The value is parsed by the stage, so a
+    bad one is a one-line error naming the value and listing the accepted forms.
+    """
+    return parser.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="SCHEDULER",
+        help="sync, threads, processes, a Dask scheduler address (tcp://host:8786), a scheduler file "
+        f"(dask scheduler --scheduler-file FILE); default: {default}",
+    )

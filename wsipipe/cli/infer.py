@@ -6,12 +6,12 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from wsipipe.cli._common import ParamOptions
+from wsipipe.cli._common import ParamOptions, add_scheduler_option
 
 if TYPE_CHECKING:
-    from wsipipe.inference import InferParams, InferResult
+    from wsipipe.inference import InferOptions, InferParams, InferResult
 
-__all__ = ["add_parser", "format_summary", "make_params", "run"]
+__all__ = ["add_parser", "format_summary", "make_options", "make_params", "run"]
 
 
 def add_parser(subparsers: Any) -> None:
@@ -28,15 +28,14 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("stores", nargs="+", metavar="STORE_OR_DIR", help="*.zarr stores, or directories holding them")
     p.add_argument("--checkpoint", required=True, metavar="CKPT", help="checkpoint directory (safetensors + meta)")
-    p.add_argument(
-        "--scheduler",
-        default=None,
-        metavar="ADDR",
-        help="Dask scheduler address (tcp://host:8786) or scheduler file; default: a local cluster",
+    add_scheduler_option(p, "a local cluster of worker processes")
+    options = ParamOptions(p, "run_options")  # InferOptions fields, defaults as in the dataclass (tested)
+    options.add("--workers", type=int, default=None, help="local cluster workers (default: from the CPU count)")
+    options.add(
+        "--threads-per-worker", type=int, default=1, help="local cluster threads per worker (default {default})"
     )
+    options.add("--force", action="store_true", default=False, help="recompute complete predictions")
     params = ParamOptions(p)  # InferParams fields; defaults as in the dataclass (checked by the tests)
-    params.add("--workers", type=int, default=None, help="local cluster workers (default: from the CPU count)")
-    params.add("--threads-per-worker", type=int, default=1, help="local cluster threads per worker (default {default})")
     params.add("--batch-size", type=int, default=64, help="tiles per forward pass (default {default})")
     params.add("--device", choices=("auto", "cpu", "cuda"), default="auto", help="device (default {default})")
     params.add("--no-amp", field="amp", action="store_false", default=True, help="no mixed precision on CUDA")
@@ -44,7 +43,6 @@ def add_parser(subparsers: Any) -> None:
         "--dense", action="store_true", default=False, help="CELNet dense mode over blocks of neighbouring tiles"
     )
     params.add("--model", default=None, help="node name under predictions/ (default: the architecture name)")
-    params.add("--force", action="store_true", default=False, help="recompute complete predictions")
     p.set_defaults(func=run)
 
 
@@ -75,11 +73,21 @@ def make_params(args: argparse.Namespace) -> InferParams:
     return parse_config(InferParams, args.param_options.given(args), source="wsipipe infer")
 
 
+def make_options(args: argparse.Namespace) -> InferOptions:
+    """:class:`~wsipipe.inference.InferOptions` from the options given; the others keep its defaults."""
+    from wsipipe.config import parse_config
+    from wsipipe.inference import InferOptions
+
+    return parse_config(InferOptions, args.run_options.given(args), source="wsipipe infer")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run inference, print the summary, raise ``PartialFailureError`` (exit 3) if a store failed."""
     from wsipipe.inference import predict_stores
 
-    result = predict_stores(args.stores, args.checkpoint, scheduler=args.scheduler, params=make_params(args))
+    result = predict_stores(
+        args.stores, args.checkpoint, scheduler=args.scheduler, params=make_params(args), options=make_options(args)
+    )
     print(format_summary(result), file=sys.stdout)
     result.raise_for_failures()
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from wsipipe.cli._common import add_scheduler_option
 from wsipipe.errors import ConfigError, PartialFailureError
 
 __all__ = ["add_parser", "run"]
@@ -31,7 +32,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("paths", nargs="+", metavar="PIPELINE", help="pipeline YAML file (several with --validate)")
     parser.add_argument("--only", action="append", metavar="STAGE", help="run only this stage (repeatable)")
     parser.add_argument("--force", action="store_true", help="redo finished work instead of reusing it")
-    parser.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address, e.g. tcp://host:8786")
+    add_scheduler_option(parser, "each stage's local default")
     parser.add_argument(
         "--set",
         dest="overrides",

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from wsipipe.cli._common import ParamOptions
+from wsipipe.cli._common import ParamOptions, add_scheduler_option
 from wsipipe.slide import BACKEND_NAMES
 
 if TYPE_CHECKING:
@@ -58,13 +58,10 @@ def add_parser(subparsers: Any) -> None:
         help="remove pen marks of these ink colours from the tissue mask",
     )
     p.add_argument("--force", action="store_true", help="rebuild stores even when complete and up to date")
+    add_scheduler_option(p, "local threads")
     p.add_argument(
-        "--scheduler",
-        default=None,
-        metavar="ADDR",
-        help="sync, threads, processes or a dask.distributed address (default: local threads)",
+        "--workers", type=int, default=None, help="local threads or processes (default: CPU count, at most 8)"
     )
-    p.add_argument("--workers", type=int, default=None, help="local workers (default: CPU count, at most 8)")
     p.set_defaults(func=run)
 
 

@@ -1,10 +1,11 @@
 """The inference stage: a checkpoint over the tiles of patch stores, scheduled with Dask.
 
-``predict_stores(stores, checkpoint, scheduler=..., params=InferParams(...))`` runs one Dask
-task per (store, tile chunk). Each worker loads the model once, reads its chunk of
-``tiles/images``, runs batched inference and writes whole chunks of
-``predictions/<model>/probs`` ((N, C) float32) with a per-chunk ``chunk_done`` flag, so an
-interrupted run resumes with the missing chunks only; ``complete`` is set last.
+``predict_stores(stores, checkpoint, scheduler=..., params=InferParams(...), options=InferOptions(...))``
+runs one task per (store, tile chunk): ``params`` decide what is computed, ``options`` how it
+runs, and ``scheduler`` takes the one grammar of :mod:`wsipipe.scheduler`. Each worker loads
+the model once, reads its chunk of ``tiles/images``, runs batched inference and writes whole
+chunks of ``predictions/<model>/probs`` ((N, C) float32) with a per-chunk ``chunk_done`` flag,
+so an interrupted run resumes with the missing chunks only; ``complete`` is set last.
 ``wsipipe infer`` is the command-line form; see ``docs/inference.md``.
 Importing this package imports neither torch nor distributed.
 """
@@ -12,7 +13,7 @@ Importing this package imports neither torch nor distributed.
 from __future__ import annotations
 
 from wsipipe.inference._cluster import GPU_RESOURCE, connect, gpu_resources, local_cluster_size
-from wsipipe.inference._params import InferParams, InferResult, StoreSummary
+from wsipipe.inference._params import InferOptions, InferParams, InferResult, StoreSummary
 from wsipipe.inference._runtime import (
     CHUNK_DONE,
     ChunkDone,
@@ -33,6 +34,7 @@ __all__ = [
     "ChunkDone",
     "ChunkTask",
     "DevicePlan",
+    "InferOptions",
     "InferParams",
     "InferResult",
     "LoadedModel",

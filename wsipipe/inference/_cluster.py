@@ -1,9 +1,10 @@
-"""Connecting to Dask: a LocalCluster sized to the machine, or an existing scheduler.
+"""Connecting inference to Dask: a LocalCluster sized to the machine, or an existing cluster.
 
-``scheduler`` is ``None`` (start a local cluster of worker processes), an address
-(``"tcp://host:8786"``), the path of a scheduler file (``dask scheduler --scheduler-file``),
-a ``distributed.Client`` or a cluster object (``LocalCluster``, dask-jobqueue's
-``SLURMCluster`` …). ``distributed`` is imported only here, inside the functions.
+``scheduler`` is any value of :mod:`wsipipe.scheduler`: ``None`` or ``"processes"`` start a
+local cluster of worker processes; an address, a scheduler file, a ``distributed.Client`` or a
+cluster object join that cluster. (``"sync"`` and ``"threads"`` run inference in this process,
+without Dask: :func:`wsipipe.inference.predict_stores` does not come here for them.)
+``distributed`` is imported only here, inside the functions.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from wsipipe.errors import ConfigError
+from wsipipe.scheduler import dask_client, parse_scheduler
 
 __all__ = ["GPU_RESOURCE", "WORKER_MALLOC_ENV", "connect", "gpu_resources", "local_cluster", "local_cluster_size"]
 
@@ -76,26 +77,6 @@ def gpu_resources(client: Any) -> bool:
     return any(float((w.get("resources") or {}).get(GPU_RESOURCE, 0)) > 0 for w in workers.values())
 
 
-def _client_for(scheduler: Any) -> tuple[Any, bool]:
-    from distributed import Client
-
-    if isinstance(scheduler, Client):
-        return scheduler, False
-    if isinstance(scheduler, str | os.PathLike):
-        text = os.fspath(scheduler)
-        if Path(text).is_file():
-            return Client(scheduler_file=text), True
-        if "://" in text or ":" in text:
-            return Client(text), True
-        raise ConfigError(
-            f"scheduler {text!r} is neither a reachable address like tcp://host:8786 nor an existing "
-            "scheduler file (dask scheduler --scheduler-file FILE)"
-        )
-    if hasattr(scheduler, "scheduler_address"):
-        return Client(scheduler), True
-    raise ConfigError(f"cannot use {scheduler!r} as a Dask scheduler; give an address, a scheduler file or a Client")
-
-
 @contextmanager
 def connect(
     scheduler: Any, *, workers: int | None, threads_per_worker: int, device: str
@@ -104,7 +85,7 @@ def connect(
 
     Parameters
     ----------
-    scheduler : None, str, path, Client or cluster
+    scheduler : None, str, path, SchedulerSpec, Client or cluster
         See the module docstring.
     workers, threads_per_worker : int
         Size of a local cluster (ignored when joining one).
@@ -115,29 +96,26 @@ def connect(
     """
     from distributed import Client
 
-    cluster = None
+    spec = parse_scheduler(scheduler)
+    if spec.kind in ("sync", "threads"):
+        raise ConfigError(f"scheduler {spec.kind!r} runs inference in this process; there is no cluster to connect to")
     threads: int | None = None
-    if scheduler is None:
-        gpu = False
-        if device != "cpu":
-            import torch
+    with ExitStack() as stack:
+        if spec.is_local:
+            gpu = False
+            if device != "cpu":
+                import torch
 
-            gpu = torch.cuda.is_available()
-        n, threads = local_cluster_size(workers, threads_per_worker, gpu=gpu)
-        tpw = max(2, threads_per_worker) if gpu else threads_per_worker
-        resources = {GPU_RESOURCE: tpw} if gpu else None
-        cluster = local_cluster(n_workers=n, threads_per_worker=tpw, resources=resources)
-        client, own = Client(cluster), True
-        logger.info("started a local Dask cluster: %d workers x %d threads%s", n, tpw, " (GPU)" if gpu else "")
-    else:
-        client, own = _client_for(scheduler)
-    try:
+                gpu = torch.cuda.is_available()
+            n, threads = local_cluster_size(workers, threads_per_worker, gpu=gpu)
+            tpw = max(2, threads_per_worker) if gpu else threads_per_worker
+            resources = {GPU_RESOURCE: tpw} if gpu else None
+            cluster = stack.enter_context(local_cluster(n_workers=n, threads_per_worker=tpw, resources=resources))
+            client = stack.enter_context(Client(cluster))
+            logger.info("started a local Dask cluster: %d workers x %d threads%s", n, tpw, " (GPU)" if gpu else "")
+        else:
+            client = stack.enter_context(dask_client(spec))
         link = getattr(client, "dashboard_link", None)
         if link:
             logger.info("Dask dashboard: %s", link)
         yield client, threads
-    finally:
-        if own:
-            client.close()
-        if cluster is not None:
-            cluster.close()

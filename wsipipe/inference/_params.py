@@ -8,16 +8,17 @@ from typing import Any, Literal
 
 from wsipipe.errors import ConfigError, PartialFailureError
 
-__all__ = ["InferParams", "InferResult", "StoreSummary"]
+__all__ = ["InferOptions", "InferParams", "InferResult", "StoreSummary"]
 
 
 @dataclass(frozen=True, kw_only=True)
 class InferParams:
-    """Parameters of the inference stage (:func:`wsipipe.inference.predict_stores`).
+    """Parameters of the inference stage (:func:`wsipipe.inference.predict_stores`): what it computes.
 
-    Only ``dense``, ``amp`` (on a GPU) and ``accelerator_path`` change the probabilities; the
-    others decide how the work is spread. A resumed run continues only when the checkpoint and
-    these are those of the interrupted run, otherwise it starts the model's predictions over.
+    Only ``dense``, ``amp`` (on a GPU) and ``accelerator_path`` change the probabilities. A
+    resumed run continues only when the checkpoint and these are those of the interrupted run,
+    otherwise it starts the model's predictions over. How the work is spread (cluster size,
+    threads, ``force``) is :class:`InferOptions`.
 
     Examples
     --------
@@ -40,16 +41,8 @@ class InferParams:
     """Dense mode: block side in tiles (a block is a region of ``(k-1)*stride + tile`` px)."""
     model: str | None = None
     """Node name under ``predictions/``; default: the checkpoint's architecture name."""
-    workers: int | None = None
-    """Local cluster only: worker processes (default: CPU cores // threads_per_worker, at most 8)."""
-    threads_per_worker: int = 1
-    """Local cluster only: Dask threads (concurrent chunk tasks) per worker."""
-    torch_threads: int | None = None
-    """Torch intra-op threads per worker (default: cores // (workers * threads); env WSIPIPE_TORCH_THREADS)."""
     mpp_rtol: float = 0.1
     """Relative tolerance between the store's tile MPP and the checkpoint's input MPP."""
-    force: bool = False
-    """Recompute stores whose predictions for this model are complete."""
     accelerator_path: bool = False
     """Run the GPU code path wherever the model runs: ``channels_last``, non-blocking copies and,
     with ``amp``, autocast in ``amp_dtype`` (pinned memory only on CUDA). On the CPU this checks the
@@ -61,14 +54,40 @@ class InferParams:
             raise ConfigError(f"batch_size must be in 1..65536 tiles, got {self.batch_size}")
         if not 1 <= self.dense_block <= 64:
             raise ConfigError(f"dense_block must be in 1..64 tiles, got {self.dense_block}")
+        if not 0 <= self.mpp_rtol < 1:
+            raise ConfigError(f"mpp_rtol must be in [0, 1), got {self.mpp_rtol}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class InferOptions:
+    """How the inference stage runs (:func:`wsipipe.inference.predict_stores`), not what it computes.
+
+    None of these changes a probability or a hash: a run resumed with other options continues.
+    The scheduler itself is the ``scheduler`` argument (:mod:`wsipipe.scheduler`).
+
+    Examples
+    --------
+    >>> InferOptions(workers=2, force=True).threads_per_worker
+    1
+    """
+
+    workers: int | None = None
+    """Local cluster only: worker processes (default: CPU cores // threads_per_worker, at most 8)."""
+    threads_per_worker: int = 1
+    """Local cluster only: Dask threads (concurrent chunk tasks) per worker; ``threads``: pool threads
+    (at least 2, so that reading the next chunk overlaps the forward pass)."""
+    torch_threads: int | None = None
+    """Torch intra-op threads per worker (default: cores // (workers * threads); env WSIPIPE_TORCH_THREADS)."""
+    force: bool = False
+    """Recompute stores whose predictions for this model are complete."""
+
+    def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"workers must be >= 1 (or null for the CPU count), got {self.workers}")
         if self.threads_per_worker < 1:
             raise ConfigError(f"threads_per_worker must be >= 1, got {self.threads_per_worker}")
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ConfigError(f"torch_threads must be >= 1 (or null for automatic), got {self.torch_threads}")
-        if not 0 <= self.mpp_rtol < 1:
-            raise ConfigError(f"mpp_rtol must be in [0, 1), got {self.mpp_rtol}")
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,9 @@ from wsipipe.config import config_hash
 from wsipipe.errors import CheckpointError, StoreError, WsipipeError, output_error
 from wsipipe.inference._cluster import GPU_RESOURCE, connect, gpu_resources
 from wsipipe.inference._dense import DENSE_HINT, check_dense
-from wsipipe.inference._params import InferParams, InferResult, StoreSummary
+from wsipipe.inference._params import InferOptions, InferParams, InferResult, StoreSummary
 from wsipipe.inference._runtime import CHUNK_DONE, ChunkDone, ChunkTask, RuntimeOptions, run_chunk
+from wsipipe.scheduler import SchedulerSpec, completed, local_executor, parse_scheduler
 from wsipipe.settings import progress_enabled
 from wsipipe.store import (
     ATTR_PARAMS_HASH,
@@ -93,7 +94,15 @@ def _describe(err: BaseException) -> str:
 
 
 def _plan(
-    path: Path, model: str, net: Any, meta: Any, options: RuntimeOptions, infer_hash: str, params: InferParams
+    path: Path,
+    model: str,
+    net: Any,
+    meta: Any,
+    options: RuntimeOptions,
+    infer_hash: str,
+    params: InferParams,
+    *,
+    force: bool,
 ) -> _Plan:
     """Check one store against the checkpoint ``meta`` (and ``net`` for dense mode); return its pending chunks."""
     root = open_store(path, "r+")
@@ -111,7 +120,7 @@ def _plan(
     node = f"{PREDICTIONS}/{model}"
     done = np.zeros(n_chunks, dtype=bool)
     reuse = False
-    if not params.force and f"{node}/{PROBS}" in root and f"{node}/{CHUNK_DONE}" in root:
+    if not force and f"{node}/{PROBS}" in root and f"{node}/{CHUNK_DONE}" in root:
         attrs = array(root, f"{node}/{PROBS}").attrs
         reuse = attrs.get("infer_hash") == infer_hash and attrs.get("store_params_hash") == store_hash
         if reuse and attrs.get("complete") is True:
@@ -176,6 +185,7 @@ def predict_stores(
     *,
     scheduler: Any = None,
     params: InferParams | None = None,
+    options: InferOptions | None = None,
 ) -> InferResult:
     """Run a checkpoint over the tiles of patch stores, writing ``predictions/<model>/probs``.
 
@@ -186,10 +196,15 @@ def predict_stores(
     checkpoint : path-like
         A checkpoint directory written by :func:`wsipipe.models.save_checkpoint`.
     scheduler : None, str, path, distributed.Client or cluster, optional
-        None starts a local cluster of worker processes sized to the machine; an address
-        (``tcp://host:8786``) or a scheduler file joins an existing cluster.
+        Any value of the one scheduler grammar (:mod:`wsipipe.scheduler`). None or
+        ``"processes"`` start a local cluster of worker processes sized to the machine; an
+        address (``tcp://host:8786``), a scheduler file, a Client or a cluster object join that
+        cluster; ``"sync"`` (the calling thread) and ``"threads"`` (a thread pool) run the model
+        in this process, without Dask.
     params : InferParams, optional
-        Batch size, device, AMP, dense mode, model name, local cluster size, force.
+        What is computed: batch size, device, AMP, dense mode, model name.
+    options : InferOptions, optional
+        How it runs: local cluster size, threads, ``force``.
 
     Returns
     -------
@@ -210,11 +225,13 @@ def predict_stores(
     from wsipipe.models import load_checkpoint
 
     params = params or InferParams()
+    options = options or InferOptions()
+    spec = parse_scheduler(scheduler)  # a bad value fails before any work
     started = time.perf_counter()
     paths = find_stores([stores] if isinstance(stores, str | os.PathLike) else stores)
     model_obj, meta = load_checkpoint(checkpoint, require=("dense",) if params.dense else (), hint=DENSE_HINT)
     model = params.model or meta.architecture
-    options = RuntimeOptions(
+    runtime = RuntimeOptions(
         checkpoint=str(Path(checkpoint).resolve()),
         checkpoint_sha256=meta.weights_sha256,
         device=params.device,
@@ -223,7 +240,7 @@ def predict_stores(
         batch_size=params.batch_size,
         dense=params.dense,
         dense_block=params.dense_block,
-        torch_threads=params.torch_threads,
+        torch_threads=options.torch_threads,
         accelerator_path=params.accelerator_path,
     )
     amp_counts = params.device != "cpu" or params.accelerator_path
@@ -235,14 +252,14 @@ def predict_stores(
     plans: list[_Plan] = []
     for path in paths:
         try:
-            plan = _plan(path, model, model_obj, meta, options, infer_hash, params)
+            plan = _plan(path, model, model_obj, meta, runtime, infer_hash, params, force=options.force)
         except WsipipeError as err:
             logger.warning("%s: %s", path, err)
             plan = _Plan(path, 0, 0, status="failed", error=_describe(err))
         plans.append(plan)
     del model_obj
     tasks = [t for p in plans for t in p.tasks]
-    computed = _run_tasks(tasks, plans, scheduler, params) if tasks else []
+    computed = _run_tasks(tasks, plans, spec, params, options) if tasks else []
     summaries = tuple(_finish(p, model) for p in plans)
     result = InferResult(
         model=model,
@@ -262,55 +279,92 @@ def predict_stores(
     return result
 
 
-def _run_tasks(tasks: list[ChunkTask], plans: list[_Plan], scheduler: Any, params: InferParams) -> list[ChunkDone]:
-    """Submit one task per chunk, follow them with a progress bar, record results on the plans."""
-    from distributed import as_completed
+def _run_tasks(
+    tasks: list[ChunkTask], plans: list[_Plan], spec: SchedulerSpec, params: InferParams, options: InferOptions
+) -> list[ChunkDone]:
+    """Run one task per chunk, follow them with a progress bar, record results on the plans."""
     from tqdm.auto import tqdm
 
-    by_store = {str(p.store): p for p in plans}
-    done: list[ChunkDone] = []
+    n_stores = len({t.store for t in tasks})
+    bar = tqdm(
+        total=sum(t.stop - t.start for t in tasks),
+        desc=f"infer {n_stores} store{'s' if n_stores != 1 else ''}",
+        unit="tile",
+        disable=not progress_enabled(),
+        dynamic_ncols=True,
+    )
+    outcomes = _Outcomes({str(p.store): p for p in plans}, bar)
+    try:
+        if spec.kind in ("sync", "threads"):
+            _run_in_process(tasks, spec, options, outcomes)
+        else:
+            _run_on_cluster(tasks, spec, params, options, outcomes)
+    finally:
+        bar.close()
+    return outcomes.done
+
+
+@dataclass
+class _Outcomes:
+    """Records each finished chunk task on its store's plan and advances the progress bar."""
+
+    by_store: dict[str, _Plan]
+    bar: Any
+    done: list[ChunkDone] = field(default_factory=list)
+
+    def add(self, task: ChunkTask, error: BaseException | None, record: ChunkDone | None) -> None:
+        plan = self.by_store[task.store]
+        if error is not None:
+            full = output_error(error, task.store)
+            if full is not None:  # a full or read-only output fails every store alike: stop
+                raise full
+            if plan.status != "failed":
+                logger.warning("%s: chunk %d failed: %s", Path(task.store).name, task.chunk, error)
+                plan.status, plan.error = "failed", _describe(error)
+        elif record is not None:
+            plan.done.append(record)
+            self.done.append(record)
+        self.bar.update(task.stop - task.start)
+
+
+def _run_in_process(tasks: list[ChunkTask], spec: SchedulerSpec, options: InferOptions, outcomes: _Outcomes) -> None:
+    """``sync``/``threads``: the chunk tasks in this process; one model copy, the forward passes take turns."""
+    threads = 1 if spec.kind == "sync" else max(2, options.threads_per_worker)
+    with local_executor("sync" if spec.kind == "sync" else "threads", threads, name="wsipipe-infer") as pool:
+        for i, future in completed(pool, run_chunk, tasks):
+            error = future.exception()
+            outcomes.add(tasks[i], error, None if error is not None else future.result())
+
+
+def _run_on_cluster(
+    tasks: list[ChunkTask], spec: SchedulerSpec, params: InferParams, options: InferOptions, outcomes: _Outcomes
+) -> None:
+    """The default, ``processes`` and every distributed form: one Dask task per chunk."""
+    from distributed import as_completed
+
     token = uuid.uuid4().hex[:8]
     with connect(
-        scheduler, workers=params.workers, threads_per_worker=params.threads_per_worker, device=params.device
+        spec, workers=options.workers, threads_per_worker=options.threads_per_worker, device=params.device
     ) as (client, threads):
-        if threads is not None and params.torch_threads is None:
+        if threads is not None and options.torch_threads is None:
             tasks = [_with_threads(t, threads) for t in tasks]
         resources = {GPU_RESOURCE: 1} if params.device != "cpu" and gpu_resources(client) else None
         keys = [f"wsipipe-infer-{Path(t.store).stem}-{t.chunk}-{token}" for t in tasks]
         futures = client.map(run_chunk, tasks, key=keys, resources=resources, pure=False)
         owner = {f.key: t for f, t in zip(futures, tasks, strict=True)}
-        n_stores = len({t.store for t in tasks})
-        bar = tqdm(
-            total=sum(t.stop - t.start for t in tasks),
-            desc=f"infer {n_stores} store{'s' if n_stores != 1 else ''}",
-            unit="tile",
-            disable=not progress_enabled(),
-            dynamic_ncols=True,
-        )
         try:
             for future in as_completed(futures):
                 task = owner[future.key]
-                plan = by_store[task.store]
                 if future.status == "error":
-                    full = output_error(future.exception(), task.store)
-                    if full is not None:  # a full or read-only output fails every store alike: stop
-                        raise full
-                    if plan.status != "failed":
-                        err = future.exception()
-                        logger.warning("%s: chunk %d failed: %s", Path(task.store).name, task.chunk, err)
-                        plan.status, plan.error = "failed", _describe(err)
+                    outcomes.add(task, future.exception(), None)
                 elif future.status == "finished":
-                    record: ChunkDone = future.result()
-                    plan.done.append(record)
-                    done.append(record)
-                bar.update(task.stop - task.start)
+                    outcomes.add(task, None, future.result())
+                else:
+                    outcomes.add(task, None, None)
                 future.release()
         except BaseException:
             client.cancel(futures)
             raise
-        finally:
-            bar.close()
-    return done
 
 
 def _with_threads(task: ChunkTask, threads: int) -> ChunkTask:

@@ -78,8 +78,10 @@ class StageContext:
         The pipeline YAML file (absolute), for messages and relative look-ups.
     force : bool
         Redo finished work instead of reusing it (``wsipipe run --force``).
-    scheduler : str or None
-        Address of a Dask scheduler (``tcp://host:8786``) to run on, or None for a local one.
+    scheduler : str, distributed.Client or None
+        Where stages that fan out run (``wsipipe run --scheduler``), as given: any value of the
+        one grammar of :mod:`wsipipe.scheduler` (``sync``, ``threads``, ``processes``, an
+        address, a scheduler file, a Client), or None for each stage's local default.
     run_id : str
         Identifier of this run, as written in the manifest.
     logger : logging.Logger
@@ -90,7 +92,7 @@ class StageContext:
     out_dir: Path
     pipeline_path: Path
     force: bool = False
-    scheduler: str | None = None
+    scheduler: Any = None
     run_id: str = ""
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("wsipipe.pipeline"))
     recorder: Recorder | None = field(default=None, repr=False)

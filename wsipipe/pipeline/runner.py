@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from wsipipe.config import suggest
 from wsipipe.errors import ConfigError, OutputError, PartialFailureError, WsipipeError, output_error
@@ -26,6 +26,7 @@ from wsipipe.pipeline._lock import RunLock
 from wsipipe.pipeline._manifest import RunManifest
 from wsipipe.pipeline.registry import get_stage
 from wsipipe.pipeline.spec import PipelineSpec, load_pipeline
+from wsipipe.scheduler import parse_scheduler
 from wsipipe.types import PathLike
 
 __all__ = ["RunResult", "format_seconds", "new_run_id", "run_pipeline", "run_spec"]
@@ -105,7 +106,7 @@ def run_pipeline(
     *,
     only: str | Sequence[str] | None = None,
     force: bool = False,
-    scheduler: str | None = None,
+    scheduler: Any = None,
     overrides: Sequence[str] = (),
     check: bool = True,
 ) -> RunResult:
@@ -119,8 +120,11 @@ def run_pipeline(
         Run only these stages (``--only``); the others are left as they are.
     force : bool
         Let stages redo finished work instead of reusing it (``--force``).
-    scheduler : str, optional
-        Dask scheduler address (``tcp://host:8786``) handed to the stages; None for local.
+    scheduler : str, path, distributed.Client or None, optional
+        Handed to every stage that fans out (tiling, inference): ``sync``, ``threads``,
+        ``processes``, a Dask address (``tcp://host:8786``), a scheduler file or a Client
+        (:mod:`wsipipe.scheduler`); None for each stage's local default. Checked before anything
+        runs.
     overrides : sequence of str
         ``KEY=VALUE`` overrides (``--set``), e.g. ``"stages.synth.seed=3"``.
     check : bool
@@ -151,13 +155,15 @@ def run_spec(
     *,
     only: str | Sequence[str] | None = None,
     force: bool = False,
-    scheduler: str | None = None,
+    scheduler: Any = None,
     check: bool = True,
 ) -> RunResult:
     """Run an already loaded :class:`PipelineSpec`; see :func:`run_pipeline`."""
     selected = _select(spec, only)
+    sched = parse_scheduler(scheduler)  # a bad value fails before the lock and the manifest
     run_id = new_run_id()
-    options = {"only": selected if only is not None else None, "force": force, "scheduler": scheduler}
+    recorded = None if sched.kind == "default" else scheduler if isinstance(scheduler, str) else str(sched)
+    options = {"only": selected if only is not None else None, "force": force, "scheduler": recorded}
     options["overrides"] = list(spec.overrides)
     t_run = time.perf_counter()
     results: dict[str, StageResult] = {}
@@ -194,7 +200,7 @@ def run_spec(
 
 
 def _run_stage(
-    spec: PipelineSpec, name: str, manifest: RunManifest, *, force: bool, scheduler: str | None
+    spec: PipelineSpec, name: str, manifest: RunManifest, *, force: bool, scheduler: Any
 ) -> tuple[StageResult, float]:
     stage = get_stage(name, source=str(spec.path))
     params = spec.stages[name]

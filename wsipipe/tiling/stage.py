@@ -31,6 +31,7 @@ from wsipipe.errors import (
     SlideNotFoundError,
     output_error,
 )
+from wsipipe.scheduler import parse_scheduler
 from wsipipe.slide import SlideReader, find_slides, slide_id
 from wsipipe.store import (
     ATTR_BACKEND,
@@ -475,11 +476,12 @@ def tile_slides(
         Output directory; stores and ``<slide_id>.tissue.png`` previews go to ``stores/``.
     params : TileParams, optional
         Defaults to ``TileParams()`` (0.972 µm/px, 256 px tiles, ≥ 50 % tissue, zstd).
-    scheduler : str, distributed.Client or None, optional
-        ``None`` (local threads), ``"sync"``, ``"threads"``, ``"processes"``,
-        a distributed address or a Client; see :class:`wsipipe.tiling._execute.TaskRunner`.
+    scheduler : str, path, distributed.Client or None, optional
+        Any value of the one scheduler grammar (:mod:`wsipipe.scheduler`): ``None`` (local
+        threads), ``"sync"``, ``"threads"``, ``"processes"``, a Dask address, a scheduler file
+        or a Client (the last three run the tasks on that cluster).
     workers : int, optional
-        Local worker count (default: CPU count, at most 8).
+        Local threads or processes (default: CPU count, at most 8).
     force : bool, optional
         Rebuild stores even when a complete, matching one exists.
 
@@ -491,13 +493,14 @@ def tile_slides(
         (see :meth:`TileResult.raise_for_failures`).
     """
     params = params or TileParams()
+    spec = parse_scheduler(scheduler)  # a bad value fails before any work
     started = time.perf_counter()
     paths = find_slides(slides)
     stores = Path(out_dir) / "stores"
     stores.mkdir(parents=True, exist_ok=True)
     jobs = [_Job(slide_id(p), str(p.resolve()), str(stores / f"{slide_id(p)}.zarr"), params, force) for p in paths]
     leftovers = _leftovers(stores)
-    with TaskRunner(scheduler, workers) as runner:
+    with TaskRunner(spec, workers) as runner:
         prepared = runner.map(_prepare, jobs, desc="tissue masks", unit="slide")
         # side tasks first: with the default FIFO pool they overlap the chunks instead of trailing them
         tasks: list[_Band | _Preview | _Cleanup] = [task for prep in prepared for task in prep.side]

@@ -23,6 +23,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -168,141 +169,206 @@ def train_model(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    p_hash = config_hash(params)
-    state_dir = out / "state"
     with _torch_runtime(params.threads):
         train_src, val_src, classes, tile_size, mpp = open_sources(params.data, params.seed)
         try:
-            return _run(
-                params, out, p_hash, state_dir, resume, stop_after_epochs, train_src, val_src, classes, tile_size, mpp
+            binary = params.loss == "bce" or (params.loss == "auto" and len(classes) == 2)
+            if binary and len(classes) != 2:
+                raise ConfigError(f"loss 'bce' needs 2 classes, the data has {len(classes)}: {list(classes)}")
+            run = _Run(
+                params=params,
+                out=out,
+                params_hash=config_hash(params),
+                train_src=train_src,
+                val_src=val_src,
+                classes=classes,
+                tile_size=tile_size,
+                mpp=mpp,
+                binary=binary,
             )
+            return _run(run, resume=resume, stop_after=stop_after_epochs)
         finally:
             train_src.close()
             val_src.close()
 
 
-def _run(
-    params: TrainParams,
-    out: Path,
-    p_hash: str,
-    state_dir: Path,
-    resume: bool,
-    stop_after: int | None,
-    train_src: PatchSource,
-    val_src: PatchSource,
-    classes: tuple[str, ...],
-    tile_size: int,
-    mpp: float | None,
-) -> TrainResult:
-    binary = params.loss == "bce" or (params.loss == "auto" and len(classes) == 2)
-    if binary and len(classes) != 2:
-        raise ConfigError(f"loss 'bce' needs 2 classes, the data has {len(classes)}: {list(classes)}")
-    model = _build(params, len(classes), binary)
+@dataclass(frozen=True)
+class _Run:
+    """What one training run trains on and where it writes: fixed for the whole run."""
+
+    params: TrainParams
+    out: Path
+    params_hash: str
+    """:func:`config_hash` of ``params``; a resumed state must carry the same."""
+    train_src: PatchSource
+    val_src: PatchSource
+    classes: tuple[str, ...]
+    tile_size: int
+    """Patch side, px."""
+    mpp: float | None
+    """Patch resolution, µm/px (None: unknown)."""
+    binary: bool
+    """One sigmoid logit with binary cross-entropy (else softmax over the classes)."""
+
+    @property
+    def state_dir(self) -> Path:
+        return self.out / "state"
+
+    @property
+    def metrics_csv(self) -> Path:
+        return self.out / "metrics.csv"
+
+    @property
+    def curves_png(self) -> Path:
+        return self.out / "curves.png"
+
+
+@dataclass
+class _Progress:
+    """What the epochs so far left behind (saved in ``state/`` after every epoch)."""
+
+    epoch: int = 0
+    """Epochs finished."""
+    best_epoch: int = 0
+    best_loss: float = math.inf
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _run(run: _Run, *, resume: bool, stop_after: int | None) -> TrainResult:
+    """Build the model, resume or start, then train epochs up to ``params.epochs`` (or ``stop_after`` more)."""
+    params = run.params
+    model = _build(params, len(run.classes), run.binary)
     optimizer = _optimizer(params, model)
-    history: list[dict[str, float]] = []
-    start, best_epoch, best_loss = 0, 0, math.inf
-    if resume and (state_dir / "state.json").is_file():
-        saved_hash = json.loads((state_dir / "state.json").read_text()).get("params_hash")
-        if saved_hash != p_hash:
-            raise ConfigError(
-                f"{out}: holds a run with different parameters (hash {saved_hash} vs {p_hash}); "
-                "use another output directory or --no-resume to start over"
-            )
-        info = load_state(state_dir, model, optimizer)
-        start, best_epoch, best_loss = info["epoch"], info["best_epoch"], info["best_val_loss"]
-        history = info["history"]
-        logger.info("resuming %s after epoch %d", out, start)
-    (out / "train_params.json").write_text(json.dumps({"params": to_dict(params), "hash": p_hash}, indent=1))
+    progress = _resumed(run, model, optimizer) if resume else _Progress()
+    (run.out / "train_params.json").write_text(
+        json.dumps({"params": to_dict(params), "hash": run.params_hash}, indent=1)
+    )
     mean = torch.tensor(params.norm_mean).view(1, 3, 1, 1)
     std = torch.tensor(params.norm_std).view(1, 3, 1, 1)
-    meta_base = CheckpointMeta(
-        architecture=params.model,
-        arch_kwargs=model_arch(model)[1],
-        class_names=(classes[1],) if binary else classes,
-        input_mpp=mpp,
-        tile_size=tile_size,
-        norm_mean=params.norm_mean,
-        norm_std=params.norm_std,
-    )
-    metrics_csv, curves_png = out / "metrics.csv", out / "curves.png"
-    n_train = len(train_src.labels)
-    if n_train == 0 or len(val_src.labels) == 0:
-        raise ConfigError(f"{params.data.root}: empty training ({n_train}) or validation set")
-    from tqdm.auto import tqdm
-
-    end = params.epochs if stop_after is None else min(params.epochs, start + stop_after)
-    for epoch in range(start, end):
+    if len(run.train_src.labels) == 0 or len(run.val_src.labels) == 0:
+        raise ConfigError(f"{params.data.root}: empty training ({len(run.train_src.labels)}) or validation set")
+    end = params.epochs if stop_after is None else min(params.epochs, progress.epoch + stop_after)
+    for epoch in range(progress.epoch, end):
         t0 = time.perf_counter()
         lr = lr_at_epoch(params, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        gen = torch.Generator().manual_seed(params.seed * 1_000_003 + epoch)
-        order = torch.randperm(n_train, generator=gen).numpy().astype(np.int64)
-        model.train()
-        total, seen = 0.0, 0
-        n_batches = math.ceil(n_train / params.batch_size)
-        bar = tqdm(
-            range(n_batches),
-            desc=f"epoch {epoch + 1}/{params.epochs}",
-            unit="batch",
-            disable=not settings.progress_enabled(),
-            leave=False,
-        )
-        for b in bar:
-            idx = order[b * params.batch_size : (b + 1) * params.batch_size]
-            x = _to_tensor(train_src.read(idx), mean, std)
-            if params.augment:
-                x = _augment(x, gen)
-            y = torch.from_numpy(train_src.labels[idx])
-            loss = _loss(model(x), y, binary)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(idx)
-            seen += len(idx)
-            bar.set_postfix(loss=f"{total / seen:.4f}")
-        bar.close()
-        val_loss, val_auc, val_acc = _evaluate(model, val_src, params, binary, mean, std)
+        train_loss = _train_epoch(run, model, optimizer, epoch, lr, mean, std)
+        val_loss, val_auc, val_acc = _evaluate(model, run.val_src, params, run.binary, mean, std)
         row = {
             "epoch": epoch + 1,
-            "train_loss": total / seen,
+            "train_loss": train_loss,
             "val_loss": val_loss,
             "val_auc": val_auc,
             "val_accuracy": val_acc,
             "lr": lr,
             "seconds": round(time.perf_counter() - t0, 3),
         }
-        history.append(row)
         logger.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in row.items()})
-        if val_loss < best_loss:
-            best_loss, best_epoch = val_loss, epoch + 1
-            provenance: dict[str, Any] = {
-                "dataset": {"format": params.data.format, "root": str(params.data.root)},
-                "epoch": epoch + 1,
-                "epochs": params.epochs,
-                "seed": params.seed,
-                "metrics": row,
-                "params_hash": p_hash,
-                "train_params": to_dict(params),
-            }
-            save_checkpoint(model, out / "best", _with_provenance(meta_base, provenance))
-        info = {"epoch": epoch + 1, "best_epoch": best_epoch, "best_val_loss": best_loss, "history": history}
-        save_state(state_dir, model, optimizer, dict(info, params_hash=p_hash))
-        write_metrics_csv(metrics_csv, history)
-        plot_curves(curves_png, history, title=f"{params.model} on {params.data.format}")
+        _end_epoch(run, model, optimizer, progress, row)
     return TrainResult(
-        out_dir=out,
-        best_checkpoint=out / "best",
-        best_epoch=best_epoch,
-        best_val_loss=best_loss,
-        epochs_done=len(history),
-        history=tuple(history),
-        metrics_csv=metrics_csv,
-        curves_png=curves_png,
+        out_dir=run.out,
+        best_checkpoint=run.out / "best",
+        best_epoch=progress.best_epoch,
+        best_val_loss=progress.best_loss,
+        epochs_done=len(progress.history),
+        history=tuple(progress.history),
+        metrics_csv=run.metrics_csv,
+        curves_png=run.curves_png,
     )
 
 
-def _with_provenance(meta: CheckpointMeta, provenance: dict[str, Any]) -> CheckpointMeta:
-    import dataclasses
+def _resumed(run: _Run, model: nn.Module, optimizer: torch.optim.Optimizer) -> _Progress:
+    """Load ``state/`` into ``model`` and ``optimizer`` if a state is there; refuse one of other params."""
+    if not (run.state_dir / "state.json").is_file():
+        return _Progress()
+    saved_hash = json.loads((run.state_dir / "state.json").read_text()).get("params_hash")
+    if saved_hash != run.params_hash:
+        raise ConfigError(
+            f"{run.out}: holds a run with different parameters (hash {saved_hash} vs {run.params_hash}); "
+            "use another output directory or --no-resume to start over"
+        )
+    info = load_state(run.state_dir, model, optimizer)
+    logger.info("resuming %s after epoch %d", run.out, info["epoch"])
+    return _Progress(info["epoch"], info["best_epoch"], info["best_val_loss"], info["history"])
 
-    return dataclasses.replace(meta, provenance=provenance)
+
+def _train_epoch(
+    run: _Run, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, lr: float, mean: Tensor, std: Tensor
+) -> float:
+    """One pass over the training patches in the epoch's seeded order; return the mean training loss."""
+    from tqdm.auto import tqdm
+
+    params, src = run.params, run.train_src
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    gen = torch.Generator().manual_seed(params.seed * 1_000_003 + epoch)
+    n_train = len(src.labels)
+    order = torch.randperm(n_train, generator=gen).numpy().astype(np.int64)
+    model.train()
+    total, seen = 0.0, 0
+    bar = tqdm(
+        range(math.ceil(n_train / params.batch_size)),
+        desc=f"epoch {epoch + 1}/{params.epochs}",
+        unit="batch",
+        disable=not settings.progress_enabled(),
+        leave=False,
+    )
+    for b in bar:
+        idx = order[b * params.batch_size : (b + 1) * params.batch_size]
+        x = _to_tensor(src.read(idx), mean, std)
+        if params.augment:
+            x = _augment(x, gen)
+        y = torch.from_numpy(src.labels[idx])
+        loss = _loss(model(x), y, run.binary)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach()) * len(idx)
+        seen += len(idx)
+        bar.set_postfix(loss=f"{total / seen:.4f}")
+    bar.close()
+    return total / seen
+
+
+def _end_epoch(
+    run: _Run, model: nn.Module, optimizer: torch.optim.Optimizer, progress: _Progress, row: dict[str, float]
+) -> None:
+    """Record the epoch's ``row``; keep the checkpoint if it is the best so far; save state, metrics and curves."""
+    params = run.params
+    epoch = int(row["epoch"])
+    progress.history.append(row)
+    progress.epoch = epoch
+    if row["val_loss"] < progress.best_loss:
+        progress.best_loss, progress.best_epoch = row["val_loss"], epoch
+        provenance: dict[str, Any] = {
+            "dataset": {"format": params.data.format, "root": str(params.data.root)},
+            "epoch": epoch,
+            "epochs": params.epochs,
+            "seed": params.seed,
+            "metrics": row,
+            "params_hash": run.params_hash,
+            "train_params": to_dict(params),
+        }
+        save_checkpoint(model, run.out / "best", _checkpoint_meta(run, model, provenance))
+    info = {
+        "epoch": epoch,
+        "best_epoch": progress.best_epoch,
+        "best_val_loss": progress.best_loss,
+        "history": progress.history,
+    }
+    save_state(run.state_dir, model, optimizer, dict(info, params_hash=run.params_hash))
+    write_metrics_csv(run.metrics_csv, progress.history)
+    plot_curves(run.curves_png, progress.history, title=f"{params.model} on {params.data.format}")
+
+
+def _checkpoint_meta(run: _Run, model: nn.Module, provenance: dict[str, Any]) -> CheckpointMeta:
+    params = run.params
+    return CheckpointMeta(
+        architecture=params.model,
+        arch_kwargs=model_arch(model)[1],
+        class_names=(run.classes[1],) if run.binary else run.classes,
+        input_mpp=run.mpp,
+        tile_size=run.tile_size,
+        norm_mean=params.norm_mean,
+        norm_std=params.norm_std,
+        provenance=provenance,
+    )
