@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from wsipipe.config import config_hash, to_dict
-from wsipipe.errors import ConfigError, PartialFailureError, output_error
+from wsipipe.errors import ConfigError, output_error
+from wsipipe.results import BatchResult
 from wsipipe.store import find_stores, resolve_model
 from wsipipe.types import PathLike
 
@@ -109,8 +110,12 @@ class SlideAggregate:
 
 
 @dataclass(frozen=True)
-class AggregateResult:
+class AggregateResult(BatchResult):
     """The outcome of :func:`aggregate_stores`."""
+
+    _ITEMS = "slides"
+    _KEY = "store"
+    _FAILED = "stores failed to aggregate"
 
     out_dir: Path
     slides: tuple[SlideAggregate, ...]
@@ -128,15 +133,6 @@ class AggregateResult:
     def stores(self) -> list[Path]:
         """Stores aggregated now or earlier (not failed), in input order."""
         return [s.store for s in self.slides if s.status != "failed"]
-
-    @property
-    def failures(self) -> dict[str, str]:
-        """Failed stores: path -> error."""
-        return {str(s.store): s.error or "failed" for s in self.slides if s.status == "failed"}
-
-    def raise_for_failures(self) -> None:
-        """Raise :class:`PartialFailureError` (exit code 3) naming every failed store, if any."""
-        PartialFailureError.raise_if_any(self.failures, len(self.slides), "stores failed to aggregate")
 
 
 def _inputs_hash(root: Any, model: str, params: AggregateParams) -> str:

@@ -29,7 +29,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from wsipipe.errors import ConfigError, PartialFailureError, WsipipeError
+from wsipipe.errors import ConfigError, WsipipeError
+from wsipipe.results import BatchResult
 from wsipipe.slide import SLIDE_SUFFIXES, find_slides, slide_id
 from wsipipe.types import PathLike
 
@@ -120,23 +121,18 @@ class SlideExplain:
 
 
 @dataclass(frozen=True)
-class ExplainResult:
+class ExplainResult(BatchResult):
     """The outcome of :func:`explain_slides`."""
+
+    _ITEMS = "slides"
+    _KEY = "path"
+    _FAILED = "slides failed to explain"
 
     out_dir: Path
     slides: tuple[SlideExplain, ...]
     metrics_csv: Path | None
     metrics_md: Path | None
     seconds: float = 0.0
-
-    @property
-    def failures(self) -> dict[str, str]:
-        """Failed slides: path -> error."""
-        return {str(s.path): s.error or "failed" for s in self.slides if s.status == "failed"}
-
-    def raise_for_failures(self) -> None:
-        """Raise :class:`PartialFailureError` (exit code 3) naming every failed slide, if any."""
-        PartialFailureError.raise_if_any(self.failures, len(self.slides), "slides failed to explain")
 
 
 def read_points(lesions_csv: PathLike, top_k: int) -> list[tuple[float, int, int]]:

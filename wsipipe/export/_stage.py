@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from wsipipe.errors import PartialFailureError, output_error
+from wsipipe.errors import output_error
 from wsipipe.export._source import ExportParams, load_slide_outputs
 from wsipipe.export.formats import export_format
+from wsipipe.results import BatchResult
 from wsipipe.types import PathLike
 
 if TYPE_CHECKING:
@@ -45,8 +46,12 @@ class SlideExport:
 
 
 @dataclass(frozen=True)
-class ExportResult:
+class ExportResult(BatchResult):
     """The outcome of :func:`export_stores`."""
+
+    _ITEMS = "slides"
+    _KEY = "store"
+    _FAILED = "stores failed to export"
 
     out_dir: Path
     slides: tuple[SlideExport, ...]
@@ -56,15 +61,6 @@ class ExportResult:
     def files(self) -> list[Path]:
         """The written files, in input order."""
         return [s.path for s in self.slides if s.path is not None]
-
-    @property
-    def failures(self) -> dict[str, str]:
-        """Failed stores: path -> error."""
-        return {str(s.store): s.error or "failed" for s in self.slides if s.status == "failed"}
-
-    def raise_for_failures(self) -> None:
-        """Raise :class:`PartialFailureError` (exit code 3) naming every failed store, if any."""
-        PartialFailureError.raise_if_any(self.failures, len(self.slides), "stores failed to export")
 
 
 def export_path(out_dir: PathLike, slide_id: str, params: ExportParams) -> Path:

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from wsipipe.errors import ConfigError, PartialFailureError
+from wsipipe.errors import ConfigError
+from wsipipe.results import BatchResult
 
 __all__ = ["InferOptions", "InferParams", "InferResult", "StoreSummary"]
 
@@ -116,8 +117,12 @@ class StoreSummary:
 
 
 @dataclass(frozen=True)
-class InferResult:
+class InferResult(BatchResult):
     """The outcome of :func:`wsipipe.inference.predict_stores`."""
+
+    _ITEMS = "stores"
+    _KEY = "store"
+    _FAILED = "stores failed inference"
 
     model: str
     """The ``predictions/<model>`` node written."""
@@ -130,16 +135,6 @@ class InferResult:
     """Sum over tasks of the time spent in the model (excluding reading and writing)."""
     read_seconds: float = 0.0
     """Sum over tasks of the time spent reading tiles from zarr."""
-
-    @property
-    def failures(self) -> dict[str, str]:
-        """Failed stores: store path -> error."""
-        return {str(s.store): s.error or "failed" for s in self.stores if s.status == "failed"}
-
-    @property
-    def ok(self) -> bool:
-        """Whether every store is done or skipped."""
-        return not self.failures
 
     @property
     def tiles_per_second(self) -> float:
@@ -158,7 +153,3 @@ class InferResult:
             "seconds": round(self.seconds, 3),
             "tiles_per_second": round(self.tiles_per_second, 1),
         }
-
-    def raise_for_failures(self) -> None:
-        """Raise :class:`PartialFailureError` (exit code 3) naming every failed store, if any."""
-        PartialFailureError.raise_if_any(self.failures, len(self.stores), "stores failed inference")

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from wsipipe.config import config_hash, to_dict
-from wsipipe.errors import ConfigError, PartialFailureError
+from wsipipe.errors import ConfigError
+from wsipipe.results import BatchResult
 from wsipipe.slide import Backend
 from wsipipe.tiling.tissue import TissueParams
 
@@ -109,23 +110,17 @@ class SlideSummary:
 
 
 @dataclass(frozen=True)
-class TileResult:
+class TileResult(BatchResult):
     """The outcome of :func:`wsipipe.tiling.tile_slides`."""
+
+    _ITEMS = "slides"
+    _KEY = "path"
+    _FAILED = "slides failed to tile"
 
     out_dir: Path
     slides: tuple[SlideSummary, ...]
     seconds: float = 0.0
     """Wall time of the whole call."""
-
-    @property
-    def failures(self) -> dict[str, str]:
-        """Failed slides: slide path -> error."""
-        return {str(s.path): s.error or "failed" for s in self.slides if s.status == "failed"}
-
-    @property
-    def ok(self) -> bool:
-        """Whether every slide is done or skipped."""
-        return not self.failures
 
     @property
     def stores(self) -> list[Path]:
@@ -151,7 +146,3 @@ class TileResult:
                 for s in self.slides
             ],
         }
-
-    def raise_for_failures(self) -> None:
-        """Raise :class:`PartialFailureError` (exit code 3) naming every failed slide, if any."""
-        PartialFailureError.raise_if_any(self.failures, len(self.slides), "slides failed to tile")
