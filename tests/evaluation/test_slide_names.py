@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from wsipipe.evaluation import find_ground_truth
-from wsipipe.evaluation._stage import _slide_dims_index
+from wsipipe.evaluation.stage import _slide_dims_index
 
 
 def test_ground_truth_of_every_kind_is_keyed_by_slide(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ CSV tables it reads (lesion detections, slide predictions, ``reference.csv``) ar
 
 from __future__ import annotations
 
-from wsipipe.evaluation._stage import EvaluateParams, EvaluateResult, evaluate, find_ground_truth
 from wsipipe.evaluation.auc import RocResult, bootstrap_auc_ci, roc_auc, roc_curve, slide_roc
 from wsipipe.evaluation.froc import (
     FP_RATES,
@@ -28,6 +27,7 @@ from wsipipe.evaluation.masks import (
     tumor_raster_from_mask_tiff,
     tumor_raster_from_xml,
 )
+from wsipipe.evaluation.stage import EvaluateParams, EvaluateResult, evaluate, find_ground_truth
 
 __all__ = [
     "DEFAULT_MPP",

@@ -8,8 +8,7 @@
 from __future__ import annotations
 
 from wsipipe.export._contours import PRECISION_PX, threshold_polygons
-from wsipipe.export._source import ExportParams, SlideOutputs, class_display_name, load_slide_outputs
-from wsipipe.export._stage import ExportResult, SlideExport, export_path, export_stores
+from wsipipe.export._source import SlideOutputs, class_display_name, load_slide_outputs
 from wsipipe.export.asap import asap_annotations, contour_group, export_asap, write_asap
 from wsipipe.export.formats import EXPORT_FORMATS, ExportFormat, SlideWriter, export_format
 from wsipipe.export.qupath import (
@@ -21,6 +20,7 @@ from wsipipe.export.qupath import (
     write_feature_collection,
     write_qupath,
 )
+from wsipipe.export.stage import ExportParams, ExportResult, SlideExport, export_path, export_stores
 
 __all__ = [
     "EXPORT_FORMATS",

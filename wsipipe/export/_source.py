@@ -1,62 +1,22 @@
-"""Parameters of the export stage, and what it reads from one store (probabilities, heatmap, lesions)."""
+"""What the export stage reads from one store (probabilities, heatmap, lesions)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
-from wsipipe.errors import ConfigError
 from wsipipe.store import HeatmapGeometry
 from wsipipe.tables import Detections
 from wsipipe.types import PathLike
 
-__all__ = ["ExportParams", "SlideOutputs", "class_display_name", "load_slide_outputs"]
+if TYPE_CHECKING:
+    from wsipipe.export.stage import ExportParams
 
-
-@dataclass(frozen=True, kw_only=True)
-class ExportParams:
-    """Parameters of the export stage."""
-
-    format: str = "qupath"
-    """A name in :data:`wsipipe.export.EXPORT_FORMATS`: ``qupath`` (GeoJSON FeatureCollection) or
-    ``asap`` (ASAP XML, contours and points only)."""
-    model: str | None = None
-    """Model node under ``predictions/``; ``None`` = the store's only model."""
-    class_name: str | None = None
-    """Class whose probability is the heatmap (contours); ``None`` = the tumour class."""
-    thresholds: tuple[float, ...] = (0.5, 0.9)
-    """Contour levels: one set of regions ``heatmap >= t`` per threshold."""
-    tiles: bool = True
-    """QuPath: one tile object per tile with its probability measurements."""
-    contours: bool = True
-    """Contour annotations of the heatmap at ``thresholds``."""
-    points: bool = True
-    """NMS lesion points with their confidence."""
-    object_type: Literal["tile", "detection"] = "tile"
-    """QuPath object type of the per-tile objects (both drive *Show measurement maps*)."""
-    gzip: bool = False
-    """Write ``.geojson.gz`` instead of ``.geojson``."""
-    nms_threshold: float = 0.5
-    """NMS threshold when lesion points are computed here (no lesion CSV given)."""
-    nms_radius_um: float = 187.0
-    """NMS radius in µm when lesion points are computed here."""
-
-    def __post_init__(self) -> None:
-        from wsipipe.export.formats import export_format
-
-        export_format(self.format)
-        for t in self.thresholds:
-            if not (math.isfinite(t) and 0.0 < t <= 1.0):
-                raise ConfigError(f"contour thresholds must be in (0, 1], got {t}")
-        if not (math.isfinite(self.nms_threshold) and 0.0 <= self.nms_threshold < 1.0):
-            raise ConfigError(f"nms_threshold must be in [0, 1), got {self.nms_threshold}")
-        if not (math.isfinite(self.nms_radius_um) and self.nms_radius_um >= 0):
-            raise ConfigError(f"nms_radius_um must be >= 0 µm, got {self.nms_radius_um}")
+__all__ = ["SlideOutputs", "class_display_name", "load_slide_outputs"]
 
 
 def class_display_name(name: str) -> str:

@@ -16,7 +16,8 @@ import shapely
 
 from wsipipe.annotations import Annotation, write_asap_xml
 from wsipipe.export._contours import threshold_polygons
-from wsipipe.export._source import ExportParams, SlideOutputs, load_slide_outputs
+from wsipipe.export._source import SlideOutputs, load_slide_outputs
+from wsipipe.export.stage import ExportParams
 from wsipipe.types import PathLike
 
 __all__ = ["DETECTION_GROUP", "asap_annotations", "contour_group", "export_asap", "write_asap"]

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Protocol
 
 from wsipipe.errors import ConfigError
-from wsipipe.export._source import ExportParams, SlideOutputs
+from wsipipe.export._source import SlideOutputs
 from wsipipe.export.asap import write_asap
 from wsipipe.export.qupath import write_qupath
+from wsipipe.export.stage import ExportParams
 from wsipipe.types import PathLike
 
 __all__ = ["EXPORT_FORMATS", "ExportFormat", "SlideWriter", "export_format"]

@@ -31,7 +31,8 @@ import numpy as np
 import shapely
 
 from wsipipe.export._contours import threshold_polygons
-from wsipipe.export._source import ExportParams, SlideOutputs, class_display_name, load_slide_outputs
+from wsipipe.export._source import SlideOutputs, class_display_name, load_slide_outputs
+from wsipipe.export.stage import ExportParams
 from wsipipe.types import PathLike
 
 __all__ = [

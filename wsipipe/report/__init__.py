@@ -9,6 +9,6 @@ See ``docs/report.md``.
 
 from __future__ import annotations
 
-from wsipipe.report._report import ReportParams, write_report
+from wsipipe.report.stage import ReportParams, write_report
 
 __all__ = ["ReportParams", "write_report"]

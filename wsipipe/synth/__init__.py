@@ -15,7 +15,7 @@ from __future__ import annotations
 from wsipipe.synth._geometry import ITC_DIAMETER_UM, MIN_SEPARATION_UM, PAIR_GAP_UM, Layout, SynthLesion
 from wsipipe.synth._pcam import PCAM_SPLITS, PatchSource, pcam_paths, write_pcam
 from wsipipe.synth._slide import CAMELYON16_MPP, SlideInfo, make_slide, make_test_slide, slide_layout
-from wsipipe.synth.dataset import DatasetInfo, SlideRecord, SynthParams, make_dataset
+from wsipipe.synth.stage import DatasetInfo, SlideRecord, SynthParams, make_dataset
 
 __all__ = [
     "CAMELYON16_MPP",

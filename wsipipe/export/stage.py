@@ -9,24 +9,64 @@ when given, else from NMS on the heatmap with the export parameters.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from wsipipe.errors import output_error
-from wsipipe.export._source import ExportParams, load_slide_outputs
-from wsipipe.export.formats import export_format
+from wsipipe.errors import ConfigError, output_error
 from wsipipe.results import BatchResult
 from wsipipe.types import PathLike
 
 if TYPE_CHECKING:
     from wsipipe.aggregate.stage import AggregateResult
 
-__all__ = ["ExportResult", "SlideExport", "export_path", "export_stores"]
+__all__ = ["ExportParams", "ExportResult", "SlideExport", "export_path", "export_stores"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportParams:
+    """Parameters of the export stage."""
+
+    format: str = "qupath"
+    """A name in :data:`wsipipe.export.EXPORT_FORMATS`: ``qupath`` (GeoJSON FeatureCollection) or
+    ``asap`` (ASAP XML, contours and points only)."""
+    model: str | None = None
+    """Model node under ``predictions/``; ``None`` = the store's only model."""
+    class_name: str | None = None
+    """Class whose probability is the heatmap (contours); ``None`` = the tumour class."""
+    thresholds: tuple[float, ...] = (0.5, 0.9)
+    """Contour levels: one set of regions ``heatmap >= t`` per threshold."""
+    tiles: bool = True
+    """QuPath: one tile object per tile with its probability measurements."""
+    contours: bool = True
+    """Contour annotations of the heatmap at ``thresholds``."""
+    points: bool = True
+    """NMS lesion points with their confidence."""
+    object_type: Literal["tile", "detection"] = "tile"
+    """QuPath object type of the per-tile objects (both drive *Show measurement maps*)."""
+    gzip: bool = False
+    """Write ``.geojson.gz`` instead of ``.geojson``."""
+    nms_threshold: float = 0.5
+    """NMS threshold when lesion points are computed here (no lesion CSV given)."""
+    nms_radius_um: float = 187.0
+    """NMS radius in µm when lesion points are computed here."""
+
+    def __post_init__(self) -> None:
+        from wsipipe.export.formats import export_format
+
+        export_format(self.format)
+        for t in self.thresholds:
+            if not (math.isfinite(t) and 0.0 < t <= 1.0):
+                raise ConfigError(f"contour thresholds must be in (0, 1], got {t}")
+        if not (math.isfinite(self.nms_threshold) and 0.0 <= self.nms_threshold < 1.0):
+            raise ConfigError(f"nms_threshold must be in [0, 1), got {self.nms_threshold}")
+        if not (math.isfinite(self.nms_radius_um) and self.nms_radius_um >= 0):
+            raise ConfigError(f"nms_radius_um must be >= 0 µm, got {self.nms_radius_um}")
 
 
 @dataclass(frozen=True)
@@ -65,6 +105,8 @@ class ExportResult(BatchResult):
 
 def export_path(out_dir: PathLike, slide_id: str, params: ExportParams) -> Path:
     """The file ``params.format`` writes for ``slide_id``: ``<out>/<slide>.geojson[.gz]``, ``<out>/<slide>.xml``."""
+    from wsipipe.export.formats import export_format
+
     return export_format(params.format).path(out_dir, slide_id, params)
 
 
@@ -94,6 +136,8 @@ def export_stores(
         One entry per store; call :meth:`ExportResult.raise_for_failures` to raise on failures.
     """
     from wsipipe.aggregate.stage import AggregateResult
+    from wsipipe.export._source import load_slide_outputs
+    from wsipipe.export.formats import export_format
     from wsipipe.progress import progress
     from wsipipe.store import find_stores
 
