@@ -20,7 +20,7 @@ from wsipipe.store import TilingInfo
 from wsipipe.types import BoolArray
 
 if TYPE_CHECKING:
-    from wsipipe.tiling._params import TileParams
+    from wsipipe.tiling.stage import TileParams
 
 __all__ = ["TileGrid", "grid_shape", "make_grid", "tile_fractions"]
 

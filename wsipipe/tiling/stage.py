@@ -1,460 +1,166 @@
 """The tiling stage: slides -> tissue mask -> tile grid -> one zarr patch store per slide.
 
-Work runs in two fan-outs on one scheduler: first one *prepare* task per slide (hash, resume
-check, tissue mask, grid, empty store), then one *band* task per chunk of ``chunk_tiles``
-tiles of every slide (read the chunk's tiles as runs of adjacent tiles at the read level, so
-each slide tile is decoded once per run, then write that whole zarr chunk). A slide is marked
-``complete`` only after all its chunks are written; a failure on one slide is recorded and the
-others finish.
+:func:`tile_slides` with its :class:`TileParams` (what decides the stores) and
+:class:`TileResult`. The work runs in two fan-outs on one scheduler (``_slide.py``): first one
+*prepare* task per slide (hash, resume check, tissue mask, grid, empty store), then one *band*
+task per chunk of ``chunk_tiles`` tiles of every slide (read the chunk's tiles as runs of
+adjacent tiles at the read level, so each slide tile is decoded once per run, then write that
+whole zarr chunk). A slide is marked ``complete`` only after all its chunks are written; a
+failure on one slide is recorded and the others finish.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import numpy as np
-import numpy.typing as npt
-
-from wsipipe.errors import (
-    PartialFailureError,
-    ResolutionError,
-    SlideError,
-    SlideNotFoundError,
-    output_error,
-)
-from wsipipe.scheduler import parse_scheduler
-from wsipipe.slide import SlideReader, find_slides, slide_id
-from wsipipe.store import (
-    ATTR_BACKEND,
-    ATTR_PARAMS_HASH,
-    ATTR_SLIDE_HASH,
-    TILES_CHUNK_DONE,
-    TILES_IMAGES,
-    TISSUE_MASK,
-    StoreLike,
-    TileChunkWriter,
-    array,
-    create_store,
-    create_tile_arrays,
-    is_complete,
-    mark_complete,
-    open_store,
-    read_grid,
-    read_tiling,
-    slide_content_hash,
-    tile_chunk_writer,
-    write_tissue_mask,
-)
-from wsipipe.tiling._execute import TaskRunner
-from wsipipe.tiling._params import SlideSummary, TileParams, TileResult, params_hash
-from wsipipe.tiling._reader import cached_level_reader, cached_slide, forget_slide
-from wsipipe.tiling.grid import TileGrid, make_grid
-from wsipipe.tiling.tissue import TissueMask, compute_tissue_mask, save_mask_preview
+from wsipipe.config import config_hash, to_dict
+from wsipipe.errors import ConfigError, PartialFailureError
+from wsipipe.results import BatchResult
+from wsipipe.slide import Backend
+from wsipipe.tiling.tissue import TissueParams
 from wsipipe.types import PathLike
 
-__all__ = ["read_cells", "tile_slide", "tile_slides"]
+__all__ = ["SlideSummary", "TileParams", "TileResult", "params_hash", "tile_slide", "tile_slides"]
 
 logger = logging.getLogger(__name__)
 
-_MAX_RUN = 32  # tiles read as one region at most
 
+@dataclass(frozen=True, kw_only=True)
+class TileParams:
+    """Parameters of the tiling stage (everything that changes the stores).
 
-@dataclass(frozen=True)
-class _Job:
-    slide_id: str
-    path: str
-    store: str
-    params: TileParams
-    force: bool
-
-
-@dataclass(frozen=True)
-class _Band:
-    slide_id: str
-    path: str
-    writer: TileChunkWriter
-    backend: str
-    slide_mpp: float | None
-    level: int
-    read_size: int
-    tile_size: int
-    stride: int
-    chunk_index: int
-    cells: npt.NDArray[np.int32]
-    streams: bool = False
-    """Store the slide's own JPEG bytes where a tile is one stored slide tile (``compression="source"``)."""
-
-
-@dataclass(frozen=True)
-class _Preview:
-    """Write the tissue preview PNG (a side task, run alongside the bands)."""
-
-    slide_id: str
-    png: str
-    image: npt.NDArray[np.uint8]
-    mask: npt.NDArray[np.bool_]
-
-
-@dataclass(frozen=True)
-class _Cleanup:
-    """Delete a replaced store that was moved aside (a side task: deleting many files is slow)."""
-
-    slide_id: str
-    directory: str
-
-
-@dataclass
-class _Prepared:
-    slide_id: str
-    status: str  # "ready", "skipped", "failed"
-    seconds: float
-    n_tiles: int = 0
-    tissue_area_mm2: float = 0.0
-    error: str | None = None
-    bands: list[_Band] = field(default_factory=list)
-    side: list[_Preview | _Cleanup] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class _BandDone:
-    slide_id: str
-    chunk_index: int
-    seconds: float
-    error: str | None = None
-
-
-def _describe(err: BaseException) -> str:
-    text = f"{type(err).__name__}: {err}"
-    if isinstance(err, ResolutionError) and "resolution" in str(err):
-        text += " [for `wsipipe tile` the level-0 µm/px is --slide-mpp (TileParams.slide_mpp); --mpp is the tile MPP]"
-    return text
-
-
-def _bands(
-    job: _Job,
-    writer: TileChunkWriter,
-    backend: str,
-    level: int,
-    read_size: int,
-    stride: int,
-    cells: npt.NDArray[np.int32],
-    pending: Iterable[int],
-) -> list[_Band]:
-    per = job.params.chunk_tiles
-    return [
-        _Band(
-            slide_id=job.slide_id,
-            path=job.path,
-            writer=writer,
-            backend=backend,
-            slide_mpp=job.params.slide_mpp,
-            level=level,
-            read_size=read_size,
-            tile_size=job.params.tile_size,
-            stride=stride,
-            chunk_index=int(i),
-            cells=np.ascontiguousarray(cells[i * per : (i + 1) * per]),
-            streams=job.params.compression == "source",
-        )
-        for i in pending
-    ]
-
-
-def _resume(job: _Job, slide_hash: str, phash: str) -> _Prepared | None:
-    """Reuse or continue a matching store; None when it must be (re)built."""
-    store = Path(job.store)
-    if job.force or not store.exists():
-        return None
-    try:
-        root = open_store(store, require_complete=False)
-        if root.attrs.get(ATTR_SLIDE_HASH) != slide_hash or root.attrs.get(ATTR_PARAMS_HASH) != phash:
-            logger.info("%s: slide or parameters changed; rebuilding %s", job.slide_id, store)
-            return None
-        images = array(root, TILES_IMAGES)
-        area = float(array(root, TISSUE_MASK).attrs.get("tissue_area_mm2", 0.0))  # type: ignore[arg-type]
-        if is_complete(root):
-            return _Prepared(job.slide_id, "skipped", 0.0, n_tiles=images.shape[0], tissue_area_mm2=area)
-        done = np.asarray(array(root, TILES_CHUNK_DONE)[...], dtype=bool)
-        tiling = read_tiling(root)
-        cells = read_grid(root)
-    except (KeyError, TypeError, ValueError, OSError) as err:
-        logger.info("%s: unusable store %s (%s); rebuilding", job.slide_id, store, err)
-        return None
-    pending = np.flatnonzero(~done)
-    logger.info("%s: continuing an incomplete store (%d of %d chunks left)", job.slide_id, len(pending), len(done))
-    bands = _bands(
-        job,
-        tile_chunk_writer(root),
-        str(root.attrs[ATTR_BACKEND]),
-        tiling.level,
-        tiling.read_size,
-        tiling.stride_level,
-        cells,
-        pending,
-    )
-    return _Prepared(job.slide_id, "ready", 0.0, n_tiles=images.shape[0], tissue_area_mm2=area, bands=bands)
-
-
-_OLD_SUFFIX = ".old"
-
-
-def _move_aside(store: Path) -> Path | None:
-    """Rename an existing store to a hidden ``.<name>.<hex>.old`` sibling (deleted later by a side task)."""
-    if not store.exists():
-        return None
-    old = store.with_name(f".{store.name}.{uuid.uuid4().hex[:12]}{_OLD_SUFFIX}")
-    os.replace(store, old)
-    return old
-
-
-def _leftovers(stores: Path) -> list[_Cleanup]:
-    """Stores moved aside by an earlier run that was killed before deleting them."""
-    return [_Cleanup("", str(p)) for p in stores.glob(f".*.zarr.*{_OLD_SUFFIX}") if p.is_dir()]
-
-
-def _read_level(job: _Job, slide: SlideReader) -> tuple[int, float]:
-    """The pyramid level tiles are read at and its resize factor (1.0: read as is), warning when it resizes."""
-    params = job.params
-    level, factor = slide.best_level_for_mpp(params.target_mpp, rtol=params.mpp_rtol)
-    if factor != 1.0:
-        logger.warning(
-            "%s: no level within %g of %g µm/px; reading level %d (%.4g µm/px) and resizing every tile (slower)",
-            job.slide_id,
-            params.mpp_rtol,
-            params.target_mpp,
-            level,
-            slide.level_mpp(level),
-        )
-    return level, factor
-
-
-def _plan_grid(params: TileParams, slide: SlideReader, level: int, factor: float, tissue: TissueMask) -> TileGrid:
-    """The tile grid of ``level`` over the tissue mask."""
-    width0, height0 = slide.dimensions
-    level_w, level_h = slide.level_dimensions[level]
-    return make_grid(
-        level=level,
-        level_size=(level_w, level_h),
-        level_downsample=(width0 / level_w, height0 / level_h),
-        level_mpp=slide.level_mpp(level),
-        tile_size=params.tile_size,
-        scale=1.0 / factor,
-        stride=params.stride_px,
-        mask=tissue.mask,
-        mask_downsample=tissue.downsample,
-        min_tissue=params.min_tissue,
-    )
-
-
-def _create_tiles(root: StoreLike, params: TileParams, grid: TileGrid) -> None:
-    """The store's empty tile arrays and the grid's coordinates, cells and tissue fractions."""
-    create_tile_arrays(
-        root,
-        tile_size=params.tile_size,
-        chunk_tiles=params.chunk_tiles,
-        coords=grid.coords,
-        grid=grid.cells,
-        tissue_fraction=grid.tissue_fraction,
-        grid_shape=grid.shape,
-        compression=params.compression,
-        zstd_level=params.zstd_level,
-        jpeg_quality=params.jpeg_quality,
-    )
-
-
-def _prepare(job: _Job) -> _Prepared:
-    """Hash, resume check, tissue mask, grid and empty store for one slide (one task)."""
-    start = time.perf_counter()
-    params = job.params
-    try:
-        if not Path(job.path).is_file():
-            raise SlideNotFoundError(f"slide {job.path!r} does not exist")
-        slide_hash = slide_content_hash(job.path)
-        phash = params_hash(params)
-        resumed = _resume(job, slide_hash, phash)
-        if resumed is not None:
-            return replace(resumed, seconds=time.perf_counter() - start)
-        side: list[_Preview | _Cleanup] = []
-        old = _move_aside(Path(job.store))
-        if old is not None:
-            side.append(_Cleanup(job.slide_id, str(old)))
-        forget_slide(job.path)
-        slide = cached_slide(job.path, params.backend, params.slide_mpp)
-        tissue = compute_tissue_mask(slide, params.tissue)
-        mpp0 = float(slide.mpp)
-        level, factor = _read_level(job, slide)
-        grid = _plan_grid(params, slide, level, factor, tissue)
-        width0, height0 = slide.dimensions
-        backend = slide.backend
-        root = create_store(
-            job.store,
-            slide_path=job.path,
-            slide_hash=slide_hash,
-            backend=backend,
-            level0_size=(width0, height0),
-            level0_mpp=mpp0,
-            tiling=grid.tiling_info(params),
-            params_hash=phash,
-        )
-        write_tissue_mask(root, tissue.mask, downsample=tissue.downsample, attrs=tissue.attrs())
-        _create_tiles(root, params, grid)
-        if params.preview:
-            png = str(Path(job.store).with_suffix(".tissue.png"))
-            side.insert(0, _Preview(job.slide_id, png, tissue.image, tissue.mask))
-        n_chunks = -(-len(grid) // params.chunk_tiles)
-        writer = tile_chunk_writer(root)
-        bands = _bands(job, writer, backend, level, grid.read_size, grid.stride, grid.cells, range(n_chunks))
-        return _Prepared(
-            job.slide_id,
-            "ready",
-            time.perf_counter() - start,
-            n_tiles=len(grid),
-            tissue_area_mm2=tissue.tissue_area_mm2,
-            bands=bands,
-            side=side,
-        )
-    except Exception as err:  # one slide's failure must not stop the others; it is reported by name
-        full = output_error(err, job.store)
-        if full is not None:  # a full or read-only output fails every slide alike: stop
-            raise full from err
-        logger.debug("%s: preparing failed", job.slide_id, exc_info=True)
-        return _Prepared(job.slide_id, "failed", time.perf_counter() - start, error=_describe(err))
-
-
-def read_cells(
-    read: Callable[[int, int, int, int], npt.NDArray[np.uint8]],
-    cells: npt.NDArray[np.int32],
-    *,
-    read_size: int,
-    tile_size: int,
-    stride: int,
-    out: npt.NDArray[np.uint8] | None = None,
-) -> npt.NDArray[np.uint8]:
-    """Read the tiles at grid ``cells`` ((n, 2) int32 (col, row)) as (n, T, T, 3) uint8.
-
-    Runs of horizontally adjacent cells are read as one region of the level, so every slide
-    tile under a run is decoded once; tiles are cut from it and resized when
-    ``read_size != tile_size``. ``read(x, y, w, h)`` takes level pixels; tile ``(col, row)``
-    starts at level pixel ``(col * stride, row * stride)``. The tiles go into ``out`` when given
-    (an (n, T, T, 3) uint8 array), which is returned.
+    Examples
+    --------
+    >>> from wsipipe.config import parse_config
+    >>> parse_config(TileParams, {"target_mpp": 0.486, "tissue": {"pen_marks": ["blue"]}}).tissue.pen_marks
+    ('blue',)
     """
-    from wsipipe.slide import resize_rgb
 
-    n = len(cells)
-    if out is None:
-        out = np.empty((n, tile_size, tile_size, 3), dtype=np.uint8)
-    elif out.shape != (n, tile_size, tile_size, 3):
-        raise ValueError(f"out must have shape {(n, tile_size, tile_size, 3)}, got {out.shape}")
-    i = 0
-    while i < n:
-        col, row = int(cells[i, 0]), int(cells[i, 1])
-        j = i + 1
-        if stride <= read_size:
-            while j < n and j - i < _MAX_RUN and cells[j, 1] == row and cells[j, 0] == cells[j - 1, 0] + 1:
-                j += 1
-        span = (j - i - 1) * stride + read_size
-        region = read(col * stride, row * stride, span, read_size)
-        if region.shape[:2] != (read_size, span):
-            raise SlideError(f"reader returned a {region.shape} region for a {span} x {read_size} request")
-        for k in range(j - i):
-            tile = region[:, k * stride : k * stride + read_size, :3]
-            out[i + k] = tile if read_size == tile_size else resize_rgb(tile, (tile_size, tile_size))
-        i = j
-    return out
+    target_mpp: float = 0.972
+    """Resolution of the tiles in µm/px (0.972 ≈ 10x on CAMELYON16, 0.486 ≈ 20x)."""
+    mpp_rtol: float = 0.1
+    """A pyramid level within this relative tolerance of ``target_mpp`` is read as is (no resize)."""
+    tile_size: int = 256
+    """Tile side T in output pixels."""
+    stride: int | None = None
+    """Grid step in output pixels; ``None`` = ``tile_size`` (no overlap); smaller overlaps."""
+    min_tissue: float = 0.5
+    """Keep tiles whose tissue fraction (from the mask) is at least this; 0 keeps the whole grid."""
+    chunk_tiles: int = 64
+    """Tiles per zarr chunk (and per write task)."""
+    compression: Literal["zstd", "source", "jpeg"] = "zstd"
+    """Tile codec: lossless ``zstd`` (readable by any zarr); ``source``: the slide's own JPEG tile bytes
+    where a tile is exactly one stored slide tile, zstd for the others (the same pixels as ``zstd``, about
+    a tenth of the size, no encoding; reading needs ``import wsipipe.store``); lossy ``jpeg`` (re-encoded)."""
+    zstd_level: int = 1
+    """zstd level for ``compression="zstd"`` (and the zstd tiles of ``source``): 1 encodes 2-3x faster than 3
+    for stores 20-40 % larger; negative levels are faster still but hardly compress (``docs/store.md``)."""
+    jpeg_quality: int = 90
+    """JPEG quality for ``compression="jpeg"``."""
+    backend: Backend = "auto"
+    """Slide reader backend: ``"auto"`` or a name of :data:`wsipipe.slide.BACKENDS`."""
+    slide_mpp: float | None = None
+    """Level-0 µm/px to assume for slides without resolution metadata."""
+    preview: bool = True
+    """Write ``<slide_id>.tissue.png`` (thumbnail with the mask outline) next to each store."""
+    tissue: TissueParams = field(default_factory=TissueParams)
+    """Tissue mask parameters."""
 
+    def __post_init__(self) -> None:
+        if not self.target_mpp > 0:
+            raise ConfigError(f"target_mpp must be positive (µm/px), got {self.target_mpp}")
+        if not 0 <= self.mpp_rtol < 1:
+            raise ConfigError(f"mpp_rtol must be in [0, 1), got {self.mpp_rtol}")
+        if not 8 <= self.tile_size <= 4096:
+            raise ConfigError(f"tile_size must be in 8..4096 px, got {self.tile_size}")
+        if self.stride is not None and self.stride < 1:
+            raise ConfigError(f"stride must be >= 1 px (or null for tile_size), got {self.stride}")
+        if not 0.0 <= self.min_tissue <= 1.0:
+            raise ConfigError(f"min_tissue must be a fraction in [0, 1], got {self.min_tissue}")
+        if not 1 <= self.chunk_tiles <= 4096:
+            raise ConfigError(f"chunk_tiles must be in 1..4096, got {self.chunk_tiles}")
+        if self.compression == "jpeg" and self.tile_size % 16:
+            raise ConfigError(f"JPEG tiles need tile_size divisible by 16 (got {self.tile_size}); use zstd")
+        if self.slide_mpp is not None and not self.slide_mpp > 0:
+            raise ConfigError(f"slide_mpp must be positive (µm/px), got {self.slide_mpp}")
 
-_BUFFERS = threading.local()
-
-
-def _chunk_buffer(shape: tuple[int, ...]) -> npt.NDArray[np.uint8]:
-    """A per-thread reusable uint8 buffer (saves the page faults of a fresh 12 MB array per chunk)."""
-    buffer: npt.NDArray[np.uint8] | None = getattr(_BUFFERS, "array", None)
-    if buffer is None or buffer.shape != shape:
-        buffer = np.empty(shape, dtype=np.uint8)
-        _BUFFERS.array = buffer
-    return buffer
-
-
-def _write_band(band: _Band) -> _BandDone:
-    """Read one chunk of tiles and write it whole (one task)."""
-    start = time.perf_counter()
-    try:
-        reader = cached_level_reader(band.path, band.backend, band.slide_mpp, band.level)
-        size = band.tile_size
-        tiles = _chunk_buffer((len(band.cells), size, size, 3))
-        aligned = band.read_size == size == band.stride and reader.tile_size == (size, size)
-        if aligned and band.streams:
-            # keep each slide tile's JPEG bytes, checked by a strict 1/8-scale decode (every Huffman code is
-            # still decoded, so corrupt data fails as in a full decode); edge and empty tiles are decoded
-            entries: list[bytes | npt.NDArray[np.uint8]] = []
-            for k, (col, row) in enumerate(band.cells.tolist()):
-                stream = reader.read_stream_into(col * size, row * size, tiles[k], pixels=False)
-                entries.append(tiles[k] if stream is None else stream)
-            band.writer.write_streams(band.chunk_index, entries)
-        else:
-            if aligned:
-                for k, (col, row) in enumerate(band.cells.tolist()):  # grid == stored tiles: decode each into place
-                    reader.read_into(col * size, row * size, tiles[k])
-            else:
-                read_cells(
-                    reader.read, band.cells, read_size=band.read_size, tile_size=size, stride=band.stride, out=tiles
-                )
-            band.writer.write(band.chunk_index, tiles)
-        band.writer.mark_done(band.chunk_index)
-    except Exception as err:  # reported per slide; the store stays incomplete
-        full = output_error(err, band.writer.store)
-        if full is not None:  # a full or read-only output fails every slide alike: stop
-            raise full from err
-        logger.debug("%s: chunk %d failed", band.slide_id, band.chunk_index, exc_info=True)
-        return _BandDone(band.slide_id, band.chunk_index, time.perf_counter() - start, _describe(err))
-    return _BandDone(band.slide_id, band.chunk_index, time.perf_counter() - start)
+    @property
+    def stride_px(self) -> int:
+        """The grid step in output pixels (``stride`` or ``tile_size``)."""
+        return self.stride if self.stride is not None else self.tile_size
 
 
-def _side_task(task: _Preview | _Cleanup) -> _BandDone:
-    """Write a preview or delete an old store; a failure is logged, it does not fail the slide."""
-    start = time.perf_counter()
-    try:
-        if isinstance(task, _Preview):
-            save_mask_preview(task.png, task.image, task.mask)
-        else:
-            shutil.rmtree(task.directory, ignore_errors=True)
-    except Exception as err:  # a missing preview is not worth failing a slide for
-        logger.warning("%s: could not write %s: %s", task.slide_id, getattr(task, "png", ""), _describe(err))
-    return _BandDone(task.slide_id, -1, time.perf_counter() - start)
+def params_hash(params: TileParams) -> str:
+    """Hash of the parameters that decide the store's content (``preview`` is left out)."""
+    data: dict[str, Any] = to_dict(params)
+    data.pop("preview", None)
+    return config_hash(data)
 
 
-def _run_task(task: _Band | _Preview | _Cleanup) -> _BandDone:
-    """One task of the second fan-out: a chunk of tiles, or a side task."""
-    return _write_band(task) if isinstance(task, _Band) else _side_task(task)
+@dataclass(frozen=True)
+class SlideSummary:
+    """What happened to one slide."""
+
+    slide_id: str
+    """Store name: the slide file name without its extension."""
+    path: Path
+    """The slide file."""
+    store: Path
+    """``<out>/stores/<slide_id>.zarr``."""
+    status: Literal["done", "skipped", "failed"]
+    """``done`` (tiled now), ``skipped`` (a complete, matching store existed) or ``failed``."""
+    n_tiles: int = 0
+    """Tiles in the store."""
+    tissue_area_mm2: float = 0.0
+    """Tissue area of the mask in mm²."""
+    seconds: float = 0.0
+    """Work time spent on this slide (sum over its tasks), in seconds."""
+    error: str | None = None
+    """``"ErrorType: message"`` when ``status == "failed"``."""
 
 
-def _finish(job: _Job, prepared: _Prepared, done: list[_BandDone]) -> SlideSummary:
-    store = Path(job.store)
-    seconds = prepared.seconds + sum(d.seconds for d in done)
-    base = SlideSummary(
-        job.slide_id, Path(job.path), store, "failed", prepared.n_tiles, prepared.tissue_area_mm2, seconds
-    )
-    if prepared.status == "failed":
-        return replace(base, error=prepared.error)
-    if prepared.status == "skipped":
-        return replace(base, status="skipped")
-    errors = sorted((d.chunk_index, d.error) for d in done if d.error)
-    if errors:
-        return replace(base, error=errors[0][1])
-    chunk_done = np.asarray(array(store, TILES_CHUNK_DONE)[...], dtype=bool)
-    if not chunk_done.all():
-        return replace(base, error=f"StoreError: {int((~chunk_done).sum())} chunks were not written")
-    mark_complete(store)
-    return replace(base, status="done")
+@dataclass(frozen=True)
+class TileResult(BatchResult):
+    """The outcome of :func:`wsipipe.tiling.tile_slides`."""
+
+    _ITEMS = "slides"
+    _KEY = "path"
+    _FAILED = "slides failed to tile"
+
+    out_dir: Path
+    slides: tuple[SlideSummary, ...]
+    seconds: float = 0.0
+    """Wall time of the whole call."""
+
+    @property
+    def stores(self) -> list[Path]:
+        """The complete stores (done or skipped), in input order."""
+        return [s.store for s in self.slides if s.status != "failed"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-compatible form (for run manifests): per-slide status, tiles, area, seconds, error."""
+        return {
+            "out_dir": str(self.out_dir),
+            "seconds": self.seconds,
+            "slides": [
+                {
+                    "slide_id": s.slide_id,
+                    "path": str(s.path),
+                    "store": str(s.store),
+                    "status": s.status,
+                    "n_tiles": s.n_tiles,
+                    "tissue_area_mm2": s.tissue_area_mm2,
+                    "seconds": s.seconds,
+                    "error": s.error,
+                }
+                for s in self.slides
+            ],
+        }
 
 
 def tile_slides(
@@ -492,25 +198,17 @@ def tile_slides(
         slide, corrupt pixel data) are listed there; the call itself does not raise for them
         (see :meth:`TileResult.raise_for_failures`).
     """
+    from wsipipe.scheduler import parse_scheduler
+    from wsipipe.slide import find_slides
+    from wsipipe.tiling._slide import tile_paths
+
     params = params or TileParams()
     spec = parse_scheduler(scheduler)  # a bad value fails before any work
     started = time.perf_counter()
     paths = find_slides(slides)
     stores = Path(out_dir) / "stores"
     stores.mkdir(parents=True, exist_ok=True)
-    jobs = [_Job(slide_id(p), str(p.resolve()), str(stores / f"{slide_id(p)}.zarr"), params, force) for p in paths]
-    leftovers = _leftovers(stores)
-    with TaskRunner(spec, workers) as runner:
-        prepared = runner.map(_prepare, jobs, desc="tissue masks", unit="slide")
-        # side tasks first: with the default FIFO pool they overlap the chunks instead of trailing them
-        tasks: list[_Band | _Preview | _Cleanup] = [task for prep in prepared for task in prep.side]
-        tasks += leftovers
-        tasks += [band for prep in prepared for band in prep.bands]
-        written = runner.map(_run_task, tasks, desc="tiling", unit="chunk")
-    by_slide: dict[str, list[_BandDone]] = {job.slide_id: [] for job in jobs}
-    for result in written:
-        by_slide.setdefault(result.slide_id, []).append(result)
-    summaries = tuple(_finish(job, prep, by_slide[job.slide_id]) for job, prep in zip(jobs, prepared))
+    summaries = tile_paths(paths, stores, params, spec=spec, workers=workers, force=force)
     for summary in summaries:
         if summary.status == "failed":
             logger.warning("%s: failed: %s", summary.path, summary.error)
