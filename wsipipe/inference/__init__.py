@@ -13,7 +13,7 @@ Importing this package imports neither torch nor distributed.
 from __future__ import annotations
 
 from wsipipe.inference._cluster import GPU_RESOURCE, connect, gpu_resources, local_cluster_size
-from wsipipe.inference._params import InferOptions, InferParams, InferResult, StoreSummary
+from wsipipe.inference._run import checkpoint_fits
 from wsipipe.inference._runtime import (
     CHUNK_DONE,
     ChunkDone,
@@ -26,7 +26,7 @@ from wsipipe.inference._runtime import (
     predict_tiles,
     run_chunk,
 )
-from wsipipe.inference._stage import checkpoint_fits, predict_stores
+from wsipipe.inference.stage import InferOptions, InferParams, InferResult, StoreSummary, predict_stores
 
 __all__ = [
     "CHUNK_DONE",

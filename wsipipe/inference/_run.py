@@ -1,4 +1,4 @@
-"""The inference stage: plan each store, run one Dask task per tile chunk, finish the stores.
+"""The inference stage's work: plan each store, run one task per tile chunk, finish the stores.
 
 Planning (on the client) checks each store against the checkpoint (tile size and MPP),
 creates or resumes ``predictions/<model>/probs`` and its ``chunk_done`` flags, and lists the
@@ -9,23 +9,19 @@ a store whose chunks are all done gets ``complete = True``, the last write of it
 from __future__ import annotations
 
 import logging
-import os
-import time
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from wsipipe.config import config_hash
 from wsipipe.errors import CheckpointError, StoreError, WsipipeError, output_error
 from wsipipe.inference._cluster import GPU_RESOURCE, connect, gpu_resources
-from wsipipe.inference._dense import DENSE_HINT, check_dense
-from wsipipe.inference._params import InferOptions, InferParams, InferResult, StoreSummary
+from wsipipe.inference._dense import check_dense
 from wsipipe.inference._runtime import CHUNK_DONE, ChunkDone, ChunkTask, RuntimeOptions, run_chunk
-from wsipipe.scheduler import SchedulerSpec, completed, local_executor, parse_scheduler
+from wsipipe.inference.stage import InferOptions, InferParams, StoreSummary
+from wsipipe.scheduler import SchedulerSpec, completed, local_executor
 from wsipipe.settings import progress_enabled
 from wsipipe.store import (
     ATTR_PARAMS_HASH,
@@ -35,14 +31,12 @@ from wsipipe.store import (
     TilingInfo,
     array,
     create_predictions,
-    find_stores,
     mark_predictions_complete,
     open_store,
     read_tiling,
 )
-from wsipipe.types import PathLike
 
-__all__ = ["checkpoint_fits", "predict_stores"]
+__all__ = ["checkpoint_fits"]
 
 logger = logging.getLogger(__name__)
 
@@ -177,106 +171,6 @@ def _finish(plan: _Plan, model: str) -> StoreSummary:
     except WsipipeError as err:
         return summary("failed", _describe(err))
     return summary("done")
-
-
-def predict_stores(
-    stores: Sequence[PathLike] | PathLike,
-    checkpoint: PathLike,
-    *,
-    scheduler: Any = None,
-    params: InferParams | None = None,
-    options: InferOptions | None = None,
-) -> InferResult:
-    """Run a checkpoint over the tiles of patch stores, writing ``predictions/<model>/probs``.
-
-    Parameters
-    ----------
-    stores : path-like or sequence of path-like
-        ``.zarr`` stores or directories of them (see :func:`wsipipe.store.find_stores`).
-    checkpoint : path-like
-        A checkpoint directory written by :func:`wsipipe.models.save_checkpoint`.
-    scheduler : None, str, path, distributed.Client or cluster, optional
-        Any value of the one scheduler grammar (:mod:`wsipipe.scheduler`). None or
-        ``"processes"`` start a local cluster of worker processes sized to the machine; an
-        address (``tcp://host:8786``), a scheduler file, a Client or a cluster object join that
-        cluster; ``"sync"`` (the calling thread) and ``"threads"`` (a thread pool) run the model
-        in this process, without Dask.
-    params : InferParams, optional
-        What is computed: batch size, device, AMP, dense mode, model name.
-    options : InferOptions, optional
-        How it runs: local cluster size, threads, ``force``.
-
-    Returns
-    -------
-    InferResult
-        One :class:`StoreSummary` per store. Stores that fail (a tile size or MPP that does not
-        fit the checkpoint, an unfinished store, a task error) are listed there; the others are
-        finished. Call :meth:`InferResult.raise_for_failures` to turn failures into an error.
-
-    Raises
-    ------
-    CheckpointError
-        If the checkpoint cannot be loaded (nothing is computed).
-    ConfigError
-        Dense mode with a model that is not a :class:`~wsipipe.models.DenseModel` (nothing is computed).
-    StoreError
-        If a path holds no stores.
-    """
-    from wsipipe.models import load_checkpoint
-
-    params = params or InferParams()
-    options = options or InferOptions()
-    spec = parse_scheduler(scheduler)  # a bad value fails before any work
-    started = time.perf_counter()
-    paths = find_stores([stores] if isinstance(stores, str | os.PathLike) else stores)
-    model_obj, meta = load_checkpoint(checkpoint, require=("dense",) if params.dense else (), hint=DENSE_HINT)
-    model = params.model or meta.architecture
-    runtime = RuntimeOptions(
-        checkpoint=str(Path(checkpoint).resolve()),
-        checkpoint_sha256=meta.weights_sha256,
-        device=params.device,
-        amp=params.amp,
-        amp_dtype=params.amp_dtype,
-        batch_size=params.batch_size,
-        dense=params.dense,
-        dense_block=params.dense_block,
-        torch_threads=options.torch_threads,
-        accelerator_path=params.accelerator_path,
-    )
-    amp_counts = params.device != "cpu" or params.accelerator_path
-    infer_hash = config_hash(
-        {"weights": meta.weights_sha256, "dense": params.dense, "block": params.dense_block if params.dense else None}
-        | {"amp": params.amp_dtype if params.amp and amp_counts else None}
-        | ({"accelerator_path": True} if params.accelerator_path else {})  # absent when off: older hashes hold
-    )
-    plans: list[_Plan] = []
-    for path in paths:
-        try:
-            plan = _plan(path, model, model_obj, meta, runtime, infer_hash, params, force=options.force)
-        except WsipipeError as err:
-            logger.warning("%s: %s", path, err)
-            plan = _Plan(path, 0, 0, status="failed", error=_describe(err))
-        plans.append(plan)
-    del model_obj
-    tasks = [t for p in plans for t in p.tasks]
-    computed = _run_tasks(tasks, plans, spec, params, options) if tasks else []
-    summaries = tuple(_finish(p, model) for p in plans)
-    result = InferResult(
-        model=model,
-        stores=summaries,
-        seconds=time.perf_counter() - started,
-        tiles_computed=sum(d.n_tiles for d in computed),
-        compute_seconds=sum(d.compute_seconds for d in computed),
-        read_seconds=sum(d.read_seconds for d in computed),
-    )
-    logger.info(
-        "inference: %d stores, %d tiles in %.1f s (%.0f tiles/s)",
-        len(summaries),
-        result.tiles_computed,
-        result.seconds,
-        result.tiles_per_second,
-    )
-    return result
 
 
 def _run_tasks(

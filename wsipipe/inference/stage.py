@@ -1,15 +1,30 @@
-"""Parameters and results of the inference stage."""
+"""The inference stage: :func:`predict_stores` with its :class:`InferParams` (what is computed),
+:class:`InferOptions` (how it runs) and :class:`InferResult`.
+
+Planning (on the client, ``_run.py``) checks each store against the checkpoint (tile size and
+MPP), creates or resumes ``predictions/<model>/probs`` and its ``chunk_done`` flags, and lists
+the chunks still to compute. The tasks run on the workers
+(:func:`wsipipe.inference._runtime.run_chunk`); a store whose chunks are all done gets
+``complete = True``, the last write of its run.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from wsipipe.errors import ConfigError
 from wsipipe.results import BatchResult
+from wsipipe.types import PathLike
 
-__all__ = ["InferOptions", "InferParams", "InferResult", "StoreSummary"]
+__all__ = ["InferOptions", "InferParams", "InferResult", "StoreSummary", "predict_stores"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,3 +168,110 @@ class InferResult(BatchResult):
             "seconds": round(self.seconds, 3),
             "tiles_per_second": round(self.tiles_per_second, 1),
         }
+
+
+def predict_stores(
+    stores: Sequence[PathLike] | PathLike,
+    checkpoint: PathLike,
+    *,
+    scheduler: Any = None,
+    params: InferParams | None = None,
+    options: InferOptions | None = None,
+) -> InferResult:
+    """Run a checkpoint over the tiles of patch stores, writing ``predictions/<model>/probs``.
+
+    Parameters
+    ----------
+    stores : path-like or sequence of path-like
+        ``.zarr`` stores or directories of them (see :func:`wsipipe.store.find_stores`).
+    checkpoint : path-like
+        A checkpoint directory written by :func:`wsipipe.models.save_checkpoint`.
+    scheduler : None, str, path, distributed.Client or cluster, optional
+        Any value of the one scheduler grammar (:mod:`wsipipe.scheduler`). None or
+        ``"processes"`` start a local cluster of worker processes sized to the machine; an
+        address (``tcp://host:8786``), a scheduler file, a Client or a cluster object join that
+        cluster; ``"sync"`` (the calling thread) and ``"threads"`` (a thread pool) run the model
+        in this process, without Dask.
+    params : InferParams, optional
+        What is computed: batch size, device, AMP, dense mode, model name.
+    options : InferOptions, optional
+        How it runs: local cluster size, threads, ``force``.
+
+    Returns
+    -------
+    InferResult
+        One :class:`StoreSummary` per store. Stores that fail (a tile size or MPP that does not
+        fit the checkpoint, an unfinished store, a task error) are listed there; the others are
+        finished. Call :meth:`InferResult.raise_for_failures` to turn failures into an error.
+
+    Raises
+    ------
+    CheckpointError
+        If the checkpoint cannot be loaded (nothing is computed).
+    ConfigError
+        Dense mode with a model that is not a :class:`~wsipipe.models.DenseModel` (nothing is computed).
+    StoreError
+        If a path holds no stores.
+    """
+    from wsipipe.config import config_hash
+    from wsipipe.errors import WsipipeError
+    from wsipipe.inference._dense import DENSE_HINT
+    from wsipipe.inference._run import _describe, _finish, _Plan, _plan, _run_tasks
+    from wsipipe.inference._runtime import RuntimeOptions
+    from wsipipe.models import load_checkpoint
+    from wsipipe.scheduler import parse_scheduler
+    from wsipipe.store import find_stores
+
+    params = params or InferParams()
+    options = options or InferOptions()
+    spec = parse_scheduler(scheduler)  # a bad value fails before any work
+    started = time.perf_counter()
+    paths = find_stores([stores] if isinstance(stores, str | os.PathLike) else stores)
+    model_obj, meta = load_checkpoint(checkpoint, require=("dense",) if params.dense else (), hint=DENSE_HINT)
+    model = params.model or meta.architecture
+    runtime = RuntimeOptions(
+        checkpoint=str(Path(checkpoint).resolve()),
+        checkpoint_sha256=meta.weights_sha256,
+        device=params.device,
+        amp=params.amp,
+        amp_dtype=params.amp_dtype,
+        batch_size=params.batch_size,
+        dense=params.dense,
+        dense_block=params.dense_block,
+        torch_threads=options.torch_threads,
+        accelerator_path=params.accelerator_path,
+    )
+    amp_counts = params.device != "cpu" or params.accelerator_path
+    infer_hash = config_hash(
+        {"weights": meta.weights_sha256, "dense": params.dense, "block": params.dense_block if params.dense else None}
+        | {"amp": params.amp_dtype if params.amp and amp_counts else None}
+        | ({"accelerator_path": True} if params.accelerator_path else {})  # absent when off: older hashes hold
+    )
+    plans: list[_Plan] = []
+    for path in paths:
+        try:
+            plan = _plan(path, model, model_obj, meta, runtime, infer_hash, params, force=options.force)
+        except WsipipeError as err:
+            logger.warning("%s: %s", path, err)
+            plan = _Plan(path, 0, 0, status="failed", error=_describe(err))
+        plans.append(plan)
+    del model_obj
+    tasks = [t for p in plans for t in p.tasks]
+    computed = _run_tasks(tasks, plans, spec, params, options) if tasks else []
+    summaries = tuple(_finish(p, model) for p in plans)
+    result = InferResult(
+        model=model,
+        stores=summaries,
+        seconds=time.perf_counter() - started,
+        tiles_computed=sum(d.n_tiles for d in computed),
+        compute_seconds=sum(d.compute_seconds for d in computed),
+        read_seconds=sum(d.read_seconds for d in computed),
+    )
+    logger.info(
+        "inference: %d stores, %d tiles in %.1f s (%.0f tiles/s)",
+        len(summaries),
+        result.tiles_computed,
+        result.seconds,
+        result.tiles_per_second,
+    )
+    return result
