@@ -8,7 +8,7 @@ Importing this package imports torch.
 from __future__ import annotations
 
 from wsipipe.training._config import load_train_params
-from wsipipe.training._loop import lr_at_epoch, train_model
-from wsipipe.training._params import DataParams, TrainParams, TrainResult
+from wsipipe.training._loop import lr_at_epoch
+from wsipipe.training.stage import DataParams, TrainParams, TrainResult, train_model
 
 __all__ = ["DataParams", "TrainParams", "TrainResult", "load_train_params", "lr_at_epoch", "train_model"]

@@ -8,7 +8,7 @@ from typing import Any
 
 from wsipipe.config import parse_config
 from wsipipe.errors import ConfigError
-from wsipipe.training._params import TrainParams
+from wsipipe.training.stage import TrainParams
 from wsipipe.types import PathLike
 
 __all__ = ["load_train_params"]

@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from wsipipe.errors import DatasetError
-from wsipipe.training._params import DataParams
+from wsipipe.training.stage import DataParams
 
 __all__ = ["NpyFolderSource", "PatchSource", "PcamSource", "open_sources"]
 

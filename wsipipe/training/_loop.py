@@ -1,4 +1,4 @@
-"""The training loop: :func:`train_model`.
+"""The training loop behind :func:`wsipipe.training.train_model`.
 
 Run directory layout::
 
@@ -34,17 +34,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wsipipe import settings
-from wsipipe.config import config_hash, to_dict
+from wsipipe.config import to_dict
 from wsipipe.errors import ConfigError
 from wsipipe.models import CheckpointMeta, build_model, save_checkpoint
 from wsipipe.models.registry import model_arch, model_builder
-from wsipipe.training._data import PatchSource, open_sources
+from wsipipe.training._data import PatchSource
 from wsipipe.training._metrics import binary_auc, macro_auc, plot_curves, write_metrics_csv
-from wsipipe.training._params import TrainParams, TrainResult
 from wsipipe.training._state import load_state, save_state
-from wsipipe.types import PathLike
+from wsipipe.training.stage import TrainParams, TrainResult
 
-__all__ = ["lr_at_epoch", "train_model"]
+__all__ = ["lr_at_epoch"]
 
 logger = logging.getLogger(__name__)
 
@@ -136,60 +135,6 @@ def _optimizer(params: TrainParams, model: nn.Module) -> torch.optim.Optimizer:
         )
     cls = torch.optim.Adam if params.optimizer == "adam" else torch.optim.AdamW
     return cls(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
-
-
-def train_model(
-    params: TrainParams, out_dir: PathLike, *, resume: bool = True, stop_after_epochs: int | None = None
-) -> TrainResult:
-    """Train ``params.model`` on ``params.data`` and keep the best-validation-loss checkpoint.
-
-    Parameters
-    ----------
-    params : TrainParams
-        The run (see :class:`TrainParams`; defaults are CELNet's recipe).
-    out_dir : path-like
-        Run directory (created); layout in the module docstring.
-    resume : bool
-        Continue from ``out_dir/state`` if present (it must come from the same params);
-        False starts over.
-    stop_after_epochs : int, optional
-        Stop after this many epochs *in this call* (the run stays resumable), e.g. to split a
-        long run into sessions.
-
-    Returns
-    -------
-    TrainResult
-
-    Raises
-    ------
-    DatasetError
-        The data cannot be read.
-    ConfigError
-        Resuming a run directory that belongs to different parameters, or bad model arguments.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with _torch_runtime(params.threads):
-        train_src, val_src, classes, tile_size, mpp = open_sources(params.data, params.seed)
-        try:
-            binary = params.loss == "bce" or (params.loss == "auto" and len(classes) == 2)
-            if binary and len(classes) != 2:
-                raise ConfigError(f"loss 'bce' needs 2 classes, the data has {len(classes)}: {list(classes)}")
-            run = _Run(
-                params=params,
-                out=out,
-                params_hash=config_hash(params),
-                train_src=train_src,
-                val_src=val_src,
-                classes=classes,
-                tile_size=tile_size,
-                mpp=mpp,
-                binary=binary,
-            )
-            return _run(run, resume=resume, stop_after=stop_after_epochs)
-        finally:
-            train_src.close()
-            val_src.close()
 
 
 @dataclass(frozen=True)

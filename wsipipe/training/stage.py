@@ -1,4 +1,7 @@
-"""Typed training parameters and result (parsed with :func:`wsipipe.config.parse_config`)."""
+"""The training stage: :func:`train_model` with its :class:`TrainParams` and :class:`TrainResult`.
+
+The parameters are parsed with :func:`wsipipe.config.parse_config`; the loop itself is ``_loop.py``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["DataParams", "TrainParams", "TrainResult"]
+from wsipipe.errors import ConfigError
+from wsipipe.types import PathLike
+
+__all__ = ["DataParams", "TrainParams", "TrainResult", "train_model"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -161,3 +167,61 @@ class TrainResult:
     history: tuple[dict[str, float], ...]
     metrics_csv: Path
     curves_png: Path
+
+
+def train_model(
+    params: TrainParams, out_dir: PathLike, *, resume: bool = True, stop_after_epochs: int | None = None
+) -> TrainResult:
+    """Train ``params.model`` on ``params.data`` and keep the best-validation-loss checkpoint.
+
+    Parameters
+    ----------
+    params : TrainParams
+        The run (see :class:`TrainParams`; defaults are CELNet's recipe).
+    out_dir : path-like
+        Run directory (created); layout in :mod:`wsipipe.training._loop`.
+    resume : bool
+        Continue from ``out_dir/state`` if present (it must come from the same params);
+        False starts over.
+    stop_after_epochs : int, optional
+        Stop after this many epochs *in this call* (the run stays resumable), e.g. to split a
+        long run into sessions.
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    DatasetError
+        The data cannot be read.
+    ConfigError
+        Resuming a run directory that belongs to different parameters, or bad model arguments.
+    """
+    from wsipipe.config import config_hash
+    from wsipipe.training._data import open_sources
+    from wsipipe.training._loop import _Run, _run, _torch_runtime
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with _torch_runtime(params.threads):
+        train_src, val_src, classes, tile_size, mpp = open_sources(params.data, params.seed)
+        try:
+            binary = params.loss == "bce" or (params.loss == "auto" and len(classes) == 2)
+            if binary and len(classes) != 2:
+                raise ConfigError(f"loss 'bce' needs 2 classes, the data has {len(classes)}: {list(classes)}")
+            run = _Run(
+                params=params,
+                out=out,
+                params_hash=config_hash(params),
+                train_src=train_src,
+                val_src=val_src,
+                classes=classes,
+                tile_size=tile_size,
+                mpp=mpp,
+                binary=binary,
+            )
+            return _run(run, resume=resume, stop_after=stop_after_epochs)
+        finally:
+            train_src.close()
+            val_src.close()
