@@ -49,7 +49,7 @@ __all__ = [
     "write_slide_predictions",
 ]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 _POSITIVE = {"tumor", "tumour", "1", "true", "yes", "positive", "pos", "metastasis", "metastases"}
 _NEGATIVE = {"normal", "0", "false", "no", "negative", "neg"}
@@ -223,7 +223,7 @@ def read_lesion_csv(path: PathLike) -> Detections:
             xs.append(math.floor(x))
             ys.append(math.floor(y))
     if decimals:
-        log.warning("%s: %d detection(s) had decimal coordinates; floored to integer level-0 px", path, decimals)
+        logger.warning("%s: %d detection(s) had decimal coordinates; floored to integer level-0 px", path, decimals)
     return Detections(np.asarray(conf, np.float64), np.asarray(xs, np.int64), np.asarray(ys, np.int64))
 
 

@@ -41,7 +41,7 @@ __all__ = [
     "write_heatmap_tiff",
 ]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 _TIFF_TILE = 256
 
@@ -276,7 +276,7 @@ def slide_background(store: Any, *, max_size: int = 1024) -> RGBArray:
         with open_slide(slide_path, backend if backend in BACKENDS else "auto") as slide:
             return slide.get_thumbnail((max_size, max_size))
     except (SlideError, OSError) as err:
-        log.info("slide %r not readable (%s); using the tissue mask as background", slide_path, err)
+        logger.info("slide %r not readable (%s); using the tissue mask as background", slide_path, err)
     mask, _ = read_mask(root)
     grey = np.where(mask, 200, 245).astype(np.uint8)
     return np.repeat(grey[..., None], 3, axis=2)

@@ -25,7 +25,7 @@ from wsipipe.tables import Detections
 
 __all__ = ["nms", "radius_in_cells"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def _pair(value: float | tuple[float, float], what: str) -> tuple[float, float]:
@@ -126,5 +126,5 @@ def nms(
             suppressed[r, c] = True
         if max_detections is not None and len(out) >= max_detections:
             break
-    log.debug("NMS: %d detection(s) above %.3f, radius %d x %d cells", len(out), threshold, rx, ry)
+    logger.debug("NMS: %d detection(s) above %.3f, radius %d x %d cells", len(out), threshold, rx, ry)
     return Detections.from_rows(out)

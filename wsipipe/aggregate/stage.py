@@ -39,7 +39,7 @@ __all__ = [
     "aggregate_stores",
 ]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 #: Bump when the outputs for the same inputs and parameters change.
 _STAGE_VERSION = 1
@@ -214,7 +214,7 @@ def aggregate_store(
     if not force:
         resumed = _resume(out, store, slide_id, digest)
         if resumed is not None:
-            log.info("%s: aggregate outputs are up to date; skipped", slide_id)
+            logger.info("%s: aggregate outputs are up to date; skipped", slide_id)
             return resumed
     _record_path(out, slide_id).unlink(missing_ok=True)  # outputs are rewritten: until the new record, none is trusted
     heatmap, geometry, class_name = heatmap_from_store(root, model, class_name=params.class_name)
@@ -337,8 +337,8 @@ def aggregate_stores(
             full = output_error(err, out)
             if full is not None:  # a full or read-only output fails every store alike: stop
                 raise full from err
-            log.warning("%s: aggregation failed: %s", path, err)
-            log.debug("%s: aggregation failed", path, exc_info=True)
+            logger.warning("%s: aggregation failed: %s", path, err)
+            logger.debug("%s: aggregation failed", path, exc_info=True)
             results.append(
                 SlideAggregate(
                     path.stem, path, "failed", seconds=time.perf_counter() - t0, error=f"{type(err).__name__}: {err}"

@@ -12,7 +12,7 @@ from shapely.geometry.base import BaseGeometry
 
 __all__ = ["EXCLUSION", "TUMOR", "Annotation", "canonical_label", "polygonal_parts", "repair_geometry"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 TUMOR = "tumor"
 EXCLUSION = "exclusion"

@@ -31,7 +31,7 @@ from wsipipe.types import PathLike
 
 __all__ = ["read_asap_xml", "write_asap_xml"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 _POLYGON_TYPES = {"polygon", "spline", "rectangle"}
 _POINT_TYPES = {"dot", "pointset"}
@@ -118,7 +118,7 @@ def read_asap_xml(path: PathLike, *, repair: bool = True) -> list[Annotation]:
                     raise AnnotationError(
                         f"{path}: {where} is an invalid polygon ({reason}); read with repair=True to fix it"
                     )
-                log.warning("%s: %s is an invalid polygon (%s); repaired with make_valid", path, where, reason)
+                logger.warning("%s: %s is an invalid polygon (%s); repaired with make_valid", path, where, reason)
                 geom = repair_geometry(geom)
         else:
             raise AnnotationError(

@@ -26,7 +26,7 @@ from wsipipe.types import PathLike
 
 __all__ = ["CLASS_COLOURS", "display_name", "read_geojson", "write_geojson"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 #: RGB colour for each class name QuPath will show; unknown classes get a stable colour from a palette.
 CLASS_COLOURS: dict[str, tuple[int, int, int]] = {
@@ -152,7 +152,7 @@ def read_geojson(path: PathLike, *, repair: bool = False) -> list[Annotation]:
                 raise AnnotationError(
                     f"{path}: {where} is an invalid polygon ({reason}); fix it in QuPath or read with repair=True"
                 )
-            log.warning("%s: %s is an invalid polygon (%s); repaired with make_valid", path, where, reason)
+            logger.warning("%s: %s is an invalid polygon (%s); repaired with make_valid", path, where, reason)
             geom = repair_geometry(geom)
         extra = {k: props[k] for k in ("objectType", "measurements", "isLocked") if k in props}
         if "id" in feat:

@@ -12,7 +12,7 @@ from typing import Any
 
 __all__ = ["write_report"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def _clean(obj: Any) -> Any:
@@ -138,4 +138,4 @@ def write_report(summary: Mapping[str, Any], out_dir: Path, *, plots: bool = Tru
     auc = summary.get("auc")
     if auc and auc.get("auc") is not None:
         _plot_roc(auc, out_dir / "roc.png")
-    log.info("wrote evaluation report to %s", out_dir)
+    logger.info("wrote evaluation report to %s", out_dir)

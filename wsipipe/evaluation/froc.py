@@ -48,7 +48,7 @@ __all__ = [
     "froc_score",
 ]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 TieMode = Literal["exact", "python"]
 OutOfBounds = Literal["fp", "ignore", "error"]
@@ -159,7 +159,7 @@ def compute_fp_tp_probs(
                 f"slide {slide!r}: {n_oob} detection(s) fall outside the {labels.shape[1] * scale} x "
                 f"{labels.shape[0] * scale} px evaluation mask"
             )
-        log.warning(
+        logger.warning(
             "slide %r: %d detection(s) outside the evaluation mask (%d x %d level-%d px) %s",
             slide,
             n_oob,

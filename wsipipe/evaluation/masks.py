@@ -42,7 +42,7 @@ __all__ = [
     "tumor_raster_from_xml",
 ]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 #: Level-0 resolution the CAMELYON16 organisers assume for every slide, in µm/px.
 DEFAULT_MPP = 0.243
@@ -203,7 +203,7 @@ def tumor_raster_from_mask_tiff(
                     data = _first_channel(np.asarray(lvl.asarray()), lvl.axes)
                     break
             if data is None:
-                log.debug("%s: no %d x %d page; sampling the finest page", path, want[1], want[0])
+                logger.debug("%s: no %d x %d page; sampling the finest page", path, want[1], want[0])
                 data = _reduce_topleft(path, series.axes, 2**level, want)
     except tifffile.TiffFileError as err:
         raise EvaluationError(f"{path}: not a readable TIFF mask ({err})") from err
@@ -357,7 +357,7 @@ def read_slide_dims(path: PathLike) -> tuple[int, int]:
             w, h = slide.dimensions
             return int(w), int(h)
     except Exception as err:  # a plain TIFF that no slide backend takes
-        log.debug("%s: slide backends could not read dimensions (%s); trying tifffile", path, err)
+        logger.debug("%s: slide backends could not read dimensions (%s); trying tifffile", path, err)
     try:
         import tifffile
 
@@ -405,7 +405,7 @@ def load_evaluation_mask(
     else:
         raise EvaluationError(f"{path}: unknown ground-truth format; expected .xml, .geojson or a *_Mask.tif")
     if not tumor.any():
-        log.warning("%s: no tumour pixel at level %d; the slide has no lesion to find", path, level)
+        logger.warning("%s: no tumour pixel at level %d; the slide has no lesion to find", path, level)
     return evaluation_mask(tumor, level=level, mpp=mpp)
 
 

@@ -39,7 +39,7 @@ from wsipipe.types import PathLike
 
 __all__ = ["EvaluateParams", "EvaluateResult", "evaluate", "find_ground_truth"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 _ANNOTATION_SUFFIXES = (".xml", ".geojson", ".geojson.gz")
 _MASK_SUFFIXES = ("_mask.tif", "_mask.tiff")
@@ -129,7 +129,7 @@ def find_ground_truth(gt: PathLike | Iterable[PathLike]) -> dict[str, Path]:
         if sid in found:
             prev = found[sid]
             prev_annotation = not prev.name.lower().endswith((".tif", ".tiff"))
-            log.warning("slide %r has two ground-truth files, %s and %s", sid, prev.name, p.name)
+            logger.warning("slide %r has two ground-truth files, %s and %s", sid, prev.name, p.name)
             if prev_annotation or not is_annotation:
                 continue
         found[sid] = p
@@ -189,7 +189,7 @@ def _evaluate_froc(
     masks: dict[str, EvaluationMask] = {}
     missing = [s for s in slides if s not in csvs]
     if missing:
-        log.warning(
+        logger.warning(
             "%d labelled slide(s) have no lesion CSV and count as zero detections: %s",
             len(missing),
             ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""),
@@ -217,7 +217,7 @@ def _evaluate_froc(
             )
             masks[sid] = mask
         elif sid in gt_files:
-            log.warning("slide %r is labelled normal but has ground truth %s; following the label", sid, gt_files[sid])
+            logger.warning("slide %r is labelled normal but has ground truth %s; following the label", sid, gt_files[sid])
         dets = read_lesion_csv(csvs[sid]) if sid in csvs else Detections.empty()
         results.append(
             compute_fp_tp_probs(
@@ -270,7 +270,7 @@ def _froc_summary(exact: list[SlideFroc], params: EvaluateParams) -> dict[str, A
         by_mode[mode] = froc_score(mode_curve, params.fp_rates)[0]
     out["score_by_tie_mode"] = by_mode
     if by_mode["exact"] != by_mode["python"]:
-        log.warning(
+        logger.warning(
             "FROC differs between tie modes (exact %.6f, python %.6f): equal TP/FP confidences that float32 "
             "cannot represent split into two thresholds in the official script",
             by_mode["exact"],
@@ -490,7 +490,7 @@ def evaluate(
     if pred_dir is not None:
         unlabelled = sorted(s for s in csvs if s not in labels and s not in excluded)
         if unlabelled:
-            log.warning(
+            logger.warning(
                 "%d lesion CSV(s) have no slide label and are skipped: %s", len(unlabelled), ", ".join(unlabelled[:10])
             )
         slides = sorted(labels)
@@ -501,7 +501,7 @@ def evaluate(
         try:
             froc = _froc_summary(results, params)
         except EvaluationError as err:
-            log.warning("FROC not computed: %s", err)
+            logger.warning("FROC not computed: %s", err)
             froc = {"score": None, "error": str(err), "n_slides": len(results)}
         slide_rows = _slide_table(results, masks, csvs)
 
@@ -509,14 +509,14 @@ def evaluate(
         scored = [s for s in probs if s in labels]
         unlabelled_preds = [s for s in probs if s not in labels and s not in excluded]
         if unlabelled_preds:
-            log.warning(
+            logger.warning(
                 "%d slide prediction(s) have no label and are left out of the AUC: %s",
                 len(unlabelled_preds),
                 ", ".join(unlabelled_preds[:10]),
             )
         missing = sorted(s for s in labels if s not in probs)
         if missing:
-            log.warning(
+            logger.warning(
                 "%d labelled slide(s) have no slide prediction and are left out of the AUC: %s",
                 len(missing),
                 ", ".join(missing[:10]),
@@ -532,7 +532,7 @@ def evaluate(
             )
             auc = {**_auc_summary(roc), "missing_slides": missing}
         except EvaluationError as err:
-            log.warning("AUC not computed: %s", err)
+            logger.warning("AUC not computed: %s", err)
             auc = {"auc": None, "error": str(err), "missing_slides": missing}
 
     result = EvaluateResult(

@@ -26,7 +26,7 @@ from wsipipe.types import PathLike
 
 __all__ = ["HPLOC_MPP", "HplocPatches", "hploc_patches"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 #: CAMELYON16 level 2 (PCam's and HPLOC's resolution), µm/px.
 HPLOC_MPP = 0.972
@@ -153,7 +153,7 @@ def hploc_patches(
             masks.append(mask)
             coords.append((x0, y0))
     if len(images) < n:
-        log.warning("%s: found %d of %d boundary patches in %d tries", slide, len(images), n, tries)
+        logger.warning("%s: found %d of %d boundary patches in %d tries", slide, len(images), n, tries)
     shape = (0, patch_px, patch_px)
     return HplocPatches(
         images=np.stack(images) if images else np.zeros((*shape, 3), np.uint8),

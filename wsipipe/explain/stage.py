@@ -36,7 +36,7 @@ from wsipipe.types import PathLike
 
 __all__ = ["ExplainParams", "ExplainResult", "SlideExplain", "explain_slides", "read_points"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 _METRIC_KEYS = (
     "hploc_precision",
@@ -174,7 +174,7 @@ def _ground_truth(annotations_dir: Path | None, sid: str) -> list[Any] | None:
         return None
     ann_path = _annotation_file(annotations_dir, sid)
     if ann_path is None:
-        log.info("%s: no annotation file in %s; treated as tumour-free", sid, annotations_dir)
+        logger.info("%s: no annotation file in %s; treated as tumour-free", sid, annotations_dir)
         return []
     return read_annotations(ann_path)
 
@@ -322,7 +322,7 @@ def _explain_slide(
     npz = _write_arrays(target_dir, regions, maps)
     geojson = _write_geojson(out_dir / f"{sid}.geojson", regions, maps, params.cell_px) if params.geojson else None
     seconds = time.perf_counter() - start
-    log.info("%s: %d points x %d methods in %.1f s", sid, len(points), len(maps), seconds)
+    logger.info("%s: %d points x %d methods in %.1f s", sid, len(points), len(maps), seconds)
     result = SlideExplain(sid, path, "done", len(points), tuple(pngs), geojson, npz, seconds)
     return result, rows
 
@@ -436,12 +436,12 @@ def explain_slides(
                     raise ConfigError(f"{csv_path}: no lesion file for slide {sid} (run wsipipe aggregate first)")
                 pts = read_points(csv_path, params.top_k)
             if not pts:
-                log.info("%s: no lesion points; nothing to explain", sid)
+                logger.info("%s: no lesion points; nothing to explain", sid)
                 results.append(SlideExplain(sid, path, "done", seconds=time.perf_counter() - t0))
                 continue
             res, slide_rows = _explain_slide(path, out, params, model, meta, pts, ann_dir)
         except (WsipipeError, OSError, ValueError) as err:
-            log.error("%s: %s: %s", path, type(err).__name__, err)
+            logger.error("%s: %s: %s", path, type(err).__name__, err)
             results.append(
                 SlideExplain(
                     sid, path, "failed", seconds=time.perf_counter() - t0, error=f"{type(err).__name__}: {err}"

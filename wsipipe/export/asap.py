@@ -22,7 +22,7 @@ from wsipipe.types import PathLike
 
 __all__ = ["DETECTION_GROUP", "asap_annotations", "contour_group", "export_asap", "write_asap"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 #: ASAP group of the lesion points.
 DETECTION_GROUP = "detections"
@@ -111,5 +111,5 @@ def write_asap(outputs: SlideOutputs, out_path: Path, params: ExportParams) -> P
         ``out_path``.
     """
     anns = asap_annotations(outputs, params)
-    log.info("%s: %d ASAP annotations written", out_path, len(anns))
+    logger.info("%s: %d ASAP annotations written", out_path, len(anns))
     return write_asap_xml(anns, out_path)

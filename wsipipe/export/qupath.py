@@ -46,7 +46,7 @@ __all__ = [
     "write_qupath",
 ]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 #: QuPath class of the NMS lesion points.
 LESION_CLASS = {"name": "Lesion", "color": [255, 0, 255]}
@@ -248,6 +248,6 @@ def write_qupath(outputs: SlideOutputs, out_path: Path, params: ExportParams) ->
 
     n = write_feature_collection(features(), out_path, compress=params.gzip or str(out_path).endswith(".gz"))
     if n == 0:
-        log.warning("%s: nothing to export (no tiles, regions or lesions); QuPath will find no objects", out_path)
-    log.info("%s: %d QuPath objects written", out_path, n)
+        logger.warning("%s: nothing to export (no tiles, regions or lesions); QuPath will find no objects", out_path)
+    logger.info("%s: %d QuPath objects written", out_path, n)
     return Path(out_path)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ExportParams", "ExportResult", "SlideExport", "export_path", "export_stores"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -174,8 +174,8 @@ def export_stores(
             full = output_error(err, out)
             if full is not None:  # a full or read-only output fails every store alike: stop
                 raise full from err
-            log.warning("%s: export failed: %s", store, err)
-            log.debug("%s: export failed", store, exc_info=True)
+            logger.warning("%s: export failed: %s", store, err)
+            logger.debug("%s: export failed", store, exc_info=True)
             results.append(
                 SlideExport(
                     store.stem, store, "failed", seconds=time.perf_counter() - t0, error=f"{type(err).__name__}: {err}"

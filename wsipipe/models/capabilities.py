@@ -43,7 +43,7 @@ __all__ = [
     "require_capability",
 ]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -193,7 +193,7 @@ def models_with(capability: str) -> list[str]:
             with torch.device("meta"):
                 model = build_model(name)
         except Exception as err:  # a builder that needs arguments says nothing about the others
-            log.debug("model %r not built with default arguments: %s", name, err)
+            logger.debug("model %r not built with default arguments: %s", name, err)
             continue
         if cap(model):
             found.append(name)

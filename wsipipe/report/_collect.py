@@ -24,7 +24,7 @@ from wsipipe.types import RGBArray
 
 __all__ = ["RunData", "SlideView", "TrainingRun", "collect_run", "load_slide_images"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 #: Stages whose items are not the run's test slides (synth also lists training slides).
 _NON_SLIDE_STAGES = frozenset({"synth", "train", "report"})

@@ -19,7 +19,7 @@ from wsipipe.report._collect import SlideView, TrainingRun
 
 __all__ = ["embed", "embed_file", "roc_froc_figure", "slide_figure", "training_figure"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 _POINT_COLOUR = "#ffffff"
 
@@ -75,7 +75,7 @@ def embed_file(path: Path, *, max_px: int, photo: bool = False) -> str | None:
     try:
         return embed(path.read_bytes(), max_px=max_px, photo=photo)
     except (OSError, ValueError) as err:
-        log.warning("cannot embed %s in the report: %s", path, err)
+        logger.warning("cannot embed %s in the report: %s", path, err)
         return None
 
 

@@ -14,7 +14,7 @@ from wsipipe.types import PathLike
 
 __all__ = ["ReportParams", "write_report"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,7 +177,7 @@ def write_report(
     except OSError as err:
         tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write the report {html_path}: {err}") from err
-    log.info(
+    logger.info(
         "report: %s (%d slides, %.0f KiB) in %.1f s",
         html_path,
         len(run.slides),

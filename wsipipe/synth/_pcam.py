@@ -28,7 +28,7 @@ from wsipipe.types import PathLike
 
 __all__ = ["PCAM_SPLITS", "PatchSource", "pcam_paths", "write_pcam"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 PCAM_SPLITS = ("train", "valid", "test")
 _PATCH = 96
@@ -194,6 +194,6 @@ def write_pcam(
             w.writerow(["", "coord_y", "coord_x", "tumor_patch", "center_tumor_patch", "wsi"])
             for k, (i, x0, y0, whole, label) in enumerate(picks):
                 w.writerow([k, y0, x0, bool(whole), bool(label), sources[i].name or sources[i].slide.stem])
-        log.info("PCam %s: %d patches (%d positive) -> %s", split, n, int(y.sum()), x_path)
+        logger.info("PCam %s: %d patches (%d positive) -> %s", split, n, int(y.sum()), x_path)
         written[split] = (x_path, y_path)
     return written

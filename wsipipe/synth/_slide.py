@@ -26,7 +26,7 @@ from wsipipe.types import WH, PathLike
 
 __all__ = ["CAMELYON16_MPP", "SlideInfo", "make_slide", "make_test_slide", "slide_layout"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 #: Level-0 resolution of the CAMELYON16 slides (and the constant its evaluation uses), µm/px.
 CAMELYON16_MPP = 0.243
@@ -280,7 +280,7 @@ def make_slide(
         file_bytes=path.stat().st_size,
         seconds=seconds,
     )
-    log.info(
+    logger.info(
         "%s: %dx%d px, %d levels, %d lesions, %.1f MB in %.1f s",
         path,
         w,

@@ -26,7 +26,7 @@ from wsipipe.types import WH, PathLike
 
 __all__ = ["encode_jpeg", "level_sizes", "ordered", "write_pyramid"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 TILE = 256
 
@@ -140,7 +140,7 @@ def write_pyramid(
                 metadata=None,
                 software=software,
             )
-            log.debug("%s: level %d (%dx%d px, %d tiles) written", path.name, level, w, h, n)
+            logger.debug("%s: level %d (%dx%d px, %d tiles) written", path.name, level, w, h, n)
     return path
 
 

@@ -41,7 +41,7 @@ from wsipipe.types import PathLike
 
 __all__ = ["DatasetInfo", "SlideRecord", "SynthParams", "make_dataset"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 _FORMAT = "wsipipe-synth-camelyon16"
 _VERSION = 1
@@ -300,7 +300,7 @@ def make_dataset(out_dir: PathLike, params: SynthParams, *, workers: int = 2) ->
         if tif.is_file():
             layout = slide_layout(size=params.size, **common)
             written = False
-            log.info("%s: complete, skipped", tif)
+            logger.info("%s: complete, skipped", tif)
         else:
             info: SlideInfo = make_slide(
                 tif,
@@ -333,7 +333,7 @@ def make_dataset(out_dir: PathLike, params: SynthParams, *, workers: int = 2) ->
     pcam_doc = {split: [str(p.relative_to(out)) for p in paths] for split, paths in pcam_files.items()}
     _write_manifest(manifest, params, records, pcam_doc, complete=True)
     info_out = DatasetInfo(out, params, tuple(records), reference, manifest, pcam_files, time.perf_counter() - start)
-    log.info("%s: %d slides (%d written) in %.1f s", out, len(records), info_out.n_written, info_out.seconds)
+    logger.info("%s: %d slides (%d written) in %.1f s", out, len(records), info_out.n_written, info_out.seconds)
     return info_out
 
 
@@ -360,7 +360,7 @@ def _write_reference(out: Path, params: SynthParams, records: list[SlideRecord])
 def _write_pcam(pcam_dir: Path, params: SynthParams, records: list[SlideRecord]) -> dict[str, tuple[Path, Path]]:
     """PCam files: train/valid from the training slides (apart when there are enough), test from testing."""
     if all(p.is_file() for split in ("train", "valid", "test") for p in pcam_paths(pcam_dir, split)):
-        log.info("%s: PCam files complete, skipped", pcam_dir)
+        logger.info("%s: PCam files complete, skipped", pcam_dir)
         return {split: pcam_paths(pcam_dir, split) for split in ("train", "valid", "test")}
 
     def source(rec: SlideRecord) -> PatchSource:
@@ -376,7 +376,7 @@ def _write_pcam(pcam_dir: Path, params: SynthParams, records: list[SlideRecord])
         valid_recs = [tumours[-1], *normals[-1:]] if len(normals) >= 2 else [tumours[-1]]
         train_recs = [r for r in train if r not in valid_recs]
     else:
-        log.warning("PCam: only one training tumour slide; train and valid splits share slides")
+        logger.warning("PCam: only one training tumour slide; train and valid splits share slides")
         train_recs = valid_recs = train
     n_small = max(2, params.pcam // 4)
     return write_pcam(
