@@ -96,6 +96,7 @@ def main() -> None:
         HplocCounts,
         black_baseline,
         celm,
+        gaussian_smooth,
         grad_cam,
         hit_rate,
         hploc_counts,
@@ -105,7 +106,6 @@ def main() -> None:
         localization_metrics,
         saliency,
     )
-    from wsipipe.explain._common import gaussian_smooth
     from wsipipe.synth import write_pcam
 
     torch.set_num_threads(2)

@@ -39,8 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.inference.conftest import make_checkpoint, make_store
-from wsipipe.inference import DevicePlan, InferOptions, InferParams, device_plan, predict_stores
-from wsipipe.inference._cluster import local_cluster
+from wsipipe.inference import DevicePlan, InferOptions, InferParams, device_plan, local_cluster, predict_stores
 from wsipipe.models import load_checkpoint
 from wsipipe.store import iter_tile_chunks
 

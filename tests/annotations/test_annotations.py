@@ -253,3 +253,15 @@ def test_rasterize_for_slide_by_level_and_mpp(tmp_path: Path) -> None:
             rasterize_for_slide(info.annotations, slide)
         with pytest.raises(ValueError, match="out of range"):
             rasterize_for_slide(info.annotations, slide, level=9)
+
+
+def test_annotation_file_tries_the_one_suffix_list_in_order(tmp_path: Path) -> None:
+    from wsipipe.annotations import ANNOTATION_SUFFIXES, annotation_file
+    from wsipipe.slide import ANNOTATION_SUFFIXES as slide_suffixes
+
+    assert ANNOTATION_SUFFIXES is slide_suffixes
+    assert annotation_file(tmp_path, "Tumor_001") is None
+    (tmp_path / "tumor_001.json").write_text("{}")
+    assert annotation_file(tmp_path, "Tumor_001") == tmp_path / "tumor_001.json"
+    (tmp_path / "Tumor_001.xml").write_text("<ASAP_Annotations/>")
+    assert annotation_file(tmp_path, "Tumor_001") == tmp_path / "Tumor_001.xml"  # ASAP XML first

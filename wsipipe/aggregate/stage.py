@@ -28,6 +28,7 @@ from typing import Any, Literal
 from wsipipe.config import config_hash, to_dict
 from wsipipe.errors import ConfigError, output_error
 from wsipipe.results import BatchResult
+from wsipipe.slide import slide_id as slide_id_of
 from wsipipe.store import find_stores, resolve_model
 from wsipipe.types import PathLike
 
@@ -207,7 +208,7 @@ def aggregate_store(
 
     start = time.perf_counter()
     store, out = Path(store), Path(out_dir)
-    slide_id = store.stem
+    slide_id = slide_id_of(store)
     root = open_store(store, "r+")
     model = resolve_model(root, params.model)
     digest = _inputs_hash(root, model, params)
@@ -326,8 +327,9 @@ def aggregate_stores(
     paths = find_stores(stores)
     seen: dict[str, Path] = {}
     for p in paths:
-        if seen.setdefault(p.stem, p) != p:
-            raise ConfigError(f"stores {str(seen[p.stem])!r} and {str(p)!r} share the slide id {p.stem!r}")
+        sid = slide_id_of(p)
+        if seen.setdefault(sid, p) != p:
+            raise ConfigError(f"stores {str(seen[sid])!r} and {str(p)!r} share the slide id {sid!r}")
     results: list[SlideAggregate] = []
     for path in progress(paths, total=len(paths), desc="aggregate", unit="slide"):
         t0 = time.perf_counter()
@@ -341,7 +343,11 @@ def aggregate_stores(
             logger.debug("%s: aggregation failed", path, exc_info=True)
             results.append(
                 SlideAggregate(
-                    path.stem, path, "failed", seconds=time.perf_counter() - t0, error=f"{type(err).__name__}: {err}"
+                    slide_id_of(path),
+                    path,
+                    "failed",
+                    seconds=time.perf_counter() - t0,
+                    error=f"{type(err).__name__}: {err}",
                 )
             )
     ok = [s for s in results if s.status != "failed"]

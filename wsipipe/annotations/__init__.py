@@ -8,12 +8,23 @@ from __future__ import annotations
 from wsipipe.annotations._model import EXCLUSION, TUMOR, Annotation, canonical_label, polygonal_parts
 from wsipipe.annotations.asap import read_asap_xml, write_asap_xml
 from wsipipe.annotations.geojson import read_geojson, write_geojson
-from wsipipe.annotations.raster import iter_mask_tiles, rasterize, rasterize_for_slide, read_annotations
+from wsipipe.annotations.raster import (
+    ANNOTATION_SUFFIXES,
+    GEOJSON_SUFFIXES,
+    annotation_file,
+    iter_mask_tiles,
+    rasterize,
+    rasterize_for_slide,
+    read_annotations,
+)
 
 __all__ = [
+    "ANNOTATION_SUFFIXES",
     "EXCLUSION",
+    "GEOJSON_SUFFIXES",
     "TUMOR",
     "Annotation",
+    "annotation_file",
     "canonical_label",
     "iter_mask_tiles",
     "polygonal_parts",

@@ -20,9 +20,19 @@ from wsipipe.annotations._model import EXCLUSION, TUMOR, Annotation, canonical_l
 from wsipipe.annotations.asap import read_asap_xml
 from wsipipe.annotations.geojson import read_geojson
 from wsipipe.errors import AnnotationError
+from wsipipe.slide import ANNOTATION_SUFFIXES, GEOJSON_SUFFIXES
 from wsipipe.types import BoolArray, PathLike
 
-__all__ = ["iter_mask_tiles", "rasterize", "rasterize_for_slide", "read_annotations"]
+__all__ = [
+    "ANNOTATION_SUFFIXES",
+    "GEOJSON_SUFFIXES",
+    "annotation_file",
+    "iter_mask_tiles",
+    "rasterize",
+    "rasterize_for_slide",
+    "read_annotations",
+]
+
 
 Sample = Literal["topleft", "center"]
 
@@ -37,9 +47,22 @@ def read_annotations(path: PathLike, *, repair: bool | None = None) -> list[Anno
     kwargs = {} if repair is None else {"repair": repair}
     if name.endswith(".xml"):
         return read_asap_xml(path, **kwargs)
-    if name.endswith((".geojson", ".json", ".geojson.gz", ".json.gz")):
+    if name.endswith(GEOJSON_SUFFIXES):
         return read_geojson(path, **kwargs)
     raise AnnotationError(f"{path}: unknown annotation format; expected .xml (ASAP) or .geojson/.json (QuPath)")
+
+
+def annotation_file(folder: PathLike, slide_id: str) -> Path | None:
+    """The annotation file of ``slide_id`` in ``folder``: ``<id><suffix>`` or ``<id lower-cased><suffix>``.
+
+    Suffixes are tried in the order of :data:`ANNOTATION_SUFFIXES`; ``None`` when there is none.
+    """
+    folder = Path(folder)
+    for suffix in ANNOTATION_SUFFIXES:
+        for name in (slide_id + suffix, slide_id.lower() + suffix):
+            if (folder / name).is_file():
+                return folder / name
+    return None
 
 
 def _draw(

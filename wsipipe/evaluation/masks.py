@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from wsipipe.errors import EvaluationError
+from wsipipe.slide import ANNOTATION_SUFFIXES
 from wsipipe.types import BoolArray, PathLike
 
 __all__ = [
@@ -393,7 +394,7 @@ def load_evaluation_mask(
     """
     path = Path(path)
     name = path.name.lower()
-    if name.endswith((".xml", ".geojson", ".json", ".geojson.gz", ".json.gz")):
+    if name.endswith(ANNOTATION_SUFFIXES):
         if slide_dims is None:
             raise EvaluationError(
                 f"{path}: annotation ground truth needs the slide's level-0 size; "

@@ -27,7 +27,7 @@ from wsipipe.evaluation.froc import (
     froc_score,
 )
 from wsipipe.evaluation.masks import DEFAULT_MPP, EvaluationMask, load_evaluation_mask, read_slide_dims
-from wsipipe.slide import is_slide_file, slide_key
+from wsipipe.slide import ANNOTATION_SUFFIXES, is_slide_file, slide_key
 from wsipipe.tables import (
     Detections,
     read_lesion_csv,
@@ -41,7 +41,6 @@ __all__ = ["EvaluateParams", "EvaluateResult", "evaluate", "find_ground_truth"]
 
 logger = logging.getLogger(__name__)
 
-_ANNOTATION_SUFFIXES = (".xml", ".geojson", ".geojson.gz")
 _MASK_SUFFIXES = ("_mask.tif", "_mask.tiff")
 
 
@@ -102,7 +101,7 @@ class EvaluateParams:
 
 def _is_gt_name(name: str) -> bool:
     low = name.lower()
-    return low.endswith(_ANNOTATION_SUFFIXES) or low.endswith(_MASK_SUFFIXES)
+    return low.endswith(ANNOTATION_SUFFIXES) or low.endswith(_MASK_SUFFIXES)
 
 
 def find_ground_truth(gt: PathLike | Iterable[PathLike]) -> dict[str, Path]:
@@ -217,7 +216,9 @@ def _evaluate_froc(
             )
             masks[sid] = mask
         elif sid in gt_files:
-            logger.warning("slide %r is labelled normal but has ground truth %s; following the label", sid, gt_files[sid])
+            logger.warning(
+                "slide %r is labelled normal but has ground truth %s; following the label", sid, gt_files[sid]
+            )
         dets = read_lesion_csv(csvs[sid]) if sid in csvs else Detections.empty()
         results.append(
             compute_fp_tp_probs(

@@ -142,14 +142,6 @@ def read_points(lesions_csv: PathLike, top_k: int) -> list[tuple[float, int, int
     return list(read_lesion_csv(lesions_csv).ranked(top_k))
 
 
-def _annotation_file(folder: Path, sid: str) -> Path | None:
-    for suffix in (".xml", ".geojson", ".json", ".geojson.gz"):
-        for name in (sid + suffix, sid.lower() + suffix):
-            if (folder / name).is_file():
-                return folder / name
-    return None
-
-
 @dataclass(frozen=True)
 class _Regions:
     """The square regions read around the points of one slide."""
@@ -168,11 +160,11 @@ class _Regions:
 
 def _ground_truth(annotations_dir: Path | None, sid: str) -> list[Any] | None:
     """The slide's annotations, ``[]`` for a slide without a file (tumour-free), ``None`` without a folder."""
-    from wsipipe.annotations import read_annotations
+    from wsipipe.annotations import annotation_file, read_annotations
 
     if annotations_dir is None:
         return None
-    ann_path = _annotation_file(annotations_dir, sid)
+    ann_path = annotation_file(annotations_dir, sid)
     if ann_path is None:
         logger.info("%s: no annotation file in %s; treated as tumour-free", sid, annotations_dir)
         return []

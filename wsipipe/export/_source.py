@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from wsipipe.slide import slide_id
 from wsipipe.store import HeatmapGeometry
 from wsipipe.tables import Detections
 from wsipipe.types import PathLike
@@ -97,7 +98,7 @@ def load_slide_outputs(store: PathLike, params: ExportParams, *, lesions_csv: Pa
             heatmap, geometry, threshold=params.nms_threshold, radius_um=params.nms_radius_um
         )
     return SlideOutputs(
-        slide_id=path.stem,
+        slide_id=slide_id(path),
         store=path,
         model=model,
         class_names=tuple(names),

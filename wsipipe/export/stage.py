@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Literal
 
 from wsipipe.errors import ConfigError, output_error
 from wsipipe.results import BatchResult
+from wsipipe.slide import slide_id
 from wsipipe.types import PathLike
 
 if TYPE_CHECKING:
@@ -154,7 +155,7 @@ def export_stores(
     for store in progress(paths, total=len(paths), desc=f"export {params.format}", unit="slide"):
         t0 = time.perf_counter()
         try:
-            csv_path = Path(lesions_dir) / f"{store.stem}.csv" if lesions_dir is not None else None
+            csv_path = Path(lesions_dir) / f"{slide_id(store)}.csv" if lesions_dir is not None else None
             data = load_slide_outputs(store, params, lesions_csv=csv_path)
             target = fmt.path(out, data.slide_id, params)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -178,7 +179,11 @@ def export_stores(
             logger.debug("%s: export failed", store, exc_info=True)
             results.append(
                 SlideExport(
-                    store.stem, store, "failed", seconds=time.perf_counter() - t0, error=f"{type(err).__name__}: {err}"
+                    slide_id(store),
+                    store,
+                    "failed",
+                    seconds=time.perf_counter() - t0,
+                    error=f"{type(err).__name__}: {err}",
                 )
             )
     return ExportResult(out, tuple(results), time.perf_counter() - start)

@@ -12,7 +12,7 @@ Importing this package imports neither torch nor distributed.
 
 from __future__ import annotations
 
-from wsipipe.inference._cluster import GPU_RESOURCE, connect, gpu_resources, local_cluster_size
+from wsipipe.inference._cluster import GPU_RESOURCE, connect, gpu_resources, local_cluster, local_cluster_size
 from wsipipe.inference._run import checkpoint_fits
 from wsipipe.inference._runtime import (
     CHUNK_DONE,
@@ -45,6 +45,7 @@ __all__ = [
     "device_plan",
     "gpu_resources",
     "loaded_model",
+    "local_cluster",
     "local_cluster_size",
     "predict_stores",
     "predict_tiles",

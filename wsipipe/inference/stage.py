@@ -127,8 +127,10 @@ class StoreSummary:
 
     @property
     def store_id(self) -> str:
-        """The store name without ``.zarr`` (the slide id)."""
-        return self.store.name.removesuffix(".zarr")
+        """The slide id the store is named by (:func:`wsipipe.slide.slide_id`)."""
+        from wsipipe.slide import slide_id
+
+        return slide_id(self.store)
 
 
 @dataclass(frozen=True)

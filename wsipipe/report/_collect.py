@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from wsipipe.errors import WsipipeError
+from wsipipe.slide import slide_id
 from wsipipe.tables import SlidePrediction, read_lesion_csv, read_reference, read_slide_predictions
 from wsipipe.types import RGBArray
 
@@ -213,9 +214,9 @@ def _explain(out: Path, problems: list[str]) -> tuple[list[Path], list[dict[str,
 def _slide_ids(out: Path, run: RunData, scores: dict[str, Any]) -> list[str]:
     ids: set[str] = set()
     if (out / "stores").is_dir():
-        ids.update(p.stem for p in (out / "stores").glob("*.zarr") if p.is_dir())
+        ids.update(slide_id(p) for p in (out / "stores").glob("*.zarr") if p.is_dir())
     if (out / "lesions").is_dir():
-        ids.update(p.stem for p in (out / "lesions").glob("*.csv"))
+        ids.update(slide_id(p) for p in (out / "lesions").glob("*.csv"))
     ids.update(scores)
     ids.update(str(s.get("slide")) for s in (run.evaluation or {}).get("slides") or [] if isinstance(s, dict))
     for name, record in run.stages.items():

@@ -22,7 +22,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from wsipipe.slide._backends import BACKEND_NAMES, BACKENDS, SLIDE_FORMATS, SLIDE_SUFFIXES, Backend, SlideBackend
-from wsipipe.slide._files import find_slides, is_slide_file, slide_id, slide_key
+from wsipipe.slide._files import (
+    ANNOTATION_SUFFIXES,
+    GEOJSON_SUFFIXES,
+    find_slides,
+    is_slide_file,
+    slide_id,
+    slide_key,
+)
 
 if TYPE_CHECKING:
     from wsipipe.slide._jpeg import TileDataError, decode_jpeg_stream
@@ -32,8 +39,10 @@ if TYPE_CHECKING:
     from wsipipe.slide._tiles import LevelTileReader, RegionLevelTileReader, TiffLevelTileReader
 
 __all__ = [
+    "ANNOTATION_SUFFIXES",
     "BACKENDS",
     "BACKEND_NAMES",
+    "GEOJSON_SUFFIXES",
     "SLIDE_FORMATS",
     "SLIDE_SUFFIXES",
     "Backend",

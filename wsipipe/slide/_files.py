@@ -24,10 +24,17 @@ from wsipipe.slide._backends import SLIDE_SUFFIXES
 if TYPE_CHECKING:
     from wsipipe.types import PathLike
 
-__all__ = ["find_slides", "is_slide_file", "slide_id", "slide_key"]
+__all__ = ["ANNOTATION_SUFFIXES", "GEOJSON_SUFFIXES", "find_slides", "is_slide_file", "slide_id", "slide_key"]
+
+GEOJSON_SUFFIXES = (".geojson", ".json", ".geojson.gz", ".json.gz")
+"""File-name endings read as GeoJSON (QuPath), any case."""
+ANNOTATION_SUFFIXES = (".xml", *GEOJSON_SUFFIXES)
+"""File-name endings of a slide's annotation file (ASAP XML first), any case; re-exported by
+:mod:`wsipipe.annotations`, whose readers dispatch on them. Kept here, with slide identity,
+so that matching names needs no annotation reader."""
 
 #: Suffixes of files named after a slide: its store, tables (lesion CSVs) and annotations.
-_NAMED_AFTER_SLIDE = (".zarr", ".csv", ".xml", ".geojson", ".geojson.gz", ".json", ".json.gz")
+_NAMED_AFTER_SLIDE = (".zarr", ".csv", *ANNOTATION_SUFFIXES)
 _KEY_SUFFIXES = (*SLIDE_SUFFIXES, *_NAMED_AFTER_SLIDE)
 _MASK = "_mask"
 
