@@ -25,6 +25,7 @@ from wsipipe.store import (
     mark_complete,
     mark_predictions_complete,
     open_store,
+    read_class_names,
     read_coords,
     read_grid,
     read_grid_shape,
@@ -209,6 +210,8 @@ def test_predictions(tmp_path: Path) -> None:
     assert resolve_model(path, None) == resolve_model(root, "celnet") == "celnet"
     with pytest.raises(StoreError, match=r"no predictions for model 'other' \(has: \['celnet'\]\)"):
         resolve_model(path, "other")
+    assert read_class_names(path, "celnet", 2) == ["normal", "tumor"]
+    assert read_class_names(path, "celnet", 3) == ["class0", "class1", "class2"]  # wrong length: generic names
     create_predictions(root, "second", class_names=["x"], checkpoint_hash="")
     with pytest.raises(StoreError, match=r"several models.*choose one with --model"):
         resolve_model(path, None)

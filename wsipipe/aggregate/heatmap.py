@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from wsipipe.errors import ConfigError
-from wsipipe.store import HeatmapGeometry
+from wsipipe.store import HeatmapGeometry, read_class_names
 from wsipipe.tables import Detections
 from wsipipe.types import PathLike, RGBArray
 
@@ -33,7 +33,6 @@ __all__ = [
     "colorize",
     "heatmap_detections",
     "heatmap_from_store",
-    "model_class_names",
     "save_heatmap_png",
     "slide_background",
     "tumor_column",
@@ -110,15 +109,6 @@ def build_heatmap(grid: npt.ArrayLike, values: npt.ArrayLike, geometry: HeatmapG
     return out.reshape(rows, cols).astype(np.float32)
 
 
-def model_class_names(store: Any, model: str, n_columns: int) -> list[str]:
-    """The ``class_names`` attribute of ``predictions/<model>/probs``; ``class0 ..`` if absent or the wrong length."""
-    from wsipipe.store import PREDICTIONS, PROBS, array
-
-    raw: Any = array(store, f"{PREDICTIONS}/{model}/{PROBS}").attrs.get("class_names")
-    names = [str(n) for n in raw] if isinstance(raw, list | tuple) else []
-    return names if len(names) == n_columns else [f"class{i}" for i in range(n_columns)]
-
-
 def heatmap_from_store(
     store: Any, model: str, *, class_name: str | None = None
 ) -> tuple[npt.NDArray[np.float32], HeatmapGeometry, str]:
@@ -140,7 +130,7 @@ def heatmap_from_store(
     from wsipipe.store import read_grid, read_probs
 
     probs = read_probs(store, model)
-    names = model_class_names(store, model, probs.shape[1])
+    names = read_class_names(store, model, probs.shape[1])
     column = tumor_column(names, class_name)
     geometry = HeatmapGeometry.from_store(store)
     return build_heatmap(read_grid(store), probs[:, column], geometry), geometry, names[column]

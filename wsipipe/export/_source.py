@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from wsipipe.slide import slide_id
-from wsipipe.store import HeatmapGeometry
+from wsipipe.store import HeatmapGeometry, read_class_names
 from wsipipe.tables import Detections
 from wsipipe.types import PathLike
 
@@ -78,14 +78,14 @@ def load_slide_outputs(store: PathLike, params: ExportParams, *, lesions_csv: Pa
     EvaluationError
         ``lesions_csv`` is malformed.
     """
-    from wsipipe.aggregate.heatmap import build_heatmap, heatmap_detections, model_class_names, tumor_column
+    from wsipipe.aggregate.heatmap import build_heatmap, heatmap_detections, tumor_column
     from wsipipe.store import open_store, read_coords, read_grid, read_probs, resolve_model
 
     path = Path(store)
     root = open_store(path)
     model = resolve_model(root, params.model)
     probs = read_probs(root, model)
-    names = model_class_names(root, model, probs.shape[1])
+    names = read_class_names(root, model, probs.shape[1])
     column = tumor_column(names, params.class_name)
     geometry = HeatmapGeometry.from_store(root)
     heatmap = build_heatmap(read_grid(root), probs[:, column], geometry)

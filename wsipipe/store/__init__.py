@@ -49,6 +49,7 @@ from wsipipe.store._layout import (
 from wsipipe.store._predictions import (
     create_predictions,
     mark_predictions_complete,
+    read_class_names,
     read_heatmap,
     read_probs,
     resolve_model,
@@ -127,6 +128,7 @@ __all__ = [
     "mark_complete",
     "mark_predictions_complete",
     "open_store",
+    "read_class_names",
     "read_coords",
     "read_grid",
     "read_grid_shape",

@@ -23,6 +23,7 @@ from wsipipe.store._store import StoreLike, _group, array, read_grid_shape
 __all__ = [
     "create_predictions",
     "mark_predictions_complete",
+    "read_class_names",
     "read_heatmap",
     "read_probs",
     "resolve_model",
@@ -39,6 +40,16 @@ def _check_model(model: str) -> str:
     if not _MODEL_NAME.match(model):
         raise StoreError(f"model name {model!r} is not usable as a store node; use letters, digits, '_', '-', '.'")
     return model
+
+
+def read_class_names(store: StoreLike, model: str, n_columns: int) -> list[str]:
+    """The ``class_names`` attribute of ``predictions/<model>/probs``, one per probability column.
+
+    ``["class0", "class1", ...]`` when the attribute is absent or its length is not ``n_columns``.
+    """
+    raw: Any = array(store, f"{PREDICTIONS}/{_check_model(model)}/{PROBS}").attrs.get("class_names")
+    names = [str(n) for n in raw] if isinstance(raw, list | tuple) else []
+    return names if len(names) == n_columns else [f"class{i}" for i in range(n_columns)]
 
 
 def create_predictions(
