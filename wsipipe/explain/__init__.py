@@ -47,6 +47,8 @@ from wsipipe.explain._registry import (
 from wsipipe.explain.hploc import HPLOC_MPP, HplocPatches, hploc_patches
 from wsipipe.explain.metrics import (
     HPLOC_RULE,
+    HPLOC_SIGMA,
+    HPLOC_THRESHOLD,
     HplocCounts,
     binarize,
     f1_score,
@@ -70,6 +72,8 @@ __all__ = [
     "EXPLAINERS",
     "HPLOC_MPP",
     "HPLOC_RULE",
+    "HPLOC_SIGMA",
+    "HPLOC_THRESHOLD",
     "METHOD_CAPABILITIES",
     "ExplainParams",
     "ExplainResult",

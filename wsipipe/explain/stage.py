@@ -30,6 +30,7 @@ from typing import Any, Literal
 import numpy as np
 
 from wsipipe.errors import ConfigError, WsipipeError
+from wsipipe.explain.metrics import HPLOC_SIGMA, HPLOC_THRESHOLD
 from wsipipe.results import BatchResult
 from wsipipe.slide import SLIDE_SUFFIXES, find_slides, slide_id
 from wsipipe.types import PathLike
@@ -75,10 +76,11 @@ class ExplainParams:
     """Side of a QuPath tile in map px."""
     threshold: float = 0.3
     """Binarisation threshold of the pixel metrics (``004``)."""
-    hploc_threshold: float = 0.5
-    """Segmentation threshold of the HPLOC metric, as a fraction of each smoothed map's maximum."""
-    hploc_sigma: float = 2.0
-    """Gaussian smoothing (map px) before HPLOC segmentation."""
+    hploc_threshold: float = HPLOC_THRESHOLD
+    """Segmentation threshold of the HPLOC metric, as a fraction of each smoothed map's maximum (ours;
+    ``003`` gives none)."""
+    hploc_sigma: float = HPLOC_SIGMA
+    """Gaussian smoothing (map px) before HPLOC segmentation (ours; ``003`` gives none)."""
     png: bool = True
     geojson: bool = True
     seed: int = 0
