@@ -141,7 +141,9 @@ OVERRIDES: dict[str, tuple[list[str], dict[str, Any]]] = {
     "explain": (
         shlex.split(
             "--top-k 2 --methods saliency --region-px 64 --mpp 0.5 --slide-mpp 0.25 --target 1 --alpha 0.2 --beta 0.3 "
-            "--cell-px 4 --no-png --no-geojson --seed 7 --device cuda:1"
+            "--cell-px 4 --no-png --no-geojson --seed 7 --device cuda:1 --ig-steps 100 --nt-samples 5 --nt-stdev 1.0 "
+            "--nt-type smoothgrad_sq --nt-steps 50 --lime-segments quickshift --lime-n-segments 9 --lime-samples 500 "
+            "--lime-top-k 3 --patch-heatmap averaged"
         ),
         {
             "top_k": 2,
@@ -157,6 +159,16 @@ OVERRIDES: dict[str, tuple[list[str], dict[str, Any]]] = {
             "geojson": False,
             "seed": 7,
             "device": "cuda:1",
+            "ig_steps": 100,
+            "nt_samples": 5,
+            "nt_stdev": 1.0,
+            "nt_type": "smoothgrad_sq",
+            "nt_steps": 50,
+            "lime_segments": "quickshift",
+            "lime_n_segments": 9,
+            "lime_samples": 500,
+            "lime_top_k": 3,
+            "patch_heatmap": "averaged",
         },
     ),
     "report": (

@@ -224,15 +224,15 @@ def test_medicalpatchnet_patch_logit_map_mean_is_the_image_logit() -> None:
     torch.manual_seed(0)
     model = build_model("medicalpatchnet", backbone="resnet18", backbone_kwargs={"width": 4}, patch_size=16).eval()
     x = torch.randn(2, 3, 32, 48)
-    m = patch_logit_map(model, x, shifted=False)
+    m = patch_logit_map(model, x, heatmap="grid")
     with torch.no_grad():
         logits = model(x)[:, 0].numpy()
     np.testing.assert_allclose(m.mean(axis=(1, 2)), logits, rtol=1e-5, atol=1e-6)
     assert np.allclose(m[0, :16, :16], m[0, 0, 0])  # constant per patch
-    shifted = patch_logit_map(model, x, shifted=True, offset=8)
+    shifted = patch_logit_map(model, x, heatmap="averaged", offset=8)
     assert shifted.shape == (2, 32, 48)
     assert np.isfinite(shifted).all()
-    unit = explain("patchlogit", model, x, shifted=False)
+    unit = explain("patchlogit", model, x, heatmap="grid")
     assert unit.min() == pytest.approx(0.0)
     assert unit.max() == pytest.approx(1.0)
 
@@ -241,11 +241,11 @@ def test_patchnet_patch_map_mean_is_the_image_probability() -> None:
     torch.manual_seed(0)
     model = build_model("patchnet", patch_size=8, width=4, depth=2).eval()
     x = torch.randn(1, 3, 32, 32)
-    m = patch_logit_map(model, x, shifted=False)
+    m = patch_logit_map(model, x, heatmap="grid")
     with torch.no_grad():
         prob = torch.sigmoid(model(x)).item()
     assert m.mean() == pytest.approx(prob, rel=1e-4)
-    assert patch_logit_map(model, x, shifted=True, offset=4).shape == (1, 32, 32)
+    assert patch_logit_map(model, x, heatmap="averaged", offset=4).shape == (1, 32, 32)
 
 
 def test_patch_logit_map_refuses_other_models() -> None:

@@ -95,7 +95,7 @@ def test_hploc_segments_follow_threshold_and_8_connectivity() -> None:
 
 def test_hploc_75_percent_rule_by_hand() -> None:
     mask = np.zeros((10, 20), bool)
-    mask[:, :10] = True  # tumour = left half (one region)
+    mask[:, :10] = True  # tumour = left half, 100 px
     m = np.zeros((10, 20))
     m[0:4, 0:4] = 1.0  # 16 px, all tumour -> TP
     m[6:10, 14:18] = 1.0  # 16 px, all normal -> FP
@@ -103,23 +103,51 @@ def test_hploc_75_percent_rule_by_hand() -> None:
     m[0:2, 7:11] = 1.0  # 8 px, 6 tumour (75 %) -> TP exactly at the rule
     c = hploc_counts(m, mask, threshold=0.5, sigma=0)
     assert (c.tp, c.fp, c.ambiguous) == (2, 1, 1)
-    assert (c.regions, c.detected) == (1, 1)
+    assert (c.tumour_px, c.recalled_px) == (100, 16 + 6)  # the ambiguous segment's 4 px recall nothing
     assert c.precision == pytest.approx(2 / 3)
-    assert c.recall == 1.0
+    assert c.recall == pytest.approx(0.22)
 
 
-def test_hploc_recall_counts_tumour_regions() -> None:
+def test_hploc_rule_is_on_the_segments_area_and_tp_comes_first() -> None:
+    mask = np.zeros((4, 8), bool)
+    mask[:, :3] = True
+    m = np.zeros((4, 8))
+    m[0, 0:4] = 1.0  # 3 of 4 px tumour: TP (75 %), not FP although 25 % is normal
+    m[3, 1:5] = 1.0  # 2 of 4 tumour, 2 normal: neither side reaches 75 % -> ambiguous
+    c = hploc_counts(m, mask, threshold=0.5, sigma=0)
+    assert (c.tp, c.fp, c.ambiguous) == (1, 0, 1)
+    c = hploc_counts(m, mask, threshold=0.5, sigma=0, rule=0.8)  # the rule is a parameter
+    assert (c.tp, c.fp, c.ambiguous) == (0, 0, 2)
+
+
+def test_hploc_one_small_segment_does_not_saturate_recall() -> None:
+    # Issue 14's example: one TP segment covering 16 of 200 tumour pixels gave recall 1.0.
+    mask = np.zeros((20, 20), bool)
+    mask[:10, :] = True  # 200 tumour px, one region
+    m = np.zeros((20, 20))
+    m[2:6, 2:6] = 1.0  # 16 px, all tumour
+    c = hploc_counts(m, mask, threshold=0.5, sigma=0)
+    assert (c.tp, c.fp, c.tumour_px, c.recalled_px) == (1, 0, 200, 16)
+    assert c.recall == pytest.approx(16 / 200)
+    # one segment over the whole patch is 50 % tumour: ambiguous, so it recalls nothing
+    c = hploc_counts(np.ones((20, 20)), mask, threshold=0.5, sigma=0)
+    assert (c.tp, c.ambiguous, c.recall) == (0, 1, 0.0)
+    # covering the tumour exactly recalls all of it
+    assert hploc_counts(mask.astype(float), mask, threshold=0.5, sigma=0).recall == 1.0
+
+
+def test_hploc_counts_pool_pixels_over_a_data_set() -> None:
     mask = np.zeros((10, 30), bool)
     mask[2:8, 2:8] = True
-    mask[2:8, 20:26] = True  # two tumour regions
+    mask[2:8, 20:26] = True  # two regions, 72 px
     m = np.zeros((10, 30))
-    m[3:6, 3:6] = 1.0  # detects the first only
+    m[3:6, 3:6] = 1.0  # 9 px in the first
     c = hploc_counts(m, mask, threshold=0.5, sigma=0)
-    assert (c.tp, c.fp, c.regions, c.detected) == (1, 0, 2, 1)
-    assert c.recall == 0.5
-    pooled = c + HplocCounts(tp=0, fp=1, regions=1, detected=0)
+    assert (c.tp, c.fp, c.tumour_px, c.recalled_px) == (1, 0, 72, 9)
+    assert c.recall == pytest.approx(9 / 72)
+    pooled = c + HplocCounts(tp=0, fp=1, tumour_px=28, recalled_px=0)
     assert pooled.precision == pytest.approx(0.5)
-    assert pooled.recall == pytest.approx(1 / 3)
+    assert pooled.recall == pytest.approx(9 / 100)
     assert math.isnan(HplocCounts().precision)
     assert math.isnan(HplocCounts().recall)
 
@@ -146,7 +174,7 @@ def test_localization_metrics_bundle() -> None:
     assert out["pixel_accuracy"] == pytest.approx(12 / 16)
     assert out["hit"] == 1.0
     assert out["hploc_precision"] == 1.0
-    assert out["hploc_recall"] == 1.0
+    assert out["hploc_recall"] == 0.5  # the segment holds 4 of the 8 tumour px
 
 
 def test_hploc_threshold_is_relative_to_the_maximum_by_default() -> None:

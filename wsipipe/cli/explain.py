@@ -53,6 +53,38 @@ def add_parser(subparsers: Any) -> None:
     params.add("--target", type=int, default=None, help="class index to explain (default: tumour / arg-max)")
     params.add("--alpha", type=float, default=0.5, help="CELM alpha (CAM3 vs CAM2 weight, default {default})")
     params.add("--beta", type=float, default=0.5, help="CELM beta (weight of CAM x saliency, default {default})")
+    params.add("--ig-steps", type=int, default=32, help="Integrated Gradients steps (default {default})")
+    params.add("--nt-samples", type=int, default=8, help="NoiseTunnel noisy copies (default {default})")
+    params.add("--nt-stdev", type=float, default=0.2, help="NoiseTunnel noise std, input units (default {default})")
+    params.add(
+        "--nt-type",
+        choices=("smoothgrad", "smoothgrad_sq", "vargrad"),
+        default="smoothgrad",
+        help="NoiseTunnel aggregation (default {default})",
+    )
+    params.add("--nt-steps", type=int, default=16, help="IG steps per NoiseTunnel copy (default {default})")
+    params.add(
+        "--lime-segments",
+        choices=("grid", "slic", "quickshift"),
+        default="grid",
+        help="LIME features: grid squares, SLIC or quickshift superpixels (default {default})",
+    )
+    params.add(
+        "--lime-n-segments", type=int, default=64, help="LIME grid squares / SLIC superpixels (default {default})"
+    )
+    params.add("--lime-samples", type=int, default=200, help="LIME perturbed samples (default {default})")
+    params.add(
+        "--lime-top-k",
+        type=int,
+        default=None,
+        help="LIME: a 0/1 mask of the K features of largest |weight| (default: positive weights, scaled)",
+    )
+    params.add(
+        "--patch-heatmap",
+        choices=("centred", "averaged", "grid"),
+        default=None,
+        help="patchlogit map: centred patch per pixel, averaged shifted overlays or one grid (default: the model's own)",
+    )
     params.add("--cell-px", type=int, default=8, help="QuPath tile side in map px (default {default})")
     params.add("--no-png", field="png", action="store_false", default=True, help="skip the PNG panels")
     params.add("--no-geojson", field="geojson", action="store_false", default=True, help="skip the QuPath file")

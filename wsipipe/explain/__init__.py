@@ -8,7 +8,8 @@ ndarrays in [0, 1], in ``x``'s pixel frame):
 * :func:`grad_cam` on any named layer, :func:`saliency` (vanilla, ``002``),
   :func:`guided_backprop` (CELNet's cancer saliency map);
 * :func:`integrated_gradients`, :func:`noise_tunnel`, :func:`lime` through captum (``004``);
-* :func:`patch_logit_map` of PatchNet / MedicalPatchNet, with shifted overlays (``001``).
+* :func:`patch_logit_map` of PatchNet (centred patches, ``000``) / MedicalPatchNet (shifted
+  overlays, ``001``).
 
 :data:`EXPLAINERS` / :func:`explain` pick one by name. :mod:`wsipipe.explain.metrics` scores a
 map against a tumour mask (HPLOC precision/recall with the 75 % rule, IoU, precision, recall,
@@ -20,7 +21,15 @@ Importing this package imports torch.
 
 from __future__ import annotations
 
-from wsipipe.explain._captum import feature_mask, integrated_gradients, lime, noise_tunnel
+from wsipipe.explain._captum import (
+    QUICKSHIFT,
+    LimeSegments,
+    NoiseTunnelType,
+    feature_mask,
+    integrated_gradients,
+    lime,
+    noise_tunnel,
+)
 from wsipipe.explain._common import Target, eval_mode, gaussian_smooth
 from wsipipe.explain._gradient import (
     CELM_ALPHA,
@@ -35,7 +44,7 @@ from wsipipe.explain._gradient import (
     saliency,
 )
 from wsipipe.explain._outputs import map_tile_features, save_panel
-from wsipipe.explain._patch import is_patch_model, patch_logit_map
+from wsipipe.explain._patch import PatchHeatmap, default_patch_heatmap, is_patch_model, patch_logit_map
 from wsipipe.explain._registry import (
     EXPLAINERS,
     METHOD_CAPABILITIES,
@@ -47,6 +56,8 @@ from wsipipe.explain._registry import (
 from wsipipe.explain.hploc import HPLOC_MPP, HplocPatches, hploc_patches
 from wsipipe.explain.metrics import (
     HPLOC_RULE,
+    HPLOC_SIGMA,
+    HPLOC_THRESHOLD,
     HplocCounts,
     binarize,
     f1_score,
@@ -70,18 +81,25 @@ __all__ = [
     "EXPLAINERS",
     "HPLOC_MPP",
     "HPLOC_RULE",
+    "HPLOC_SIGMA",
+    "HPLOC_THRESHOLD",
     "METHOD_CAPABILITIES",
+    "QUICKSHIFT",
     "ExplainParams",
     "ExplainResult",
     "Explainer",
     "HplocCounts",
     "HplocPatches",
+    "LimeSegments",
+    "NoiseTunnelType",
+    "PatchHeatmap",
     "SlideExplain",
     "Target",
     "binarize",
     "black_baseline",
     "cam_layer_names",
     "celm",
+    "default_patch_heatmap",
     "eval_mode",
     "explain",
     "explain_slides",

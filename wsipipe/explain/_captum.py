@@ -4,7 +4,11 @@ Source: ``004_ca56ba36b15215b1.txt`` (Section 3.4 and its appendix code). Attrib
 (B, 3, H, W) become one map per image as in that code: absolute value, each channel min-max
 normalised, the channels summed, and the sum min-max normalised to [0, 1]. LIME maps keep
 the positive evidence for the class (a segment's weight where positive, else 0), divided by
-the largest weight.
+the largest weight; with ``top_k`` they are instead ``004``'s mask of the ``top_k`` segments of
+largest absolute weight (its ``get_image_and_mask(..., positive_only=False, num_features=3)``
+followed by ``abs``): 1 on those segments, 0 elsewhere. ``004``'s LIME segments with the
+``lime`` package's default, scikit-image quickshift with ``kernel_size=4, max_dist=200,
+ratio=0.2`` (:data:`QUICKSHIFT`), available here as ``segments="quickshift"``.
 
 Randomness (NoiseTunnel's noise, LIME's perturbations) is drawn inside
 :func:`torch.random.fork_rng` seeded with ``seed``, so results are reproducible and the
@@ -22,7 +26,22 @@ from torch import Tensor, nn
 
 from wsipipe.explain._common import Target, _check_input, as_maps, eval_mode, normalize_minmax, resolve_target
 
-__all__ = ["feature_mask", "integrated_gradients", "lime", "noise_tunnel"]
+__all__ = [
+    "QUICKSHIFT",
+    "LimeSegments",
+    "NoiseTunnelType",
+    "feature_mask",
+    "integrated_gradients",
+    "lime",
+    "noise_tunnel",
+]
+
+#: LIME's interpretable features: grid squares, SLIC or quickshift superpixels.
+LimeSegments = Literal["grid", "slic", "quickshift"]
+#: captum's NoiseTunnel aggregations.
+NoiseTunnelType = Literal["smoothgrad", "smoothgrad_sq", "vargrad"]
+#: Quickshift settings of the ``lime`` package's image explainer (``004``'s segmentation).
+QUICKSHIFT = {"kernel_size": 4, "max_dist": 200, "ratio": 0.2}
 
 
 def _to_map(attr: Tensor) -> Tensor:
@@ -89,7 +108,7 @@ def noise_tunnel(
     n_samples: int = 8,
     stdev: float = 0.2,
     n_steps: int = 16,
-    nt_type: Literal["smoothgrad", "smoothgrad_sq", "vargrad"] = "smoothgrad",
+    nt_type: NoiseTunnelType = "smoothgrad",
     seed: int = 0,
     internal_batch_size: int = 16,
 ) -> npt.NDArray[np.float32]:
@@ -120,12 +139,14 @@ def noise_tunnel(
     return as_maps(_to_map(attr.detach()))
 
 
-def feature_mask(x: Tensor, *, segments: Literal["grid", "slic"] = "grid", n_segments: int = 64) -> Tensor:
+def feature_mask(x: Tensor, *, segments: LimeSegments = "grid", n_segments: int = 64, seed: int = 0) -> Tensor:
     """LIME's interpretable features: a (B, 1, H, W) int64 label image per input.
 
     ``"grid"`` cuts each image into about ``n_segments`` equal squares; ``"slic"`` runs
-    scikit-image SLIC superpixels (``n_segments``, compactness 10) on the image min-max scaled to
-    [0, 1]. Labels are 0..n-1 per image.
+    scikit-image SLIC superpixels (``n_segments``, compactness 10) and ``"quickshift"``
+    scikit-image quickshift with :data:`QUICKSHIFT` (the ``lime`` package's default, ``004``;
+    ``n_segments`` is ignored, ``seed`` breaks its ties) on the image min-max scaled to [0, 1].
+    Labels are 0..n-1 per image.
     """
     _check_input(x)
     b, _, h, w = x.shape
@@ -137,17 +158,20 @@ def feature_mask(x: Tensor, *, segments: Literal["grid", "slic"] = "grid", n_seg
         cols = torch.clamp(torch.arange(w) * side // w, max=side - 1)
         grid = rows.view(-1, 1) * side + cols.view(1, -1)
         return grid.expand(b, 1, h, w).clone().to(x.device)
-    if segments == "slic":
-        from skimage.segmentation import slic
+    if segments in ("slic", "quickshift"):
+        from skimage.segmentation import quickshift, slic
 
         imgs = normalize_minmax(x.detach()).permute(0, 2, 3, 1).cpu().numpy()
         labels = []
         for img in imgs:
-            lab = slic(img, n_segments=n_segments, compactness=10.0, start_label=0, channel_axis=-1)
+            if segments == "slic":
+                lab = slic(img, n_segments=n_segments, compactness=10.0, start_label=0, channel_axis=-1)
+            else:
+                lab = quickshift(img, **QUICKSHIFT, rng=seed, channel_axis=-1)  # type: ignore[arg-type]
             _, lab = np.unique(lab, return_inverse=True)
             labels.append(torch.from_numpy(lab.reshape(h, w).astype(np.int64)))
         return torch.stack(labels).unsqueeze(1).to(x.device)
-    raise ValueError(f"segments must be 'grid' or 'slic', got {segments!r}")
+    raise ValueError(f"segments must be 'grid', 'slic' or 'quickshift', got {segments!r}")
 
 
 class _WeightedRidge:
@@ -188,14 +212,24 @@ class _WeightedRidge:
         return x.float() @ self.coef.T + self.bias
 
 
+def _top_k_mask(attr: Tensor, labels: Tensor, k: int) -> Tensor:
+    """1.0 on the ``k`` segments of largest ``|weight|`` (non-zero weights only), 0.0 elsewhere."""
+    n = int(labels.max()) + 1
+    weights = torch.zeros(n, dtype=attr.dtype, device=attr.device).scatter_(0, labels.flatten(), attr.flatten())
+    order = torch.argsort(weights.abs(), descending=True, stable=True)[:k]
+    top = order[weights[order] != 0]
+    return torch.isin(labels, top).to(attr.dtype)
+
+
 def lime(
     model: nn.Module,
     x: Tensor,
     target: Target = None,
     *,
-    segments: Literal["grid", "slic"] = "grid",
+    segments: LimeSegments = "grid",
     n_segments: int = 64,
     n_samples: int = 200,
+    top_k: int | None = None,
     baseline: float | Tensor = 0.0,
     seed: int = 0,
     perturbations_per_eval: int = 32,
@@ -204,16 +238,20 @@ def lime(
 
     Each image is explained on its own: ``n_samples`` random on/off patterns of the segments of
     :func:`feature_mask` (an "off" segment takes ``baseline``), weighted by captum's cosine
-    similarity kernel, fit by weighted ridge regression. A pixel's value is its segment's
-    positive weight divided by the largest weight (0 for segments voting against the class).
+    similarity kernel, fit by weighted ridge regression. By default a pixel's value is its
+    segment's positive weight divided by the largest weight (0 for segments voting against the
+    class). With ``top_k`` the map is ``004``'s mask instead: 1 on the ``top_k`` segments of
+    largest absolute weight (for or against the class), 0 elsewhere.
     """
     from captum._utils.models.model import Model
     from captum.attr import Lime
 
     _check_input(x)
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
     Model.register(_WeightedRidge)
     idx = _targets(model, x, target)
-    masks = feature_mask(x, segments=segments, n_segments=n_segments)
+    masks = feature_mask(x, segments=segments, n_segments=n_segments, seed=seed)
     base = _baseline(x, baseline)
     maps = []
     with eval_mode(model), torch.no_grad(), torch.random.fork_rng(devices=[]):
@@ -228,7 +266,10 @@ def lime(
                 n_samples=n_samples,
                 perturbations_per_eval=perturbations_per_eval,
             )
-            maps.append(attr.detach()[0, 0].clamp(min=0))
-    out = torch.stack(maps)
-    peak = out.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1)
-    return as_maps(out / peak)
+            a = attr.detach()[0, 0]
+            if top_k is None:
+                a = a.clamp(min=0)
+                maps.append(a / a.max().clamp_min(1e-12))
+            else:
+                maps.append(_top_k_mask(a, masks[i, 0], top_k))
+    return as_maps(torch.stack(maps))

@@ -6,7 +6,10 @@ same kind of set is cut here from any annotated slide (real or :mod:`wsipipe.syn
 centres are drawn on the tumour polygons' boundaries (so both classes are present), the patch
 is read at ``mpp`` (level 2 of CAMELYON16, 0.972 µm/px, by default) and kept when its tumour
 fraction lies in ``[min_fraction, max_fraction]``; the mask is the rasterised polygons
-sampled at pixel centres.
+sampled at pixel centres. Maps of such patches are scored with
+:func:`wsipipe.explain.hploc_counts`: the paper's 75 % rule ("If a segmentation mask intersects
+with the cancerous region by at least 75%, it is defined as a true positive"), quoted in full
+with the settings that are ours in :mod:`wsipipe.explain.metrics`.
 """
 
 from __future__ import annotations

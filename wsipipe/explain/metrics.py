@@ -5,19 +5,41 @@ mask (H, W) bool (True = tumour) on the same pixel grid, indexed ``[row, col]``.
 
 Sources
 -------
-* HPLOC (``003_d079139a1795bfd3.txt``, Section 3.3): the map is segmented "by thresholding and
-  smoothing"; a segment (connected component) is a true positive when at least 75 % of it lies
-  in the tumour region, a false positive when at least 75 % lies in normal tissue. The paper
-  names precision and recall without formulas nor the threshold; :func:`hploc_counts` thresholds
-  at a fraction (0.5) of each smoothed map's maximum and uses
+* HPLOC (``003_d079139a1795bfd3.txt``, Section 3.3, "Metrics"). The paper's rule, verbatim:
 
-  - precision = TP / (TP + FP), over segments (segments with less than 75 % on either side are
-    *ambiguous* and count for neither);
-  - recall = detected tumour regions / tumour regions, where a tumour region is a connected
-    component of the mask and it is *detected* when a TP segment overlaps it.
+    "To perform localization, we generate segmentation masks from CELM/CAM/CSM by thresholding
+    and smoothing (see Fig.2 (e)). If a segmentation mask intersects with the cancerous region
+    by at least 75%, it is defined as a true positive. Otherwise, if a segmentation mask
+    intersects with the normal region by at least 75%, it is considered as a false positive."
 
-  Over a data set, counts are summed before dividing (:class:`HplocCounts` adds up), giving
-  one precision and one recall as in the paper's Table 3.
+  (footnote 3: "The annotated contour in Camelyon16 is usually enlarged to surround all
+  tumors"). :func:`hploc_counts` implements it as written: a segment (8-connected component of
+  the segmented map) is a TP when ``|segment ∩ tumour| >= 0.75 |segment|``; *otherwise* it is
+  an FP when ``|segment ∩ normal| >= 0.75 |segment|``; a segment that is neither is
+  *ambiguous* and counts for neither. What is the paper's and what is ours:
+
+  ========================  ==============================  ==================================
+  setting                   value                           whose
+  ========================  ==============================  ==================================
+  :data:`HPLOC_RULE`        0.75 of the segment's area      the paper's
+  :data:`HPLOC_THRESHOLD`   0.5 x the smoothed map's max    ours (the paper gives no value)
+  :data:`HPLOC_SIGMA`       Gaussian, sigma 2 map px        ours (the paper gives no value)
+  order                     smooth the map, then threshold  ours (the paper names both steps)
+  connectivity              8                               ours
+  precision                 TP / (TP + FP) over segments    the paper names it, no formula
+  recall                    pixel recall, below             ours (the paper gives no formula)
+  ========================  ==============================  ==================================
+
+  Recall is **pixel recall of the TP segments**: tumour pixels inside TP segments / tumour
+  pixels. One small segment on a large tumour therefore recalls only its share (a 16 px TP
+  segment on 200 tumour px gives 0.08, where counting "tumour regions touched by a TP
+  segment" gave 1.0), and one huge segment over the whole patch cannot saturate it either: it
+  is a TP only when >= 75 % of it is tumour. Pixels of ambiguous and FP segments recall
+  nothing.
+
+  Over a data set, counts (segments and pixels) are summed before dividing
+  (:class:`HplocCounts` adds up), giving one precision and one recall as in the paper's
+  Table 3.
 * Pixel metrics (``004_ca56ba36b15215b1.txt``, Section 3.5 and its code): the map is binarised
   with ``map > threshold`` (0.3 in ``004``); IoU (Eq. 9), precision, recall, F1 (Eq. 10-12,
   positive class; ``average="macro"`` averages both classes as the thesis' scikit-learn calls
@@ -37,6 +59,8 @@ import numpy.typing as npt
 
 __all__ = [
     "HPLOC_RULE",
+    "HPLOC_SIGMA",
+    "HPLOC_THRESHOLD",
     "HplocCounts",
     "binarize",
     "f1_score",
@@ -52,8 +76,13 @@ __all__ = [
     "spearman",
 ]
 
-#: Fraction of a segment that must lie in tumour (TP) or in normal tissue (FP).
+#: Fraction of a segment's area that must lie in tumour (TP) or, failing that, in normal tissue
+#: (FP): the paper's 75 % (``003``, Sec. 3.3).
 HPLOC_RULE = 0.75
+#: Segmentation threshold, a fraction of each smoothed map's maximum: ours (``003`` gives none).
+HPLOC_THRESHOLD = 0.5
+#: Gaussian smoothing of the map before thresholding, map px: ours (``003`` gives none).
+HPLOC_SIGMA = 2.0
 
 FloatMap = npt.NDArray[np.floating]
 BoolMask = npt.NDArray[np.bool_]
@@ -162,10 +191,14 @@ def hit_rate(maps: npt.ArrayLike, masks: npt.ArrayLike) -> float:
 
 
 def hploc_segments(
-    saliency: npt.ArrayLike, *, threshold: float = 0.5, sigma: float = 2.0, relative: bool = True
+    saliency: npt.ArrayLike,
+    *,
+    threshold: float = HPLOC_THRESHOLD,
+    sigma: float = HPLOC_SIGMA,
+    relative: bool = True,
 ) -> npt.NDArray[np.int32]:
-    """Segment a map as HPLOC does: Gaussian smoothing (``sigma`` px), thresholding, then
-    8-connected components. Returns a (H, W) int32 label image (0 = background).
+    """Segment a map for HPLOC scoring: Gaussian smoothing (``sigma`` px; 0 = none), thresholding,
+    then 8-connected components. Returns a (H, W) int32 label image (0 = background).
 
     With ``relative`` (default) the threshold is a fraction of the smoothed map's maximum, so
     maps of different scales (a CELM rarely reaches 1) are segmented alike; an all-zero map
@@ -184,48 +217,50 @@ def hploc_segments(
 
 @dataclass(frozen=True)
 class HplocCounts:
-    """Segment and region counts of HPLOC scoring; add instances to pool a data set.
+    """Segment and pixel counts of HPLOC scoring; add instances to pool a data set.
 
     Attributes
     ----------
     tp, fp, ambiguous : int
-        Map segments with >= 75 % of their area in tumour / in normal tissue / neither.
-    regions, detected : int
-        Tumour regions (components of the mask) and those overlapped by a TP segment.
+        Map segments with >= 75 % of their area in tumour / (otherwise) in normal tissue / neither.
+    tumour_px : int
+        Tumour pixels of the mask.
+    recalled_px : int
+        Tumour pixels inside TP segments.
     """
 
     tp: int = 0
     fp: int = 0
     ambiguous: int = 0
-    regions: int = 0
-    detected: int = 0
+    tumour_px: int = 0
+    recalled_px: int = 0
 
     def __add__(self, other: HplocCounts) -> HplocCounts:
         return HplocCounts(
             self.tp + other.tp,
             self.fp + other.fp,
             self.ambiguous + other.ambiguous,
-            self.regions + other.regions,
-            self.detected + other.detected,
+            self.tumour_px + other.tumour_px,
+            self.recalled_px + other.recalled_px,
         )
 
     @property
     def precision(self) -> float:
-        """TP / (TP + FP); NaN without any TP or FP segment."""
+        """TP / (TP + FP) over segments; NaN without any TP or FP segment."""
         return self.tp / (self.tp + self.fp) if self.tp + self.fp else math.nan
 
     @property
     def recall(self) -> float:
-        """Detected tumour regions / tumour regions; NaN without tumour regions."""
-        return self.detected / self.regions if self.regions else math.nan
+        """Tumour pixels inside TP segments / tumour pixels; NaN without tumour pixels."""
+        return self.recalled_px / self.tumour_px if self.tumour_px else math.nan
 
 
 def hploc_counts(
     saliency: npt.ArrayLike,
     mask: npt.ArrayLike,
     *,
-    threshold: float = 0.5,
-    sigma: float = 2.0,
+    threshold: float = HPLOC_THRESHOLD,
+    sigma: float = HPLOC_SIGMA,
     rule: float = HPLOC_RULE,
     tissue: npt.ArrayLike | None = None,
     relative: bool = True,
@@ -241,7 +276,7 @@ def hploc_counts(
     threshold, sigma, relative
         Segmentation of :func:`hploc_segments` (threshold relative to the map's maximum by default).
     rule : float
-        The TP/FP area fraction (0.75).
+        The TP/FP fraction of a segment's area (the paper's 0.75).
     tissue : (H, W) bool array, optional
         Normal tissue is ``tissue & ~mask``; default every non-tumour pixel.
     """
@@ -249,19 +284,15 @@ def hploc_counts(
     normal = ~t if tissue is None else (np.asarray(tissue).astype(bool) & ~t)
     labels = hploc_segments(m, threshold=threshold, sigma=sigma, relative=relative)
     n = int(labels.max())
-    from scipy import ndimage
-
-    area = np.bincount(labels.ravel(), minlength=n + 1)[1:].astype(np.float64)
-    in_tumor = np.bincount(labels.ravel(), weights=t.ravel(), minlength=n + 1)[1:]
-    in_normal = np.bincount(labels.ravel(), weights=normal.ravel(), minlength=n + 1)[1:]
+    flat = labels.ravel()
+    area = np.bincount(flat, minlength=n + 1)[1:]
+    in_tumor = np.bincount(flat, weights=t.ravel(), minlength=n + 1)[1:]
+    in_normal = np.bincount(flat, weights=normal.ravel(), minlength=n + 1)[1:]
     is_tp = in_tumor >= rule * area
-    is_fp = ~is_tp & (in_normal >= rule * area)
-    regions, n_regions = ndimage.label(t, structure=np.ones((3, 3), dtype=bool))
-    tp_ids = np.flatnonzero(is_tp) + 1
-    hit_regions = np.unique(regions[np.isin(labels, tp_ids) & t])
-    detected = int(np.count_nonzero(hit_regions))
+    is_fp = ~is_tp & (in_normal >= rule * area)  # "Otherwise, if ..."
+    recalled = int(in_tumor[is_tp].sum())
     tp, fp = int(is_tp.sum()), int(is_fp.sum())
-    return HplocCounts(tp, fp, n - tp - fp, int(n_regions), detected)
+    return HplocCounts(tp, fp, n - tp - fp, int(np.count_nonzero(t)), recalled)
 
 
 def localization_metrics(
@@ -269,8 +300,8 @@ def localization_metrics(
     mask: npt.ArrayLike,
     *,
     threshold: float = 0.3,
-    hploc_threshold: float = 0.5,
-    hploc_sigma: float = 2.0,
+    hploc_threshold: float = HPLOC_THRESHOLD,
+    hploc_sigma: float = HPLOC_SIGMA,
     average: Literal["binary", "macro"] = "binary",
 ) -> dict[str, float]:
     """Every metric of one map vs one mask, as a flat dict of floats (NaN where undefined).

@@ -30,6 +30,9 @@ from typing import Any, Literal
 import numpy as np
 
 from wsipipe.errors import ConfigError, WsipipeError
+from wsipipe.explain._captum import LimeSegments, NoiseTunnelType
+from wsipipe.explain._patch import PatchHeatmap
+from wsipipe.explain.metrics import HPLOC_SIGMA, HPLOC_THRESHOLD
 from wsipipe.results import BatchResult
 from wsipipe.slide import SLIDE_SUFFIXES, find_slides, slide_id
 from wsipipe.types import PathLike
@@ -71,14 +74,37 @@ class ExplainParams:
     """CELM: weight of CAM3 against CAM2."""
     beta: float = 0.5
     """CELM: weight of the CAM x saliency product."""
+    ig_steps: int = 32
+    """Integrated Gradients: steps of the path integral (``004``: 100; see ``configs/explain/thesis.yaml``)."""
+    nt_samples: int = 8
+    """NoiseTunnel: noisy copies per image (``004``: 5)."""
+    nt_stdev: float = 0.2
+    """NoiseTunnel: noise standard deviation in normalised input units (``004``: captum's default 1.0)."""
+    nt_type: NoiseTunnelType = "smoothgrad"
+    """NoiseTunnel: aggregation, ``smoothgrad``, ``smoothgrad_sq`` (``004``) or ``vargrad``."""
+    nt_steps: int = 16
+    """NoiseTunnel: Integrated Gradients steps per noisy copy (``004``: captum's default 50)."""
+    lime_segments: LimeSegments = "grid"
+    """LIME features: ``grid`` squares, ``slic`` or ``quickshift`` (``004``) superpixels."""
+    lime_n_segments: int = 64
+    """LIME: about this many grid squares or SLIC superpixels (quickshift sets its own number)."""
+    lime_samples: int = 200
+    """LIME: perturbed samples per image (``004``: 500)."""
+    lime_top_k: int | None = None
+    """LIME: report the top-k features (largest |weight|) as a 0/1 mask (``004``: 3); default the
+    positive weights, scaled to [0, 1]."""
+    patch_heatmap: PatchHeatmap | None = None
+    """patchlogit: ``centred`` (PatchNet's own, ``000``), ``averaged`` (shifted overlays,
+    MedicalPatchNet's own, ``001``) or ``grid``; default the model's own."""
     cell_px: int = 8
     """Side of a QuPath tile in map px."""
     threshold: float = 0.3
     """Binarisation threshold of the pixel metrics (``004``)."""
-    hploc_threshold: float = 0.5
-    """Segmentation threshold of the HPLOC metric, as a fraction of each smoothed map's maximum."""
-    hploc_sigma: float = 2.0
-    """Gaussian smoothing (map px) before HPLOC segmentation."""
+    hploc_threshold: float = HPLOC_THRESHOLD
+    """Segmentation threshold of the HPLOC metric, as a fraction of each smoothed map's maximum (ours;
+    ``003`` gives none)."""
+    hploc_sigma: float = HPLOC_SIGMA
+    """Gaussian smoothing (map px) before HPLOC segmentation (ours; ``003`` gives none)."""
     png: bool = True
     geojson: bool = True
     seed: int = 0
@@ -99,6 +125,14 @@ class ExplainParams:
             raise ConfigError(
                 f"top_k and cell_px must be >= 1 and region_px >= 8, got {self.top_k}, {self.cell_px}, {self.region_px}"
             )
+        counts = ("ig_steps", "nt_samples", "nt_steps", "lime_n_segments", "lime_samples")
+        for name in counts:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lime_top_k is not None and self.lime_top_k < 1:
+            raise ConfigError(f"lime_top_k must be >= 1 (or left out for the weighted map), got {self.lime_top_k}")
+        if not (math.isfinite(self.nt_stdev) and self.nt_stdev >= 0.0):
+            raise ConfigError(f"nt_stdev must be a finite number >= 0, got {self.nt_stdev}")
         for name in ("alpha", "beta", "threshold", "hploc_threshold"):
             v = getattr(self, name)
             if not (math.isfinite(v) and 0.0 <= v <= 1.0):
@@ -214,10 +248,28 @@ def _compute_maps(images: list[np.ndarray], params: ExplainParams, model: Any, m
         kw: dict[str, Any] = {} if method == "patchlogit" and params.target is None else {"target": params.target}
         if method == "celm":
             kw.update(alpha=params.alpha, beta=params.beta)
-        elif method in ("ig", "noisetunnel", "lime"):
-            kw["baseline"] = base
-            if method != "ig":
-                kw["seed"] = params.seed
+        elif method == "ig":
+            kw.update(baseline=base, n_steps=params.ig_steps)
+        elif method == "noisetunnel":
+            kw.update(
+                baseline=base,
+                seed=params.seed,
+                n_samples=params.nt_samples,
+                stdev=params.nt_stdev,
+                nt_type=params.nt_type,
+                n_steps=params.nt_steps,
+            )
+        elif method == "lime":
+            kw.update(
+                baseline=base,
+                seed=params.seed,
+                segments=params.lime_segments,
+                n_segments=params.lime_n_segments,
+                n_samples=params.lime_samples,
+                top_k=params.lime_top_k,
+            )
+        elif method == "patchlogit" and params.patch_heatmap is not None:
+            kw["heatmap"] = params.patch_heatmap
         maps[method] = explain(method, model, inputs, **kw)
     return maps
 
