@@ -181,6 +181,8 @@ def test_read_only_and_host_checked(viewer_run: ViewerRun) -> None:
     for method in ("POST", "PUT", "DELETE"):
         assert get(viewer_run, "/api/run", method=method)[0] == 405
     assert get(viewer_run, "/api/run", host="evil.example:80")[0] == 400
+    assert get(viewer_run, "/api/run", host="localhost.evil.example")[0] == 400  # DNS rebinding
+    assert get(viewer_run, "/api/run", host="localhost:1234")[0] == 200
     status, headers, _ = get(viewer_run, "/")
     assert status == 200
     assert "default-src 'self'" in headers["Content-Security-Policy"]

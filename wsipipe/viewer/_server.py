@@ -23,8 +23,10 @@ from __future__ import annotations
 import importlib.resources
 import json
 import logging
+import math
 import mimetypes
 import re
+import socket
 import threading
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from wsipipe.errors import WsipipeError
 from wsipipe.types import PathLike
 from wsipipe.viewer._index import RunIndex
 from wsipipe.viewer._tiles import TileError
@@ -54,7 +57,7 @@ _TYPES = {
 }
 _SEGMENT = re.compile(r"^[A-Za-z0-9._\-]+$")
 _TILE = re.compile(r"^(\d{1,4})$")
-_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]", "::1")
+_LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
 _CSP = "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; frame-ancestors 'none'"
 
 
@@ -67,8 +70,27 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _host_name(host: str) -> str:
+    """The name part of a ``Host`` header (``[::1]:8765`` -> ``[::1]``, ``a:80`` -> ``a``), lower-cased."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1]
+    return host.split(":", 1)[0]
+
+
 def _json(value: Any, status: int = 200) -> Response:
-    body = json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+    body = json.dumps(_finite(value), separators=(",", ":"), allow_nan=False).encode()
     return Response(status, body, {"Content-Type": "application/json", "Cache-Control": "no-store"})
 
 
@@ -107,7 +129,7 @@ class ViewerApp:
         """Answer one request; never raises for bad input (4xx), 500 only for bugs."""
         if method not in ("GET", "HEAD"):
             return _error(HTTPStatus.METHOD_NOT_ALLOWED, "the viewer is read-only")
-        if self.loopback_only and host is not None and not host.startswith(_LOOPBACK_NAMES):
+        if self.loopback_only and host is not None and _host_name(host) not in _LOOPBACK_NAMES:
             return _error(HTTPStatus.BAD_REQUEST, "unexpected Host header")
         path = raw_path.split("?", 1)[0].split("#", 1)[0]  # not urlsplit: '//x/y' is no host here
         lowered = path.lower()
@@ -124,6 +146,9 @@ class ViewerApp:
         except KeyError as err:
             return _error(HTTPStatus.NOT_FOUND, f"no such item {err}")
         except TileError as err:
+            return _error(HTTPStatus.NOT_FOUND, str(err))
+        except (WsipipeError, OSError) as err:  # e.g. a slide file that cannot be opened
+            logger.warning("viewer: %s: %s", path, err)
             return _error(HTTPStatus.NOT_FOUND, str(err))
 
     def _route(self, parts: list[str]) -> Response:
@@ -249,13 +274,18 @@ class _Server(ThreadingHTTPServer):
     app: ViewerApp
 
 
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 def make_server(app: ViewerApp, host: str = "127.0.0.1", port: int = 0) -> _Server:
     """A threaded HTTP server answering with ``app``, bound (not yet serving) to ``host:port``.
 
     ``port=0`` picks a free port (``server.server_address[1]``). Call ``serve_forever()``
     (e.g. in a thread) and ``shutdown()``/``server_close()`` when done.
     """
-    server = _Server((host, port), _Handler)
+    server_class = _Server6 if ":" in host else _Server
+    server = server_class((host, port), _Handler)
     server.app = app
     app.loopback_only = host in ("127.0.0.1", "localhost", "::1")
     return server
