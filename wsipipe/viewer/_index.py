@@ -69,6 +69,15 @@ def _store_facts(entry: SlideEntry) -> None:
         entry.problems.append(f"slide file {entry.slide_path} (named by {store}) does not exist")
 
 
+def _status(lesions: list[dict[str, Any]]) -> str:
+    """A ground-truth contour's colour from the evaluation's lesions in its group."""
+    if not lesions:
+        return "unevaluated"
+    if lesions[0].get("is_itc"):
+        return "itc"
+    return "hit" if any(les.get("hit") for les in lesions) else "miss"
+
+
 class RunIndex:
     """The slides of a run directory and their overlays (see the module docstring).
 
@@ -247,25 +256,20 @@ class RunIndex:
         centroids = [(Point(les["centroid_x"], les["centroid_y"]), les) for les in lesions]
         # the evaluation grows every lesion by 37.5 µm (CAMELYON16): a detection within it is no FP
         grow = GROW_UM / 2 / entry.mpp if entry.mpp else 0.0
-        regions, tumour = [], []
-        for ann in read_annotations(path):
-            for poly in polygonal_parts(ann.geometry):
-                status = "region"
-                if ann.label == "tumor":
-                    grown = poly.buffer(grow)
-                    tumour.append(grown)
-                    inside = [les for point, les in centroids if grown.contains(point)]
-                    status = (
-                        "unevaluated"
-                        if not inside
-                        else "itc"
-                        if inside[0].get("is_itc")
-                        else "hit"
-                        if inside[0].get("hit")
-                        else "miss"
-                    )
-                ring = [[round(float(x), 1), round(float(y), 1)] for x, y in poly.exterior.coords]
-                regions.append({"label": ann.label, "status": status, "ring": ring})
+        shapes = [(ann.label, poly) for ann in read_annotations(path) for poly in polygonal_parts(ann.geometry)]
+        tumour = [poly.buffer(grow) for label, poly in shapes if label == "tumor"]
+        # lesions closer than 75 µm are one lesion of the evaluation: match by merged groups
+        groups = polygonal_parts(union_all(tumour)) if tumour else []
+        regions = []
+        for label, poly in shapes:
+            status = "region"
+            if label == "tumor":
+                inside = poly.representative_point()
+                group = next((g for g in groups if g.contains(inside)), poly.buffer(grow))
+                found = [les for point, les in centroids if group.contains(point)]
+                status = _status(found)
+            ring = [[round(float(x), 1), round(float(y), 1)] for x, y in poly.exterior.coords]
+            regions.append({"label": label, "status": status, "ring": ring})
         fps: list[dict[str, Any]] = []
         if entry.view.evaluation is not None:
             area = prepared.prep(union_all(tumour)) if tumour else None
