@@ -37,6 +37,7 @@ MINIMAL: dict[str, tuple[type | None, list[str]]] = {
     "export": (ExportParams, ["s.zarr", "--out", "o"]),
     "explain": (ExplainParams, ["s.tif", "--checkpoint", "c", "--lesions", "l", "--out", "o"]),
     "report": (ReportParams, ["o"]),
+    "view": (None, ["o"]),
 }
 PARAM_COMMANDS = [name for name, (cls, _) in MINIMAL.items() if cls is not None]
 

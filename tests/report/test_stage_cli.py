@@ -26,7 +26,10 @@ def test_stage_runs_last_and_writes_the_report(run_dir: Run) -> None:
     assert len(images) == 2  # thumbnails with tissue outlines; no predictions yet
     assert all(max(img.size) <= 400 for img in images)  # the stage's max_image_px
     text = page.text
-    assert "wsipipe run report: report-demo running" in text  # written while its own stage runs
+    # written while its own stage runs, it shows the run as it ends: report stage and run done
+    assert "wsipipe run report: report-demo done" in text
+    assert "in progress" not in text
+    assert "report done" in text  # its row in the stage timings
     assert "missing tile predictions" in text
     assert "No evaluation/evaluation.json" in text
     assert "No tile predictions in the store yet" in text
@@ -57,3 +60,29 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "\n" not in err
     assert main(["report", str(tmp_path), "--dpi", "1"]) == 2
     assert "dpi" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("stages", "run_status", "report_status"),
+    [
+        ({"tile": "done", "report": "running"}, "done", "done"),  # the report stage writing its page
+        ({"tile": "partial", "report": "running"}, "partial", "done"),
+        ({"tile": "running", "report": "running"}, "running", "running"),  # not only the report: left alone
+        ({"tile": "running"}, "running", None),  # a run in progress, report not started
+    ],
+)
+def test_the_report_stage_shows_the_run_as_it_ends(
+    tmp_path: Path, stages: dict[str, str], run_status: str, report_status: str | None
+) -> None:
+    from wsipipe.report import collect_run
+
+    records = {
+        name: {"run_id": "r1", "status": status, "started": "2026-01-01T00:00:00+00:00", "items": {}}
+        for name, status in stages.items()
+    }
+    manifest = {"run": {"run_id": "r1", "status": "running"}, "stages": records}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    run = collect_run(tmp_path)
+    assert run.run["status"] == run_status
+    if report_status is not None:
+        assert run.stages["report"]["status"] == report_status

@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "export": "wsipipe.cli.export",
     "explain": "wsipipe.cli.explain",
     "report": "wsipipe.cli.report",
+    "view": "wsipipe.cli.view",
 }
 
 

@@ -9,6 +9,7 @@ See ``docs/report.md``.
 
 from __future__ import annotations
 
+from wsipipe.report._collect import RunData, SlideView, collect_run
 from wsipipe.report.stage import ReportParams, write_report
 
-__all__ = ["ReportParams", "write_report"]
+__all__ = ["ReportParams", "RunData", "SlideView", "collect_run", "write_report"]

@@ -8,6 +8,7 @@ be read, so a report can always be written.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 import logging
 import math
@@ -137,6 +138,34 @@ def _manifest(out: Path, problems: list[str]) -> tuple[dict[str, Any] | None, Pa
     return None, None
 
 
+def _as_finished(manifest: dict[str, Any]) -> None:
+    """Show a manifest read by the run's own report stage as the run will end (in place).
+
+    The report stage runs last and writes its page while the manifest still says that the run
+    and the report stage are ``running``. When exactly that is the case (the run is running and
+    its only running stage is ``report``, of this run), the page shows the report stage as
+    ``done`` (it is writing its output) with the time so far, and the run with the status the
+    runner will give it: ``failed`` or ``partial`` if an earlier stage of this run was, else ``done``.
+    """
+    run, stages = manifest.get("run"), manifest.get("stages")
+    if not isinstance(run, dict) or not isinstance(stages, dict) or run.get("status") != "running":
+        return
+    running = [name for name, rec in stages.items() if isinstance(rec, dict) and rec.get("status") == "running"]
+    report = stages.get("report")
+    if running != ["report"] or not isinstance(report, dict) or report.get("run_id") != run.get("run_id"):
+        return
+    ours = [
+        rec.get("status") for rec in stages.values() if isinstance(rec, dict) and rec.get("run_id") == run.get("run_id")
+    ]
+    report["status"] = "done"
+    try:
+        started = dt.datetime.fromisoformat(str(report.get("started")))
+        report["seconds"] = round((dt.datetime.now(dt.UTC) - started).total_seconds(), 3)
+    except (TypeError, ValueError):
+        pass
+    run["status"] = "failed" if "failed" in ours else "partial" if "partial" in ours else "done"
+
+
 def _slide_scores(path: Path, problems: list[str]) -> dict[str, SlidePrediction]:
     if not path.is_file():
         return {}
@@ -238,6 +267,8 @@ def collect_run(out_dir: Path) -> RunData:
     out = Path(out_dir)
     run = RunData(out_dir=out)
     run.manifest, run.manifest_path = _manifest(out, run.problems)
+    if run.manifest is not None:
+        _as_finished(run.manifest)
     run.evaluation = _read_json(out / "evaluation" / "evaluation.json", run.problems)
     run.training = _training_runs(out, run.problems)
     run.explain_pngs, run.explain_metrics = _explain(out, run.problems)

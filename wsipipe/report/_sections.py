@@ -6,8 +6,11 @@ All text from files is escaped with :func:`~wsipipe.report._markup.esc`.
 from __future__ import annotations
 
 import math
+import shlex
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from wsipipe.report._collect import RunData, SlideView
 from wsipipe.report._markup import anchor, esc, figure, fmt, fmt_seconds, html_table, status_badge
@@ -115,7 +118,7 @@ def _lesion_tables(slides: Sequence[Any]) -> str:
     )
 
 
-def _slide_card(view: SlideView, images: Images, max_points: int) -> str:
+def _slide_card(view: SlideView, images: Images, max_points: int, out_dir: Path) -> str:
     sid = view.slide_id
     label = status_badge(view.label) if view.label else '<span class="badge">label unknown</span>'
     facts: list[tuple[str, Any]] = []
@@ -170,7 +173,23 @@ def _slide_card(view: SlideView, images: Images, max_points: int) -> str:
     problems = "".join(f'<p class="err">{esc(p)}</p>' for p in view.problems)
     return (
         f'<section class="card" id="{anchor(sid)}"><div class="slide-head"><h3>{esc(sid)}</h3>{label}</div>'
-        f'<div class="facts">{fact_html}</div>{picture}{points}{stage_html}{problems}</section>'
+        f'<div class="facts">{fact_html}</div>{picture}{viewer_link(view, out_dir)}{points}{stage_html}{problems}</section>'
+    )
+
+
+#: Where ``wsipipe view`` serves by default (``--host 127.0.0.1 --port 8765``).
+VIEWER_URL = "http://127.0.0.1:8765/"
+
+
+def viewer_link(view: SlideView, out_dir: Path) -> str:
+    """A link that opens the slide in ``wsipipe view``, with the command that starts the viewer."""
+    if view.store is None:
+        return ""
+    href = f"{VIEWER_URL}#slide={quote(view.slide_id, safe='')}"
+    command = f"wsipipe view {shlex.quote(str(out_dir))}"
+    return (
+        f'<p class="viewer"><a href="{esc(href)}">Open {esc(view.slide_id)} in the viewer</a> (deep zoom with the '
+        f"heatmap, detections and ground truth) once it runs: <code>{esc(command)}</code></p>"
     )
 
 
@@ -191,7 +210,7 @@ def slides_section(run: RunData, images: Images, max_points: int) -> str:
             ]
         )
     table = html_table(["slide", "label", "score", "detections", "tiles", "status"], rows, numeric=(2, 3, 4))
-    cards = "".join(_slide_card(v, images, max_points) for v in run.slides)
+    cards = "".join(_slide_card(v, images, max_points, run.out_dir) for v in run.slides)
     return f'<h2 id="slides">Slides ({len(run.slides)})</h2>{table}{cards}'
 
 
