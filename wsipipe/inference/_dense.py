@@ -21,7 +21,8 @@ Blocks (:func:`plan_blocks`). A task's tiles are cut into blocks of ``block x bl
 anchored at the band's first row and leftmost column, each clipped to the bounding box of its
 tiles. Each block region is assembled from every tile of the task that overlaps it, pasted in
 tile order. Pixels that no stored tile of the task covers (background cells, and the cells of
-tiles in other tasks) are white (255), the value the slide readers pad with outside a level.
+tiles in other tasks) get the checkpoint's normalisation mean colour, which is 0 after
+normalisation: what the convolutions' zero padding shows a tile run alone beyond its border.
 A block whose region has more pixels than its tiles (``h_px * w_px > n * T * T``: a sparse
 block, at tissue edges) is run tile by tile instead, so dense mode never computes more than
 tile-by-tile inference, and a lone tile gets exactly its tile-by-tile score.
@@ -30,7 +31,7 @@ tile-by-tile inference, and a lone tile gets exactly its tile-by-tile score.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,7 @@ __all__ = [
     "check_dense",
     "dense_logits",
     "dense_mode",
+    "fill_colour",
     "plan_blocks",
     "plan_dense_tasks",
     "predict_regions",
@@ -248,8 +250,9 @@ def assemble_regions(
     tile_size: int,
     stride: int,
     block: int,
+    fill: tuple[int, int, int] = (255, 255, 255),
 ) -> DenseRegions:
-    """Paste a task's tiles into its block regions (white elsewhere), piece by piece.
+    """Paste a task's tiles into its block regions (``fill`` elsewhere), piece by piece.
 
     Parameters
     ----------
@@ -260,6 +263,9 @@ def assemble_regions(
         (col, row) of all the task's tiles.
     tile_size, stride, block : int
         T, S (output px) and the block side in cells.
+    fill : (int, int, int)
+        RGB of the pixels no tile covers; inference uses the checkpoint's normalisation mean
+        (:func:`fill_colour`).
     """
     grid = np.asarray(cells, dtype=np.int64)
     blocks, loose = plan_blocks(grid, block, tile_size, stride)
@@ -271,7 +277,8 @@ def assemble_regions(
         key = ((b.rows - 1) * s + t, (b.cols - 1) * s + t)
         slots.append((key, counts.get(key, 0)))
         counts[key] = counts.get(key, 0) + 1
-    shapes = {key: np.full((k, key[0], key[1], 3), 255, np.uint8) for key, k in counts.items()}
+    colour = np.asarray(fill, np.uint8)
+    shapes = {key: np.broadcast_to(colour, (k, key[0], key[1], 3)).copy() for key, k in counts.items()}
     loose_tiles = np.empty((len(loose), t, t, 3), np.uint8)
     # Pixel extent of each dense block, output px: [y0, y1) x [x0, x1).
     y0 = np.array([b.top * s for b in dense], np.int64)
@@ -291,6 +298,16 @@ def assemble_regions(
         inside = np.isin(idx, loose)
         loose_tiles[np.searchsorted(loose, idx[inside])] = tiles[inside]
     return DenseRegions(grid, blocks, shapes, slots, loose, loose_tiles, t, s)
+
+
+def fill_colour(mean: Sequence[float]) -> tuple[int, int, int]:
+    """The uint8 RGB that normalises to about 0: ``round(255 * mean)`` per channel.
+
+    A tile run alone sees the convolutions' zero padding beyond its border; filling a block's
+    uncovered pixels with this colour shows its edge tiles the same (0 after normalisation).
+    """
+    r, g, b = (int(np.clip(round(255 * float(m)), 0, 255)) for m in mean)
+    return r, g, b
 
 
 def dense_logits(
@@ -398,7 +415,8 @@ def run_dense_task(lm: LoadedModel, task: ChunkTask) -> tuple[npt.NDArray[np.flo
             stop = min(start + chunk_tiles, task.stop)
             yield start - task.start, np.asarray(images[start:stop], dtype=np.uint8)
 
-    regions = assemble_regions(pieces(), cells, tile_size=task.tile_size, stride=task.stride, block=side)
+    fill = fill_colour(lm.mean.flatten().tolist())
+    regions = assemble_regions(pieces(), cells, tile_size=task.tile_size, stride=task.stride, block=side, fill=fill)
     t1 = time.perf_counter()
     with lm.lock:  # taken again inside predict_regions (re-entrant): the wait is timed apart
         t_held = time.perf_counter()

@@ -366,7 +366,7 @@ def predict_tiles(
     prepare = _prepare(lm)
     with lm.lock, torch.inference_mode(), _autocast(lm):
         if dense and len(tiles):
-            from wsipipe.inference._dense import DENSE_HINT, assemble_regions, block_side, dense_logits
+            from wsipipe.inference._dense import DENSE_HINT, assemble_regions, block_side, dense_logits, fill_colour
             from wsipipe.models import DenseModel, capability_error
 
             if cells is None:
@@ -375,7 +375,8 @@ def predict_tiles(
             if not isinstance(lm.model, DenseModel):
                 raise capability_error(lm.model, "dense", hint=DENSE_HINT)
             side = block_side(dense_block, tile_size, stride)
-            regions = assemble_regions([(0, tiles)], cells, tile_size=tile_size, stride=stride, block=side)
+            fill = fill_colour(lm.mean.flatten().tolist())
+            regions = assemble_regions([(0, tiles)], cells, tile_size=tile_size, stride=stride, block=side, fill=fill)
             logits = dense_logits(forward, lm.model.forward_map, regions, batch_tiles=batch_size, prepare=prepare)
         else:
             source = torch.from_numpy(np.ascontiguousarray(tiles))
