@@ -12,6 +12,7 @@ from tests.inference.conftest import MPP, make_checkpoint, make_store, synthetic
 from wsipipe.aggregate import AggregateParams, aggregate_store
 from wsipipe.cli import build_parser
 from wsipipe.cli.infer import make_params
+from wsipipe.config import parse_config
 from wsipipe.errors import ConfigError
 from wsipipe.inference import CHUNK_DONE, InferParams, device_plan, predict_stores, predict_tiles
 from wsipipe.inference._dense import assemble_regions, plan_blocks, plan_dense_tasks
@@ -140,6 +141,9 @@ def test_dense_switches() -> None:
     parser = build_parser()
     for argv, want in (([], None), (["--dense"], True), (["--no-dense"], False)):
         assert make_params(parser.parse_args(["infer", "s.zarr", "--checkpoint", "c", *argv])).dense is want
+    for value in (None, True, False):  # YAML: dense: null (auto), true, false
+        assert parse_config(InferParams, {"dense": value}).dense is value
+    assert InferParams().dense is None
 
 
 def test_resumed_dense_run_writes_only_the_missing_chunks_bit_identically(
