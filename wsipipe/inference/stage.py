@@ -32,9 +32,8 @@ class InferParams:
     """Parameters of the inference stage (:func:`wsipipe.inference.predict_stores`): what it computes.
 
     Only ``dense`` (and ``dense_block``), ``amp`` (on a GPU) and ``accelerator_path`` change the
-    probabilities. A
-    resumed run continues only when the checkpoint and these are those of the interrupted run,
-    otherwise it starts the model's predictions over. How the work is spread (cluster size,
+    probabilities. A resumed run continues only when the checkpoint and these are those of the
+    interrupted run, otherwise it starts the model's predictions over. How the work is spread (cluster size,
     threads, ``force``) is :class:`InferOptions`.
 
     Examples
