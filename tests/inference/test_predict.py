@@ -104,7 +104,8 @@ def test_dense_mode_matches_tile_by_tile(cluster: Any, trained_checkpoint: Path,
     address = cluster.scheduler_address
     for stride in (32, 16):  # side by side, and overlapping by half a tile
         store = make_store(tmp_path / f"s{stride}.zarr", grid_shape=(8, 10), stride=stride, chunk_tiles=16, seed=5)
-        tile = predict_stores(store, trained_checkpoint, scheduler=address, params=InferParams(device="cpu"))
+        off = InferParams(device="cpu", dense=False)
+        tile = predict_stores(store, trained_checkpoint, scheduler=address, params=off)
         exact = read_probs(store, tile.model)[:, 0]
         one = InferParams(device="cpu", dense=True, dense_block=1, model="dense1")
         predict_stores(store, trained_checkpoint, scheduler=address, params=one)

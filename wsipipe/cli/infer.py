@@ -40,7 +40,11 @@ def add_parser(subparsers: Any) -> None:
     params.add("--device", choices=("auto", "cpu", "cuda"), default="auto", help="device (default {default})")
     params.add("--no-amp", field="amp", action="store_false", default=True, help="no mixed precision on CUDA")
     params.add(
-        "--dense", action="store_true", default=False, help="CELNet dense mode over blocks of neighbouring tiles"
+        "--dense",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run a fully convolutional model (CELNet) over 2-D blocks of the tile grid (--dense: required, "
+        "--no-dense: tile by tile; default: dense where the model supports it and the tiles overlap)",
     )
     params.add("--model", default=None, help="node name under predictions/ (default: the architecture name)")
     p.set_defaults(func=run)

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from wsipipe.config import config_hash
 from wsipipe.errors import CheckpointError, StoreError, WsipipeError, output_error
 from wsipipe.inference._cluster import GPU_RESOURCE, connect, gpu_resources
-from wsipipe.inference._dense import check_dense
+from wsipipe.inference._dense import block_side, dense_mode, plan_dense_tasks
 from wsipipe.inference._runtime import CHUNK_DONE, ChunkDone, ChunkTask, RuntimeOptions, run_chunk
 from wsipipe.inference.stage import InferOptions, InferParams, StoreSummary
 from wsipipe.scheduler import SchedulerSpec, completed, local_executor
@@ -27,6 +28,7 @@ from wsipipe.store import (
     ATTR_PARAMS_HASH,
     PREDICTIONS,
     PROBS,
+    TILES_GRID,
     TILES_IMAGES,
     TilingInfo,
     array,
@@ -39,6 +41,9 @@ from wsipipe.store import (
 __all__ = ["checkpoint_fits"]
 
 logger = logging.getLogger(__name__)
+
+#: The hash fields of a tile-by-tile run (as before dense mode had an auto setting: older hashes hold).
+_TILE_BY_TILE = {"dense": False, "block": None}
 
 
 def checkpoint_fits(tiling: TilingInfo, tile_size: int, meta: Any, *, store: str, rtol: float) -> None:
@@ -81,6 +86,8 @@ class _Plan:
     status: str = "todo"
     error: str | None = None
     done: list[ChunkDone] = field(default_factory=list)
+    overlap_tile_by_tile: bool = False
+    """Auto dense mode ran tile by tile although the tiles overlap (the model cannot run dense)."""
 
 
 def _describe(err: BaseException) -> str:
@@ -93,12 +100,18 @@ def _plan(
     net: Any,
     meta: Any,
     options: RuntimeOptions,
-    infer_hash: str,
+    hash_fields: dict[str, Any],
     params: InferParams,
     *,
     force: bool,
 ) -> _Plan:
-    """Check one store against the checkpoint ``meta`` (and ``net`` for dense mode); return its pending chunks."""
+    """Check one store against the checkpoint ``meta`` (and ``net`` for dense mode); return its pending tasks.
+
+    ``hash_fields`` (weights, precision) and the store's dense mode make its ``infer_hash``. A
+    dense store's tasks are bands of whole chunks (:func:`plan_dense_tasks`), planned from all its
+    chunks so that a resumed run computes the same regions; a band with a pending chunk is
+    recomputed and writes its pending chunks.
+    """
     root = open_store(path, "r+")
     images = array(root, TILES_IMAGES)
     n, chunk = int(images.shape[0]), int(images.chunks[0])
@@ -106,10 +119,12 @@ def _plan(
     tiling = read_tiling(root)
     checkpoint_fits(tiling, tile_size, meta, store=str(path), rtol=params.mpp_rtol)
     stride = tiling.stride
-    if options.dense:
-        check_dense(net, tile_size, stride, where=str(path))
+    dense = dense_mode(params.dense, net, tile_size, stride, where=str(path))
+    side = block_side(params.dense_block, tile_size, stride)
+    options = replace(options, dense=dense)
+    infer_hash = config_hash(hash_fields | ({"dense": "regions", "block": side} if dense else _TILE_BY_TILE))
     n_chunks = -(-n // chunk)
-    plan = _Plan(path, n, n_chunks)
+    plan = _Plan(path, n, n_chunks, overlap_tile_by_tile=not dense and params.dense is None and stride < tile_size)
     store_hash = root.attrs.get(ATTR_PARAMS_HASH)
     node = f"{PREDICTIONS}/{model}"
     done = np.zeros(n_chunks, dtype=bool)
@@ -145,6 +160,14 @@ def _plan(
             f"{node}/{CHUNK_DONE}", shape=(n_chunks,), dtype=bool, chunks=(1,), fill_value=False, overwrite=True
         )
         flags.attrs["meaning"] = f"chunk i of {node}/{PROBS} is written (resume bookkeeping)"
+    if dense:
+        grid = np.asarray(array(root, TILES_GRID)[...])
+        for band in plan_dense_tasks(grid, chunk, side, tile_size):
+            if not done[band.start : band.stop].all():
+                start, stop = band.start * chunk, min(band.stop * chunk, n)
+                task = ChunkTask(str(path), model, band.start, start, stop, tile_size, stride, options, len(band))
+                plan.tasks.append(task)
+        return plan
     for i in np.flatnonzero(~done):
         start = int(i) * chunk
         plan.tasks.append(ChunkTask(str(path), model, int(i), start, min(start + chunk, n), tile_size, stride, options))
@@ -155,7 +178,8 @@ def _finish(plan: _Plan, model: str) -> StoreSummary:
     seconds = sum(d.read_seconds + d.compute_seconds + d.write_seconds for d in plan.done)
 
     def summary(status: Literal["done", "skipped", "failed"], error: str | None = None) -> StoreSummary:
-        return StoreSummary(plan.store, status, plan.n_tiles, plan.n_chunks, len(plan.done), seconds, error)
+        computed = sum(d.n_chunks for d in plan.done)
+        return StoreSummary(plan.store, status, plan.n_tiles, plan.n_chunks, computed, seconds, error)
 
     if plan.status == "skipped":
         return summary("skipped")

@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from wsipipe.errors import ConfigError
-from wsipipe.store import PREDICTIONS, TILES_GRID, TILES_IMAGES, array, write_probs
+from wsipipe.store import PREDICTIONS, TILES_IMAGES, array, write_probs
 
 __all__ = [
     "CHUNK_DONE",
@@ -65,7 +65,8 @@ class RuntimeOptions:
     amp_dtype: Literal["float16", "bfloat16"] = "float16"
     batch_size: int = 64
     dense: bool = False
-    dense_block: int = 8
+    """This store runs dense (decided per store from :attr:`InferParams.dense` when planning)."""
+    dense_block: int = 16
     torch_threads: int | None = None
     accelerator_path: bool = False
 
@@ -141,6 +142,9 @@ class ChunkTask:
     tile_size: int
     stride: int
     options: RuntimeOptions
+    n_chunks: int = 1
+    """Store chunks ``chunk .. chunk + n_chunks - 1`` (tiles ``start:stop``): a dense task covers a band
+    of the grid (:func:`wsipipe.inference._dense.plan_dense_tasks`)."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,8 @@ class ChunkDone:
     worker: str
     wait_seconds: float = 0.0
     """Seconds waiting for the model while another thread of the worker used it."""
+    n_chunks: int = 1
+    """Chunks written (a dense task writes those of its chunks not flagged done before)."""
 
 
 @dataclass
@@ -331,7 +337,7 @@ def predict_tiles(
     cells: npt.NDArray[np.int32] | None = None,
     tile_size: int = 0,
     stride: int = 0,
-    dense_block: int = 8,
+    dense_block: int = 16,
 ) -> npt.NDArray[np.float32]:
     """Class probabilities of ``tiles``.
 
@@ -344,7 +350,8 @@ def predict_tiles(
     batch_size : int
         Tiles per forward pass.
     dense : bool
-        Dense mode (``cells``, ``tile_size`` and ``stride`` required): see :mod:`._dense`.
+        Dense mode (``cells``, ``tile_size`` and ``stride`` required): the tiles are pasted into
+        blocks of ``dense_block`` cells and run through ``forward_map`` (see :mod:`._dense`).
 
     The batches are moved, laid out and autocast as ``lm.plan`` says (see :func:`device_plan`),
     on ``lm.device``'s device type: the same code runs a CUDA plan on CUDA and on the CPU.
@@ -359,23 +366,18 @@ def predict_tiles(
     prepare = _prepare(lm)
     with lm.lock, torch.inference_mode(), _autocast(lm):
         if dense and len(tiles):
-            from wsipipe.inference._dense import DENSE_HINT, dense_logits
+            from wsipipe.inference._dense import DENSE_HINT, assemble_regions, block_side, dense_logits, fill_colour
             from wsipipe.models import DenseModel, capability_error
 
             if cells is None:
                 raise ValueError("dense mode needs the tiles' grid cells")
+            forward: Callable[[torch.Tensor], torch.Tensor] = lm.model
             if not isinstance(lm.model, DenseModel):
                 raise capability_error(lm.model, "dense", hint=DENSE_HINT)
-            logits = dense_logits(
-                lm.model.forward_map,
-                tiles,
-                cells,
-                tile_size=tile_size,
-                stride=stride,
-                block=dense_block,
-                batch_tiles=batch_size,
-                prepare=prepare,
-            )
+            side = block_side(dense_block, tile_size, stride)
+            fill = fill_colour(lm.mean.flatten().tolist())
+            regions = assemble_regions([(0, tiles)], cells, tile_size=tile_size, stride=stride, block=side, fill=fill)
+            logits = dense_logits(forward, lm.model.forward_map, regions, batch_tiles=batch_size, prepare=prepare)
         else:
             source = torch.from_numpy(np.ascontiguousarray(tiles))
             outs = [lm.model(prepare(source[i : i + batch_size])).float() for i in range(0, len(tiles), batch_size)]
@@ -394,37 +396,48 @@ def _worker_name() -> str:
 
 
 def run_chunk(task: ChunkTask) -> ChunkDone:
-    """Compute and write the probabilities of one chunk, then set its ``chunk_done`` flag."""
+    """Compute and write the probabilities of a task's chunks, then set their ``chunk_done`` flags.
+
+    A dense task (several chunks) writes only the chunks not flagged done: a chunk once flagged
+    is never rewritten, so a kill cannot leave a flagged chunk half written.
+    """
     opts = task.options
     lm = loaded_model(opts)
-    t0 = time.perf_counter()
-    tiles = np.asarray(array(task.store, TILES_IMAGES)[task.start : task.stop], dtype=np.uint8)
-    cells = np.asarray(array(task.store, TILES_GRID)[task.start : task.stop]) if opts.dense else None
-    t1 = time.perf_counter()
-    with lm.lock:  # taken again inside predict_tiles (re-entrant): the wait is timed apart
-        t_held = time.perf_counter()
-        probs = predict_tiles(
-            lm,
-            tiles,
-            batch_size=opts.batch_size,
-            dense=opts.dense,
-            cells=cells,
-            tile_size=task.tile_size,
-            stride=task.stride,
-            dense_block=opts.dense_block,
-        )
+    if opts.dense:
+        from wsipipe.inference._dense import run_dense_task
+
+        probs, read_s, wait_s, compute_s = run_dense_task(lm, task)
         t2 = time.perf_counter()
-    write_probs(task.store, task.model, task.start, probs)
-    array(task.store, f"{PREDICTIONS}/{task.model}/{CHUNK_DONE}", "r+")[task.chunk] = True
+    else:
+        t0 = time.perf_counter()
+        tiles = np.asarray(array(task.store, TILES_IMAGES)[task.start : task.stop], dtype=np.uint8)
+        t1 = time.perf_counter()
+        with lm.lock:  # taken again inside predict_tiles (re-entrant): the wait is timed apart
+            t_held = time.perf_counter()
+            probs = predict_tiles(lm, tiles, batch_size=opts.batch_size)
+            t2 = time.perf_counter()
+        read_s, wait_s, compute_s = t1 - t0, t_held - t1, t2 - t_held
+    flags = array(task.store, f"{PREDICTIONS}/{task.model}/{CHUNK_DONE}", "r+")
+    pending = [task.chunk]
+    if task.n_chunks > 1:
+        done = np.asarray(flags[task.chunk : task.chunk + task.n_chunks], dtype=bool)
+        pending = [task.chunk + int(i) for i in np.flatnonzero(~done)]
+    per = int(array(task.store, TILES_IMAGES).chunks[0])
+    for c in pending:
+        lo = (c - task.chunk) * per
+        write_probs(task.store, task.model, task.start + lo, probs[lo : lo + per])
+    for c in pending:
+        flags[c] = True
     t3 = time.perf_counter()
     return ChunkDone(
         store=task.store,
         chunk=task.chunk,
-        n_tiles=len(tiles),
-        read_seconds=t1 - t0,
-        compute_seconds=t2 - t_held,
+        n_tiles=task.stop - task.start,
+        read_seconds=read_s,
+        compute_seconds=compute_s,
         write_seconds=t3 - t2,
         device=lm.device.type,
         worker=_worker_name(),
-        wait_seconds=t_held - t1,
+        wait_seconds=wait_s,
+        n_chunks=len(pending),
     )

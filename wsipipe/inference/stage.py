@@ -31,9 +31,9 @@ logger = logging.getLogger(__name__)
 class InferParams:
     """Parameters of the inference stage (:func:`wsipipe.inference.predict_stores`): what it computes.
 
-    Only ``dense``, ``amp`` (on a GPU) and ``accelerator_path`` change the probabilities. A
-    resumed run continues only when the checkpoint and these are those of the interrupted run,
-    otherwise it starts the model's predictions over. How the work is spread (cluster size,
+    Only ``dense`` (and ``dense_block``), ``amp`` (on a GPU) and ``accelerator_path`` change the
+    probabilities. A resumed run continues only when the checkpoint and these are those of the
+    interrupted run, otherwise it starts the model's predictions over. How the work is spread (cluster size,
     threads, ``force``) is :class:`InferOptions`.
 
     Examples
@@ -51,10 +51,14 @@ class InferParams:
     """Automatic mixed precision (autocast) on CUDA; ignored on the CPU unless ``accelerator_path``."""
     amp_dtype: Literal["float16", "bfloat16"] = "float16"
     """Autocast dtype on CUDA (and with ``accelerator_path``)."""
-    dense: bool = False
-    """CELNet dense mode: run the fully convolutional net once over blocks of neighbouring tiles."""
-    dense_block: int = 8
-    """Dense mode: block side in tiles (a block is a region of ``(k-1)*stride + tile`` px)."""
+    dense: bool | None = None
+    """Dense mode: run a fully convolutional model (:class:`~wsipipe.models.DenseModel`, e.g. CELNet)
+    once over 2-D blocks of the tile grid instead of once per tile. None (auto, the default): dense
+    for a model that supports it on stores whose tiles overlap (stride < tile size), tile by tile
+    otherwise; True: dense, and a model or store that cannot is an error; False: tile by tile."""
+    dense_block: int = 16
+    """Dense mode: block side in tiles (a block is a region of ``(k-1)*stride + tile`` px, at most
+    1024 px; a dense task spans this many grid rows)."""
     model: str | None = None
     """Node name under ``predictions/``; default: the checkpoint's architecture name."""
     mpp_rtol: float = 0.1
@@ -211,16 +215,16 @@ def predict_stores(
     CheckpointError
         If the checkpoint cannot be loaded (nothing is computed).
     ConfigError
-        Dense mode with a model that is not a :class:`~wsipipe.models.DenseModel` (nothing is computed).
+        ``dense=True`` with a model that is not a :class:`~wsipipe.models.DenseModel` (nothing is
+        computed). With ``dense=None`` (auto) such a model runs tile by tile, saying so in one log line.
     StoreError
         If a path holds no stores.
     """
-    from wsipipe.config import config_hash
     from wsipipe.errors import WsipipeError
     from wsipipe.inference._dense import DENSE_HINT
     from wsipipe.inference._run import _describe, _finish, _Plan, _plan, _run_tasks
     from wsipipe.inference._runtime import RuntimeOptions
-    from wsipipe.models import load_checkpoint
+    from wsipipe.models import DenseModel, load_checkpoint
     from wsipipe.scheduler import parse_scheduler
     from wsipipe.store import find_stores
 
@@ -238,25 +242,32 @@ def predict_stores(
         amp=params.amp,
         amp_dtype=params.amp_dtype,
         batch_size=params.batch_size,
-        dense=params.dense,
+        dense=False,  # decided per store when planning
         dense_block=params.dense_block,
         torch_threads=options.torch_threads,
         accelerator_path=params.accelerator_path,
     )
     amp_counts = params.device != "cpu" or params.accelerator_path
-    infer_hash = config_hash(
-        {"weights": meta.weights_sha256, "dense": params.dense, "block": params.dense_block if params.dense else None}
+    hash_fields = (
+        {"weights": meta.weights_sha256}
         | {"amp": params.amp_dtype if params.amp and amp_counts else None}
         | ({"accelerator_path": True} if params.accelerator_path else {})  # absent when off: older hashes hold
     )
     plans: list[_Plan] = []
     for path in paths:
         try:
-            plan = _plan(path, model, model_obj, meta, runtime, infer_hash, params, force=options.force)
+            plan = _plan(path, model, model_obj, meta, runtime, hash_fields, params, force=options.force)
         except WsipipeError as err:
             logger.warning("%s: %s", path, err)
             plan = _Plan(path, 0, 0, status="failed", error=_describe(err))
         plans.append(plan)
+    if any(p.overlap_tile_by_tile for p in plans) and not isinstance(model_obj, DenseModel):
+        logger.warning(
+            "checkpoint %s: model %r cannot run dense (it has no forward_map/stride), so the overlapping tiles "
+            "run one by one; --no-dense silences this",
+            checkpoint,
+            meta.architecture,
+        )
     del model_obj
     tasks = [t for p in plans for t in p.tasks]
     computed = _run_tasks(tasks, plans, spec, params, options) if tasks else []
