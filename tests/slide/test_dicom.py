@@ -17,8 +17,8 @@ import pydicom
 import pytest
 
 from wsipipe.cli import main
-from wsipipe.errors import UnsupportedSlideError
-from wsipipe.slide import find_slides, is_slide_file, open_slide, slide_id, slide_key
+from wsipipe.errors import CorruptSlideError, UnsupportedSlideError
+from wsipipe.slide import DicomFrameTileReader, find_slides, is_slide_file, open_slide, slide_id, slide_key
 from wsipipe.store import read_coords, read_tiles
 from wsipipe.synth import make_test_slide
 from wsipipe.tiling import TileParams, tile_slide, tile_slides
@@ -92,6 +92,42 @@ def test_auto_opens_dicom_with_wsidicom_from_the_directory_or_any_instance(serie
             assert (slide.backend, slide.path) == ("wsidicom", series["raw"])
 
 
+def test_jpeg_frames_are_decoded_directly_with_openslides_pixels(series: dict[str, Path]) -> None:
+    with open_slide(series["jpeg"]) as dcm, open_slide(series["jpeg"], "openslide") as ref:
+        tiles = dcm.read_level_tiles(0)
+        assert isinstance(tiles, DicomFrameTileReader)
+        assert tiles.tile_size == (256, 256)
+        ref_tiles = ref.read_level_tiles(0)
+        # aligned interior, aligned edge (frame past the level: white), unaligned across four frames, outside
+        for x, y, w, h in [(256, 512, 256, 256), (1280, 768, 256, 256), (200, 230, 224, 224), (1500, 1000, 64, 64)]:
+            np.testing.assert_array_equal(tiles.read(x, y, w, h), ref_tiles.read(x, y, w, h))
+        out = np.empty((256, 256, 3), np.uint8)
+        tiles.read_into(512, 256, out)
+        np.testing.assert_array_equal(out, ref_tiles.read(512, 256, 256, 256))
+        assert (tiles.read(1280, 768, 256, 256)[:, 256:] == 255).all()
+        np.testing.assert_array_equal(
+            dcm.read_region((34, 18), 1, (300, 200)), ref.read_region((34, 18), 1, (300, 200))
+        )
+
+
+def test_a_corrupt_jpeg_frame_is_reported(series: dict[str, Path], tmp_path: Path) -> None:
+    bad = _copy_series(series["jpeg"], tmp_path / "bad")
+    from wsidicom import WsiDicom
+
+    with WsiDicom.open(bad) as wsi:
+        frame = bytes(wsi.read_encoded_tile(0, (2, 1)))
+    (level0,) = [f for f in _instances(bad) if f.stat().st_size == max(g.stat().st_size for g in _instances(bad))]
+    data = level0.read_bytes()
+    at = data.index(frame) + len(frame) // 2
+    garbage = np.random.default_rng(1).integers(0, 256, 64, dtype=np.uint8).tobytes()
+    level0.write_bytes(data[:at] + garbage + data[at + 64 :])
+    with (
+        open_slide(bad) as slide,
+        pytest.raises(CorruptSlideError, match=r"bad: corrupt frame data at level 0, frame \(col 2, row 1\)"),
+    ):
+        slide.read_level_tiles(0).read(512, 256, 256, 256)
+
+
 def test_jpeg_series_is_within_the_stated_bound(series: dict[str, Path]) -> None:
     for ours, theirs in zip(_full_levels(series["jpeg"]), _full_levels(series["tif"]), strict=True):
         diff = np.abs(ours.astype(np.float64) - theirs)
@@ -112,6 +148,25 @@ def test_tiling_a_dicom_series_gives_the_tiffs_tiles(series: dict[str, Path], tm
         _instances(series["raw"])[0], tmp_path / "src", dataclasses.replace(PARAMS, compression="source")
     )
     np.testing.assert_array_equal(read_tiles(source.store), read_tiles(tif.store))
+
+
+def _entry_kinds(store: Path) -> list[int]:
+    """The entry kind of every tile of a ``source`` store (1: a JPEG stream, 0: zstd pixels), in chunk order."""
+    kinds: list[int] = []
+    for chunk in sorted((store / "tiles" / "images" / "c").iterdir(), key=lambda p: int(p.name)):
+        data = (chunk / "0" / "0" / "0").read_bytes()
+        count = int.from_bytes(data[4:8], "little")
+        kinds += [data[8 + 5 * i] for i in range(count)]
+    return kinds
+
+
+def test_source_store_keeps_interior_jpeg_frames_and_the_zstd_pixels(series: dict[str, Path], tmp_path: Path) -> None:
+    aligned = TileParams(target_mpp=0.243, tile_size=256, chunk_tiles=8, min_tissue=0.0)  # level 0, the frame grid
+    zstd = tile_slide(series["jpeg"], tmp_path / "zstd", aligned)
+    source = tile_slide(series["jpeg"], tmp_path / "source", dataclasses.replace(aligned, compression="source"))
+    assert source.n_tiles == zstd.n_tiles == 24  # 6 x 4 frames, all inside the 1536 x 1024 level
+    np.testing.assert_array_equal(read_tiles(source.store), read_tiles(zstd.store))
+    assert set(_entry_kinds(source.store)) == {1}  # every tile is the series' own frame
 
 
 def _copy_series(src: Path, dst: Path, **tags: str) -> Path:
