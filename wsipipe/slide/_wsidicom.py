@@ -56,8 +56,8 @@ class DicomFrameTileReader(LevelTileReader):
     level_dimensions : (w, h)
         The level's size in its pixels.
     tile_size : (w, h)
-        The frame size. Frames are stored whole at the right and bottom edges; pixels past the
-        level are white in reads.
+        The frame size. Edge frames may be stored whole (with pixels past the level) or cut at
+        the image edge; either way pixels past the level are white in reads.
     frame : callable
         ``frame(col, row) -> bytes``: the frame's JPEG stream.
     photometric : int
@@ -69,8 +69,8 @@ class DicomFrameTileReader(LevelTileReader):
 
     Notes
     -----
-    Thread-safe (the cache is locked; wsidicom's frame reads are). Pickling goes through the
-    slide reader, which reopens the series.
+    Thread-safe (the cache is locked; wsidicom's frame reads are) and picklable (the slide
+    reader behind ``frame`` reopens the series in the receiving process).
     """
 
     def __init__(
@@ -96,6 +96,16 @@ class DicomFrameTileReader(LevelTileReader):
         self._cache: OrderedDict[tuple[int, int], RGBArray] = OrderedDict()
         self._capacity = max(0, int(cache_bytes)) // (tile_size[0] * tile_size[1] * 3)
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_lock", None)
+        state["_cache"] = OrderedDict()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def _corrupt(self, tx: int, ty: int, err: Exception) -> CorruptSlideError:
         tw, th = self.tile_size  # type: ignore[misc]
         return CorruptSlideError(
@@ -112,8 +122,14 @@ class DicomFrameTileReader(LevelTileReader):
             raise self._corrupt(tx, ty, err) from err
         except Exception as err:  # wsidicom's own errors (a frame missing from the file ...)
             raise self._corrupt(tx, ty, err) from err
-        if tile.shape[:2] != (th, tw):
-            raise self._corrupt(tx, ty, ValueError(f"frame is {tile.shape[1]}x{tile.shape[0]} px, not {tw}x{th}"))
+        if tile.shape[:2] != (th, tw):  # an edge frame cut at the image edge (some converters write them)
+            if out is not None and tile.shape[0] <= th and tile.shape[1] <= tw:
+                tile = tile.copy()  # a view of out's start
+            full = out if out is not None else np.empty((th, tw, 3), dtype=np.uint8)
+            full[...] = 255
+            hh, ww = min(th, tile.shape[0]), min(tw, tile.shape[1])
+            full[:hh, :ww] = tile[:hh, :ww]
+            return full
         return tile
 
     def _cached(self, tx: int, ty: int) -> RGBArray:
