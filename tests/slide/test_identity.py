@@ -127,11 +127,14 @@ def test_every_slide_suffix_has_one_backend_and_the_names_agree() -> None:
 
 
 def test_auto_tries_the_suffix_backend_first() -> None:
+    file_backends = [name for name, spec in BACKENDS.items() if not spec.dicom]
     for suffix, backend in SLIDE_FORMATS.items():
         order = auto_order(Path(f"slide{suffix.upper()}"))
         assert order[0] == backend
-        assert sorted(order) == sorted(BACKENDS)
-    assert auto_order(Path("slide.unknown")) == list(BACKENDS)
+        assert sorted(order) == sorted(file_backends)
+    assert auto_order(Path("slide.unknown")) == file_backends
+    # a DICOM series: wsidicom, then OpenSlide 4; never the TIFF-only tiffslide
+    assert auto_order(Path("series_dir"), dicom=True) == ["wsidicom", "openslide"]
 
 
 def _backend_choices(command: str) -> tuple[str, ...]:

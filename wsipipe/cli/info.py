@@ -26,7 +26,13 @@ def add_parser(subparsers: Any) -> None:
             "print, and the exit status is non-zero."
         ),
     )
-    p.add_argument("slides", nargs="+", metavar="SLIDE", help="slide files (.tif, .svs, .ndpi, .mrxs ...)")
+    p.add_argument(
+        "slides",
+        nargs="+",
+        metavar="SLIDE",
+        help="slide files (.tif, .svs, .ndpi, .mrxs ...), DICOM WSI series directories (or an instance .dcm in one), "
+        "or folders holding them",
+    )
     p.add_argument("--backend", choices=BACKEND_NAMES, default="auto", help="reader backend (default auto)")
     p.add_argument("--mpp", type=float, default=None, help="level-0 µm/px to use when the slide does not record it")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
@@ -41,8 +47,11 @@ def describe(slide: SlideReader) -> dict[str, Any]:
         levels.append(
             {"level": i, "width": w, "height": h, "downsample": ds, "mpp": mpp_xy[0] * ds if mpp_xy else None}
         )
+    from wsipipe.slide import slide_id
+
     return {
         "path": str(slide.path),
+        "slide_id": slide_id(slide.path),
         "backend": slide.backend,
         "vendor": slide.vendor,
         "width": slide.dimensions[0],
@@ -61,6 +70,7 @@ def _text(info: dict[str, Any]) -> str:
         mpp = f"{info['mpp_x']:.4g} x {info['mpp_y']:.4g} µm/px"
     lines = [
         info["path"],
+        f"  slide id   {info['slide_id']}",
         f"  backend    {info['backend']} (vendor {info['vendor']})",
         f"  size       {info['width']} x {info['height']} px (level 0)",
         f"  mpp        {mpp}",
@@ -76,13 +86,26 @@ def _text(info: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     """Describe each slide; return 0 if all opened, 2 if none did, 3 if some failed."""
     from wsipipe.errors import ConfigError, WsipipeError
-    from wsipipe.slide import open_slide
+    from wsipipe.slide import find_slides, open_slide
 
     if args.mpp is not None and not args.mpp > 0:
         raise ConfigError(f"--mpp must be a positive number of µm/px, got {args.mpp}")
     infos: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []
-    for path in args.slides:
+    paths: list[Any] = []
+    for arg in args.slides:
+        try:
+            found = find_slides([arg])
+        except WsipipeError as err:
+            failures.append({"path": str(arg), "error": str(err)})
+            print(f"wsipipe info: error: {err}", file=sys.stderr)
+            continue
+        if not found:
+            err_text = f"{arg}: the folder holds no slides (slide files or DICOM series directories)"
+            failures.append({"path": str(arg), "error": err_text})
+            print(f"wsipipe info: error: {err_text}", file=sys.stderr)
+        paths.extend(found)
+    for path in dict.fromkeys(paths):
         try:
             with open_slide(path, args.backend, mpp=args.mpp) as slide:
                 info = describe(slide)

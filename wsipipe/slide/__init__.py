@@ -3,7 +3,8 @@
 ``open_slide(path)`` returns a :class:`SlideReader` with OpenSlide's vocabulary
 (``dimensions``, ``level_dimensions``, ``level_downsamples``, ``read_region`` ...) plus
 ``mpp``, ``best_level_for_mpp``, ``read_region_mpp`` and ``read_level_tiles``, the fast,
-corruption-checking aligned read path used by tiling. Reads return ``(h, w, 3) uint8``
+corruption-checking aligned read path used by tiling. A DICOM WSI slide is a directory of one
+series' instances (read by wsidicom, or OpenSlide 4). Reads return ``(h, w, 3) uint8``
 RGB arrays, white where the slide is transparent or absent.
 
 This package also owns slide identity for every stage: which files are slides
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from wsipipe.slide._open import open_slide
     from wsipipe.slide._protocol import SlideReader
     from wsipipe.slide._tiles import LevelTileReader, RegionLevelTileReader, TiffLevelTileReader
+    from wsipipe.slide._wsidicom import DicomFrameTileReader
 
 __all__ = [
     "ANNOTATION_SUFFIXES",
@@ -46,6 +48,7 @@ __all__ = [
     "SLIDE_FORMATS",
     "SLIDE_SUFFIXES",
     "Backend",
+    "DicomFrameTileReader",
     "LevelTileReader",
     "RegionLevelTileReader",
     "SlideBackend",
@@ -72,6 +75,7 @@ _READERS = {
     "LevelTileReader": "wsipipe.slide._tiles",
     "RegionLevelTileReader": "wsipipe.slide._tiles",
     "TiffLevelTileReader": "wsipipe.slide._tiles",
+    "DicomFrameTileReader": "wsipipe.slide._wsidicom",
 }
 
 

@@ -3,6 +3,9 @@
 * **Adding a slide suffix** is one line in :data:`SLIDE_FORMATS` (the suffix and the backend
   ``"auto"`` tries first for it). Every stage that looks for slides derives from it through
   :data:`SLIDE_SUFFIXES` and :func:`wsipipe.slide.find_slides`.
+* **DICOM WSI** slides are directories of instances, not suffixed files: they are found by
+  :mod:`wsipipe.slide._dicomdir` and read by the backends marked ``dicom`` (wsidicom first,
+  then OpenSlide 4, which opens a series through any of its instances).
 * **Adding a backend** is a :class:`~wsipipe.slide.SlideReader` subclass in its own module
   (``backend = "<name>"``, importing its library lazily in ``__init__``) plus, here, a
   :class:`SlideBackend` line in :data:`BACKENDS` and its name in :data:`Backend`. The CLI
@@ -26,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BACKENDS", "BACKEND_NAMES", "SLIDE_FORMATS", "SLIDE_SUFFIXES", "Backend", "SlideBackend", "auto_order"]
 
-Backend = Literal["auto", "openslide", "tiffslide"]
+Backend = Literal["auto", "openslide", "tiffslide", "wsidicom"]
 """A value of ``open_slide(backend=...)``: ``"auto"`` or a key of :data:`BACKENDS` (a test checks they agree)."""
 
 
@@ -43,11 +46,15 @@ class SlideBackend:
         ``__init__(path, *, mpp, tiff)`` opens a slide.
     tiff_only : bool
         It reads only TIFF files: ``"auto"`` skips it for other files.
+    dicom : bool
+        It reads DICOM WSI series (a directory of instances). ``"auto"`` tries it first for a
+        DICOM slide and skips it for other slides.
     """
 
     name: str
     reader: str
     tiff_only: bool = False
+    dicom: bool = False
 
     def load(self) -> type[SlideReader]:
         """Import and return the reader class (imports the backend's module, not its library)."""
@@ -62,6 +69,7 @@ BACKENDS: Mapping[str, SlideBackend] = MappingProxyType(
         for b in (
             SlideBackend("openslide", "wsipipe.slide._openslide:OpenSlideReader"),
             SlideBackend("tiffslide", "wsipipe.slide._tiffslide:TiffSlideReader", tiff_only=True),
+            SlideBackend("wsidicom", "wsipipe.slide._wsidicom:WsiDicomReader", dicom=True),
         )
     }
 )
@@ -96,7 +104,15 @@ SLIDE_SUFFIXES: tuple[str, ...] = tuple(SLIDE_FORMATS)
 """The suffixes of :data:`SLIDE_FORMATS`: files with one of them (any case) are slides in a folder."""
 
 
-def auto_order(path: Path) -> list[str]:
-    """The backends ``"auto"`` tries for ``path``: the one its suffix prefers, then the others in order."""
+def auto_order(path: Path, *, dicom: bool = False) -> list[str]:
+    """The backends ``"auto"`` tries for ``path``: the one its suffix prefers, then the others in order.
+
+    For a DICOM slide (``dicom=True``): the DICOM backends first (wsidicom), then OpenSlide;
+    for other slides the DICOM-only backends are left out.
+    """
+    if dicom:
+        return sorted(
+            (n for n, b in BACKENDS.items() if b.dicom or not b.tiff_only), key=lambda n: not BACKENDS[n].dicom
+        )
     first = SLIDE_FORMATS.get(path.suffix.lower())
-    return sorted(BACKENDS, key=lambda name: name != first)
+    return sorted((n for n, b in BACKENDS.items() if not b.dicom), key=lambda name: name != first)

@@ -3,7 +3,9 @@
 Two rules, for two different questions:
 
 * :func:`slide_id` names what a slide *produces*: ``<slide_id>.zarr``, ``<slide_id>.csv`` ... It is
-  the slide file's name without its last suffix, whatever the suffix.
+  the slide file's name without its last suffix, whatever the suffix. A DICOM WSI slide is a
+  directory of instances; its id is the directory's name (or, for a directory named by a bare
+  DICOM UID, the series description: :func:`~wsipipe.slide._dicomdir.dicom_slide_id`).
 * :func:`slide_key` tells which slide a *name* refers to, when matching names written elsewhere
   (``reference.csv`` rows, lesion CSVs, stores, annotations, CAMELYON16 ``*_Mask.tif`` masks): it
   drops one known suffix (a slide suffix or one of the files named after a slide, any case) and
@@ -14,12 +16,14 @@ For every slide :func:`find_slides` finds in a folder, ``slide_key(path.name) ==
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wsipipe.errors import ConfigError, SlideNotFoundError
 from wsipipe.slide._backends import SLIDE_SUFFIXES
+from wsipipe.slide._dicomdir import dicom_slide_dir, dicom_slide_id, is_dicom_dir
 
 if TYPE_CHECKING:
     from wsipipe.types import PathLike
@@ -38,6 +42,8 @@ _NAMED_AFTER_SLIDE = (".zarr", ".csv", *ANNOTATION_SUFFIXES)
 _KEY_SUFFIXES = (*SLIDE_SUFFIXES, *_NAMED_AFTER_SLIDE)
 _MASK = "_mask"
 
+logger = logging.getLogger(__name__)
+
 
 def slide_id(path: PathLike) -> str:
     """The id a slide file's outputs are named by: its file name without the last suffix.
@@ -45,8 +51,16 @@ def slide_id(path: PathLike) -> str:
     ``tumor_001.tif`` -> ``tumor_001`` (store ``stores/tumor_001.zarr``, lesions
     ``lesions/tumor_001.csv``); ``a.b.svs`` -> ``a.b``. Applied to an output path (a store, a
     lesion CSV) it gives back the slide id.
+
+    A DICOM WSI slide (a directory of instances, or an instance ``.dcm`` in it) is named by
+    its directory: the directory's whole name, except that a directory named by a bare DICOM
+    UID (``1.2.840...``) takes the series description where one exists (made file-name safe).
     """
-    return Path(path).stem
+    p = Path(path)
+    dicom_dir = dicom_slide_dir(p) if p.is_dir() or p.suffix.lower() == ".dcm" else None
+    if dicom_dir is not None:
+        return dicom_slide_id(dicom_dir)
+    return p.stem
 
 
 def slide_key(name: str) -> str:
@@ -73,8 +87,11 @@ def slide_key(name: str) -> str:
 
 
 def is_slide_file(path: PathLike) -> bool:
-    """Whether a folder entry is taken as a slide: a file with a slide suffix (any case), not a ``*_mask`` file."""
+    """Whether a folder entry is taken as a slide: a file with a slide suffix (any case), not a ``*_mask``
+    file; or a directory of DICOM instances (a DICOM WSI slide, checked when opened)."""
     p = Path(path)
+    if p.is_dir():
+        return is_dicom_dir(p)
     return p.suffix.lower() in SLIDE_SUFFIXES and not p.stem.lower().endswith(_MASK) and p.is_file()
 
 
@@ -82,8 +99,12 @@ def find_slides(paths: Iterable[PathLike]) -> list[Path]:
     """Expand folders into their slide files and keep files as given.
 
     A folder contributes its files with a suffix of :data:`~wsipipe.slide.SLIDE_SUFFIXES`
-    (any case) except ``*_mask`` files (CAMELYON16 ground truth), sorted by name, not
-    recursively. A file named explicitly is kept whatever its name.
+    (any case) except ``*_mask`` files (CAMELYON16 ground truth), and its subdirectories that
+    hold DICOM instances (each a DICOM WSI slide), sorted by name, not recursively. A folder
+    that itself holds DICOM instances and no slides is one slide. A file named explicitly is kept whatever
+    its name, except that a DICOM instance (``.dcm``) stands for its directory's slide.
+    Whether a DICOM directory holds one readable series is checked when it is opened
+    (:func:`~wsipipe.slide.open_slide`), so a broken one fails alone in a batch.
 
     Parameters
     ----------
@@ -106,11 +127,21 @@ def find_slides(paths: Iterable[PathLike]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found.extend(sorted(p for p in path.iterdir() if is_slide_file(p)))
+            entries = sorted(p for p in path.iterdir() if is_slide_file(p))
+            if not is_dicom_dir(path):
+                found.extend(entries)
+            elif not entries:
+                found.append(path)  # the folder is one DICOM slide
+            else:
+                logger.warning("%s: ignoring the DICOM instances beside its slides; put a series in a directory", path)
+                found.extend(entries)
+        elif path.is_file():
+            found.append(dicom_slide_dir(path) or path)
         elif path.exists():
             found.append(path)
         else:
             raise SlideNotFoundError(f"slide or directory {str(path)!r} does not exist")
+    found = list(dict.fromkeys(found))  # a DICOM slide named twice (its directory, an instance)
     seen: dict[str, Path] = {}
     for path in found:
         other = seen.setdefault(slide_id(path), path)

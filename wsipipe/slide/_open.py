@@ -9,6 +9,7 @@ from pathlib import Path
 from wsipipe.config import suggest
 from wsipipe.errors import ConfigError, CorruptSlideError, SlideNotFoundError, UnsupportedSlideError
 from wsipipe.slide._backends import BACKEND_NAMES, BACKENDS, Backend, auto_order
+from wsipipe.slide._dicomdir import dicom_slide_dir, scan_series
 from wsipipe.slide._protocol import SlideReader
 from wsipipe.slide._tiff import inspect_tiff
 from wsipipe.types import PathLike
@@ -24,12 +25,15 @@ def open_slide(path: PathLike, backend: Backend | str = "auto", *, mpp: float | 
     Parameters
     ----------
     path : str or PathLike
-        The slide file (.tif, .svs, .ndpi, .mrxs, .scn ...).
-    backend : {"auto", "openslide", "tiffslide"}, optional
+        The slide file (.tif, .svs, .ndpi, .mrxs, .scn ...), or a DICOM WSI slide: the
+        directory of one series' instances, or any instance (``.dcm``) in it. The reader's
+        ``path`` is then the directory.
+    backend : {"auto", "openslide", "tiffslide", "wsidicom"}, optional
         A name of :data:`~wsipipe.slide.BACKEND_NAMES`. ``"auto"`` (default) tries first the
         backend :data:`~wsipipe.slide.SLIDE_FORMATS` names for the file's suffix (tiffslide for
         TIFF/SVS files: pure Python, and its reads use wsipipe's fast, corruption-checking tile
-        path; OpenSlide for other vendor formats), then the others.
+        path; OpenSlide for other vendor formats), then the others; for DICOM, wsidicom then
+        OpenSlide.
     mpp : float, optional
         Level-0 µm/px, overriding (or supplying missing) slide metadata.
 
@@ -43,7 +47,8 @@ def open_slide(path: PathLike, backend: Backend | str = "auto", *, mpp: float | 
     SlideNotFoundError
         If ``path`` does not exist.
     UnsupportedSlideError
-        If no backend can open the file (names the backends tried and their errors).
+        If no backend can open the file (names the backends tried and their errors), or a
+        DICOM directory holds no image instances, several series or an unreadable file.
     CorruptSlideError
         If the file is a truncated TIFF (tiles or directories past its end).
     ConfigError
@@ -69,10 +74,18 @@ def open_slide(path: PathLike, backend: Backend | str = "auto", *, mpp: float | 
         parent = slide_path.parent
         hint = "" if parent.is_dir() else f" (the folder {parent} does not exist either)"
         raise SlideNotFoundError(f"slide not found: {slide_path}{hint}")
-    if slide_path.is_dir():
-        raise UnsupportedSlideError(f"{slide_path} is a folder, not a slide file")
-    tiff = inspect_tiff(slide_path)  # raises CorruptSlideError for a truncated TIFF
-    order = auto_order(slide_path) if backend == "auto" else [backend]
+    dicom_dir = dicom_slide_dir(slide_path)
+    if dicom_dir is not None:
+        scan_series(dicom_dir)  # raises UnsupportedSlideError: no images, two series, a broken file
+        slide_path, tiff = dicom_dir, None
+    elif slide_path.is_dir():
+        raise UnsupportedSlideError(
+            f"{slide_path} is a folder, not a slide file, and holds no DICOM instances (.dcm); "
+            "name a slide file, or a DICOM WSI series directory"
+        )
+    else:
+        tiff = inspect_tiff(slide_path)  # raises CorruptSlideError for a truncated TIFF
+    order = auto_order(slide_path, dicom=dicom_dir is not None) if backend == "auto" else [backend]
     failures: list[str] = []
     last_error: Exception | None = None
     for name in order:
@@ -98,5 +111,5 @@ def open_slide(path: PathLike, backend: Backend | str = "auto", *, mpp: float | 
     raise UnsupportedSlideError(
         f"{slide_path}: cannot open the file as a slide (tried {', '.join(order)}: {'; '.join(failures)}). "
         "Supported are OpenSlide formats (Aperio .svs, Hamamatsu .ndpi, MIRAX .mrxs, Leica .scn, "
-        "generic tiled TIFF ...) and TIFF files tiffslide reads."
+        "generic tiled TIFF ...), TIFF files tiffslide reads, and DICOM WSI series directories."
     ) from last_error

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from wsipipe.errors import CorruptSlideError
+from wsipipe.slide._dicomdir import scan_series
 from wsipipe.slide._protocol import SlideReader
 from wsipipe.slide._tiff import TiffLayout
 from wsipipe.types import WH, XY, RGBArray
@@ -43,7 +44,8 @@ class OpenSlideReader(SlideReader):
     Parameters
     ----------
     path : Path
-        An existing slide file.
+        An existing slide file, or a DICOM slide directory (OpenSlide 4 opens the series
+        through one of its image instances).
     mpp : float or None
         Level-0 µm/px overriding the metadata.
     tiff : TiffLayout or None
@@ -56,7 +58,8 @@ class OpenSlideReader(SlideReader):
         import openslide
 
         super().__init__(path, mpp=mpp, tiff=tiff)
-        self._slide = openslide.OpenSlide(str(path))
+        target = scan_series(path).images[0] if path.is_dir() else path
+        self._slide = openslide.OpenSlide(str(target))
         self._error_type: type[Exception] = openslide.OpenSlideError
         self._props = {str(k): str(v) for k, v in self._slide.properties.items()}
 

@@ -86,7 +86,9 @@ def slide_content_hash(path: PathLike) -> str:
 
     The digest covers the file size (8 bytes, little-endian) and the first and last MiB of the
     file, so it changes when a slide is replaced, truncated or re-scanned, without reading a
-    multi-GB file. For multi-file formats (MRXS) only the named file is hashed.
+    multi-GB file. For multi-file formats (MRXS) only the named file is hashed. For a DICOM
+    WSI slide (a directory) it covers each file's name and the same digest input, files
+    sorted by name.
 
     Raises
     ------
@@ -95,16 +97,26 @@ def slide_content_hash(path: PathLike) -> str:
     """
     digest = hashlib.sha256()
     try:
-        size = os.path.getsize(path)
-        digest.update(size.to_bytes(8, "little"))
-        with open(path, "rb") as handle:
-            digest.update(handle.read(_HASH_BLOCK))
-            if size > _HASH_BLOCK:
-                handle.seek(max(_HASH_BLOCK, size - _HASH_BLOCK))
-                digest.update(handle.read(_HASH_BLOCK))
+        if os.path.isdir(path):
+            for entry in sorted(os.scandir(path), key=lambda e: e.name):
+                if entry.is_file():
+                    digest.update(entry.name.encode() + b"\0")
+                    _hash_file(digest, entry.path)
+        else:
+            _hash_file(digest, path)
     except OSError as err:
         raise StoreError(f"cannot hash slide file {os.fspath(path)!r}: {err}") from err
     return f"sha256:{digest.hexdigest()}"
+
+
+def _hash_file(digest: Any, path: PathLike) -> None:
+    size = os.path.getsize(path)
+    digest.update(size.to_bytes(8, "little"))
+    with open(path, "rb") as handle:
+        digest.update(handle.read(_HASH_BLOCK))
+        if size > _HASH_BLOCK:
+            handle.seek(max(_HASH_BLOCK, size - _HASH_BLOCK))
+            digest.update(handle.read(_HASH_BLOCK))
 
 
 def create_store(

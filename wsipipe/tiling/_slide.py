@@ -273,7 +273,7 @@ def _prepare(job: _Job) -> _Prepared:
     start = time.perf_counter()
     params = job.params
     try:
-        if not Path(job.path).is_file():
+        if not Path(job.path).exists():
             raise SlideNotFoundError(f"slide {job.path!r} does not exist")
         slide_hash = slide_content_hash(job.path)
         phash = params_hash(params)
