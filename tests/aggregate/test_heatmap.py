@@ -56,7 +56,7 @@ def test_overlapping_tiles_average_on_the_stride_grid(tmp_path: Path) -> None:
     # stride 50 px, tiles 100 px: each tile covers its cell and the next one right and down (span 2).
     cells = [(0, 0), (1, 0), (0, 1)]
     store = make_store(tmp_path / "o.zarr", cells, [0.2, 0.6, 1.0], grid_shape=(3, 3), stride=50, tile=100)
-    heatmap, geometry, _ = heatmap_from_store(store, "m")
+    heatmap, geometry, _ = heatmap_from_store(store, "m", mode="average")
     assert geometry.span == (2, 2)
     expected = np.array(
         [

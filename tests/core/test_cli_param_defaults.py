@@ -92,10 +92,14 @@ OVERRIDES: dict[str, tuple[list[str], dict[str, Any]]] = {
         {"batch_size": 8, "device": "cpu", "amp": False, "dense": True, "model": "m"},
     ),
     "aggregate": (
-        shlex.split("--model m --class-name normal --nms-threshold 0.9 --nms-radius-um 50 --top-k 3 --tiff --no-png"),
+        shlex.split(
+            "--model m --class-name normal --heatmap average --nms-threshold 0.9 --nms-radius-um 50 --top-k 3 "
+            "--tiff --no-png"
+        ),
         {
             "model": "m",
             "class_name": "normal",
+            "heatmap": "average",
             "nms_threshold": 0.9,
             "nms_radius_um": 50.0,
             "top_k": 3,

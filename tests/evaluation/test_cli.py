@@ -182,3 +182,42 @@ def test_exclude_drops_a_slide_from_both_metrics(dataset: Path) -> None:
     written = json.loads((dataset / "out3" / "evaluation.json").read_text())
     assert list(written) == ["wsipipe_version", "params", "label_source", "excluded", "froc", "slides", "auc"]
     assert written["excluded"] == ["Test_004"]
+
+
+def test_all_thresholds_never_counts_missed_lesions_or_itcs(dataset: Path) -> None:
+    # Test_001 hits its lesion (0.9) and its ITC (0.95, ignored); Test_002 misses its lesion. The TP
+    # values pooled are [.9, 0 (ITC)] + [0 (missed)] for 2 targets. Keeping every threshold adds
+    # t = 0: FP 3 -> .75/slide; only the .9 is a detected lesion, so sensitivity .5 at every
+    # threshold (counting the two placeholders gave 3/2 = 1.5 there before).
+    result = evaluate(
+        out_dir=dataset / "out4",
+        pred_dir=dataset / "pred",
+        gt=dataset / "gt",
+        reference=dataset / "reference.csv",
+        slides_dir=dataset / "slides",
+        params=EvaluateParams(plots=False),
+    )
+    assert result.froc is not None
+    every = result.froc["all_thresholds"]
+    assert every["sensitivities"] == {k: pytest.approx(0.5) for k in ("0.25", "0.5", "1", "2", "4", "8")}
+    assert every["score"] == pytest.approx(0.5)
+    assert all(0.0 <= s <= 1.0 for s in result.froc["curve"]["sensitivity"])
+
+
+def test_exclude_matches_slide_names_case_insensitively(dataset: Path) -> None:
+    # CAMELYON16's reference.csv says Test_049 for test_049.tif, so the preset's Test_049 must
+    # leave out a slide whatever the case of its files.
+    result = evaluate(
+        out_dir=dataset / "out5",
+        pred_dir=dataset / "pred",
+        slide_preds=dataset / "slides.csv",
+        gt=dataset / "gt",
+        reference=dataset / "reference.csv",
+        slides_dir=dataset / "slides",
+        params=EvaluateParams(plots=False, exclude=("test_003",), n_boot=50),
+    )
+    assert result.froc is not None
+    assert result.froc["n_slides"] == 3
+    assert "Test_003" not in {row["slide"] for row in result.slides}
+    assert result.auc is not None
+    assert (result.auc["n_tumor"], result.auc["n_normal"]) == (2, 1)

@@ -285,3 +285,21 @@ def test_matches_a_literal_restatement_of_the_official_script(decimals: int | No
     assert n_checked >= 40
     if decimals == 1:  # rounded confidences: some datasets must exercise the float32 split
         assert n_split > 0
+
+
+def test_sensitivity_never_exceeds_one_with_missed_lesions_and_itc_hits() -> None:
+    # One tumour slide: lesions 1, 2 and 4 are targets, 3 an ITC. Lesion 1 hit at 0.8, the ITC hit
+    # at 0.9 (ignored), lesions 2 and 4 missed; one FP at 0.3. TP values [.8, 0, 0, 0], 3 targets.
+    dets = _det((0.8, *_at(1, 1)), (0.9, *_at(5, 5)), (0.3, *_at(0, 0)))
+    slide = compute_fp_tp_probs(dets, _mask(LABELS, itc={3}), is_tumor=True)
+    assert slide.num_targets == 3
+    for drop_lowest in (True, False):
+        for tie_mode in ("exact", "python"):
+            curve = compute_froc_curve([slide], tie_mode=tie_mode, drop_lowest=drop_lowest)  # type: ignore[arg-type]
+            assert curve.sensitivity.max() == pytest.approx(1 / 3)
+            assert (curve.sensitivity <= 1.0).all()
+    # Every threshold kept: t = 0 gives (FP 1, sensitivity 1/3), not the 4/3 of counting the zeros.
+    every = compute_froc_curve([slide], drop_lowest=False)
+    np.testing.assert_allclose(every.thresholds[:-1], [0.0, 0.3, 0.8])
+    np.testing.assert_allclose(every.sensitivity, [1 / 3, 1 / 3, 1 / 3, 0.0])
+    np.testing.assert_allclose(every.fp_per_slide, [1.0, 1.0, 0.0, 0.0])

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from wsipipe.aggregate.heatmap import (
+    HeatmapMode,
     build_heatmap,
+    centre_geometry,
+    centre_heatmap,
     colorize,
     heatmap_detections,
     heatmap_from_store,
@@ -26,11 +29,14 @@ from wsipipe.aggregate.stage import (
 __all__ = [
     "AggregateParams",
     "AggregateResult",
+    "HeatmapMode",
     "ScoreMethod",
     "SlideAggregate",
     "aggregate_store",
     "aggregate_stores",
     "build_heatmap",
+    "centre_geometry",
+    "centre_heatmap",
     "colorize",
     "fraction_above",
     "heatmap_detections",

@@ -1,24 +1,43 @@
 """Tile probabilities -> a probability map on the tile grid, its upsampling, PNG overlay and pyramidal TIFF.
 
-The map lies on the store's tile grid as :class:`wsipipe.store.HeatmapGeometry` describes (all
-lengths in level-0 pixels):
+Two maps can be built from the tiles (all lengths in level-0 pixels; the store's tile grid is
+described by :class:`wsipipe.store.HeatmapGeometry`: stride ``(sx, sy)``, tile footprint
+``(tx, ty)``, tile ``(col, row)`` with its top-left corner at ``(col * sx, row * sy)``). Both
+have the tile grid's shape ``(rows, cols)``, are indexed ``[row, col]`` and are NaN where no
+tile is (off tissue).
 
-* the map has the tile grid's shape ``(rows, cols)`` and is indexed ``[row, col]``;
-* a tile contributes to every cell whose centre lies inside its footprint, and always to its own
-  cell (:func:`wsipipe.store.tile_span`). Without overlap (stride = tile size) the map is the
-  tiles themselves; with stride = tile size / 2 an inner cell averages the 4 tiles covering it;
-* each cell holds the mean of the finite probabilities of the tiles covering it, NaN when none
-  does (off tissue). Cells past the last grid row/column are dropped, so with overlap the map
-  ends ``k - 1`` cells (``k`` from :attr:`~wsipipe.store.HeatmapGeometry.span`) before the far
-  edge of the last tiles.
+``"centre"`` (the default, :func:`centre_heatmap`)
+    Cell ``[row, col]`` holds tile ``(col, row)``'s own probability and is centred on that
+    tile's centre: the map's origin is shifted to ``((tx - sx) / 2, (ty - sy) / 2)``, so cell
+    ``[r, c]`` covers ``x in [ox + c * sx, ox + (c + 1) * sx)`` and its centre is the tile
+    centre ``c * sx + tx / 2``. With a stride smaller than the tile, tile centres are one
+    stride apart, so every tile has a distinct cell of the stride grid and no value is mixed
+    with another. This is the map of Liu et al. 2017 (arXiv 1703.02442) and NCRF
+    (Li & Ping 2018, ``wsi/bin/probs_map.py``: one patch centred on each level-6 pixel), on
+    which the CELNet pipeline (``shared/seeds/003``: "the slide-level score is the maximum
+    tumor score among all patches") takes its slide score and runs NMS: the slide score is
+    the maximum tile probability and a detection lies at its tile's centre.
+``"average"`` (:func:`build_heatmap`, wsipipe's map before issue 14)
+    The map on the stride grid itself (origin ``(0, 0)``): a tile contributes to every cell
+    whose centre lies inside its footprint, and always to its own cell
+    (:func:`wsipipe.store.tile_span`); each cell holds the mean of the finite probabilities of
+    the tiles covering it. Without overlap (stride = tile size) it equals the centre map; with
+    stride = tile size / 2 an inner cell averages the 4 tiles covering it, which smooths the
+    map but dilutes an isolated positive tile (one tile at 0.95 among tiles at 0.05 peaks at
+    0.275). Cells past the last grid row/column are dropped, so with overlap the map ends
+    ``k - 1`` cells (``k`` from :attr:`~wsipipe.store.HeatmapGeometry.span`) before the far
+    edge of the last tiles. It remains an option (``AggregateParams.heatmap = "average"``)
+    and is the map the export stage draws contours of, since it covers the tiles' footprints
+    without gaps.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -29,7 +48,10 @@ from wsipipe.tables import Detections
 from wsipipe.types import PathLike, RGBArray
 
 __all__ = [
+    "HeatmapMode",
     "build_heatmap",
+    "centre_geometry",
+    "centre_heatmap",
     "colorize",
     "heatmap_detections",
     "heatmap_from_store",
@@ -43,6 +65,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _TIFF_TILE = 256
+
+HeatmapMode = Literal["centre", "average"]
+"""How tile probabilities become a map: ``"centre"`` (one tile per cell, at its centre) or ``"average"``."""
 
 
 def tumor_column(class_names: list[str] | tuple[str, ...], class_name: str | None = None) -> int:
@@ -70,7 +95,10 @@ def tumor_column(class_names: list[str] | tuple[str, ...], class_name: str | Non
 
 
 def build_heatmap(grid: npt.ArrayLike, values: npt.ArrayLike, geometry: HeatmapGeometry) -> npt.NDArray[np.float32]:
-    """Average per-tile values onto the ``(rows, cols)`` cell grid.
+    """Average per-tile values onto the ``(rows, cols)`` cell grid (the ``"average"`` map).
+
+    The cells lie on the stride grid itself (``geometry`` unchanged, origin ``(0, 0)``); see
+    :func:`centre_heatmap` for the default map of the aggregate stage.
 
     Parameters
     ----------
@@ -109,16 +137,85 @@ def build_heatmap(grid: npt.ArrayLike, values: npt.ArrayLike, geometry: HeatmapG
     return out.reshape(rows, cols).astype(np.float32)
 
 
-def heatmap_from_store(
-    store: Any, model: str, *, class_name: str | None = None
-) -> tuple[npt.NDArray[np.float32], HeatmapGeometry, str]:
-    """Build the tumour heatmap of ``model`` from a store's complete predictions.
+def centre_geometry(geometry: HeatmapGeometry) -> HeatmapGeometry:
+    """The geometry of the centre map: ``geometry`` with its origin moved by ``((tx - sx) / 2, (ty - sy) / 2)``.
+
+    Cell ``[row, col]`` of the result is centred on tile ``(col, row)``'s centre, level-0
+    ``(ox + col * sx + tx / 2, oy + row * sy + ty / 2)``; the shape and cell size stay those
+    of the tile grid.
+    """
+    (ox, oy), (sx, sy), (tx, ty) = geometry.origin, geometry.cell_size, geometry.tile_size
+    return replace(geometry, origin=(ox + (tx - sx) / 2, oy + (ty - sy) / 2))
+
+
+def centre_heatmap(
+    grid: npt.ArrayLike, values: npt.ArrayLike, geometry: HeatmapGeometry
+) -> tuple[npt.NDArray[np.float32], HeatmapGeometry]:
+    """Put each tile's value at the cell centred on its centre (Liu et al. 2017, NCRF).
+
+    Parameters
+    ----------
+    grid : (N, 2) int array
+        ``(col, row)`` of each tile on the tile grid (``tiles/grid``); each cell at most once.
+    values : (N,) float array
+        One value per tile (e.g. its tumour probability); NaN stays NaN.
+    geometry : HeatmapGeometry
+        The tile grid's geometry (origin at the grid's, :meth:`HeatmapGeometry.from_store`).
 
     Returns
     -------
     heatmap : (rows, cols) float32 ndarray
-        See :func:`build_heatmap`.
+        ``heatmap[row, col]`` is tile ``(col, row)``'s value; NaN where no tile is.
     geometry : HeatmapGeometry
+        :func:`centre_geometry` of ``geometry``: places the cells on the tile centres.
+
+    Raises
+    ------
+    ConfigError
+        If ``grid`` and ``values`` differ in length, a cell lies outside the grid's shape, or
+        two tiles share a cell.
+    """
+    from wsipipe.store import scatter_to_grid
+
+    rows, cols = geometry.shape
+    cells = np.asarray(grid, dtype=np.int64).reshape(-1, 2)
+    vals = np.asarray(values, dtype=np.float64).ravel()
+    if len(cells) != len(vals):
+        raise ConfigError(f"{len(cells)} grid cells but {len(vals)} tile values; they must match one to one")
+    inside = (cells[:, 0] >= 0) & (cells[:, 0] < cols) & (cells[:, 1] >= 0) & (cells[:, 1] < rows)
+    if not inside.all():
+        raise ConfigError(
+            f"{int((~inside).sum())} tile(s) lie outside the {rows} x {cols} grid; the store's tiles/grid "
+            "does not match its grid shape: re-run `wsipipe tile --force`"
+        )
+    if len(np.unique(cells[:, 1] * cols + cells[:, 0])) != len(cells):
+        raise ConfigError(
+            "two tiles share a grid cell; the store's tiles/grid is corrupt: re-run `wsipipe tile --force`"
+        )
+    return scatter_to_grid(cells.astype(np.int32), vals, (rows, cols)), centre_geometry(geometry)
+
+
+def heatmap_from_store(
+    store: Any, model: str, *, class_name: str | None = None, mode: HeatmapMode = "centre"
+) -> tuple[npt.NDArray[np.float32], HeatmapGeometry, str]:
+    """Build the tumour heatmap of ``model`` from a store's complete predictions.
+
+    Parameters
+    ----------
+    store : zarr group or path-like
+    model : str
+        Model node under ``predictions/``.
+    class_name : str, optional
+        Class to map (:func:`tumor_column`).
+    mode : {"centre", "average"}
+        :func:`centre_heatmap` (default) or :func:`build_heatmap` (see the module docstring).
+
+    Returns
+    -------
+    heatmap : (rows, cols) float32 ndarray
+    geometry : HeatmapGeometry
+        Where the map's cells lie (the centre map's origin is shifted by half a tile minus
+        half a stride).
     class_name : str
         The class whose probability the map shows.
 
@@ -126,6 +223,8 @@ def heatmap_from_store(
     ------
     IncompleteStoreError
         If the model's predictions are not complete.
+    ConfigError
+        If ``mode`` is neither ``"centre"`` nor ``"average"``.
     """
     from wsipipe.store import read_grid, read_probs
 
@@ -133,7 +232,13 @@ def heatmap_from_store(
     names = read_class_names(store, model, probs.shape[1])
     column = tumor_column(names, class_name)
     geometry = HeatmapGeometry.from_store(store)
-    return build_heatmap(read_grid(store), probs[:, column], geometry), geometry, names[column]
+    if mode == "centre":
+        heatmap, geometry = centre_heatmap(read_grid(store), probs[:, column], geometry)
+    elif mode == "average":
+        heatmap = build_heatmap(read_grid(store), probs[:, column], geometry)
+    else:
+        raise ConfigError(f"unknown heatmap mode {mode!r}; expected 'centre' or 'average'")
+    return heatmap, geometry, names[column]
 
 
 def heatmap_detections(

@@ -8,10 +8,18 @@
     <out>/heatmaps/<slide>.tif         pyramidal colour-mapped TIFF (when ``tiff``)
     <out>/aggregate/<slide>.json       what was done, with the hash deciding resume
 
-and the map itself to ``predictions/<model>/heatmap`` in each store. ``probability`` is the
-slide's maximum tile probability; the label column stays empty (it is where
-:func:`wsipipe.tables.read_slide_predictions` looks for known labels). Both CSVs are written by
-:mod:`wsipipe.tables`, which owns their formats.
+and the map itself to ``predictions/<model>/heatmap`` in each store (its attributes hold the
+geometry, with the map's level-0 origin, and the ``heatmap`` mode).
+
+The map is :func:`~wsipipe.aggregate.heatmap.centre_heatmap` by default: each tile's probability
+at the cell centred on its centre, as Liu et al. 2017 and NCRF. The slide scores and NMS work on
+that map, so ``probability`` is the slide's maximum tile probability, as in the CELNet paper
+(``shared/seeds/003``: "the slide-level score is the maximum tumor score among all patches"),
+and every detection lies at a tile centre. ``heatmap: average``
+(:func:`~wsipipe.aggregate.heatmap.build_heatmap`, the behaviour before issue 14) averages
+overlapping tiles per cell and scores that smoothed map instead. The label column stays empty
+(it is where :func:`wsipipe.tables.read_slide_predictions` looks for known labels). Both CSVs are
+written by :mod:`wsipipe.tables`, which owns their formats.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from wsipipe.aggregate.heatmap import HeatmapMode
 from wsipipe.config import config_hash, to_dict
 from wsipipe.errors import ConfigError, output_error
 from wsipipe.results import BatchResult
@@ -43,7 +52,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Bump when the outputs for the same inputs and parameters change.
-_STAGE_VERSION = 1
+_STAGE_VERSION = 2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,10 +63,15 @@ class AggregateParams:
     """Model node under ``predictions/``; ``None`` = the store's only model."""
     class_name: str | None = None
     """Class whose probability is mapped; ``None`` = the tumour class (or the last column)."""
+    heatmap: HeatmapMode = "centre"
+    """The map that is scored, searched by NMS and drawn: ``"centre"`` puts each tile's probability
+    at the cell centred on it (Liu et al., NCRF; the slide score is the maximum tile probability);
+    ``"average"`` averages the tiles overlapping each cell (smoother, but an isolated positive
+    tile is diluted by its neighbours)."""
     nms_threshold: float = 0.5
     """Report NMS maxima strictly above this probability."""
     nms_radius_um: float = 187.0
-    """NMS suppression radius in µm (NCRF: 12 cells x 64 px x 0.243 µm/px ≈ 187 µm)."""
+    """NMS suppression radius in µm (NCRF's ``wsi/bin/nms.py`` default: 12 cells x 64 px x 0.243 µm/px ≈ 187 µm)."""
     nms_sigma: float = 0.0
     """Gaussian smoothing of the map before NMS, in cells."""
     top_k: int = 10
@@ -76,6 +90,8 @@ class AggregateParams:
     """matplotlib colormap of the PNG and TIFF."""
 
     def __post_init__(self) -> None:
+        if self.heatmap not in ("centre", "average"):
+            raise ConfigError(f"heatmap must be 'centre' or 'average', got {self.heatmap!r}")
         if not (math.isfinite(self.nms_threshold) and 0.0 <= self.nms_threshold < 1.0):
             raise ConfigError(f"nms_threshold must be in [0, 1), got {self.nms_threshold}")
         if not (math.isfinite(self.nms_radius_um) and self.nms_radius_um >= 0):
@@ -218,8 +234,13 @@ def aggregate_store(
             logger.info("%s: aggregate outputs are up to date; skipped", slide_id)
             return resumed
     _record_path(out, slide_id).unlink(missing_ok=True)  # outputs are rewritten: until the new record, none is trusted
-    heatmap, geometry, class_name = heatmap_from_store(root, model, class_name=params.class_name)
-    write_heatmap(root, model, heatmap, attrs={**geometry.to_attrs(), "class_name": class_name, "hash": digest})
+    heatmap, geometry, class_name = heatmap_from_store(root, model, class_name=params.class_name, mode=params.heatmap)
+    write_heatmap(
+        root,
+        model,
+        heatmap,
+        attrs={**geometry.to_attrs(), "heatmap": params.heatmap, "class_name": class_name, "hash": digest},
+    )
     detections = heatmap_detections(
         heatmap, geometry, threshold=params.nms_threshold, radius_um=params.nms_radius_um, sigma=params.nms_sigma
     )
@@ -282,8 +303,9 @@ def aggregate_store(
 def _write_slide_scores(path: PathLike, slides: Sequence[SlideAggregate], params: AggregateParams) -> Path:
     """Write ``slide_predictions.csv``: ``slide,probability,label,top<k>_mean,fraction_above``, label left empty.
 
-    ``probability`` is the maximum tile probability (the CAMELYON16 papers' slide score); the
-    format is :func:`wsipipe.tables.write_slide_predictions`'s.
+    ``probability`` is the map's maximum: with the default centre map, the maximum tile
+    probability (the CAMELYON16 papers' slide score). The format is
+    :func:`wsipipe.tables.write_slide_predictions`'s.
     """
     from wsipipe.tables import SlidePrediction, write_slide_predictions
 

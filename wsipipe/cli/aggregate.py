@@ -31,6 +31,13 @@ def add_parser(subparsers: Any) -> None:
     params = ParamOptions(p)  # AggregateParams fields; defaults as in the dataclass (checked by the tests)
     params.add("--model", default=None, help="model under predictions/ (default: the store's only model)")
     params.add("--class-name", default=None, help="class to map (default: the tumour class)")
+    params.add(
+        "--heatmap",
+        choices=["centre", "average"],
+        default="centre",
+        help="centre: each tile at its centre cell, slide score = max tile probability (Liu et al., NCRF); "
+        "average: cells average the overlapping tiles (default {default})",
+    )
     params.add("--nms-threshold", type=float, default=0.5, help="report maxima above this (default {default})")
     params.add("--nms-radius-um", type=float, default=187.0, help="NMS suppression radius in µm (default {default})")
     params.add("--top-k", type=int, default=10, help="k of the top-k mean slide score (default {default})")

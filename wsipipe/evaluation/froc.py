@@ -13,8 +13,11 @@ Source: ``Evaluation_FROC.py`` of computationalpathologygroup/Camelyon16 (``comp
 The curve pools every FP confidence and every per-lesion TP value (0 for missed lesions and
 ITCs), takes ``sorted(set(...))[1:]`` as thresholds (the smallest value is dropped), counts
 ``>= threshold``, appends ``(0, 0)`` and divides FPs by the number of slides and TPs by the
-number of target lesions. The score is the mean of ``np.interp`` at 1/4, 1/2, 1, 2, 4 and 8
-FP per slide along the reversed curve.
+number of target lesions. Only TP values above 0 count as detected lesions: the 0
+placeholders of missed lesions and ITCs are never detections (the official script only
+avoids counting them by dropping the lowest threshold, so keeping every threshold, or a
+negative confidence, would count them and give sensitivities above 1). The score is the
+mean of ``np.interp`` at 1/4, 1/2, 1, 2, 4 and 8 FP per slide along the reversed curve.
 
 Tie modes: ``"exact"`` (the default, as the independent judge and Matlab) keeps confidences
 in float64; ``"python"`` stores TP values in float32 and compares them the way the official
@@ -245,6 +248,8 @@ def compute_froc_curve(
         does; use the same mode as :func:`compute_fp_tp_probs`.
     drop_lowest : bool
         Skip the smallest pooled value as a threshold (the official rule; meant to skip 0).
+        Either way only TP values above 0 are counted (a missed lesion's or an ITC's 0 is no
+        detection), so every sensitivity lies in [0, 1].
 
     Raises
     ------
@@ -263,6 +268,7 @@ def compute_froc_curve(
     values = np.unique(np.concatenate([fps, tps]))
     thresholds = values[1:] if drop_lowest else values
     fps_sorted = np.sort(fps)
+    tps = tps[tps > 0]  # the placeholders of missed lesions and ITCs are not detections
     if tie_mode == "python":
         tp_keys = np.sort(tps.astype(np.float32))
         tp_thresh = thresholds.astype(np.float32)

@@ -68,7 +68,8 @@ class EvaluateParams:
     n_boot, ci_level, seed : int, float, int
         Stratified bootstrap of the AUC interval.
     exclude : tuple of str
-        Slides left out of both metrics (e.g. ``Test_049``, ``Test_114``).
+        Slides left out of both metrics (e.g. ``Test_049``, ``Test_114``), matched
+        case-insensitively as reference names are (``Test_049`` leaves out ``test_049.tif``).
     plots : bool
         Write ``roc.png`` and ``froc.png``.
     """
@@ -466,6 +467,7 @@ def evaluate(
     if pred_dir is None and slide_preds is None:
         raise EvaluationError("nothing to evaluate: give lesion CSVs (pred_dir) and/or slide predictions (slide_preds)")
     excluded = {slide_key(s) for s in params.exclude}
+    dropped = {s.lower() for s in excluded}  # as reference names: Test_049 excludes test_049.tif
     gt_files = find_ground_truth(gt) if gt is not None else {}
     ref = read_reference(reference) if reference is not None else None
     probs: dict[str, float] = {}
@@ -483,13 +485,13 @@ def evaluate(
         csvs = {slide_key(p.name): p for p in sorted(root.glob("*.csv")) if p.resolve() != skip}
     candidates = sorted(set(csvs) | set(gt_files) | set(probs))
     labels, label_source = _decide_labels(candidates, ref, pred_labels, gt_files)
-    labels = {s: v for s, v in labels.items() if s not in excluded}
+    labels = {s: v for s, v in labels.items() if s.lower() not in dropped}
     froc: dict[str, Any] | None = None
     slide_rows: list[dict[str, Any]] = []
     auc: dict[str, Any] | None = None
 
     if pred_dir is not None:
-        unlabelled = sorted(s for s in csvs if s not in labels and s not in excluded)
+        unlabelled = sorted(s for s in csvs if s not in labels and s.lower() not in dropped)
         if unlabelled:
             logger.warning(
                 "%d lesion CSV(s) have no slide label and are skipped: %s", len(unlabelled), ", ".join(unlabelled[:10])
@@ -508,7 +510,7 @@ def evaluate(
 
     if slide_preds is not None:
         scored = [s for s in probs if s in labels]
-        unlabelled_preds = [s for s in probs if s not in labels and s not in excluded]
+        unlabelled_preds = [s for s in probs if s not in labels and s.lower() not in dropped]
         if unlabelled_preds:
             logger.warning(
                 "%d slide prediction(s) have no label and are left out of the AUC: %s",

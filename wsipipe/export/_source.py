@@ -51,7 +51,9 @@ class SlideOutputs:
         Level-0 ``(x, y)`` of each tile's top-left corner.
     geometry : HeatmapGeometry
     heatmap : (rows, cols) float32 ndarray
-        Probability of ``class_names[column]`` on the tile grid, NaN off tissue.
+        Probability of ``class_names[column]`` on the tile grid, NaN off tissue: the averaged
+        map (:func:`wsipipe.aggregate.build_heatmap`), whose cells cover the tiles' footprints
+        without gaps, so that its contours outline regions rather than tile centres.
     detections : Detections
         Lesion points (confidence, level-0 px ``x``, ``y``).
     """
@@ -78,7 +80,7 @@ def load_slide_outputs(store: PathLike, params: ExportParams, *, lesions_csv: Pa
     EvaluationError
         ``lesions_csv`` is malformed.
     """
-    from wsipipe.aggregate.heatmap import build_heatmap, heatmap_detections, tumor_column
+    from wsipipe.aggregate.heatmap import build_heatmap, centre_heatmap, heatmap_detections, tumor_column
     from wsipipe.store import open_store, read_coords, read_grid, read_probs, resolve_model
 
     path = Path(store)
@@ -88,14 +90,16 @@ def load_slide_outputs(store: PathLike, params: ExportParams, *, lesions_csv: Pa
     names = read_class_names(root, model, probs.shape[1])
     column = tumor_column(names, params.class_name)
     geometry = HeatmapGeometry.from_store(root)
-    heatmap = build_heatmap(read_grid(root), probs[:, column], geometry)
+    grid = read_grid(root)
+    heatmap = build_heatmap(grid, probs[:, column], geometry)
     if lesions_csv is not None and Path(lesions_csv).is_file():
         from wsipipe.tables import read_lesion_csv
 
         detections = read_lesion_csv(lesions_csv)
     else:
+        centre, centre_geometry = centre_heatmap(grid, probs[:, column], geometry)  # as the aggregate stage's default
         detections = heatmap_detections(
-            heatmap, geometry, threshold=params.nms_threshold, radius_um=params.nms_radius_um
+            centre, centre_geometry, threshold=params.nms_threshold, radius_um=params.nms_radius_um
         )
     return SlideOutputs(
         slide_id=slide_id(path),

@@ -358,7 +358,7 @@ def load_slide_images(view: SlideView, *, max_px: int) -> None:
         return
     view.model = model
     try:
-        geometry = HeatmapGeometry.from_store(root)
+        geometry = HeatmapGeometry.from_store(root, model)
         try:
             view.heatmap = read_heatmap(root, model)
         except WsipipeError:

@@ -22,7 +22,7 @@ from typing import Any
 import zarr
 
 from wsipipe.errors import ConfigError, StoreError
-from wsipipe.store._layout import ATTR_LEVEL0_MPP, ATTR_LEVEL0_SIZE
+from wsipipe.store._layout import ATTR_LEVEL0_MPP, ATTR_LEVEL0_SIZE, HEATMAP, PREDICTIONS
 from wsipipe.store._store import StoreLike, open_store, read_grid_shape
 from wsipipe.store._tiling import read_tiling
 
@@ -92,8 +92,12 @@ class HeatmapGeometry:
         }
 
     @classmethod
-    def from_store(cls, store: StoreLike) -> HeatmapGeometry:
+    def from_store(cls, store: StoreLike, model: str | None = None) -> HeatmapGeometry:
         """Read the geometry of a patch store (a zarr group, or its path: then it must be complete).
+
+        With ``model``, the origin is that of the model's stored ``predictions/<model>/heatmap``
+        (its ``origin_level0`` attribute, which the aggregate stage's centre map shifts to the
+        tile centres); the grid's ``(0, 0)`` when there is no such map or attribute.
 
         Raises
         ------
@@ -112,10 +116,16 @@ class HeatmapGeometry:
                 f"patch store {root.store_path}: root attributes lack {err} (level0_size, level0_mpp); "
                 "re-run `wsipipe tile --force`"
             ) from err
+        origin = (0.0, 0.0)
+        node = root.get(f"{PREDICTIONS}/{model}/{HEATMAP}") if model is not None else None
+        if isinstance(node, zarr.Array) and "origin_level0" in node.attrs:
+            stored: Any = node.attrs["origin_level0"]
+            origin = (float(stored[0]), float(stored[1]))
         return cls(
             shape=read_grid_shape(root),
             cell_size=tiling.stride_level0,
             tile_size=tiling.tile_size_level0,
             level0_size=(int(size[0]), int(size[1])),
             mpp=mpp,
+            origin=origin,
         )
