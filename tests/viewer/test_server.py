@@ -62,6 +62,11 @@ def test_slide_info_and_overlays(viewer_run: ViewerRun) -> None:
     heat = json.loads(get(viewer_run, "/api/slide/test_001/overlay/heatmap")[2])
     assert len(heat["values"]) == heat["rows"] * heat["cols"]
     assert max(v for v in heat["values"] if v is not None) > 0.7
+    from wsipipe.store import HeatmapGeometry, stored_models
+
+    store = viewer_run.out / "stores" / "test_001.zarr"
+    geometry = HeatmapGeometry.from_store(store, stored_models(store)[0])
+    assert heat["origin"] == list(geometry.origin)  # the stored map's own origin (the centre map's tile centres)
     tissue = json.loads(get(viewer_run, "/api/slide/test_001/overlay/tissue")[2])
     assert tissue["lines"]
     assert all(len(line) > 3 for line in tissue["lines"])

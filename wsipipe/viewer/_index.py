@@ -211,7 +211,7 @@ class RunIndex:
         model = entry.view.model if entry.view.model in models else (models[0] if models else None)
         if model is None:
             return {}
-        geometry = HeatmapGeometry.from_store(root)
+        geometry = HeatmapGeometry.from_store(root, model)  # the stored map's origin (centre map: tile centres)
         try:
             values = read_heatmap(root, model)
         except WsipipeError:
