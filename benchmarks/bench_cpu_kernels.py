@@ -75,8 +75,10 @@ def main() -> None:
                 compiled(xi)
             startup = time.perf_counter() - t0
             rc = rate(compiled, xi, use_bf16, args.seconds)
-            print(f"{name + ' compiled':<28} {rc:7.1f} tiles/s  x{rc / base:.2f}  (x{rc / r:.2f} of eager; "
-                  f"start-up {startup:.1f} s)")
+            print(
+                f"{name + ' compiled':<28} {rc:7.1f} tiles/s  x{rc / base:.2f}  (x{rc / r:.2f} of eager; "
+                f"start-up {startup:.1f} s)"
+            )
     for b in [int(v) for v in args.batches.split(",") if v]:
         m = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         xb = torch.rand(b, 3, args.tile_size, args.tile_size).contiguous(memory_format=torch.channels_last)
