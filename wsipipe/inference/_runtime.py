@@ -296,8 +296,8 @@ def _default_threads() -> int:
     return max(1, (os.cpu_count() or 1) // max(1, nthreads))
 
 
-#: Bounds of :func:`auto_batch_size` on the CPU and on CUDA, tiles. On the CPU throughput is flat
-#: beyond 64-128 tiles (``benchmarks/bench_cpu_kernels.py --batches``), so larger batches only cost memory.
+#: Bounds of :func:`auto_batch_size` on the CPU and on CUDA, tiles. On the CPU batches of 32-256
+#: tiles ran alike (``benchmarks/bench_cpu_kernels.py --batches``), so larger ones only cost memory.
 BATCH_BOUNDS = {"cpu": (8, 128), "cuda": (8, 1024)}
 #: Share of the available memory one forward pass may take: the host's MemAvailable divided by the
 #: CPU count (one share per possible worker), or the GPU's free memory divided by 4.
