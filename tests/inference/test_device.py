@@ -317,3 +317,15 @@ def test_local_cluster_workers_advertise_gpu_and_tasks_run_there(trained_checkpo
         devices = client.run(lambda: sorted({key[1] for key in _CACHE}))
     assert list(devices.values()) == [["cuda"]]
     np.testing.assert_allclose(read_probs(store, "celnet"), plain_loop(trained_checkpoint, store), atol=2e-2)
+
+
+def test_auto_batch_size_follows_the_largest_activation_and_the_budget() -> None:
+    from wsipipe.inference import auto_batch_size
+
+    # One 3 x 3 conv to 16 channels on 32 px tiles: the largest output is 16 * 32 * 32 floats = 64 KiB.
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU()).eval()
+    per_tile = 3 * 16 * 32 * 32 * 4
+    assert auto_batch_size(model, 32, "cpu", budget=per_tile * 40) == 32  # largest power of two <= 40
+    assert auto_batch_size(model, 32, "cpu", budget=per_tile * 2) == 8  # never below 8
+    assert auto_batch_size(model, 32, "cpu", budget=per_tile * 10_000) == 128  # the CPU cap
+    assert 8 <= auto_batch_size(model, 32, "cpu") <= 128

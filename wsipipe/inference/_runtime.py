@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -120,7 +121,7 @@ def cpu_bf16_supported() -> bool:
         except (RuntimeError, AttributeError):  # an older torch: fall back to the kernel's flags
             pass
     try:
-        text = open("/proc/cpuinfo", encoding="ascii", errors="replace").read()  # noqa: SIM115
+        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
     except OSError:
         return False
     flags = {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
@@ -458,7 +459,14 @@ def loaded_model(options: RuntimeOptions) -> LoadedModel:
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = loaded
         LOAD_COUNT[options.checkpoint_sha256] = LOAD_COUNT.get(options.checkpoint_sha256, 0) + 1
-        logger.info("loaded %s on %s (%s; torch threads %d)", options.checkpoint, device, plan, torch.get_num_threads())
+        logger.info(
+            "loaded %s on %s (%s; torch threads %d; batch %d)",
+            options.checkpoint,
+            device,
+            plan,
+            torch.get_num_threads(),
+            options.batch_size or loaded.batch_size,
+        )
         return loaded
 
 
