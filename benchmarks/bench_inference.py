@@ -39,12 +39,21 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.inference.conftest import make_checkpoint, make_store
-from wsipipe.inference import DevicePlan, InferOptions, InferParams, device_plan, local_cluster, predict_stores
+from wsipipe.inference import (
+    DevicePlan,
+    InferOptions,
+    InferParams,
+    device_plan,
+    local_cluster,
+    predict_stores,
+    resolve_cpu_bf16,
+)
 from wsipipe.models import load_checkpoint
 from wsipipe.store import iter_tile_chunks
 
-#: The plain loop of the CPU section: float32, the model's own layout.
-CPU_PLAN = device_plan("cpu", False, "float16")
+#: The plain loop of the CPU section: the stage's CPU plan (channels_last; bf16 autocast where native).
+CPU_BF16 = resolve_cpu_bf16("auto")
+CPU_PLAN = device_plan("cpu", False, "float16", cpu_bf16=CPU_BF16)
 
 
 def plain_loop(store: Path, ckpt: Path, batch: int, device: str, plan: DevicePlan = CPU_PLAN) -> tuple[float, int]:
@@ -196,7 +205,7 @@ def main() -> None:
         Client(c1) as one,
         Client(c2) as two,
     ):
-        params = InferParams(device="cpu", batch_size=args.batch)
+        params = InferParams(device="cpu", batch_size=args.batch, cpu_bf16="on" if CPU_BF16 else "off")
         o1 = InferOptions(force=True, torch_threads=threads)
         o2 = InferOptions(force=True, torch_threads=max(1, threads // 2))
         runs: dict[str, list[tuple[float, ...]]] = {"plain": [], "1": [], "2": []}

@@ -1,4 +1,4 @@
-"""Runtime knobs that never change results: progress display, thread counts.
+"""Runtime knobs that never change results: progress display and its interval, thread counts.
 
 Values come from ``WSIPIPE_*`` environment variables and are checked where read.
 """
@@ -10,7 +10,10 @@ import sys
 
 from wsipipe.errors import ConfigError
 
-__all__ = ["progress_enabled", "torch_threads"]
+__all__ = ["PROGRESS_INTERVAL", "progress_enabled", "progress_interval", "torch_threads"]
+
+#: Seconds between progress log lines when no bar is drawn (``WSIPIPE_PROGRESS_INTERVAL``).
+PROGRESS_INTERVAL = 15.0
 
 
 def _env_bool(name: str) -> bool | None:
@@ -31,6 +34,25 @@ def progress_enabled() -> bool:
     if forced is not None:
         return forced
     return sys.stderr.isatty()
+
+
+def progress_interval() -> float:
+    """Seconds between progress log lines when no bar is drawn: ``WSIPIPE_PROGRESS_INTERVAL``, else 15.
+
+    0 logs a line after every finished task.
+    """
+    raw = os.environ.get("WSIPIPE_PROGRESS_INTERVAL")
+    if not raw:
+        return PROGRESS_INTERVAL
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86400:
+        raise ConfigError(
+            f"environment variable WSIPIPE_PROGRESS_INTERVAL={raw!r}: expected seconds between 0 and 86400"
+        )
+    return value
 
 
 def torch_threads(default: int) -> int:

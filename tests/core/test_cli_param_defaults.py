@@ -88,8 +88,8 @@ OVERRIDES: dict[str, tuple[list[str], dict[str, Any]]] = {
         },
     ),
     "infer": (
-        shlex.split("--batch-size 8 --device cpu --no-amp --dense --model m"),
-        {"batch_size": 8, "device": "cpu", "amp": False, "dense": True, "model": "m"},
+        shlex.split("--batch-size 8 --device cpu --no-amp --cpu-bf16 off --dense --model m"),
+        {"batch_size": 8, "device": "cpu", "amp": False, "cpu_bf16": "off", "dense": True, "model": "m"},
     ),
     "aggregate": (
         shlex.split(
@@ -289,7 +289,7 @@ def test_one_option_given_changes_only_its_field() -> None:
     [
         ("aggregate", ["--nms-threshold NMS_THRESHOLD", "(default 0.5)", "(default 187)", "(default 10)"]),
         ("tile", ["--mpp MPP", "(default 0.972 ≈ 10x)", "(default 256)", "(default zstd;"]),
-        ("infer", ["(default 64)", "(default auto)", "--no-amp"]),
+        ("infer", ["(default: from the model and memory)", "(default auto)", "--no-amp", "--cpu-bf16"]),
         ("export", ["--thresholds THRESHOLDS [THRESHOLDS ...]", "(default 0.5 0.9)"]),
         ("evaluate", ["(default 0.243)", "(default 5, downsample 32)", "(default 1000)"]),
         ("explain", ["(default 5)", "CAM3 vs CAM2 weight, default 0.5", "(default cpu)"]),

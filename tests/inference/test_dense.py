@@ -25,6 +25,7 @@ from wsipipe.tables import read_lesion_csv
 #: context than the zero padding it sees alone, and the largest changes are for tiles scored
 #: near 0.4-0.7. Measured on the two stores below: mean |Δp| 0.024 and 0.029, max 0.39 and 0.27.
 MEAN_BOUND, MAX_BOUND = 0.04, 0.45
+STABLE = 0.7  # a detection at least this confident must be found by both runs
 
 
 def test_tasks_are_bands_of_whole_chunks() -> None:
@@ -78,10 +79,11 @@ def test_single_tiles_are_exact(trained_checkpoint: Path, tmp_path: Path) -> Non
         np.testing.assert_allclose(one, exact[i : i + 1], rtol=0, atol=1e-5)
 
 
-def _xy(path: Path | None) -> np.ndarray:
-    """(n, 2) level-0 x, y of the detections in a lesions CSV."""
+def _xy(path: Path | None, min_confidence: float = 0.0) -> np.ndarray:
+    """(n, 2) level-0 x, y of the detections in a lesions CSV with at least ``min_confidence``."""
     assert path is not None
-    return read_lesion_csv(path).points.astype(float).reshape(-1, 2)
+    det = read_lesion_csv(path)
+    return det.points[det.confidence >= min_confidence].astype(float).reshape(-1, 2)
 
 
 def test_dense_agrees_with_tile_by_tile_and_gives_the_same_slide_scores_and_detections(
@@ -91,10 +93,10 @@ def test_dense_agrees_with_tile_by_tile_and_gives_the_same_slide_scores_and_dete
         store = make_store(
             tmp_path / f"slide_{seed}.zarr", grid_shape=(12, 14), stride=16, chunk_tiles=16, drop=37, seed=seed
         )
-        off = InferParams(device="cpu", dense=False, model="tiles")
+        off = InferParams(device="cpu", dense=False, model="tiles", cpu_bf16="off")
         predict_stores(store, trained_checkpoint, scheduler="sync", params=off).raise_for_failures()
         auto = predict_stores(
-            store, trained_checkpoint, scheduler="sync", params=InferParams(device="cpu", model="dense")
+            store, trained_checkpoint, scheduler="sync", params=InferParams(device="cpu", model="dense", cpu_bf16="off")
         )
         assert auto.stores[0].chunks_computed == auto.stores[0].n_chunks  # the bands cover every chunk
         assert array(store, "predictions/dense/probs").attrs["dense"] is True  # auto: dense on overlapping tiles
@@ -110,15 +112,20 @@ def test_dense_agrees_with_tile_by_tile_and_gives_the_same_slide_scores_and_dete
             results[model] = aggregate_store(store, tmp_path / f"agg_{seed}_{model}", params)
         a, b = results["tiles"], results["dense"]
         assert a.n_detections > 0
-        assert b.n_detections == a.n_detections
         assert abs(b.max_probability - a.max_probability) <= 0.02
         assert abs(b.top_k_mean - a.top_k_mean) <= 0.02
-        # The same lesions: one dense detection within the NMS radius of each tile-by-tile one.
-        ours, theirs = _xy(b.lesions_csv), _xy(a.lesions_csv)
+        # The same lesions: NMS runs on the tile probabilities (the aggregate stage's centre map), so a
+        # tile near the 0.5 threshold may be a detection in one run only (|dp| reaches MAX_BOUND on
+        # such random stores). Every confident detection (>= STABLE) of either run has one of the
+        # other run within the NMS radius.
         radius_px = 60.0 / (MPP / 4)  # level-0 px (the test stores' level 0 is 4x the tiles' resolution)
-        dist = np.hypot(*(ours[:, None, :] - theirs[None, :, :]).transpose(2, 0, 1))
-        assert (dist.min(axis=0) <= radius_px).all()
-        assert (dist.min(axis=1) <= radius_px).all()
+        for confident, other in (
+            (_xy(b.lesions_csv, STABLE), _xy(a.lesions_csv)),
+            (_xy(a.lesions_csv, STABLE), _xy(b.lesions_csv)),
+        ):
+            assert len(confident) > 0
+            dist = np.hypot(*(confident[:, None, :] - other[None, :, :]).transpose(2, 0, 1))
+            assert (dist.min(axis=1) <= radius_px).all()
 
 
 def test_auto_falls_back_for_a_model_without_dense_support(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

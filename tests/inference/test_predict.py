@@ -18,7 +18,7 @@ from wsipipe.inference._runtime import LOAD_COUNT
 from wsipipe.models import load_checkpoint
 from wsipipe.store import array, find_stores, read_probs, read_tiles
 
-CPU = InferParams(device="cpu", batch_size=16)
+CPU = InferParams(device="cpu", cpu_bf16="off", batch_size=16)  # float32, as the plain loop
 
 
 def plain_loop(checkpoint: Path, store: Path, batch: int = 7) -> np.ndarray:
@@ -154,7 +154,9 @@ def test_multiclass_softmax_and_scheduler_file(cluster: Any, tmp_path: Path) -> 
     sched_file.write_text(json.dumps({"type": "Scheduler", "address": cluster.scheduler_address}))
     with Client(cluster.scheduler_address) as client:
         assert gpu_resources(client) is False
-    result = predict_stores(store, ckpt, scheduler=sched_file, params=InferParams(device="cpu", model="rn"))
+    result = predict_stores(
+        store, ckpt, scheduler=sched_file, params=InferParams(device="cpu", cpu_bf16="off", model="rn")
+    )
     probs = read_probs(store, "rn")
     assert result.stores[0].status == "done"
     assert probs.shape == (39, 2)
@@ -179,7 +181,7 @@ def test_gpu_resource_clusters_are_detected_and_served(trained_checkpoint: Path,
     ):
         assert gpu_resources(client) is True
         # device "auto" requests the GPU resource; this worker has it (and runs on the CPU here).
-        result = predict_stores(store, trained_checkpoint, scheduler=client, params=InferParams())
+        result = predict_stores(store, trained_checkpoint, scheduler=client, params=InferParams(cpu_bf16="off"))
     assert result.ok
     np.testing.assert_allclose(read_probs(store, "celnet"), plain_loop(trained_checkpoint, store), atol=1e-5)
 

@@ -36,9 +36,17 @@ def add_parser(subparsers: Any) -> None:
     )
     options.add("--force", action="store_true", default=False, help="recompute complete predictions")
     params = ParamOptions(p)  # InferParams fields; defaults as in the dataclass (checked by the tests)
-    params.add("--batch-size", type=int, default=64, help="tiles per forward pass (default {default})")
+    params.add(
+        "--batch-size", type=int, default=None, help="tiles per forward pass (default: from the model and memory)"
+    )
     params.add("--device", choices=("auto", "cpu", "cuda"), default="auto", help="device (default {default})")
     params.add("--no-amp", field="amp", action="store_false", default=True, help="no mixed precision on CUDA")
+    params.add(
+        "--cpu-bf16",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="bfloat16 autocast on the CPU: auto = where the CPU has native bf16 (default {default})",
+    )
     params.add(
         "--dense",
         action=argparse.BooleanOptionalAction,

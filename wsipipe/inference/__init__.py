@@ -21,10 +21,14 @@ from wsipipe.inference._runtime import (
     DevicePlan,
     LoadedModel,
     RuntimeOptions,
+    auto_batch_size,
+    cpu_bf16_supported,
     device_plan,
     loaded_model,
     predict_tiles,
+    resolve_cpu_bf16,
     run_chunk,
+    set_cpu_threads,
 )
 from wsipipe.inference.stage import InferOptions, InferParams, InferResult, StoreSummary, predict_stores
 
@@ -40,8 +44,10 @@ __all__ = [
     "LoadedModel",
     "RuntimeOptions",
     "StoreSummary",
+    "auto_batch_size",
     "checkpoint_fits",
     "connect",
+    "cpu_bf16_supported",
     "device_plan",
     "gpu_resources",
     "loaded_model",
@@ -49,5 +55,7 @@ __all__ = [
     "local_cluster_size",
     "predict_stores",
     "predict_tiles",
+    "resolve_cpu_bf16",
     "run_chunk",
+    "set_cpu_threads",
 ]

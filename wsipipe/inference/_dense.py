@@ -420,6 +420,6 @@ def run_dense_task(lm: LoadedModel, task: ChunkTask) -> tuple[npt.NDArray[np.flo
     t1 = time.perf_counter()
     with lm.lock:  # taken again inside predict_regions (re-entrant): the wait is timed apart
         t_held = time.perf_counter()
-        probs = predict_regions(lm, regions, batch_size=task.options.batch_size)
+        probs = predict_regions(lm, regions, batch_size=task.options.batch_size or lm.batch_size)
         t2 = time.perf_counter()
     return probs, t1 - t0, t_held - t1, t2 - t_held

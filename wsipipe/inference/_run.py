@@ -22,8 +22,8 @@ from wsipipe.inference._cluster import GPU_RESOURCE, connect, gpu_resources
 from wsipipe.inference._dense import block_side, dense_mode, plan_dense_tasks
 from wsipipe.inference._runtime import CHUNK_DONE, ChunkDone, ChunkTask, RuntimeOptions, run_chunk
 from wsipipe.inference.stage import InferOptions, InferParams, StoreSummary
+from wsipipe.progress import ProgressBar
 from wsipipe.scheduler import SchedulerSpec, completed, local_executor
-from wsipipe.settings import progress_enabled
 from wsipipe.store import (
     ATTR_PARAMS_HASH,
     PREDICTIONS,
@@ -200,16 +200,14 @@ def _finish(plan: _Plan, model: str) -> StoreSummary:
 def _run_tasks(
     tasks: list[ChunkTask], plans: list[_Plan], spec: SchedulerSpec, params: InferParams, options: InferOptions
 ) -> list[ChunkDone]:
-    """Run one task per chunk, follow them with a progress bar, record results on the plans."""
-    from tqdm.auto import tqdm
-
+    """Run one task per chunk, follow them with a progress bar (or log lines), record results on the plans."""
     n_stores = len({t.store for t in tasks})
-    bar = tqdm(
-        total=sum(t.stop - t.start for t in tasks),
+    bar = ProgressBar(
+        sum(t.stop - t.start for t in tasks),
         desc=f"infer {n_stores} store{'s' if n_stores != 1 else ''}",
         unit="tile",
-        disable=not progress_enabled(),
-        dynamic_ncols=True,
+        chunks=len(tasks),
+        log=logger,
     )
     outcomes = _Outcomes({str(p.store): p for p in plans}, bar)
     try:
@@ -242,7 +240,7 @@ class _Outcomes:
         elif record is not None:
             plan.done.append(record)
             self.done.append(record)
-        self.bar.update(task.stop - task.start)
+        self.bar.update(task.stop - task.start, chunks=1)
 
 
 def _run_in_process(tasks: list[ChunkTask], spec: SchedulerSpec, options: InferOptions, outcomes: _Outcomes) -> None:

@@ -10,14 +10,22 @@ leaves its chunk to be recomputed.
 Every device-dependent choice is made by one pure function, :func:`device_plan`: on CUDA
 the batches are copied from pinned memory with ``non_blocking=True``, the model and its inputs
 are ``channels_last`` (the store's NHWC tiles permuted to NCHW are channels-last already) and
-the forward pass runs under autocast; on the CPU none of it, and the worker uses
-``torch_threads`` intra-op threads. The code that applies a plan is generic in the device type,
-so ``device_plan(..., accelerator_path=True)`` runs the CUDA code path (all but the pinning)
-on the CPU, where the tests check it.
+the forward pass runs under autocast. On the CPU the model and its inputs are ``channels_last``
+too (oneDNN's blocked convolutions; the probabilities move by float32 rounding only), the
+forward pass runs under bfloat16 autocast when the run asked for it (``cpu_bf16``, resolved by
+:func:`resolve_cpu_bf16`: only on CPUs with native bf16, AVX-512 BF16 or AMX), and the worker
+uses ``torch_threads`` intra-op threads and one inter-op thread. The code that applies a plan
+is generic in the device type, so ``device_plan(..., accelerator_path=True)`` runs the CUDA
+code path (all but the pinning) on the CPU, where the tests check it.
+
+Batch size: when the run does not set one, :func:`auto_batch_size` picks it from the model
+(activation bytes of one tile, measured by a forward pass of one tile at load time) and the
+memory available to the worker.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -25,6 +33,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -40,12 +49,16 @@ __all__ = [
     "DevicePlan",
     "LoadedModel",
     "RuntimeOptions",
+    "auto_batch_size",
+    "cpu_bf16_supported",
     "device_plan",
     "load_model",
     "loaded_model",
     "predict_tiles",
+    "resolve_cpu_bf16",
     "resolve_device",
     "run_chunk",
+    "set_cpu_threads",
 ]
 
 logger = logging.getLogger(__name__)
@@ -63,12 +76,16 @@ class RuntimeOptions:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True
     amp_dtype: Literal["float16", "bfloat16"] = "float16"
-    batch_size: int = 64
+    batch_size: int | None = None
+    """Tiles per forward pass; None: :func:`auto_batch_size` on the worker."""
     dense: bool = False
     """This store runs dense (decided per store from :attr:`InferParams.dense` when planning)."""
     dense_block: int = 16
     torch_threads: int | None = None
     accelerator_path: bool = False
+    cpu_bf16: bool = False
+    """bfloat16 autocast on the CPU (resolved on the client by :func:`resolve_cpu_bf16`); a worker
+    whose CPU lacks native bf16 refuses it rather than running emulated or float32 arithmetic."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +104,62 @@ class DevicePlan:
     """Set ``torch.backends.cudnn.benchmark`` (pick the fastest convolution per input shape)."""
 
 
-def device_plan(device_type: str, amp: bool, amp_dtype: str, *, accelerator_path: bool = False) -> DevicePlan:
+@functools.cache
+def cpu_bf16_supported() -> bool:
+    """Whether this machine's CPU computes bfloat16 natively: AVX-512 BF16 or AMX BF16.
+
+    Read from ``torch.cpu.get_capabilities()`` (the flags oneDNN dispatches on), else from the
+    ``flags`` of ``/proc/cpuinfo``; False when neither says so. Without these instructions bf16
+    autocast on the CPU is emulated and slower than float32.
+    """
+    import torch
+
+    get = getattr(torch.cpu, "get_capabilities", None)
+    if get is not None:
+        try:
+            caps = get()
+            return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+        except (RuntimeError, AttributeError):  # an older torch: fall back to the kernel's flags
+            pass
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return False
+    flags = {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_cpu_bf16(mode: str) -> bool:
+    """Whether CPU inference runs under bfloat16 autocast for ``mode`` on this machine.
+
+    Parameters
+    ----------
+    mode : {"auto", "on", "off"}
+        ``auto``: when :func:`cpu_bf16_supported`; ``on``: always, and refused on a CPU without
+        native bf16; ``off``: never (float32).
+
+    Raises
+    ------
+    ConfigError
+        ``on`` on a CPU without native bf16, or another ``mode``.
+    """
+    if mode == "off":
+        return False
+    if mode not in ("auto", "on"):
+        raise ConfigError(f"cpu_bf16 {mode!r} is not supported; use 'auto', 'on' or 'off'")
+    supported = cpu_bf16_supported()
+    if mode == "on" and not supported:
+        raise ConfigError(
+            "cpu_bf16: on was asked, but this CPU has neither AVX-512 BF16 nor AMX BF16 "
+            "(see the flags in /proc/cpuinfo), so bfloat16 would be emulated and slower than float32; "
+            "use cpu_bf16: auto or off"
+        )
+    return supported
+
+
+def device_plan(
+    device_type: str, amp: bool, amp_dtype: str, *, accelerator_path: bool = False, cpu_bf16: bool = False
+) -> DevicePlan:
     """Decide how a model runs on ``device_type``.
 
     Parameters
@@ -102,12 +174,15 @@ def device_plan(device_type: str, amp: bool, amp_dtype: str, *, accelerator_path
         On the CPU, take CUDA's choices except pinned memory and cuDNN (which need a GPU):
         ``channels_last``, non-blocking copies, autocast in ``amp_dtype``. Used to run and test
         the GPU code path without a GPU (with ``amp_dtype="bfloat16"``: CPU bf16 inference).
+    cpu_bf16 : bool
+        On the CPU (without ``accelerator_path``), bfloat16 autocast: the caller has checked the
+        CPU (:func:`resolve_cpu_bf16`); this function stays pure.
 
     Returns
     -------
     DevicePlan
         CUDA: channels_last, pinned, non-blocking, autocast ``amp_dtype`` if ``amp``, cuDNN
-        benchmark. CPU: none of it (float32, the model's own layout).
+        benchmark. CPU: channels_last, autocast bfloat16 if ``cpu_bf16`` (else float32).
 
     Raises
     ------
@@ -121,11 +196,14 @@ def device_plan(device_type: str, amp: bool, amp_dtype: str, *, accelerator_path
     cuda = device_type == "cuda"
     accelerated = cuda or accelerator_path
     dtype: Literal["float16", "bfloat16"] = "float16" if amp_dtype == "float16" else "bfloat16"
+    autocast: Literal["float16", "bfloat16"] | None = dtype if accelerated and amp else None
+    if not accelerated and cpu_bf16:
+        autocast = "bfloat16"
     return DevicePlan(
-        channels_last=accelerated,
+        channels_last=True,
         pin_memory=cuda,
         non_blocking=accelerated,
-        autocast_dtype=dtype if accelerated and amp else None,
+        autocast_dtype=autocast,
         cudnn_benchmark=cuda,
     )
 
@@ -181,6 +259,8 @@ class LoadedModel:
     n_classes: int
     plan: DevicePlan
     """Layout, copies and autocast (from :func:`device_plan`)."""
+    batch_size: int = 64
+    """Tiles per forward pass when the run sets none (:func:`auto_batch_size`)."""
     lock: AbstractContextManager[Any] = field(default_factory=threading.RLock)
     """Serialises forward passes of threads sharing the model (the GPU runs one at a time anyway).
     Re-entrant: :func:`run_chunk` holds it around :func:`predict_tiles` to time the wait."""
@@ -223,6 +303,99 @@ def _default_threads() -> int:
     return max(1, (os.cpu_count() or 1) // max(1, nthreads))
 
 
+#: Bounds of :func:`auto_batch_size` on the CPU and on CUDA, tiles. On the CPU batches of 32-256
+#: tiles ran alike (``benchmarks/bench_cpu_kernels.py --batches``), so larger ones only cost memory.
+BATCH_BOUNDS = {"cpu": (8, 128), "cuda": (8, 1024)}
+#: Share of the available memory one forward pass may take: the host's MemAvailable divided by the
+#: CPU count (one share per possible worker), or the GPU's free memory divided by 4.
+_CPU_SHARE_CAP = 512 * 2**20
+
+
+def _available_memory(device: str) -> int:
+    """Bytes one worker's forward pass may use on ``device`` (see :data:`BATCH_BOUNDS`)."""
+    if device == "cuda":
+        import torch
+
+        free, _total = torch.cuda.mem_get_info()
+        return int(free) // 4
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            kib = next(int(line.split()[1]) for line in fh if line.startswith("MemAvailable:"))
+        available = kib * 1024
+    except (OSError, StopIteration, ValueError):
+        available = 4 * 2**30
+    return min(_CPU_SHARE_CAP, available // max(1, os.cpu_count() or 1))
+
+
+def auto_batch_size(model: Any, tile_size: int, device: str, *, budget: int | None = None) -> int:
+    """Tiles per forward pass chosen from the model's activations and the memory available.
+
+    The rule: run one tile through ``model`` and take the largest output of any module, in
+    bytes (float32); a forward pass holds about three such tensors at once (a layer's input,
+    its output and one temporary), so a batch of ``b`` tiles needs ``3 * b * largest`` bytes.
+    ``b`` is the largest power of two within ``budget`` (default: the host's available memory
+    per CPU core, at most 512 MiB; on CUDA a quarter of the free GPU memory), clamped to
+    :data:`BATCH_BOUNDS` (8..128 on the CPU, 8..1024 on CUDA).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        In eval mode, on ``device``.
+    tile_size : int
+        T of the (T, T, 3) tiles, px.
+    device : {"cpu", "cuda"}
+        Where the model runs.
+    budget : int, optional
+        Bytes for one forward pass (default as above).
+
+    Returns
+    -------
+    int
+        A power of two within the bounds.
+    """
+    import torch
+
+    largest = 0
+
+    def hook(_m: Any, _i: Any, out: Any) -> None:
+        nonlocal largest
+        if isinstance(out, torch.Tensor):
+            largest = max(largest, out.numel() * 4)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, 3, tile_size, tile_size, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+    low, high = BATCH_BOUNDS["cuda" if device == "cuda" else "cpu"]
+    budget = _available_memory(device) if budget is None else budget
+    fits = max(1, budget // max(1, 3 * largest))
+    return max(low, min(high, 1 << (fits.bit_length() - 1)))
+
+
+def set_cpu_threads(threads: int) -> None:
+    """Give this process ``threads`` torch intra-op threads (``WSIPIPE_TORCH_THREADS`` wins) and one inter-op thread.
+
+    A worker runs one forward pass at a time, and a CNN's operators are parallel inside (intra-op),
+    so inter-op threads would only oversubscribe the cores shared with the other workers. torch
+    fixes the inter-op pool at its first parallel operation: later calls leave it as it is.
+    """
+    import torch
+
+    from wsipipe.settings import torch_threads
+
+    threads = torch_threads(threads)
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    if torch.get_num_interop_threads() != 1:
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:  # the pool has started in this process; it keeps its size
+            logger.debug("torch inter-op threads stay at %d", torch.get_num_interop_threads())
+
+
 def load_model(checkpoint: str, device: str, plan: DevicePlan, *, expected_sha256: str | None = None) -> LoadedModel:
     """Load ``checkpoint`` onto ``device`` as ``plan`` says (no cache; see :func:`loaded_model`).
 
@@ -257,6 +430,7 @@ def load_model(checkpoint: str, device: str, plan: DevicePlan, *, expected_sha25
         )
     if plan.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    batch_size = auto_batch_size(model, meta.tile_size, device)
     return LoadedModel(
         model=model,
         device=torch.device(device),
@@ -264,13 +438,19 @@ def load_model(checkpoint: str, device: str, plan: DevicePlan, *, expected_sha25
         std=torch.tensor(meta.norm_std, dtype=torch.float32, device=device).view(1, 3, 1, 1),
         n_classes=len(meta.class_names),
         plan=plan,
+        batch_size=batch_size,
     )
 
 
 def loaded_model(options: RuntimeOptions) -> LoadedModel:
     """Return this process's copy of the checkpoint's model, loading it on first use."""
     device = resolve_device(options.device)
-    plan = device_plan(device, options.amp, options.amp_dtype, accelerator_path=options.accelerator_path)
+    cpu_bf16 = options.cpu_bf16 and device == "cpu" and not options.accelerator_path
+    if cpu_bf16:
+        resolve_cpu_bf16("on")  # a worker without native bf16 refuses it: never emulated, never fp32 in disguise
+    plan = device_plan(
+        device, options.amp, options.amp_dtype, accelerator_path=options.accelerator_path, cpu_bf16=cpu_bf16
+    )
     key = (options.checkpoint_sha256, device, plan)
     with _CACHE_LOCK:
         cached = _CACHE.get(key)
@@ -278,18 +458,21 @@ def loaded_model(options: RuntimeOptions) -> LoadedModel:
             return cached
         import torch
 
-        from wsipipe.settings import torch_threads
-
         if device == "cpu":
-            threads = torch_threads(options.torch_threads or _default_threads())
-            if torch.get_num_threads() != threads:
-                torch.set_num_threads(threads)
+            set_cpu_threads(options.torch_threads or _default_threads())
         loaded = load_model(options.checkpoint, device, plan, expected_sha256=options.checkpoint_sha256)
         while len(_CACHE) >= _CACHE_SIZE:  # keep the most recent checkpoints only
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = loaded
         LOAD_COUNT[options.checkpoint_sha256] = LOAD_COUNT.get(options.checkpoint_sha256, 0) + 1
-        logger.info("loaded %s on %s (%s; torch threads %d)", options.checkpoint, device, plan, torch.get_num_threads())
+        logger.info(
+            "loaded %s on %s (%s; torch threads %d; batch %d)",
+            options.checkpoint,
+            device,
+            plan,
+            torch.get_num_threads(),
+            options.batch_size or loaded.batch_size,
+        )
         return loaded
 
 
@@ -414,7 +597,7 @@ def run_chunk(task: ChunkTask) -> ChunkDone:
         t1 = time.perf_counter()
         with lm.lock:  # taken again inside predict_tiles (re-entrant): the wait is timed apart
             t_held = time.perf_counter()
-            probs = predict_tiles(lm, tiles, batch_size=opts.batch_size)
+            probs = predict_tiles(lm, tiles, batch_size=opts.batch_size or lm.batch_size)
             t2 = time.perf_counter()
         read_s, wait_s, compute_s = t1 - t0, t_held - t1, t2 - t_held
     flags = array(task.store, f"{PREDICTIONS}/{task.model}/{CHUNK_DONE}", "r+")

@@ -31,9 +31,9 @@ logger = logging.getLogger(__name__)
 class InferParams:
     """Parameters of the inference stage (:func:`wsipipe.inference.predict_stores`): what it computes.
 
-    Only ``dense`` (and ``dense_block``), ``amp`` (on a GPU) and ``accelerator_path`` change the
-    probabilities. A resumed run continues only when the checkpoint and these are those of the
-    interrupted run, otherwise it starts the model's predictions over. How the work is spread (cluster size,
+    Only ``dense`` (and ``dense_block``), ``amp`` (on a GPU), ``accelerator_path`` and an active
+    ``cpu_bf16`` change the probabilities. A resumed run continues only when the checkpoint and
+    these are those of the interrupted run, otherwise it starts the model's predictions over. How the work is spread (cluster size,
     threads, ``force``) is :class:`InferOptions`.
 
     Examples
@@ -43,8 +43,9 @@ class InferParams:
     32
     """
 
-    batch_size: int = 64
-    """Tiles per forward pass (dense mode: tiles' worth of region pixels per pass)."""
+    batch_size: int | None = None
+    """Tiles per forward pass (dense mode: tiles' worth of region pixels per pass). None: chosen by
+    each worker from the model's activations and the memory available (:func:`~wsipipe.inference.auto_batch_size`)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """``auto``: CUDA when the worker has it, else CPU. ``cuda`` fails on workers without a GPU."""
     amp: bool = True
@@ -67,10 +68,16 @@ class InferParams:
     """Run the GPU code path wherever the model runs: ``channels_last``, non-blocking copies and,
     with ``amp``, autocast in ``amp_dtype`` (pinned memory only on CUDA). On the CPU this checks the
     GPU path without a GPU (tests, ``bench_inference.py --accelerator-path-on-cpu``); with
-    ``amp_dtype="bfloat16"`` it is CPU bf16 inference. Off (default): the CPU runs float32."""
+    ``amp_dtype="bfloat16"`` it is CPU bf16 inference. Off (default): see ``cpu_bf16``."""
+    cpu_bf16: Literal["auto", "on", "off"] = "auto"
+    """bfloat16 autocast on the CPU (``channels_last`` either way). ``auto``: on CPUs with native bf16
+    (AVX-512 BF16 or AMX, :func:`~wsipipe.inference.cpu_bf16_supported`), decided on the machine that
+    calls :func:`predict_stores`; ``on``: refused on a CPU without it; ``off``: float32. Moves the
+    probabilities by at most about 0.01 (tests/inference/test_device.py); ignored on CUDA and with
+    ``accelerator_path``."""
 
     def __post_init__(self) -> None:
-        if not 1 <= self.batch_size <= 65536:
+        if self.batch_size is not None and not 1 <= self.batch_size <= 65536:
             raise ConfigError(f"batch_size must be in 1..65536 tiles, got {self.batch_size}")
         if not 1 <= self.dense_block <= 64:
             raise ConfigError(f"dense_block must be in 1..64 tiles, got {self.dense_block}")
@@ -223,7 +230,7 @@ def predict_stores(
     from wsipipe.errors import WsipipeError
     from wsipipe.inference._dense import DENSE_HINT
     from wsipipe.inference._run import _describe, _finish, _Plan, _plan, _run_tasks
-    from wsipipe.inference._runtime import RuntimeOptions
+    from wsipipe.inference._runtime import RuntimeOptions, resolve_cpu_bf16
     from wsipipe.models import DenseModel, load_checkpoint
     from wsipipe.scheduler import parse_scheduler
     from wsipipe.store import find_stores
@@ -235,6 +242,8 @@ def predict_stores(
     paths = find_stores([stores] if isinstance(stores, str | os.PathLike) else stores)
     model_obj, meta = load_checkpoint(checkpoint, require=("dense",) if params.dense else (), hint=DENSE_HINT)
     model = params.model or meta.architecture
+    # Decided here, once, for every worker: "on" without native bf16 fails before any work.
+    cpu_bf16 = params.device != "cuda" and not params.accelerator_path and resolve_cpu_bf16(params.cpu_bf16)
     runtime = RuntimeOptions(
         checkpoint=str(Path(checkpoint).resolve()),
         checkpoint_sha256=meta.weights_sha256,
@@ -246,12 +255,14 @@ def predict_stores(
         dense_block=params.dense_block,
         torch_threads=options.torch_threads,
         accelerator_path=params.accelerator_path,
+        cpu_bf16=cpu_bf16,
     )
     amp_counts = params.device != "cpu" or params.accelerator_path
     hash_fields = (
         {"weights": meta.weights_sha256}
         | {"amp": params.amp_dtype if params.amp and amp_counts else None}
         | ({"accelerator_path": True} if params.accelerator_path else {})  # absent when off: older hashes hold
+        | ({"cpu_bf16": True} if cpu_bf16 else {})  # likewise
     )
     plans: list[_Plan] = []
     for path in paths:

@@ -16,6 +16,7 @@ and keep the workers evenly busy to the end.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -23,10 +24,12 @@ from contextlib import AbstractContextManager, ExitStack
 from typing import Any, TypeVar
 
 from wsipipe.errors import ConfigError
+from wsipipe.progress import ProgressBar
 from wsipipe.scheduler import LocalKind, SchedulerSpec, completed, dask_client, local_executor, parse_scheduler
-from wsipipe.settings import progress_enabled
 
 __all__ = ["TaskRunner", "default_workers"]
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -67,33 +70,46 @@ class TaskRunner(AbstractContextManager["TaskRunner"]):
             self._pools[kind] = self._stack.enter_context(local_executor(kind, self.workers, name="wsipipe-tile"))
         return self._pools[kind]
 
-    def map(self, func: Callable[[T], R], items: Sequence[T], *, desc: str = "", unit: str = "task") -> list[R]:
+    def map(
+        self,
+        func: Callable[[T], R],
+        items: Sequence[T],
+        *,
+        desc: str = "",
+        unit: str = "task",
+        size: Callable[[T], int] | None = None,
+    ) -> list[R]:
         """Return ``[func(item) for item in items]`` computed on the scheduler, with a progress bar.
 
         ``func`` must be a module-level function and items picklable (for processes and
-        distributed). Results come back in input order.
+        distributed). Results come back in input order. Progress counts items, or with ``size``
+        ``size(item)`` units per item (e.g. tiles per chunk) and the items as chunks; without a
+        terminal it is logged every few seconds (:class:`wsipipe.progress.ProgressBar`).
         """
         if not items:
             return []
-        from tqdm.auto import tqdm
-
-        with tqdm(total=len(items), desc=desc, unit=unit, disable=not progress_enabled(), dynamic_ncols=True) as bar:
+        sizes = [size(item) for item in items] if size is not None else [1] * len(items)
+        chunks = len(items) if size is not None else None
+        with ProgressBar(sum(sizes), desc=desc, unit=unit, chunks=chunks, log=logger) as bar:
             if not self.spec.is_local:
-                return self._map_distributed(func, items, bar)
+                return self._map_distributed(func, items, bar, sizes)
             results: list[Any] = [None] * len(items)
             for i, future in completed(self._executor(self._local_kind(len(items))), func, items):
                 results[i] = future.result()
-                bar.update(1)
+                bar.update(sizes[i], chunks=1)
             return results
 
-    def _map_distributed(self, func: Callable[[T], R], items: Sequence[T], bar: Any) -> list[R]:
+    def _map_distributed(
+        self, func: Callable[[T], R], items: Sequence[T], bar: ProgressBar, sizes: list[int]
+    ) -> list[R]:
         from distributed import as_completed
 
         if self._client is None:
             self._client = self._stack.enter_context(dask_client(self.spec))
         futures = self._client.map(func, list(items), pure=False)
-        for _ in as_completed(futures):
-            bar.update(1)
+        index = {f.key: i for i, f in enumerate(futures)}
+        for future in as_completed(futures):
+            bar.update(sizes[index[future.key]], chunks=1)
         return list(self._client.gather(futures))
 
     def close(self) -> None:

@@ -454,6 +454,11 @@ def _finish(job: _Job, prepared: _Prepared, done: list[_BandDone]) -> SlideSumma
     return replace(base, status="done")
 
 
+def _tiles_of(task: _Band | _Preview | _Cleanup) -> int:
+    """Tiles a task writes (progress units): a band's cells, none for side tasks."""
+    return len(task.cells) if isinstance(task, _Band) else 0
+
+
 def tile_paths(
     paths: list[Path], stores: Path, params: TileParams, *, spec: SchedulerSpec, workers: int | None, force: bool
 ) -> tuple[SlideSummary, ...]:
@@ -466,7 +471,7 @@ def tile_paths(
         tasks: list[_Band | _Preview | _Cleanup] = [task for prep in prepared for task in prep.side]
         tasks += leftovers
         tasks += [band for prep in prepared for band in prep.bands]
-        written = runner.map(_run_task, tasks, desc="tiling", unit="chunk")
+        written = runner.map(_run_task, tasks, desc="tiling", unit="tile", size=_tiles_of)
     by_slide: dict[str, list[_BandDone]] = {job.slide_id: [] for job in jobs}
     for result in written:
         by_slide.setdefault(result.slide_id, []).append(result)

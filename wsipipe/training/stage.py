@@ -107,6 +107,10 @@ class TrainParams:
         torch intra-op threads (``WSIPIPE_TORCH_THREADS`` overrides).
     eval_batch_size : int
         Batch size for validation.
+    cpu_bf16 : bool
+        bfloat16 autocast of the forward passes on a CPU with native bf16 (AVX-512 BF16 or AMX;
+        refused elsewhere, see :func:`wsipipe.inference.resolve_cpu_bf16`). Off by default: it
+        changes the trained weights. It enters the parameter hash only when on.
     """
 
     data: DataParams
@@ -128,6 +132,7 @@ class TrainParams:
     seed: int = 0
     threads: int = 2
     eval_batch_size: int = 256
+    cpu_bf16: bool = False
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "threads", "eval_batch_size"):
@@ -199,7 +204,11 @@ def train_model(
         Resuming a run directory that belongs to different parameters, or bad model arguments.
     """
     from wsipipe.config import config_hash
+    from wsipipe.inference import resolve_cpu_bf16
     from wsipipe.training._data import open_sources
+
+    if params.cpu_bf16:
+        resolve_cpu_bf16("on")  # a CPU without native bf16 refuses it
     from wsipipe.training._loop import _Run, _run, _torch_runtime
 
     out = Path(out_dir)
@@ -213,7 +222,7 @@ def train_model(
             run = _Run(
                 params=params,
                 out=out,
-                params_hash=config_hash(params),
+                params_hash=config_hash(_hashed(params)),
                 train_src=train_src,
                 val_src=val_src,
                 classes=classes,
@@ -225,3 +234,13 @@ def train_model(
         finally:
             train_src.close()
             val_src.close()
+
+
+def _hashed(params: TrainParams) -> dict[str, Any]:
+    """``params`` as hashed: ``cpu_bf16`` only when on, so runs from before it existed still resume."""
+    from wsipipe.config import to_dict
+
+    doc = to_dict(params)
+    if not params.cpu_bf16:
+        doc.pop("cpu_bf16")
+    return doc
