@@ -3,7 +3,7 @@
 Source: ``003_d079139a1795bfd3.txt`` ("CELNet: Evidence Localization for Pathology Images using
 Weakly Supervised Learning"), Section 2.1 and Fig. 1.
 
-Architecture (widths 16/32/64 reproduce the paper's 297K parameters)::
+Architecture (widths 16/32/64: 296,364 parameters; the paper's 297K, see ``docs/models.md``)::
 
     input (B, 3, H, W)
     head      3x3 conv, 16 ch, stride 1, BN, ReLU
@@ -19,6 +19,10 @@ uses 3x3 instead of 1x1 "to reduce information loss"). The MAM is CBAM-style cha
 (a shared two-layer MLP on the GAP and GMP of the features, summed, sigmoid) followed by spatial
 attention ``A_s = sigmoid(f3x3(F) + f5x5(F) + f7x7(F))`` computed, as in CBAM, on the
 channel-wise mean and max of the channel-refined features ``F_sq``.
+
+Ablations of Tables 1 and 3, registered as model names: ``celnet_no_mam`` ("CELNet⁻", no
+attention), ``celnet_cbam`` ("CELNet⁻+CBAM", one 7x7 spatial branch) and ``celnet_no_ds``
+("Ours w/o DS", the classifier reads module 3's companion output only).
 
 Deep supervision is realised as the paper draws it: the two companion outputs feed the final
 1x1 conv directly, so module 2 receives a gradient straight from the loss.
