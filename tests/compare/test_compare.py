@@ -143,3 +143,27 @@ def test_bad_rows_are_refused_before_training(tmp_path: Path) -> None:
         compare_models(params, tmp_path / "out")
     with pytest.raises(DatasetError, match="HPLOC-style set not found"):
         read_hploc_set(tmp_path / "nope.h5")
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "labels"),
+    [
+        ("pcam-table1.yaml", "pcam", ["ResNet18", "DenseNet", "CELNet", "CELNet⁻", "CELNet⁻+CBAM"]),
+        (
+            "hploc-table3.yaml",
+            "hploc",
+            ["ResNet18 + Backprop", "ResNet18 + GradCAM", "Ours", "Ours w/o MAM", "Ours w/o DS", "CELNet + GradCAM"],
+        ),
+    ],
+)
+def test_table_pipelines_validate_with_the_papers_rows(name: str, kind: str, labels: list[str]) -> None:
+    from wsipipe.models import list_models
+    from wsipipe.pipeline import load_pipeline
+
+    root = Path(__file__).resolve().parents[2]
+    spec = load_pipeline(root / "pipelines" / name, overrides=["stages.compare.train.data.root=/data/pcam"])
+    params = spec.stages["compare"]
+    assert params.kind == kind
+    assert [r.label for r in params.rows] == labels
+    assert {r.model for r in params.rows} <= set(list_models())
+    assert params.train.data.root == Path("/data/pcam")  # real data: one key
