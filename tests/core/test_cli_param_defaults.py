@@ -16,7 +16,7 @@ from wsipipe.aggregate import AggregateParams
 from wsipipe.cli import COMMANDS, build_parser, main
 from wsipipe.config import to_dict
 from wsipipe.errors import ConfigError
-from wsipipe.evaluation import EvaluateParams
+from wsipipe.evaluation import EvaluateParams, PatchEvalParams
 from wsipipe.explain import ExplainParams
 from wsipipe.export import ExportParams
 from wsipipe.inference import InferOptions, InferParams
@@ -34,6 +34,7 @@ MINIMAL: dict[str, tuple[type | None, list[str]]] = {
     "infer": (InferParams, ["s.zarr", "--checkpoint", "c"]),
     "aggregate": (AggregateParams, ["s.zarr", "--out", "o"]),
     "evaluate": (EvaluateParams, ["--out", "o"]),
+    "evaluate-patches": (PatchEvalParams, ["pcam", "--checkpoint", "c"]),
     "export": (ExportParams, ["s.zarr", "--out", "o"]),
     "explain": (ExplainParams, ["s.tif", "--checkpoint", "c", "--lesions", "l", "--out", "o"]),
     "report": (ReportParams, ["o"]),
@@ -124,6 +125,10 @@ OVERRIDES: dict[str, tuple[list[str], dict[str, Any]]] = {
             "seed": 3,
             "plots": False,
         },
+    ),
+    "evaluate-patches": (
+        shlex.split("--split valid --max-patches 10 --seed 2 --threshold 0.4 --batch-size 8 --device cuda"),
+        {"split": "valid", "max_patches": 10, "seed": 2, "threshold": 0.4, "batch_size": 8, "device": "cuda"},
     ),
     "export": (
         shlex.split(

@@ -267,7 +267,7 @@ def test_celm_without_cam_layers_names_the_models_that_have_them() -> None:
     with pytest.raises(
         ConfigError,
         match=r"the celm explainer needs a model with the 'cam' capability \(cam_layers\); "
-        r"model 'densenet' \(DenseNet\) has none\. Models with it: celnet, resnet18; or pass layers=",
+        r"model 'densenet' \(DenseNet\) has none\. Models with it: celnet, celnet_cbam, celnet_no_ds, celnet_no_mam, resnet18; or pass layers=",
     ):
         celm(model, torch.randn(1, 3, 32, 32))
 

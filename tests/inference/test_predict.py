@@ -138,7 +138,10 @@ def test_dense_mode_refuses_tiles_off_the_network_stride(cluster: Any, tmp_path:
 def test_dense_mode_refuses_a_model_without_forward_map_before_any_work(tmp_path: Path) -> None:
     ckpt = make_checkpoint(tmp_path / "ckpt", arch="densenet")
     store = make_store(tmp_path / "s.zarr")
-    with pytest.raises(ConfigError, match=r"model 'densenet' \(DenseNet\) has none\. Models with it: celnet; or run"):
+    with pytest.raises(
+        ConfigError,
+        match=r"model 'densenet' \(DenseNet\) has none\. Models with it: celnet, celnet_cbam, celnet_no_ds, celnet_no_mam; or run",
+    ):
         predict_stores(store, ckpt, scheduler="sync", params=InferParams(device="cpu", dense=True))
     assert "predictions" not in zarr.open_group(store, mode="r")
 

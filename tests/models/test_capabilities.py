@@ -64,8 +64,9 @@ def clean_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def test_capabilities_are_listed_from_the_protocols() -> None:
-    assert models_with("dense") == ["celnet"]
-    assert models_with("cam") == ["celnet", "resnet18"]
+    celnets = ["celnet", "celnet_cbam", "celnet_no_ds", "celnet_no_mam"]
+    assert models_with("dense") == celnets
+    assert models_with("cam") == [*celnets, "resnet18"]
     assert models_with("patch_map") == ["medicalpatchnet", "patchnet"]
     assert model_capabilities(build_model("celnet")) == ("dense", "cam")
     assert model_capabilities(build_model("densenet")) == ()
@@ -86,7 +87,7 @@ def test_a_capability_missing_at_load_time_names_model_capability_and_who_has_it
         load_checkpoint(ckpt, require=("dense",), hint="run without --dense")
     assert str(info.value) == (
         f"checkpoint {ckpt}: dense inference (--dense) needs a model with the 'dense' capability "
-        "(forward_map and stride); model 'resnet18' (ResNet18) has none. Models with it: celnet; "
+        "(forward_map and stride); model 'resnet18' (ResNet18) has none. Models with it: celnet, celnet_cbam, celnet_no_ds, celnet_no_mam; "
         "or run without --dense"
     )
     with pytest.raises(ConfigError, match=r"unknown model capability 'dens'; did you mean 'dense'\?"):
@@ -100,7 +101,7 @@ def test_a_new_dense_model_module_is_found_loaded_and_used_by_dense_inference(
     (tmp_path / "toydense.py").write_text(textwrap.dedent(TOY_MODULE))
     monkeypatch.setattr(wsipipe.models, "__path__", [*wsipipe.models.__path__, str(tmp_path)])
     assert "toydense" in list_models()
-    assert models_with("dense") == ["celnet", "toydense"]
+    assert models_with("dense") == ["celnet", "celnet_cbam", "celnet_no_ds", "celnet_no_mam", "toydense"]
 
     torch.manual_seed(0)
     meta = CheckpointMeta(architecture="toydense", tile_size=8)

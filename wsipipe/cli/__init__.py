@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "infer": "wsipipe.cli.infer",
     "aggregate": "wsipipe.cli.aggregate",
     "evaluate": "wsipipe.cli.evaluate",
+    "evaluate-patches": "wsipipe.cli.evaluate_patches",
     "export": "wsipipe.cli.export",
     "explain": "wsipipe.cli.explain",
     "report": "wsipipe.cli.report",

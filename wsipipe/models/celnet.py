@@ -3,7 +3,7 @@
 Source: ``003_d079139a1795bfd3.txt`` ("CELNet: Evidence Localization for Pathology Images using
 Weakly Supervised Learning"), Section 2.1 and Fig. 1.
 
-Architecture (widths 16/32/64 reproduce the paper's 297K parameters)::
+Architecture (widths 16/32/64: 296,364 parameters; the paper's 297K, see ``docs/models.md``)::
 
     input (B, 3, H, W)
     head      3x3 conv, 16 ch, stride 1, BN, ReLU
@@ -19,6 +19,10 @@ uses 3x3 instead of 1x1 "to reduce information loss"). The MAM is CBAM-style cha
 (a shared two-layer MLP on the GAP and GMP of the features, summed, sigmoid) followed by spatial
 attention ``A_s = sigmoid(f3x3(F) + f5x5(F) + f7x7(F))`` computed, as in CBAM, on the
 channel-wise mean and max of the channel-refined features ``F_sq``.
+
+Ablations of Tables 1 and 3, registered as model names: ``celnet_no_mam`` ("CELNet⁻", no
+attention), ``celnet_cbam`` ("CELNet⁻+CBAM", one 7x7 spatial branch) and ``celnet_no_ds``
+("Ours w/o DS", the classifier reads module 3's companion output only).
 
 Deep supervision is realised as the paper draws it: the two companion outputs feed the final
 1x1 conv directly, so module 2 receives a gradient straight from the loss.
@@ -55,12 +59,26 @@ from torch import Tensor, nn
 
 from wsipipe.models.registry import register_model
 
-__all__ = ["RECEPTIVE_FIELD_PX", "CELNet"]
+__all__ = [
+    "CBAM_KERNELS",
+    "MAM_KERNELS",
+    "RECEPTIVE_FIELD_PX",
+    "CELNet",
+    "celnet_cbam",
+    "celnet_no_ds",
+    "celnet_no_mam",
+]
 
 #: Receptive field (input px) of one cell of the last feature map, from the 3x3 convs
 #: (head, blocks, stride-2 convs) and the 7x7 spatial-attention branches; channel attention
 #: and the companion pooling add the whole tile window on top.
 RECEPTIVE_FIELD_PX = 207
+
+#: Kernel sizes of the MAM's spatial-attention branches (``k' in {3, 5, 7}``, Section 2.1).
+MAM_KERNELS = (3, 5, 7)
+
+#: CBAM's single 7x7 spatial-attention convolution (Woo et al., the paper's "+CBAM" ablation).
+CBAM_KERNELS = (7,)
 
 #: Window on a feature map: (kernel, stride) in that map's pixels, or None for global pooling.
 _Window = tuple[int, int] | None
@@ -104,8 +122,10 @@ class ChannelAttention(nn.Module):
 class MultiBranchSpatialAttention(nn.Module):
     """CELNet's spatial attention: ``sigmoid(sum_k f_kxk([mean_c(x), max_c(x)]))``, k in 3, 5, 7."""
 
-    def __init__(self, kernel_sizes: tuple[int, ...] = (3, 5, 7)) -> None:
+    def __init__(self, kernel_sizes: tuple[int, ...] = MAM_KERNELS) -> None:
         super().__init__()
+        if not kernel_sizes or any(k < 1 or k % 2 == 0 for k in kernel_sizes):
+            raise ValueError(f"spatial attention kernel sizes must be odd and positive, got {kernel_sizes!r}")
         self.branches = nn.ModuleList(nn.Conv2d(2, 1, k, padding=k // 2, bias=False) for k in kernel_sizes)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -120,14 +140,18 @@ class MultiBranchSpatialAttention(nn.Module):
 class MABlock(nn.Module):
     """A building block of an MA-ResModule (Fig. 1, right)."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int, reduction: int, attention: bool) -> None:
+    def __init__(
+        self, in_ch: int, out_ch: int, stride: int, reduction: int, attention: bool, kernels: tuple[int, ...]
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(out_ch)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_ch)
         self.channel_att: ChannelAttention | None = ChannelAttention(out_ch, reduction) if attention else None
-        self.spatial_att: MultiBranchSpatialAttention | None = MultiBranchSpatialAttention() if attention else None
+        self.spatial_att: MultiBranchSpatialAttention | None = (
+            MultiBranchSpatialAttention(kernels) if attention else None
+        )
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_ch != out_ch:
             self.shortcut = nn.Sequential(
@@ -146,10 +170,19 @@ class MABlock(nn.Module):
 class MAResModule(nn.Module):
     """``depth`` MA-ResBlocks; the first one changes width and stride."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int, depth: int, reduction: int, attention: bool) -> None:
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        stride: int,
+        depth: int,
+        reduction: int,
+        attention: bool,
+        kernels: tuple[int, ...] = MAM_KERNELS,
+    ) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(
-            MABlock(in_ch if i == 0 else out_ch, out_ch, stride if i == 0 else 1, reduction, attention)
+            MABlock(in_ch if i == 0 else out_ch, out_ch, stride if i == 0 else 1, reduction, attention, kernels)
             for i in range(depth)
         )
 
@@ -175,7 +208,15 @@ class CELNet(nn.Module):
     reduction : int
         Channel-attention MLP reduction ratio (CBAM's 16).
     attention : bool
-        False builds the paper's ablation "CELNet⁻" (no MAM).
+        False builds the paper's ablation "CELNet⁻" (no MAM: neither channel nor spatial
+        attention; registered as ``celnet_no_mam``).
+    spatial_kernels : tuple of int
+        Kernel sizes of the spatial-attention branches: :data:`MAM_KERNELS` (3, 5, 7) for the
+        MAM, :data:`CBAM_KERNELS` (7,) for the "CELNet⁻+CBAM" ablation (``celnet_cbam``).
+    deep_supervision : bool
+        True (the paper): the classifier reads the companion outputs of modules 2 *and* 3.
+        False ("Ours w/o DS" of Table 3, ``celnet_no_ds``): it reads module 3's only, so module 2
+        learns through module 3 alone; ``cam_layers`` keep both layers for CELM.
 
     Notes
     -----
@@ -193,6 +234,8 @@ class CELNet(nn.Module):
         depth: int = 3,
         reduction: int = 16,
         attention: bool = True,
+        spatial_kernels: tuple[int, ...] = MAM_KERNELS,
+        deep_supervision: bool = True,
     ) -> None:
         super().__init__()
         if len(widths) != 4:
@@ -200,10 +243,12 @@ class CELNet(nn.Module):
         w0, w1, w2, w3 = (int(w) for w in widths)
         self.num_classes = int(num_classes)
         self.head = nn.Sequential(nn.Conv2d(3, w0, 3, padding=1, bias=False), nn.BatchNorm2d(w0), nn.ReLU(inplace=True))
-        self.module1 = MAResModule(w0, w1, 1, depth, reduction, attention)
-        self.module2 = MAResModule(w1, w2, 2, depth, reduction, attention)
-        self.module3 = MAResModule(w2, w3, 2, depth, reduction, attention)
-        self.classifier = nn.Conv2d(2 * (w2 + w3), self.num_classes, 1)
+        kernels = tuple(int(k) for k in spatial_kernels)
+        self.deep_supervision = bool(deep_supervision)
+        self.module1 = MAResModule(w0, w1, 1, depth, reduction, attention, kernels)
+        self.module2 = MAResModule(w1, w2, 2, depth, reduction, attention, kernels)
+        self.module3 = MAResModule(w2, w3, 2, depth, reduction, attention, kernels)
+        self.classifier = nn.Conv2d(2 * (w2 + w3) if self.deep_supervision else 2 * w3, self.num_classes, 1)
 
     @property
     def cam_layers(self) -> dict[str, nn.Module]:
@@ -233,7 +278,11 @@ class CELNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Return logits (B, num_classes) for images ``x`` (B, 3, H, W), one score per image."""
         c2, c3 = self._companions(*self._features(x), None, None)
-        return self.classifier(torch.cat([c2, c3], dim=1)).flatten(1)
+        return self._classify(c2, c3).flatten(1)
+
+    def _classify(self, c2: Tensor, c3: Tensor) -> Tensor:
+        """The 1x1 conv on the companion outputs (module 3's only without deep supervision)."""
+        return self.classifier(torch.cat([c2, c3], dim=1) if self.deep_supervision else c3)
 
     def forward_map(self, x: Tensor, tile_size: int = 96, stride: int | None = None) -> Tensor:
         """Dense logit map of the tiles of ``x`` (one network pass; see the module docstring).
@@ -256,7 +305,7 @@ class CELNet(nn.Module):
         _check_region(x, tile_size, step, self.stride)
         f2, f3 = self._features(x, tile_size, step)
         c2, c3 = self._companions(f2, f3, tile_size, step)
-        return self.classifier(torch.cat([c2, c3], dim=1))
+        return self._classify(c2, c3)
 
     def tile_scores(self, x: Tensor, tile_size: int = 96, stride: int | None = None, batch: int = 256) -> Tensor:
         """Exact tile-by-tile logits in :meth:`forward_map`'s layout (cost: one pass per tile)."""
@@ -268,6 +317,30 @@ class CELNet(nn.Module):
         tiles = tiles.permute(0, 2, 3, 1, 4, 5).reshape(-1, c, tile_size, tile_size)
         out = torch.cat([self(tiles[i : i + batch]) for i in range(0, tiles.shape[0], batch)])
         return out.reshape(b, nh, nw, -1).permute(0, 3, 1, 2)
+
+
+@register_model("celnet_no_mam")
+def celnet_no_mam(num_classes: int = 1, widths: tuple[int, int, int, int] = (16, 16, 32, 64), depth: int = 3) -> CELNet:
+    """CELNet⁻ of Table 1 / "Ours w/o MAM" of Table 3: no multi-branch attention module (292K)."""
+    return CELNet(num_classes=num_classes, widths=widths, depth=depth, attention=False)
+
+
+@register_model("celnet_cbam")
+def celnet_cbam(
+    num_classes: int = 1, widths: tuple[int, int, int, int] = (16, 16, 32, 64), depth: int = 3, reduction: int = 16
+) -> CELNet:
+    """CELNet⁻+CBAM of Table 1: CBAM (channel attention + one 7x7 spatial conv) instead of the MAM (296K)."""
+    return CELNet(
+        num_classes=num_classes, widths=widths, depth=depth, reduction=reduction, spatial_kernels=CBAM_KERNELS
+    )
+
+
+@register_model("celnet_no_ds")
+def celnet_no_ds(
+    num_classes: int = 1, widths: tuple[int, int, int, int] = (16, 16, 32, 64), depth: int = 3, reduction: int = 16
+) -> CELNet:
+    """ "Ours w/o DS" of Table 3: CELNet without deep supervision (the classifier reads module 3 only)."""
+    return CELNet(num_classes=num_classes, widths=widths, depth=depth, reduction=reduction, deep_supervision=False)
 
 
 def _check_region(x: Tensor, tile: int, step: int, multiple: int) -> None:

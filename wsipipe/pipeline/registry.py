@@ -39,6 +39,8 @@ __all__ = [
 STAGE_ORDER: tuple[str, ...] = (
     "synth",
     "train",
+    "evaluate_patches",
+    "compare",
     "tile",
     "infer",
     "aggregate",
@@ -52,6 +54,8 @@ STAGE_ORDER: tuple[str, ...] = (
 BUILTIN_STAGES: dict[str, str] = {
     "synth": "wsipipe.pipeline.stages.synth",
     "train": "wsipipe.pipeline.stages.train",
+    "evaluate_patches": "wsipipe.pipeline.stages.evaluate_patches",
+    "compare": "wsipipe.pipeline.stages.compare",
     "infer": "wsipipe.pipeline.stages.infer",
     "tile": "wsipipe.pipeline.stages.tile",
     "aggregate": "wsipipe.pipeline.stages.aggregate",
