@@ -1,7 +1,8 @@
 """Aligned, level-coordinate reads that decode each stored TIFF tile once.
 
 :class:`TiffLevelTileReader` reads a TIFF level's tiles straight from the file
-(``os.pread`` of the TileOffsets/TileByteCounts ranges) and decodes them with the strict
+(``os.pread`` of the TileOffsets/TileByteCounts ranges; for a slide at an fsspec URL, one
+ranged GET per tile) and decodes them with the strict
 JPEG decoder of :mod:`wsipipe.slide._jpeg` (other codecs through tifffile), so it runs
 at about the raw decode speed and still reports corrupt tile data. A read that is exactly
 one stored tile is decoded straight into the result; other reads are assembled from
@@ -27,6 +28,8 @@ import numpy as np
 from wsipipe.errors import CorruptSlideError
 from wsipipe.slide._jpeg import JpegTileDecoder, TileDataError, check_jpeg_stream, decode_jpeg_stream
 from wsipipe.slide._tiff import LevelPage
+from wsipipe.storage import as_url
+from wsipipe.storage import open_input as open_binary
 from wsipipe.types import WH, RGBArray
 
 __all__ = ["LevelTileReader", "RegionLevelTileReader", "TiffLevelTileReader", "UnsupportedLevelLayout"]
@@ -218,6 +221,8 @@ class TiffLevelTileReader(LevelTileReader):
         page: LevelPage | None = None,
     ) -> None:
         self.path = Path(path)
+        self._url = as_url(self.path)
+        self._key = ""
         self.series_index = series_index
         self.level = level
         self.verify = verify
@@ -254,6 +259,7 @@ class TiffLevelTileReader(LevelTileReader):
     def _reset(self) -> None:
         self._pid = os.getpid()
         self._fd = None
+        self._fs: Any = None
         self._tif = None
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[int, int], RGBArray] = OrderedDict()
@@ -264,8 +270,21 @@ class TiffLevelTileReader(LevelTileReader):
         if self._tif is None or self._pid != os.getpid():
             if self._pid != os.getpid():
                 self._reset()
-            self._tif = tifffile.TiffFile(self.path)
+            self._tif = tifffile.TiffFile(self.path if self._url is None else open_binary(self.path))
         return self._tif.series[self.series_index].levels[self.level].keyframe
+
+    def _pread(self, count: int, offset: int) -> bytes:
+        """``count`` bytes at ``offset``: ``os.pread`` of a local file, one ranged GET of a URL's object."""
+        if self._url is None:
+            return os.pread(self._file(), count, offset)
+        if self._fs is None or self._pid != os.getpid():
+            if self._pid != os.getpid():
+                self._reset()
+            from wsipipe.storage import url_fs
+
+            self._fs, self._key = url_fs(self._url)
+        data: bytes = self._fs.cat_file(self._key, start=offset, end=offset + count)
+        return data
 
     def _file(self) -> int:
         if self._fd is None or self._pid != os.getpid():
@@ -276,7 +295,7 @@ class TiffLevelTileReader(LevelTileReader):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for key in ("_fd", "_tif", "_lock", "_cache", "_pid"):
+        for key in ("_fd", "_fs", "_tif", "_lock", "_cache", "_pid"):
             state.pop(key, None)
         return state
 
@@ -311,7 +330,7 @@ class TiffLevelTileReader(LevelTileReader):
         if count == 0:  # sparse/empty tile: transparent in OpenSlide, white here
             return np.full((th, tw, 3), 255, dtype=np.uint8)
         offset = int(self._offsets[index])
-        data = os.pread(self._file(), count, offset)
+        data = self._pread(count, offset)
         if len(data) != count:
             raise self._corrupt(tx, ty, f"only {len(data)} of {count} bytes could be read (truncated file)")
         if self._compression == _JPEG:
@@ -386,7 +405,7 @@ class TiffLevelTileReader(LevelTileReader):
         if count == 0:
             out[...] = 255
             return
-        data = os.pread(self._file(), count, int(self._offsets[index]))
+        data = self._pread(count, int(self._offsets[index]))
         if len(data) != count:
             raise self._corrupt(tx, ty, f"only {len(data)} of {count} bytes could be read (truncated file)")
         try:
@@ -420,7 +439,7 @@ class TiffLevelTileReader(LevelTileReader):
         if count == 0:
             out[...] = 255
             return None
-        data = os.pread(self._file(), count, int(self._offsets[index]))
+        data = self._pread(count, int(self._offsets[index]))
         if len(data) != count:
             raise self._corrupt(tx, ty, f"only {len(data)} of {count} bytes could be read (truncated file)")
         try:

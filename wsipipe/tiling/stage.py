@@ -200,6 +200,7 @@ def tile_slides(
     """
     from wsipipe.scheduler import parse_scheduler
     from wsipipe.slide import find_slides
+    from wsipipe.storage import is_url
     from wsipipe.tiling._slide import tile_paths
 
     params = params or TileParams()
@@ -207,7 +208,8 @@ def tile_slides(
     started = time.perf_counter()
     paths = find_slides(slides)
     stores = Path(out_dir) / "stores"
-    stores.mkdir(parents=True, exist_ok=True)
+    if not is_url(stores):  # object storage has no directories
+        stores.mkdir(parents=True, exist_ok=True)
     summaries = tile_paths(paths, stores, params, spec=spec, workers=workers, force=force)
     for summary in summaries:
         if summary.status == "failed":
