@@ -37,6 +37,10 @@ def _restore_wsipipe_logger() -> object:
     logger.handlers[:], logger.level, logger.propagate = saved
 
 
+#: The secret key the ``s3_bucket`` fixture sets (moto accepts any): tests check it is never written out.
+S3_SECRET = "wsipipe-test-secret-5f1c"
+
+
 def _free_port() -> int:
     import socket
 
@@ -92,7 +96,7 @@ def s3_bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch, request: pytest.F
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3_SECRET)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + uuid.uuid4().hex[:8]
     fs = fsspec.filesystem("s3", skip_instance_cache=True)
