@@ -1,7 +1,8 @@
 """Object storage: which inputs and outputs are fsspec URLs, and the file system that reads them.
 
 A slide or an output directory may be a URL (``s3://bucket/slides/``, ``gs://...``,
-``https://host/slide.tif``) wherever a local path is accepted. Stages carry such a location
+``https://host/slide.tif``) in the tile, infer, aggregate and export stages (a pipeline's run
+directory, with its lock and manifest, is local). Stages carry such a location
 as a :class:`~pathlib.Path` like any other (``Path("s3://b/x.tif")`` keeps its name, stem and
 parent); :func:`as_url` recognises it again (``scheme:/rest`` with a scheme of two or more
 letters, so ``C:/`` stays a path) and gives back the URL.
@@ -9,7 +10,7 @@ letters, so ``C:/`` stays a path) and gives back the URL.
 Credentials and endpoints come from the standard environment of the file system's library
 (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE`` ... for
 s3fs; ``GOOGLE_APPLICATION_CREDENTIALS`` for gcsfs), or from :func:`set_storage_options`
-(the YAML's ``storage_options``). They are never written anywhere: URLs are logged and
+(this process only: Dask workers take the environment). They are never written anywhere: URLs are logged and
 recorded as given, which must not hold secrets (:func:`redact_url` strips a ``user:password@``).
 
 fsspec and its protocol packages (s3fs for ``s3://``) are imported on first use only.
@@ -19,8 +20,11 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -76,8 +80,8 @@ def redact_url(url: str) -> str:
 def set_storage_options(protocol: str, options: Mapping[str, Any] | None) -> None:
     """Set the fsspec ``storage_options`` used for ``protocol`` (``"s3"``, ``"gs"`` ...) in this process.
 
-    The pipeline sets them from the YAML's ``storage_options`` mapping (keyed by protocol).
-    None or ``{}`` clears them (the library's environment defaults apply).
+    They apply in this process only (Dask workers read the standard environment); they are
+    never recorded. None or ``{}`` clears them (the library's environment defaults apply).
     """
     with _LOCK:
         if options:
@@ -138,3 +142,69 @@ def open_output(path: PathLike | str) -> Any:
         return open(path, "wb")
     fs, key = url_fs(url)
     return fs.open(key, "wb")
+
+
+@contextmanager
+def writable(path: PathLike | str) -> Iterator[Path]:
+    """A local path to write ``path``'s content to: ``path`` itself, or for a URL a temporary file uploaded on exit.
+
+    For a URL the file (named like ``path``, so suffix-driven writers behave the same) is put
+    with one PUT after the block ends without an error, so a reader sees the old object or the
+    whole new one; nothing is uploaded if the block raises. Writers keep their own local
+    rules (folders made, temporary file + rename) for a local ``path``.
+    """
+    url = as_url(path)
+    if url is None:
+        yield Path(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="wsipipe-out-") as tmp:
+        local = Path(tmp) / Path(path).name
+        yield local
+        fs, key = url_fs(url)
+        fs.put_file(str(local), key)
+        fs.invalidate_cache(key)
+
+
+@contextmanager
+def readable(path: PathLike | str) -> Iterator[Path]:
+    """A local path holding ``path``'s content: ``path`` itself, or for a URL a downloaded temporary copy.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no object at the URL (a local path is not checked here).
+    """
+    url = as_url(path)
+    if url is None:
+        yield Path(path)
+        return
+    fs, key = url_fs(url)
+    with tempfile.TemporaryDirectory(prefix="wsipipe-in-") as tmp:
+        local = Path(tmp) / Path(path).name
+        try:
+            fs.get_file(key, str(local))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no object at {redact_url(url)}") from None
+        yield local
+
+
+def output_exists(path: PathLike | str) -> bool:
+    """Whether a file exists at ``path`` (a local path, or an object at an fsspec URL)."""
+    url = as_url(path)
+    if url is None:
+        return Path(path).is_file()
+    fs, key = url_fs(url)
+    fs.invalidate_cache(key)
+    return bool(fs.isfile(key))
+
+
+def remove_output(path: PathLike | str) -> None:
+    """Delete the file or object at ``path`` if there is one."""
+    url = as_url(path)
+    if url is None:
+        Path(path).unlink(missing_ok=True)
+        return
+    if output_exists(url):
+        fs, key = url_fs(url)
+        fs.rm_file(key)
+        fs.invalidate_cache(key)

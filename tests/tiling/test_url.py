@@ -44,3 +44,27 @@ def test_stores_written_to_a_url_equal_local_ones_and_resume(
     # a second run finds the complete store and skips it
     again = tile_slides([f"{s3_bucket}/slides/tumor_001.tif"], out, FAST)
     assert again.slides[0].status == "skipped"
+
+
+def test_an_interrupted_store_on_s3_is_resumed_chunk_by_chunk(
+    s3_bucket: str, tumor_slide: SlideInfo, tmp_path: Path
+) -> None:
+    from wsipipe.store import ATTR_COMPLETE, TILES_CHUNK_DONE, array, is_complete
+
+    fs = fsspec.filesystem("s3")
+    fs.put_file(str(tumor_slide.path), f"{s3_bucket}/slides/tumor_001.tif")
+    out = f"{s3_bucket}/run"
+    tile_slides([f"{s3_bucket}/slides/"], out, FAST).raise_for_failures()
+    store = f"{out}/stores/tumor_001.zarr"
+    reference = read_tiles(open_store(store))
+    # what a run killed after chunk 2's flag was cleared and its object lost would leave
+    root = open_store(store, "r+")
+    root.attrs[ATTR_COMPLETE] = False
+    array(root, TILES_CHUNK_DONE, "r+")[2] = False
+    fs.rm_file(f"{store}/tiles/images/c/2/0/0/0")
+    fs.invalidate_cache()
+    assert not is_complete(store)
+    again = tile_slides([f"{s3_bucket}/slides/"], out, FAST)
+    assert again.slides[0].status == "done"
+    assert is_complete(store)
+    np.testing.assert_array_equal(read_tiles(open_store(store)), reference)

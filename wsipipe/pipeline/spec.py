@@ -38,6 +38,7 @@ import yaml
 from wsipipe.config import coerce_value, parse_config, suggest, to_dict
 from wsipipe.errors import ConfigError
 from wsipipe.pipeline.registry import STAGE_ORDER, get_stage, sort_stages, stage_names
+from wsipipe.storage import is_url, redact_url
 from wsipipe.types import PathLike
 
 __all__ = [
@@ -251,7 +252,7 @@ def _map_paths(cls: type, params: Mapping[str, Any], fn: Callable[[str, str], st
 
 def _resolver(base: Path) -> Callable[[str, str], str]:
     def resolve(value: str, key: str) -> str:
-        if value.startswith("${") or value == "":
+        if value.startswith("${") or value == "" or is_url(value):  # an fsspec URL is kept as written
             return value
         return os.path.normpath(os.path.join(base, os.path.expanduser(value)))
 
@@ -409,6 +410,12 @@ def load_pipeline(path: PathLike, *, overrides: Sequence[str] = ()) -> PipelineS
     if not keys.out:
         raise ConfigError(
             f"{source}: required key 'out' is missing; add the output directory, e.g. 'out: {path.stem}-out'"
+        )
+    if is_url(keys.out):
+        raise ConfigError(
+            f"{source}: 'out' is a URL ({redact_url(keys.out)}); a pipeline's run directory (its lock and manifest) "
+            "must be a local folder. Slides (stages.tile.slides) may be URLs; `wsipipe tile/infer` and "
+            "`aggregate_stores`/`export_stores` write to a URL output"
         )
     out = Path(keys.out)
     if not keys.stages:
