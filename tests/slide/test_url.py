@@ -90,3 +90,20 @@ def test_url_errors_name_the_url(s3_bucket: str, generic_tif: Path, tmp_path: Pa
     (tmp_path / "cut.tif").write_bytes(data[: len(data) // 2])
     with pytest.raises(CorruptSlideError, match="truncated"):
         open_slide(upload(tmp_path / "cut.tif", f"{s3_bucket}/cut.tif"))
+
+
+@pytest.mark.slow  # botocore retries a refused connection with backoff for ~10 s before giving up
+def test_an_unreachable_endpoint_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import _free_port
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    fsspec.filesystem("s3").clear_instance_cache()  # the cached instance knows the old endpoint
+    try:
+        with pytest.raises(SlideNotFoundError, match=r"cannot list 's3://bkt/slides'.*check the URL, the endpoint"):
+            find_slides(["s3://bkt/slides/"])
+        with pytest.raises(SlideNotFoundError, match=r"cannot reach s3://bkt/a.tif: EndpointConnectionError"):
+            open_slide("s3://bkt/a.tif")
+    finally:
+        fsspec.filesystem("s3").clear_instance_cache()

@@ -176,7 +176,7 @@ def _find_url_slides(url: str) -> list[Path]:
             ]
         if fs.isfile(key):
             return [Path(url)]
-    except (PermissionError, OSError) as err:
+    except Exception as err:  # any error of the file system library (botocore's EndpointConnectionError is no OSError)
         raise SlideNotFoundError(
             f"cannot list {redact_url(url)!r}: {type(err).__name__}: {err}; check the URL, the endpoint and the "
             "credentials (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID ... or storage_options)"

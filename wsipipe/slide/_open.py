@@ -134,7 +134,7 @@ def _open_url_slide(url: str, slide_path: Path, backend: str, mpp: float | None)
     fs, key = url_fs(url)
     try:
         exists, is_dir = fs.isfile(key), fs.isdir(key)
-    except (PermissionError, OSError) as err:
+    except Exception as err:  # any error of the file system library (botocore's EndpointConnectionError is no OSError)
         raise SlideNotFoundError(
             f"cannot reach {shown}: {type(err).__name__}: {err}; check the endpoint (AWS_ENDPOINT_URL ...), the "
             "credentials and the bucket"

@@ -67,7 +67,7 @@ def _find_url_stores(url: str) -> list[Path]:
                     children = sorted(str(p) for p in fs.ls(prefix, detail=False) if str(p).endswith(".zarr"))
                     if children:
                         return [Path(fs.unstrip_protocol(c)) for c in children]
-    except (PermissionError, OSError) as err:
+    except Exception as err:  # any error of the file system library (botocore's EndpointConnectionError is no OSError)
         raise StoreError(
             f"cannot list {redact_url(url)!r}: {type(err).__name__}: {err}; check the URL, the endpoint and the "
             "credentials (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID ... or storage_options)"
