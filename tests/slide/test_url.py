@@ -75,6 +75,18 @@ def test_one_ranged_get_per_tile(s3_bucket: str, generic_tif: Path, monkeypatch:
         assert len(calls) == 4
 
 
+def test_prefetch_fetches_a_band_at_once(s3_bucket: str, generic_tif: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = upload(generic_tif, f"{s3_bucket}/generic.tif")
+    with open_slide(url) as remote, open_slide(generic_tif) as local:
+        reader = remote.read_level_tiles(0)
+        regions = [(x, 256, 256, 256) for x in range(0, 1024, 256)] + [(100, 0, 300, 200)]
+        reader.prefetch(regions)
+        monkeypatch.setattr(reader._fs, "cat_file", lambda *a, **k: pytest.fail("a tile was fetched again"))
+        expected = local.read_level_tiles(0)
+        for x, y, w, h in regions[:4]:
+            np.testing.assert_array_equal(reader.read(x, y, w, h), expected.read(x, y, w, h))
+
+
 def test_url_errors_name_the_url(s3_bucket: str, generic_tif: Path, tmp_path: Path) -> None:
     with pytest.raises(SlideNotFoundError, match=f"slide not found: {s3_bucket}/missing.tif"):
         open_slide(f"{s3_bucket}/missing.tif")

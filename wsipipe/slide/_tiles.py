@@ -138,6 +138,14 @@ class LevelTileReader(ABC):
         self.read_into(x, y, out)
         return None
 
+    def prefetch(self, regions: list[tuple[int, int, int, int]]) -> None:  # noqa: B027 - nothing to do by default
+        """Announce the regions ``(x, y, w, h)`` (level pixels) about to be read.
+
+        A reader of a slide at an fsspec URL fetches their stored tiles' bytes at once, with
+        concurrent ranged GETs, so that a band of tiles costs one round trip instead of one
+        per tile. Other readers ignore it.
+        """
+
     def close(self) -> None:  # noqa: B027 - nothing to release by default
         """Release the open file; a later read reopens it."""
 
@@ -260,6 +268,7 @@ class TiffLevelTileReader(LevelTileReader):
         self._pid = os.getpid()
         self._fd = None
         self._fs: Any = None
+        self._raw: dict[tuple[int, int], bytes] = {}
         self._tif = None
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[int, int], RGBArray] = OrderedDict()
@@ -274,17 +283,51 @@ class TiffLevelTileReader(LevelTileReader):
         return self._tif.series[self.series_index].levels[self.level].keyframe
 
     def _pread(self, count: int, offset: int) -> bytes:
-        """``count`` bytes at ``offset``: ``os.pread`` of a local file, one ranged GET of a URL's object."""
+        """``count`` bytes at ``offset``: ``os.pread`` of a local file, one ranged GET of a URL's object
+        (or the bytes :meth:`prefetch` fetched)."""
         if self._url is None:
             return os.pread(self._file(), count, offset)
+        with self._lock:
+            data = self._raw.pop((offset, count), None)
+        if data is not None:
+            return data
+        fetched: bytes = self._remote().cat_file(self._key, start=offset, end=offset + count)
+        return fetched
+
+    def _remote(self) -> Any:
         if self._fs is None or self._pid != os.getpid():
             if self._pid != os.getpid():
                 self._reset()
             from wsipipe.storage import url_fs
 
-            self._fs, self._key = url_fs(self._url)
-        data: bytes = self._fs.cat_file(self._key, start=offset, end=offset + count)
-        return data
+            self._fs, self._key = url_fs(self._url)  # type: ignore[arg-type]
+        return self._fs
+
+    def prefetch(self, regions: list[tuple[int, int, int, int]]) -> None:
+        if self._url is None or not regions:
+            return
+        tw, th = self.tile_size  # type: ignore[misc]
+        width, height = self.level_dimensions
+        wanted: dict[tuple[int, int], None] = {}
+        for x, y, w, h in regions:
+            x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)
+            for ty in range(y0 // th, (y1 - 1) // th + 1 if y1 > y0 else 0):
+                for tx in range(x0 // tw, (x1 - 1) // tw + 1 if x1 > x0 else 0):
+                    index = ty * self._tiles_across + tx
+                    count, offset = int(self._counts[index]), int(self._offsets[index])
+                    if count:
+                        wanted[(offset, count)] = None
+        if not wanted:
+            return
+        fs = self._remote()
+        ranges = list(wanted)
+        blobs = fs.cat_ranges([self._key] * len(ranges), [o for o, _ in ranges], [o + c for o, c in ranges])
+        with self._lock:
+            if len(self._raw) > 4096:  # bytes fetched for reads that never came (a failed band): drop them
+                self._raw.clear()
+            for key, blob in zip(ranges, blobs):
+                if isinstance(blob, bytes):  # an error is left to the tile's own read, which reports it
+                    self._raw[key] = blob
 
     def _file(self) -> int:
         if self._fd is None or self._pid != os.getpid():
@@ -295,7 +338,7 @@ class TiffLevelTileReader(LevelTileReader):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for key in ("_fd", "_fs", "_tif", "_lock", "_cache", "_pid"):
+        for key in ("_fd", "_fs", "_raw", "_tif", "_lock", "_cache", "_pid"):
             state.pop(key, None)
         return state
 

@@ -396,6 +396,8 @@ def _write_band(band: _Band) -> _BandDone:
         size = band.tile_size
         tiles = _chunk_buffer((len(band.cells), size, size, 3))
         aligned = band.read_size == size == band.stride and reader.tile_size == (size, size)
+        step, span = band.stride, band.read_size  # a slide at a URL fetches the band's tiles at once
+        reader.prefetch([(col * step, row * step, span, span) for col, row in band.cells.tolist()])
         if aligned and band.streams:
             # keep each slide tile's JPEG bytes, checked by a strict 1/8-scale decode (every Huffman code is
             # still decoded, so corrupt data fails as in a full decode); edge and empty tiles are decoded
