@@ -34,6 +34,7 @@ __all__ = [
     "as_url",
     "input_size",
     "is_url",
+    "location",
     "open_input",
     "redact_url",
     "set_storage_options",
@@ -65,6 +66,13 @@ def as_url(path: PathLike | str) -> str | None:
     if match is None or match[1].lower() == "file":
         return None
     return f"{match[1].lower()}://{match[2]}"
+
+
+def location(path: object) -> str:
+    """``path`` as text for messages and records: the URL (without ``user:password@``) or ``str(path)``."""
+    text = str(path)
+    url = as_url(text)
+    return text if url is None else redact_url(url)
 
 
 def is_url(path: PathLike | str) -> bool:

@@ -16,10 +16,15 @@ from wsipipe.tiling import tile_slides
 def test_tiling_a_prefix_equals_tiling_local_files(s3_bucket: str, tumor_slide: SlideInfo, tmp_path: Path) -> None:
     fsspec.filesystem("s3").put_file(str(tumor_slide.path), f"{s3_bucket}/slides/tumor_001.tif")
     local = tile_slides([tumor_slide.path], tmp_path / "local", FAST)
+    (tmp_path / "junk.tif").write_text("not a slide")
+    fsspec.filesystem("s3").put_file(str(tmp_path / "junk.tif"), f"{s3_bucket}/slides/junk.tif")
     remote = tile_slides([f"{s3_bucket}/slides/"], tmp_path / "remote", FAST, scheduler="processes", workers=2)
-    remote.raise_for_failures()
-    assert [s.slide_id for s in remote.slides] == ["tumor_001"]
-    a, b = open_store(local.slides[0].store), open_store(remote.slides[0].store)
+    assert [(s.slide_id, s.status) for s in remote.slides] == [("junk", "failed"), ("tumor_001", "done")]
+    junk = f"{s3_bucket}/slides/junk.tif"
+    assert list(remote.failures) == [junk]  # the batch went on; the failure is named by its URL
+    assert f"{junk}: not a TIFF-based slide" in remote.failures[junk]
+    assert remote.to_dict()["slides"][1]["path"] == f"{s3_bucket}/slides/tumor_001.tif"
+    a, b = open_store(local.slides[0].store), open_store(remote.slides[1].store)
     np.testing.assert_array_equal(read_tiles(a), read_tiles(b))
     np.testing.assert_array_equal(read_coords(a), read_coords(b))
 
