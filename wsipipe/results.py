@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from wsipipe.errors import PartialFailureError
+from wsipipe.storage import location
 
 __all__ = ["FAILED", "BatchResult"]
 
@@ -59,7 +60,7 @@ class BatchResult:
     @property
     def failures(self) -> dict[str, str]:
         """Failed items: item (path, as a string) -> ``"ErrorType: message"``."""
-        return {str(getattr(o, self._KEY)): o.error or FAILED for o in self._outcomes if o.status == FAILED}
+        return {location(getattr(o, self._KEY)): o.error or FAILED for o in self._outcomes if o.status == FAILED}
 
     @property
     def ok(self) -> bool:

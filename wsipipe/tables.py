@@ -33,6 +33,7 @@ import numpy.typing as npt
 
 from wsipipe.errors import ConfigError, EvaluationError
 from wsipipe.slide import slide_key
+from wsipipe.storage import is_url, readable, writable
 from wsipipe.types import PathLike
 
 __all__ = [
@@ -155,7 +156,14 @@ def _label_text(label: bool | None) -> str:
 
 
 def _write_rows(path: Path, rows: Iterable[Sequence[object]], tmp: Path) -> Path:
-    """Write CSV rows (``\\n`` line ends) to ``tmp``, then rename it to ``path``: a reader never sees half a file."""
+    """Write CSV rows (``\\n`` line ends) to ``tmp``, then rename it to ``path``: a reader never sees half a file.
+
+    At an fsspec URL the rows are written to a local file put as one object (:func:`wsipipe.storage.writable`).
+    """
+    if is_url(path):
+        with writable(path) as local:
+            _write_rows(local, rows, local.with_name(tmp.name))
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with tmp.open("w", newline="") as fh:
@@ -201,7 +209,7 @@ def read_lesion_csv(path: PathLike) -> Detections:
     xs: list[float] = []
     ys: list[float] = []
     decimals = 0
-    with path.open(newline="") as fh:
+    with readable(path) as local, local.open(newline="") as fh:
         for lineno, row in enumerate(csv.reader(fh), start=1):
             if not row or all(not c.strip() for c in row):
                 continue

@@ -43,6 +43,7 @@ import numpy as np
 import numpy.typing as npt
 
 from wsipipe.errors import ConfigError
+from wsipipe.storage import writable
 from wsipipe.store import HeatmapGeometry, read_class_names
 from wsipipe.tables import Detections
 from wsipipe.types import PathLike, RGBArray
@@ -439,8 +440,9 @@ def save_heatmap_png(
         ax.set_title(title)
     fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="tumour probability")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
+    with writable(path) as local:  # a local file, or one object at an fsspec URL
+        local.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(local, bbox_inches="tight")
     return path
 
 
@@ -479,7 +481,6 @@ def write_heatmap_tiff(
     Path
         ``path``.
     """
-    import tifffile
 
     if kind not in ("rgb", "float32"):
         raise ConfigError(f"heatmap TIFF kind must be 'rgb' or 'float32', got {kind!r}")
@@ -491,6 +492,14 @@ def write_heatmap_tiff(
     else:
         image = base
     path = Path(path)
+    with writable(path) as local:  # a local file, or one object at an fsspec URL
+        _write_pyramid(local, image, geometry, d, kind)
+    return path
+
+
+def _write_pyramid(path: Path, image: npt.NDArray[Any], geometry: HeatmapGeometry, d: float, kind: str) -> None:
+    import tifffile
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     level = 0
@@ -514,4 +523,3 @@ def write_heatmap_tiff(
             image = image[::2, ::2]
             level += 1
     tmp.replace(path)
-    return path

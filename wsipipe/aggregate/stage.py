@@ -38,6 +38,7 @@ from wsipipe.config import config_hash, to_dict
 from wsipipe.errors import ConfigError, output_error
 from wsipipe.results import BatchResult
 from wsipipe.slide import slide_id as slide_id_of
+from wsipipe.storage import as_url, output_exists, readable, remove_output, writable
 from wsipipe.store import find_stores, resolve_model
 from wsipipe.types import PathLike
 
@@ -175,13 +176,14 @@ def _record_path(out_dir: Path, slide_id: str) -> Path:
 def _resume(out_dir: Path, store: Path, slide_id: str, digest: str) -> SlideAggregate | None:
     record_path = _record_path(out_dir, slide_id)
     try:
-        record = json.loads(record_path.read_text(encoding="utf-8"))
+        with readable(record_path) as local:
+            record = json.loads(local.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(record, dict) or record.get("hash") != digest:
         return None
     outputs = [Path(p) for p in record.get("outputs", [])]
-    if not all(p.is_file() for p in outputs):
+    if not all(output_exists(p) for p in outputs):
         return None
     return SlideAggregate(
         slide_id=slide_id,
@@ -233,7 +235,7 @@ def aggregate_store(
         if resumed is not None:
             logger.info("%s: aggregate outputs are up to date; skipped", slide_id)
             return resumed
-    _record_path(out, slide_id).unlink(missing_ok=True)  # outputs are rewritten: until the new record, none is trusted
+    remove_output(_record_path(out, slide_id))  # outputs are rewritten: until the new record, none is trusted
     heatmap, geometry, class_name = heatmap_from_store(root, model, class_name=params.class_name, mode=params.heatmap)
     write_heatmap(
         root,
@@ -280,24 +282,30 @@ def aggregate_store(
     )
     record = {
         "hash": digest,
-        "store": str(store.resolve()),
+        "store": as_url(store) or str(store.resolve()),
         "model": model,
         "class_name": class_name,
         "max_probability": result.max_probability,
         "top_k_mean": result.top_k_mean,
         "fraction_above": result.fraction_above,
         "n_detections": result.n_detections,
-        "png": str(png) if png else None,
-        "tiff": str(tiff) if tiff else None,
-        "outputs": [str(p) for p in outputs],
+        "png": _location(png) if png else None,
+        "tiff": _location(tiff) if tiff else None,
+        "outputs": [_location(p) for p in outputs],
         "params": to_dict(params),
     }
     record_path = _record_path(out, slide_id)
-    record_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = record_path.with_name(record_path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, allow_nan=False), encoding="utf-8")
-    tmp.replace(record_path)
+    with writable(record_path) as local:  # a local file, or one object at an fsspec URL
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(local.name + ".tmp")
+        tmp.write_text(json.dumps(record, indent=2, allow_nan=False), encoding="utf-8")
+        tmp.replace(local)
     return result
+
+
+def _location(path: Path) -> str:
+    """How an output is recorded: its URL (object storage) or its local path."""
+    return as_url(path) or str(path)
 
 
 def _write_slide_scores(path: PathLike, slides: Sequence[SlideAggregate], params: AggregateParams) -> Path:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from wsipipe.cli._common import ParamOptions, add_scheduler_option
 from wsipipe.slide import BACKEND_NAMES
+from wsipipe.storage import location
 
 if TYPE_CHECKING:
     from wsipipe.tiling import TileParams, TileResult
@@ -78,7 +79,7 @@ def format_summary(result: TileResult) -> str:
     failures = result.failures
     lines.append(
         f"{len(result.slides)} slides: {done} tiled, {skipped} up to date, {len(failures)} failed "
-        f"in {result.seconds:.1f} s; stores in {result.out_dir / 'stores'}"
+        f"in {result.seconds:.1f} s; stores in {location(result.out_dir / 'stores')}"
     )
     for path, error in failures.items():
         lines.append(f"FAILED {path}: {error}")

@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from wsipipe.slide import slide_id
+from wsipipe.storage import output_exists
 from wsipipe.store import HeatmapGeometry, read_class_names
 from wsipipe.tables import Detections
 from wsipipe.types import PathLike
@@ -92,7 +93,7 @@ def load_slide_outputs(store: PathLike, params: ExportParams, *, lesions_csv: Pa
     geometry = HeatmapGeometry.from_store(root)
     grid = read_grid(root)
     heatmap = build_heatmap(grid, probs[:, column], geometry)
-    if lesions_csv is not None and Path(lesions_csv).is_file():
+    if lesions_csv is not None and output_exists(lesions_csv):  # a local file or an object at a URL
         from wsipipe.tables import read_lesion_csv
 
         detections = read_lesion_csv(lesions_csv)

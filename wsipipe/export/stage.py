@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Literal
 from wsipipe.errors import ConfigError, output_error
 from wsipipe.results import BatchResult
 from wsipipe.slide import slide_id
+from wsipipe.storage import writable
 from wsipipe.types import PathLike
 
 if TYPE_CHECKING:
@@ -158,8 +159,9 @@ def export_stores(
             csv_path = Path(lesions_dir) / f"{slide_id(store)}.csv" if lesions_dir is not None else None
             data = load_slide_outputs(store, params, lesions_csv=csv_path)
             target = fmt.path(out, data.slide_id, params)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fmt.write(data, target, params)
+            with writable(target) as local:  # a local file, or one object at an fsspec URL
+                local.parent.mkdir(parents=True, exist_ok=True)
+                fmt.write(data, local, params)
             results.append(
                 SlideExport(
                     data.slide_id,

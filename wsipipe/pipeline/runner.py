@@ -27,6 +27,7 @@ from wsipipe.pipeline._manifest import RunManifest
 from wsipipe.pipeline.registry import get_stage
 from wsipipe.pipeline.spec import PipelineSpec, load_pipeline
 from wsipipe.scheduler import parse_scheduler
+from wsipipe.storage import set_storage_options
 from wsipipe.types import PathLike
 
 __all__ = ["RunResult", "format_seconds", "new_run_id", "run_pipeline", "run_spec"]
@@ -168,6 +169,8 @@ def run_spec(
     t_run = time.perf_counter()
     results: dict[str, StageResult] = {}
     seconds: dict[str, float] = {}
+    for protocol, opts in spec.storage_options.items():  # credentials stay in this process, never recorded
+        set_storage_options(protocol, opts)
     with RunLock(spec.out, run_id):
         manifest = RunManifest(spec.out, run_id, spec.to_dict(), options)
         manifest.write()

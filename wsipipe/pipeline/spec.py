@@ -38,6 +38,7 @@ import yaml
 from wsipipe.config import coerce_value, parse_config, suggest, to_dict
 from wsipipe.errors import ConfigError
 from wsipipe.pipeline.registry import STAGE_ORDER, get_stage, sort_stages, stage_names
+from wsipipe.storage import is_url, redact_url
 from wsipipe.types import PathLike
 
 __all__ = [
@@ -64,6 +65,7 @@ class _FileKeys:
     description: str = ""
     include: str | list[str] | None = None
     stages: dict[str, Any] | None = None
+    storage_options: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,12 @@ class PipelineSpec:
     files : tuple of Path
         The pipeline file followed by every included file, absolute.
     overrides : tuple of str
-        The ``--set`` overrides applied, as given.
+        The ``--set`` overrides applied, as given, except that the value of a
+        ``storage_options.*`` override is replaced by ``***``.
+    storage_options : dict of str to dict
+        fsspec ``storage_options`` by protocol (``{"s3": {"endpoint_url": ...}}``), from the
+        ``storage_options:`` key; applied in the running process
+        (:func:`wsipipe.storage.set_storage_options`) and never recorded (not in :meth:`to_dict`).
     """
 
     name: str
@@ -95,6 +102,7 @@ class PipelineSpec:
     description: str = ""
     files: tuple[Path, ...] = ()
     overrides: tuple[str, ...] = ()
+    storage_options: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the resolved configuration as plain JSON-compatible values."""
@@ -251,7 +259,7 @@ def _map_paths(cls: type, params: Mapping[str, Any], fn: Callable[[str, str], st
 
 def _resolver(base: Path) -> Callable[[str, str], str]:
     def resolve(value: str, key: str) -> str:
-        if value.startswith("${") or value == "":
+        if value.startswith("${") or value == "" or is_url(value):  # an fsspec URL is kept as written
             return value
         return os.path.normpath(os.path.join(base, os.path.expanduser(value)))
 
@@ -410,6 +418,12 @@ def load_pipeline(path: PathLike, *, overrides: Sequence[str] = ()) -> PipelineS
         raise ConfigError(
             f"{source}: required key 'out' is missing; add the output directory, e.g. 'out: {path.stem}-out'"
         )
+    if is_url(keys.out):
+        raise ConfigError(
+            f"{source}: 'out' is a URL ({redact_url(keys.out)}); a pipeline's run directory (its lock and manifest) "
+            "must be a local folder. Slides (stages.tile.slides) may be URLs; `wsipipe tile/infer` and "
+            "`aggregate_stores`/`export_stores` write to a URL output"
+        )
     out = Path(keys.out)
     if not keys.stages:
         raise ConfigError(
@@ -427,7 +441,8 @@ def load_pipeline(path: PathLike, *, overrides: Sequence[str] = ()) -> PipelineS
         stages=stages,
         description=keys.description,
         files=(path, *files),
-        overrides=tuple(overrides),
+        overrides=tuple(_hide_secret(o) for o in overrides),
+        storage_options=_storage_options(keys.storage_options, source),
     )
 
 
@@ -450,6 +465,25 @@ def load_stage_options(path: PathLike, stage: str) -> dict[str, Any]:
     """
     path = Path(os.path.abspath(path))
     return _prepare_options(stage, read_yaml(path), str(path), "", path.parent, (path,), [])
+
+
+def _hide_secret(override: str) -> str:
+    """An override as recorded: ``storage_options.<...>=***`` (credentials may be given that way)."""
+    key, sep, _ = override.partition("=")
+    return f"{key}{sep}***" if key.strip().startswith("storage_options") else override
+
+
+def _storage_options(value: dict[str, Any] | None, source: str) -> dict[str, Any]:
+    """Check ``storage_options:``: a mapping of protocol (``s3``, ``gs`` ...) to a mapping of fsspec options."""
+    options: dict[str, Any] = {}
+    for protocol, opts in (value or {}).items():
+        if not isinstance(opts, Mapping):
+            raise ConfigError(
+                f"{source}: key 'storage_options.{protocol}': expected a mapping of fsspec options "
+                f"(e.g. storage_options: {{s3: {{endpoint_url: 'https://...'}}}}), got a {type(opts).__name__}"
+            )
+        options[str(protocol).lower()] = dict(opts)
+    return options
 
 
 def validate_file(path: PathLike) -> str:

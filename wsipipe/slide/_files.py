@@ -12,6 +12,10 @@ Two rules, for two different questions:
   then a ``_mask`` ending. Names without a known suffix are kept whole (``Test_001``).
 
 For every slide :func:`find_slides` finds in a folder, ``slide_key(path.name) == slide_id(path)``.
+
+A slide or folder may also be an fsspec URL (``s3://bucket/slides/``, ``https://host/a.tif``;
+:mod:`wsipipe.storage`): a prefix is listed as a folder is, and a slide's id is its last path
+component without the suffix. DICOM WSI slides are local only.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import TYPE_CHECKING
 from wsipipe.errors import ConfigError, SlideNotFoundError
 from wsipipe.slide._backends import SLIDE_SUFFIXES
 from wsipipe.slide._dicomdir import dicom_slide_dir, dicom_slide_id, is_dicom_dir
+from wsipipe.storage import as_url, is_url, redact_url
 
 if TYPE_CHECKING:
     from wsipipe.types import PathLike
@@ -57,6 +62,8 @@ def slide_id(path: PathLike) -> str:
     UID (``1.2.840...``) takes the series description where one exists (made file-name safe).
     """
     p = Path(path)
+    if is_url(p):
+        return p.stem
     dicom_dir = dicom_slide_dir(p) if p.is_dir() or p.suffix.lower() == ".dcm" else None
     if dicom_dir is not None:
         return dicom_slide_id(dicom_dir)
@@ -114,7 +121,8 @@ def find_slides(paths: Iterable[PathLike]) -> list[Path]:
     Returns
     -------
     list of Path
-        May be empty (a folder without slides).
+        May be empty (a folder without slides). A slide at a URL is a ``Path`` made from it
+        (:func:`wsipipe.storage.as_url` gives the URL back).
 
     Raises
     ------
@@ -126,7 +134,10 @@ def find_slides(paths: Iterable[PathLike]) -> list[Path]:
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
+        url = as_url(path)
+        if url is not None:
+            found.extend(_find_url_slides(url))
+        elif path.is_dir():
             entries = sorted(p for p in path.iterdir() if is_slide_file(p))
             if not is_dicom_dir(path):
                 found.extend(entries)
@@ -148,3 +159,26 @@ def find_slides(paths: Iterable[PathLike]) -> list[Path]:
         if other != path:
             raise ConfigError(f"slides {str(other)!r} and {str(path)!r} would both be stored as {slide_id(path)!r}")
     return found
+
+
+def _find_url_slides(url: str) -> list[Path]:
+    """The slides at an fsspec URL: the objects of a prefix with a slide suffix, or the object itself."""
+    from wsipipe.storage import url_fs
+
+    fs, key = url_fs(url)
+    try:
+        if fs.isdir(key):
+            names = sorted(str(p) for p in fs.ls(key, detail=False))
+            return [
+                Path(fs.unstrip_protocol(n))
+                for n in names
+                if Path(n).suffix.lower() in SLIDE_SUFFIXES and not Path(n).stem.lower().endswith(_MASK)
+            ]
+        if fs.isfile(key):
+            return [Path(url)]
+    except Exception as err:  # any error of the file system library (botocore's EndpointConnectionError is no OSError)
+        raise SlideNotFoundError(
+            f"cannot list {redact_url(url)!r}: {type(err).__name__}: {err}; check the URL, the endpoint and the "
+            "credentials (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID ... or storage_options)"
+        ) from err
+    raise SlideNotFoundError(f"slide or prefix {redact_url(url)!r} does not exist")

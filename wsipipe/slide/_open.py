@@ -12,6 +12,7 @@ from wsipipe.slide._backends import BACKEND_NAMES, BACKENDS, Backend, auto_order
 from wsipipe.slide._dicomdir import dicom_slide_dir, scan_series
 from wsipipe.slide._protocol import SlideReader
 from wsipipe.slide._tiff import inspect_tiff
+from wsipipe.storage import as_url, redact_url
 from wsipipe.types import PathLike
 
 __all__ = ["open_slide"]
@@ -27,7 +28,9 @@ def open_slide(path: PathLike, backend: Backend | str = "auto", *, mpp: float | 
     path : str or PathLike
         The slide file (.tif, .svs, .ndpi, .mrxs, .scn ...), or a DICOM WSI slide: the
         directory of one series' instances, or any instance (``.dcm``) in it. The reader's
-        ``path`` is then the directory.
+        ``path`` is then the directory. Or an fsspec URL of a TIFF-based slide
+        (``s3://bucket/a.tif``, ``https://host/a.svs``; :mod:`wsipipe.storage`), read by tiffslide
+        with one ranged request per stored tile.
     backend : {"auto", "openslide", "tiffslide", "wsidicom"}, optional
         A name of :data:`~wsipipe.slide.BACKEND_NAMES`. ``"auto"`` (default) tries first the
         backend :data:`~wsipipe.slide.SLIDE_FORMATS` names for the file's suffix (tiffslide for
@@ -70,6 +73,9 @@ def open_slide(path: PathLike, backend: Backend | str = "auto", *, mpp: float | 
         if not (mpp > 0 and math.isfinite(mpp)):
             raise ConfigError(f"mpp must be a positive number of µm/px, got {mpp!r}")
     slide_path = Path(path)
+    url = as_url(slide_path)
+    if url is not None:
+        return _open_url_slide(url, slide_path, backend, mpp)
     if not slide_path.exists():
         parent = slide_path.parent
         hint = "" if parent.is_dir() else f" (the folder {parent} does not exist either)"
@@ -113,3 +119,41 @@ def open_slide(path: PathLike, backend: Backend | str = "auto", *, mpp: float | 
         "Supported are OpenSlide formats (Aperio .svs, Hamamatsu .ndpi, MIRAX .mrxs, Leica .scn, "
         "generic tiled TIFF ...), TIFF files tiffslide reads, and DICOM WSI series directories."
     ) from last_error
+
+
+def _open_url_slide(url: str, slide_path: Path, backend: str, mpp: float | None) -> SlideReader:
+    """Open a TIFF-based slide at an fsspec URL with tiffslide (OpenSlide and wsidicom read local files only)."""
+    from wsipipe.storage import url_fs
+
+    shown = redact_url(url)
+    if backend not in ("auto", "tiffslide"):
+        raise UnsupportedSlideError(
+            f"{shown}: the {backend} backend reads local files only; use backend 'auto' or 'tiffslide' for a URL, "
+            "or copy the slide to a local disk"
+        )
+    fs, key = url_fs(url)
+    try:
+        exists, is_dir = fs.isfile(key), fs.isdir(key)
+    except Exception as err:  # any error of the file system library (botocore's EndpointConnectionError is no OSError)
+        raise SlideNotFoundError(
+            f"cannot reach {shown}: {type(err).__name__}: {err}; check the endpoint (AWS_ENDPOINT_URL ...), the "
+            "credentials and the bucket"
+        ) from err
+    if is_dir and not exists:
+        raise UnsupportedSlideError(f"{shown} is a prefix, not a slide; name a slide object (DICOM is local only)")
+    if not exists:
+        raise SlideNotFoundError(f"slide not found: {shown}")
+    tiff = inspect_tiff(slide_path)  # raises CorruptSlideError for a truncated TIFF
+    if tiff is None:
+        raise UnsupportedSlideError(f"{shown}: not a TIFF-based slide; only TIFF/SVS slides are read from URLs")
+    spec = BACKENDS["tiffslide"]
+    try:
+        reader = spec.load()(slide_path, mpp=mpp, tiff=tiff)
+    except (CorruptSlideError, SlideNotFoundError):
+        raise
+    except Exception as err:
+        raise UnsupportedSlideError(f"{shown}: tiffslide cannot open it: {type(err).__name__}: {err}") from err
+    if reader.level_count == 0:
+        reader.close()
+        raise UnsupportedSlideError(f"{shown}: no image levels")
+    return reader

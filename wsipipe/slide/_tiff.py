@@ -8,15 +8,17 @@ instead of failing (or silently returning zeros) in the middle of a tiling run.
 from __future__ import annotations
 
 import logging
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from wsipipe.errors import CorruptSlideError
+from wsipipe.storage import input_size as file_size_of
+from wsipipe.storage import is_url
+from wsipipe.storage import open_input as open_binary
 
 if TYPE_CHECKING:
     import tifffile
@@ -172,7 +174,7 @@ def _check_ifd_chain(path: Path, file_size: int) -> None:
     rather than tifffile's "invalid page offset" log noise followed by missing levels.
     Files that are not TIFF are left alone (tifffile decides).
     """
-    with open(path, "rb") as fh:
+    with open_binary(path) as fh:
         head = fh.read(16)
         if len(head) < 8 or head[:2] not in (b"II", b"MM"):
             return
@@ -231,12 +233,19 @@ def inspect_tiff(path: Path) -> TiffLayout | None:
         If a directory or any tile/strip lies past the end of the file (a truncated copy),
         or the directory chain loops.
     """
+    file_size = file_size_of(path)
+    _check_ifd_chain(path, file_size)
+    if is_url(path):
+        with open_binary(path) as fh:
+            return _inspect(path, fh, file_size)
+    return _inspect(path, path, file_size)
+
+
+def _inspect(path: Path, source: Any, file_size: int) -> TiffLayout | None:
     import tifffile
 
-    file_size = os.path.getsize(path)
-    _check_ifd_chain(path, file_size)
     try:
-        tif = tifffile.TiffFile(path)
+        tif = tifffile.TiffFile(source)
     except (tifffile.TiffFileError, ValueError, struct.error, EOFError) as err:
         logger.debug("%s is not readable as TIFF: %s", path, err)
         return None

@@ -17,6 +17,8 @@ import numpy as np
 from wsipipe.slide._openslide import _float_or_none, rgba_to_rgb_on_white
 from wsipipe.slide._protocol import SlideReader
 from wsipipe.slide._tiff import TiffLayout
+from wsipipe.storage import is_url
+from wsipipe.storage import open_input as open_binary
 from wsipipe.types import WH, XY, RGBArray
 
 __all__ = ["TiffSlideReader"]
@@ -40,7 +42,7 @@ class TiffSlideReader(SlideReader):
     Parameters
     ----------
     path : Path
-        An existing TIFF-based slide file.
+        An existing TIFF-based slide file, or a Path made from an fsspec URL of one.
     mpp : float or None
         Level-0 µm/px overriding the metadata.
     tiff : TiffLayout or None
@@ -52,7 +54,8 @@ class TiffSlideReader(SlideReader):
     def __init__(self, path: Path, *, mpp: float | None = None, tiff: TiffLayout | None = None) -> None:
         import tiffslide
 
-        self._slide: Any = tiffslide.TiffSlide(str(path))
+        self._handle: Any = open_binary(path) if is_url(path) else None  # a URL: block-cached fsspec file
+        self._slide: Any = tiffslide.TiffSlide(self._handle if self._handle is not None else str(path))
         props: dict[str, Any] = dict(self._slide.properties)
         series_index = int(props.get("tiffslide.series-index") or 0)
         if tiff is not None and series_index != tiff.series_index:
@@ -107,3 +110,5 @@ class TiffSlideReader(SlideReader):
 
     def _close_backend(self) -> None:
         self._slide.close()
+        if self._handle is not None:
+            self._handle.close()

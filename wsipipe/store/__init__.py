@@ -75,6 +75,7 @@ from wsipipe.store._store import (
     read_tissue_fraction,
     remove_store,
     slide_content_hash,
+    store_exists,
     write_tissue_mask,
 )
 from wsipipe.store._streams import STREAMS_CODEC_NAME, TileStreamsCodec, decode_tile_streams, encode_tile_streams
@@ -142,6 +143,7 @@ __all__ = [
     "resolve_model",
     "scatter_to_grid",
     "slide_content_hash",
+    "store_exists",
     "store_problems",
     "stored_models",
     "tile_chunk_writer",

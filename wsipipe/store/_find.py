@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from wsipipe.errors import StoreError
+from wsipipe.storage import as_url, redact_url
 from wsipipe.types import PathLike
 
 __all__ = ["find_stores"]
@@ -16,7 +17,9 @@ def find_stores(paths: Iterable[PathLike]) -> list[Path]:
 
     A ``*.zarr`` directory (or any directory with a ``zarr.json``) is a store; another directory
     contributes its ``*.zarr`` children, or those of its ``stores/`` sub-directory (a run's
-    output directory), sorted by name. A store named twice is returned once.
+    output directory), sorted by name. A store named twice is returned once. An fsspec URL
+    (``s3://bucket/run/``) is listed the same way; its stores are ``Path`` objects made from
+    their URLs (:func:`wsipipe.storage.as_url` gives the URL back).
 
     Raises
     ------
@@ -26,6 +29,10 @@ def find_stores(paths: Iterable[PathLike]) -> list[Path]:
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
+        url = as_url(path)
+        if url is not None:
+            found.extend(_find_url_stores(url))
+            continue
         if not path.exists():
             raise StoreError(
                 f"{path}: no such store or directory; give a .zarr store, a folder of stores or a run folder"
@@ -42,3 +49,27 @@ def find_stores(paths: Iterable[PathLike]) -> list[Path]:
             )
         found.extend(children)
     return list(dict.fromkeys(found))
+
+
+def _find_url_stores(url: str) -> list[Path]:
+    """The stores at or under an fsspec URL prefix (the same rules as for a local directory)."""
+    from wsipipe.storage import url_fs
+
+    fs, key = url_fs(url)
+    fs.invalidate_cache(key)
+    try:
+        if key.endswith(".zarr") or fs.exists(key + "/zarr.json"):
+            if fs.exists(key + "/zarr.json"):
+                return [Path(url)]
+        else:
+            for prefix in (key, key + "/stores"):
+                if fs.isdir(prefix):
+                    children = sorted(str(p) for p in fs.ls(prefix, detail=False) if str(p).endswith(".zarr"))
+                    if children:
+                        return [Path(fs.unstrip_protocol(c)) for c in children]
+    except Exception as err:  # any error of the file system library (botocore's EndpointConnectionError is no OSError)
+        raise StoreError(
+            f"cannot list {redact_url(url)!r}: {type(err).__name__}: {err}; check the URL, the endpoint and the "
+            "credentials (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID ... or storage_options)"
+        ) from err
+    raise StoreError(f"{redact_url(url)}: no patch store there; give a .zarr store, a prefix of stores or a run prefix")

@@ -19,6 +19,7 @@ import numpy.typing as npt
 import zarr
 
 from wsipipe.errors import IncompleteStoreError, StoreError
+from wsipipe.storage import as_url, input_size, is_url, open_input, redact_url, storage_options, url_fs
 from wsipipe.store._codecs import DEFAULT_ZSTD_LEVEL, tile_codecs
 from wsipipe.store._direct import (
     array_document,
@@ -86,7 +87,7 @@ def slide_content_hash(path: PathLike) -> str:
 
     The digest covers the file size (8 bytes, little-endian) and the first and last MiB of the
     file, so it changes when a slide is replaced, truncated or re-scanned, without reading a
-    multi-GB file. For multi-file formats (MRXS) only the named file is hashed. For a DICOM
+    multi-GB file (a slide at an fsspec URL: two ranged reads). For multi-file formats (MRXS) only the named file is hashed. For a DICOM
     WSI slide (a directory) it covers each file's name and the same digest input, files
     sorted by name.
 
@@ -97,7 +98,7 @@ def slide_content_hash(path: PathLike) -> str:
     """
     digest = hashlib.sha256()
     try:
-        if os.path.isdir(path):
+        if not is_url(path) and os.path.isdir(path):
             for entry in sorted(os.scandir(path), key=lambda e: e.name):
                 if entry.is_file():
                     digest.update(entry.name.encode() + b"\0")
@@ -110,9 +111,9 @@ def slide_content_hash(path: PathLike) -> str:
 
 
 def _hash_file(digest: Any, path: PathLike) -> None:
-    size = os.path.getsize(path)
+    size = input_size(path)
     digest.update(size.to_bytes(8, "little"))
-    with open(path, "rb") as handle:
+    with open_input(path) as handle:
         digest.update(handle.read(_HASH_BLOCK))
         if size > _HASH_BLOCK:
             handle.seek(max(_HASH_BLOCK, size - _HASH_BLOCK))
@@ -135,7 +136,8 @@ def create_store(
     Parameters
     ----------
     path : path-like
-        The ``.zarr`` directory to create.
+        The ``.zarr`` directory to create, or an fsspec URL (``s3://bucket/out/stores/a.zarr``):
+        see "Object storage" in ``docs/store.md``.
     slide_path, slide_hash : path-like, str
         The slide and its :func:`slide_content_hash`.
     backend : str
@@ -157,7 +159,7 @@ def create_store(
     remove_store(path)
     attributes: dict[str, Any] = {
         ATTR_VERSION: STORE_VERSION,
-        ATTR_SLIDE_PATH: str(Path(slide_path).resolve()),
+        ATTR_SLIDE_PATH: as_url(slide_path) or str(Path(slide_path).resolve()),
         ATTR_SLIDE_HASH: slide_hash,
         ATTR_BACKEND: backend,
         ATTR_LEVEL0_SIZE: [int(level0_size[0]), int(level0_size[1])],
@@ -166,11 +168,39 @@ def create_store(
         ATTR_PARAMS_HASH: params_hash,
         ATTR_COMPLETE: False,
     }
-    return zarr.open_group(os.fspath(path), mode="w", zarr_format=3, attributes=attributes)  # one metadata write
+    where, options = _zarr_location(path)
+    return zarr.open_group(
+        where, mode="w", zarr_format=3, attributes=attributes, storage_options=options
+    )  # one metadata write
+
+
+def _zarr_location(path: PathLike) -> tuple[str, dict[str, Any] | None]:
+    """What ``zarr.open_group`` opens for ``path`` (a local directory, or an fsspec URL) and its storage options."""
+    url = as_url(path)
+    if url is None:
+        return os.fspath(path), None
+    return url, storage_options(url.split("://", 1)[0])
+
+
+def store_exists(path: PathLike) -> bool:
+    """Whether anything is stored at ``path``: a local file or directory, or an object under an fsspec URL prefix."""
+    url = as_url(path)
+    if url is None:
+        return Path(path).exists()
+    fs, key = url_fs(url)
+    fs.invalidate_cache(key)  # another process may have written it since this one listed the prefix
+    return bool(fs.exists(key + "/zarr.json") or fs.exists(key))
 
 
 def remove_store(path: PathLike) -> None:
-    """Delete the store directory at ``path`` if it exists."""
+    """Delete the store directory at ``path`` (or every object under a URL prefix) if it exists."""
+    url = as_url(path)
+    if url is not None:
+        if store_exists(url):
+            fs, key = url_fs(url)
+            fs.rm(key, recursive=True)
+            fs.invalidate_cache(key)
+        return
     target = Path(path)
     if target.is_dir():
         shutil.rmtree(target)
@@ -184,7 +214,8 @@ def open_store(path: PathLike, mode: Literal["r", "r+"] = "r", *, require_comple
     Parameters
     ----------
     path : path-like
-        A ``.zarr`` directory written by :func:`create_store`.
+        A ``.zarr`` directory written by :func:`create_store`, or its fsspec URL
+        (``s3://bucket/out/stores/a.zarr``; read through zarr's ``FsspecStore``).
     mode : {"r", "r+"}
         Read-only, or read-write (for later stages adding predictions).
     require_complete : bool, optional
@@ -197,11 +228,12 @@ def open_store(path: PathLike, mode: Literal["r", "r+"] = "r", *, require_comple
     IncompleteStoreError
         If ``require_complete`` and the writer never finished.
     """
-    where = os.fspath(path)
-    if not Path(where).is_dir():
+    location, options = _zarr_location(path)
+    where = redact_url(location) if options is not None else location
+    if not (store_exists(location) if options is not None else Path(where).is_dir()):
         raise StoreError(f"no patch store at {where!r}; run `wsipipe tile` to create it")
     try:
-        root = zarr.open_group(where, mode=mode, zarr_format=3)
+        root = zarr.open_group(location, mode=mode, zarr_format=3, storage_options=options)
     except (FileNotFoundError, ValueError, TypeError) as err:
         raise StoreError(f"{where!r} is not a zarr v3 group: {err}") from err
     version = root.attrs.get(ATTR_VERSION)

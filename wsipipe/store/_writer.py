@@ -270,11 +270,13 @@ def tile_chunk_writer(store: StoreLike) -> TileChunkWriter:
 
 
 def _store_dir(root: zarr.Group) -> str:
-    from zarr.storage import LocalStore
+    from zarr.storage import FsspecStore, LocalStore
 
     store = root.store_path.store
     if isinstance(store, LocalStore):
         return os.path.join(os.fspath(store.root), *filter(None, root.store_path.path.split("/")))
+    if isinstance(store, FsspecStore):  # object storage: the URL, reopened by each task
+        return str(store.fs.unstrip_protocol("/".join(filter(None, [store.path, root.store_path.path]))))
     return str(root.store_path)
 
 

@@ -31,6 +31,7 @@ from wsipipe.errors import (
 )
 from wsipipe.scheduler import SchedulerSpec
 from wsipipe.slide import SlideReader, slide_id
+from wsipipe.storage import as_url, is_url
 from wsipipe.store import (
     ATTR_BACKEND,
     ATTR_PARAMS_HASH,
@@ -49,6 +50,7 @@ from wsipipe.store import (
     read_grid,
     read_tiling,
     slide_content_hash,
+    store_exists,
     tile_chunk_writer,
     write_tissue_mask,
 )
@@ -169,7 +171,7 @@ def _bands(
 def _resume(job: _Job, slide_hash: str, phash: str) -> _Prepared | None:
     """Reuse or continue a matching store; None when it must be (re)built."""
     store = Path(job.store)
-    if job.force or not store.exists():
+    if job.force or not store_exists(job.store):
         return None
     try:
         root = open_store(store, require_complete=False)
@@ -205,8 +207,11 @@ _OLD_SUFFIX = ".old"
 
 
 def _move_aside(store: Path) -> Path | None:
-    """Rename an existing store to a hidden ``.<name>.<hex>.old`` sibling (deleted later by a side task)."""
-    if not store.exists():
+    """Rename an existing store to a hidden ``.<name>.<hex>.old`` sibling (deleted later by a side task).
+
+    Object storage has no rename: a store at a URL is deleted in place by ``create_store``.
+    """
+    if is_url(store) or not store.exists():
         return None
     old = store.with_name(f".{store.name}.{uuid.uuid4().hex[:12]}{_OLD_SUFFIX}")
     os.replace(store, old)
@@ -215,6 +220,8 @@ def _move_aside(store: Path) -> Path | None:
 
 def _leftovers(stores: Path) -> list[_Cleanup]:
     """Stores moved aside by an earlier run that was killed before deleting them."""
+    if is_url(stores):
+        return []
     return [_Cleanup("", str(p)) for p in stores.glob(f".*.zarr.*{_OLD_SUFFIX}") if p.is_dir()]
 
 
@@ -273,7 +280,7 @@ def _prepare(job: _Job) -> _Prepared:
     start = time.perf_counter()
     params = job.params
     try:
-        if not Path(job.path).exists():
+        if not is_url(job.path) and not Path(job.path).exists():
             raise SlideNotFoundError(f"slide {job.path!r} does not exist")
         slide_hash = slide_content_hash(job.path)
         phash = params_hash(params)
@@ -389,6 +396,8 @@ def _write_band(band: _Band) -> _BandDone:
         size = band.tile_size
         tiles = _chunk_buffer((len(band.cells), size, size, 3))
         aligned = band.read_size == size == band.stride and reader.tile_size == (size, size)
+        step, span = band.stride, band.read_size  # a slide at a URL fetches the band's tiles at once
+        reader.prefetch([(col * step, row * step, span, span) for col, row in band.cells.tolist()])
         if aligned and band.streams:
             # keep each slide tile's JPEG bytes, checked by a strict 1/8-scale decode (every Huffman code is
             # still decoded, so corrupt data fails as in a full decode); edge and empty tiles are decoded
@@ -463,7 +472,10 @@ def tile_paths(
     paths: list[Path], stores: Path, params: TileParams, *, spec: SchedulerSpec, workers: int | None, force: bool
 ) -> tuple[SlideSummary, ...]:
     """Tile ``paths`` into ``<stores>/<slide_id>.zarr`` on one scheduler; one summary per path, in order."""
-    jobs = [_Job(slide_id(p), str(p.resolve()), str(stores / f"{slide_id(p)}.zarr"), params, force) for p in paths]
+    jobs = [
+        _Job(slide_id(p), as_url(p) or str(p.resolve()), str(stores / f"{slide_id(p)}.zarr"), params, force)
+        for p in paths
+    ]
     leftovers = _leftovers(stores)
     with TaskRunner(spec, workers) as runner:
         prepared = runner.map(_prepare, jobs, desc="tissue masks", unit="slide")

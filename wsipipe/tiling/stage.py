@@ -22,6 +22,7 @@ from wsipipe.config import config_hash, to_dict
 from wsipipe.errors import ConfigError, PartialFailureError
 from wsipipe.results import BatchResult
 from wsipipe.slide import Backend
+from wsipipe.storage import location
 from wsipipe.tiling.tissue import TissueParams
 from wsipipe.types import PathLike
 
@@ -145,13 +146,13 @@ class TileResult(BatchResult):
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible form (for run manifests): per-slide status, tiles, area, seconds, error."""
         return {
-            "out_dir": str(self.out_dir),
+            "out_dir": location(self.out_dir),
             "seconds": self.seconds,
             "slides": [
                 {
                     "slide_id": s.slide_id,
-                    "path": str(s.path),
-                    "store": str(s.store),
+                    "path": location(s.path),
+                    "store": location(s.store),
                     "status": s.status,
                     "n_tiles": s.n_tiles,
                     "tissue_area_mm2": s.tissue_area_mm2,
@@ -200,6 +201,7 @@ def tile_slides(
     """
     from wsipipe.scheduler import parse_scheduler
     from wsipipe.slide import find_slides
+    from wsipipe.storage import is_url
     from wsipipe.tiling._slide import tile_paths
 
     params = params or TileParams()
@@ -207,11 +209,12 @@ def tile_slides(
     started = time.perf_counter()
     paths = find_slides(slides)
     stores = Path(out_dir) / "stores"
-    stores.mkdir(parents=True, exist_ok=True)
+    if not is_url(stores):  # object storage has no directories
+        stores.mkdir(parents=True, exist_ok=True)
     summaries = tile_paths(paths, stores, params, spec=spec, workers=workers, force=force)
     for summary in summaries:
         if summary.status == "failed":
-            logger.warning("%s: failed: %s", summary.path, summary.error)
+            logger.warning("%s: failed: %s", location(summary.path), summary.error)
         else:
             logger.info("%s: %s, %d tiles", summary.slide_id, summary.status, summary.n_tiles)
     return TileResult(Path(out_dir), summaries, time.perf_counter() - started)
@@ -230,5 +233,5 @@ def tile_slide(
     result = tile_slides([slide], out_dir, params, scheduler=scheduler, workers=workers, force=force)
     summary = result.slides[0]
     if summary.status == "failed":
-        raise PartialFailureError(f"tiling {str(summary.path)!r} failed: {summary.error}", result.failures)
+        raise PartialFailureError(f"tiling {location(summary.path)!r} failed: {summary.error}", result.failures)
     return summary

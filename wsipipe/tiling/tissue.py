@@ -353,4 +353,7 @@ def save_mask_preview(path: PathLike, image: RGBArray, mask: BoolArray, *, max_s
     width = max(1, min(preview.shape[:2]) // 400)
     outline = run_filter(run_filter(outline, width, 0, grow=True), width, 1, grow=True)
     preview[outline] = (0, 200, 0)
-    Image.fromarray(preview).save(path, format="PNG", compress_level=1)
+    from wsipipe.storage import open_output
+
+    with open_output(path) as handle:  # a local file or an object at an fsspec URL
+        Image.fromarray(preview).save(handle, format="PNG", compress_level=1)

@@ -1,0 +1,118 @@
+"""Benchmark tiling and inference with slides and stores on a local S3 server against a local disk.
+
+Starts moto's standalone S3 server on 127.0.0.1 (the ``dev`` extra), writes one synthetic slide
+(default 16,384 x 12,288 px at 0.243 µm/px), and in ``--repeat`` rounds, alternating the order:
+
+- tiles it from the local disk into a local folder, and from ``s3://`` into ``s3://``
+  (``tile_slides``, threads); ratio = local seconds / S3 seconds (the issue's target: >= 0.7);
+- runs a small CELNet checkpoint over the local store and over the S3 store
+  (``predict_stores``, threads); ratio = local / S3 (target: >= 0.9);
+- prints the medians and ranges of both ratios, and the peak RSS of this process.
+
+moto is a Python server on the same cores, so the ratios are a pessimistic bound for a real
+object store on another machine; on a shared machine, read them with the load average printed.
+
+Usage::
+
+    python benchmarks/bench_s3.py
+    python benchmarks/bench_s3.py --size 40000 30000 --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+
+def _server() -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(endpoint + "/moto-api/", timeout=1).close()
+            return proc, endpoint
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("moto server did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, nargs=2, default=(16384, 12288), metavar=("W", "H"))
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+
+    proc, endpoint = _server()
+    os.environ.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="us-east-1",
+        WSIPIPE_PROGRESS="0",
+    )
+    try:
+        import fsspec
+
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests.inference.conftest import make_checkpoint
+        from wsipipe.inference import predict_stores
+        from wsipipe.synth import make_test_slide
+        from wsipipe.tiling import TileParams, tile_slides
+
+        fs = fsspec.filesystem("s3")
+        fs.mkdir("bench")
+        work = Path(tempfile.mkdtemp(prefix="bench-s3-"))
+        slide = make_test_slide(work / "slide.tif", kind="tumor", seed=0, size=tuple(args.size)).path
+        fs.put_file(str(slide), "bench/slides/slide.tif")
+        checkpoint = make_checkpoint(work / "ckpt", tile_size=256, mpp=0.972)
+        params = TileParams()
+        tile_ratios, infer_ratios = [], []
+        print(f"slide {args.size[0]} x {args.size[1]} px; load average {os.getloadavg()[0]:.1f}")
+        for r in range(args.repeat):
+            run = uuid.uuid4().hex[:8]
+            local, remote = work / f"local-{run}", f"s3://bench/run-{run}"
+            seconds: dict[str, float] = {}
+            order = [("local", slide, local), ("s3", "s3://bench/slides/slide.tif", remote)]
+            for name, src, out in order if r % 2 == 0 else order[::-1]:
+                t0 = time.perf_counter()
+                tile_slides([src], out, params, scheduler="threads", workers=args.workers).raise_for_failures()
+                seconds[f"tile {name}"] = time.perf_counter() - t0
+            for name, out in (("local", local), ("s3", remote)) if r % 2 == 0 else (("s3", remote), ("local", local)):
+                t0 = time.perf_counter()
+                predict_stores(out, checkpoint, scheduler="threads").raise_for_failures()
+                seconds[f"infer {name}"] = time.perf_counter() - t0
+            tile_ratios.append(seconds["tile local"] / seconds["tile s3"])
+            infer_ratios.append(seconds["infer local"] / seconds["infer s3"])
+            print(f"round {r + 1}: " + ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items()))
+        for label, ratios, target in (("tiling", tile_ratios, 0.7), ("inference", infer_ratios, 0.9)):
+            print(
+                f"{label} S3/local speed: median {statistics.median(ratios):.2f}x "
+                f"(range {min(ratios):.2f}-{max(ratios):.2f}; target >= {target})"
+            )
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"peak RSS {peak:.0f} MiB; load average {os.getloadavg()[0]:.1f}")
+    finally:
+        proc.terminate()
+
+
+if __name__ == "__main__":
+    main()
