@@ -38,6 +38,46 @@ _JPEG = 7
 _DEFAULT_CACHE_BYTES = 64 * 2**20
 
 
+class TileLru:
+    """A thread-safe least-recently-used cache of decoded tiles, keyed by tile ``(column, row)``.
+
+    Holds at most ``capacity`` tiles (0: none). Pickles empty, so a worker process starts with
+    no tiles and its own lock.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(0, int(capacity))
+        self._lock = threading.Lock()
+        self._tiles: OrderedDict[tuple[int, int], RGBArray] = OrderedDict()
+
+    def get(self, tx: int, ty: int, decode: Callable[[int, int], RGBArray]) -> RGBArray:
+        """The tile at ``(tx, ty)``: cached, or ``decode(tx, ty)`` (outside the lock) and kept."""
+        key = (tx, ty)
+        with self._lock:
+            tile = self._tiles.get(key)
+            if tile is not None:
+                self._tiles.move_to_end(key)
+                return tile
+        tile = decode(tx, ty)
+        if self.capacity > 0:
+            with self._lock:
+                self._tiles[key] = tile
+                while len(self._tiles) > self.capacity:
+                    self._tiles.popitem(last=False)
+        return tile
+
+    def clear(self) -> None:
+        """Drop every tile."""
+        with self._lock:
+            self._tiles.clear()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"capacity": self.capacity}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["capacity"])  # type: ignore[misc]
+
+
 class UnsupportedLevelLayout(ValueError):
     """The level's TIFF page cannot use the direct tile path (not tiled, not 8-bit, planar...)."""
 
@@ -259,6 +299,7 @@ class TiffLevelTileReader(LevelTileReader):
                 self._tif = None
         tw, th = self.tile_size
         self._cache_capacity = self.cache_bytes // (tw * th * 3)
+        self._cache = TileLru(self._cache_capacity)
 
     # --- process-local state -------------------------------------------------------------
     _fd: int | None
@@ -271,7 +312,7 @@ class TiffLevelTileReader(LevelTileReader):
         self._raw: dict[tuple[int, int], bytes] = {}
         self._tif = None
         self._lock = threading.Lock()
-        self._cache: OrderedDict[tuple[int, int], RGBArray] = OrderedDict()
+        self._cache = TileLru(getattr(self, "_cache_capacity", 0))
 
     def _page(self) -> Any:
         import tifffile
@@ -409,19 +450,7 @@ class TiffLevelTileReader(LevelTileReader):
         return np.ascontiguousarray(arr[..., :3])
 
     def _cached_tile(self, tx: int, ty: int) -> RGBArray:
-        key = (tx, ty)
-        with self._lock:
-            tile = self._cache.get(key)
-            if tile is not None:
-                self._cache.move_to_end(key)
-                return tile
-        tile = self._decode_tile(tx, ty)
-        if self._cache_capacity > 0:
-            with self._lock:
-                self._cache[key] = tile
-                while len(self._cache) > self._cache_capacity:
-                    self._cache.popitem(last=False)
-        return tile
+        return self._cache.get(tx, ty, self._decode_tile)
 
     # --- public --------------------------------------------------------------------------
     def read_into(self, x: int, y: int, out: RGBArray) -> None:

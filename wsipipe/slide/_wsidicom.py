@@ -16,8 +16,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,7 @@ from wsipipe.slide._openslide import _float_or_none
 from wsipipe.slide._protocol import SlideReader
 from wsipipe.slide._tiff import TiffLayout
 from wsipipe.slide._tiffslide import _as_rgb
-from wsipipe.slide._tiles import LevelTileReader
+from wsipipe.slide._tiles import LevelTileReader, TileLru
 from wsipipe.types import WH, XY, RGBArray
 
 __all__ = ["DicomFrameTileReader", "WsiDicomReader"]
@@ -92,19 +90,7 @@ class DicomFrameTileReader(LevelTileReader):
         self._frame = frame
         self._verify = verify
         self._jpeg = JpegTileDecoder(None, photometric, strict=verify)
-        self._lock = threading.Lock()
-        self._cache: OrderedDict[tuple[int, int], RGBArray] = OrderedDict()
-        self._capacity = max(0, int(cache_bytes)) // (tile_size[0] * tile_size[1] * 3)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state.pop("_lock", None)
-        state["_cache"] = OrderedDict()
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
+        self._cache = TileLru(max(0, int(cache_bytes)) // (tile_size[0] * tile_size[1] * 3))
 
     def _corrupt(self, tx: int, ty: int, err: Exception) -> CorruptSlideError:
         tw, th = self.tile_size  # type: ignore[misc]
@@ -133,19 +119,7 @@ class DicomFrameTileReader(LevelTileReader):
         return tile
 
     def _cached(self, tx: int, ty: int) -> RGBArray:
-        key = (tx, ty)
-        with self._lock:
-            tile = self._cache.get(key)
-            if tile is not None:
-                self._cache.move_to_end(key)
-                return tile
-        tile = self._decode(tx, ty)
-        if self._capacity > 0:
-            with self._lock:
-                self._cache[key] = tile
-                while len(self._cache) > self._capacity:
-                    self._cache.popitem(last=False)
-        return tile
+        return self._cache.get(tx, ty, self._decode)
 
     def _one_frame(self, x: int, y: int, w: int, h: int) -> bool:
         tw, th = self.tile_size  # type: ignore[misc]
@@ -221,8 +195,7 @@ class DicomFrameTileReader(LevelTileReader):
         return out
 
     def close(self) -> None:
-        with self._lock:
-            self._cache.clear()
+        self._cache.clear()
 
 
 class WsiDicomReader(SlideReader):
