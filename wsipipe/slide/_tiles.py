@@ -38,6 +38,29 @@ _JPEG = 7
 _DEFAULT_CACHE_BYTES = 64 * 2**20
 
 
+def paste_tiles(
+    x: int, y: int, w: int, h: int, level_size: WH, tile_size: WH, tile: Callable[[int, int], RGBArray]
+) -> RGBArray:
+    """The ``(h, w, 3)`` uint8 region at level px ``(x, y)`` pasted from a level's stored tiles.
+
+    ``tile(tx, ty)`` gives the tile at column ``tx``, row ``ty`` (``tile_size`` px, or less at
+    the level's right and bottom edges); pixels outside the level (``level_size``) stay white.
+    """
+    (width, height), (tw, th) = level_size, tile_size
+    out = np.full((h, w, 3), 255, dtype=np.uint8)
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)
+    if x0 >= x1 or y0 >= y1:
+        return out
+    for ty in range(y0 // th, (y1 - 1) // th + 1):
+        ty0 = ty * th
+        iy0, iy1 = max(y0, ty0), min(y1, ty0 + th)
+        for tx in range(x0 // tw, (x1 - 1) // tw + 1):
+            tx0 = tx * tw
+            ix0, ix1 = max(x0, tx0), min(x1, tx0 + tw)
+            out[iy0 - y : iy1 - y, ix0 - x : ix1 - x] = tile(tx, ty)[iy0 - ty0 : iy1 - ty0, ix0 - tx0 : ix1 - tx0]
+    return out
+
+
 class TileLru:
     """A thread-safe least-recently-used cache of decoded tiles, keyed by tile ``(column, row)``.
 
@@ -535,17 +558,4 @@ class TiffLevelTileReader(LevelTileReader):
         aligned = x % tw == 0 and y % th == 0 and w == tw and h == th
         if aligned and x >= 0 and y >= 0 and x + w <= width and y + h <= height:
             return self._decode_tile(x // tw, y // th)  # the common tiling case: no copy, no cache
-        out = np.full((h, w, 3), 255, dtype=np.uint8)
-        x0, y0 = max(x, 0), max(y, 0)
-        x1, y1 = min(x + w, width), min(y + h, height)
-        if x0 >= x1 or y0 >= y1:
-            return out
-        for ty in range(y0 // th, (y1 - 1) // th + 1):
-            ty0 = ty * th
-            iy0, iy1 = max(y0, ty0), min(y1, ty0 + th)
-            for tx in range(x0 // tw, (x1 - 1) // tw + 1):
-                tx0 = tx * tw
-                ix0, ix1 = max(x0, tx0), min(x1, tx0 + tw)
-                tile = self._cached_tile(tx, ty)
-                out[iy0 - y : iy1 - y, ix0 - x : ix1 - x] = tile[iy0 - ty0 : iy1 - ty0, ix0 - tx0 : ix1 - tx0]
-        return out
+        return paste_tiles(x, y, w, h, (width, height), (tw, th), self._cached_tile)

@@ -29,7 +29,7 @@ from wsipipe.slide._openslide import _float_or_none
 from wsipipe.slide._protocol import SlideReader
 from wsipipe.slide._tiff import TiffLayout
 from wsipipe.slide._tiffslide import _as_rgb
-from wsipipe.slide._tiles import LevelTileReader, TileLru
+from wsipipe.slide._tiles import LevelTileReader, TileLru, paste_tiles
 from wsipipe.types import WH, XY, RGBArray
 
 __all__ = ["DicomFrameTileReader", "WsiDicomReader"]
@@ -179,20 +179,7 @@ class DicomFrameTileReader(LevelTileReader):
         tw, th = self.tile_size  # type: ignore[misc]
         if self._one_frame(x, y, w, h):
             return self._decode(x // tw, y // th)  # aligned tiling: no copy, no cache
-        width, height = self.level_dimensions
-        out = np.full((h, w, 3), 255, dtype=np.uint8)
-        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)
-        if x0 >= x1 or y0 >= y1:
-            return out
-        for ty in range(y0 // th, (y1 - 1) // th + 1):
-            ty0 = ty * th
-            iy0, iy1 = max(y0, ty0), min(y1, ty0 + th)
-            for tx in range(x0 // tw, (x1 - 1) // tw + 1):
-                tx0 = tx * tw
-                ix0, ix1 = max(x0, tx0), min(x1, tx0 + tw)
-                tile = self._cached(tx, ty)
-                out[iy0 - y : iy1 - y, ix0 - x : ix1 - x] = tile[iy0 - ty0 : iy1 - ty0, ix0 - tx0 : ix1 - tx0]
-        return out
+        return paste_tiles(x, y, w, h, self.level_dimensions, (tw, th), self._cached)
 
     def close(self) -> None:
         self._cache.clear()
