@@ -31,30 +31,11 @@ import numpy as np
 
 
 def make_series(root: Path, size: int) -> tuple[Path, Path]:
-    import tifffile
+    from bench_slide_read import make_slide  # the same 3-level JPEG TIFF (this folder is on sys.path)
     from wsidicomizer import WsiDicomizer
 
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:size, 0:size]
-    blob = (np.sin(xx / 300.0) * np.cos(yy / 250.0) > 0).astype(np.int16)
-    base = np.stack([230 - 40 * blob, 200 - 90 * blob, 225 - 30 * blob], -1)
-    img = np.clip(base - rng.integers(0, 60, base.shape) * blob[..., None], 0, 255).astype(np.uint8)
     tif = root / "bench.tif"
-    with tifffile.TiffWriter(tif) as tw:
-        level = img
-        for i in range(3):
-            tw.write(
-                level,
-                tile=(256, 256),
-                compression="jpeg",
-                compressionargs={"level": 80},
-                photometric="rgb",
-                resolution=(1e4 / (0.25 * 2**i),) * 2,
-                resolutionunit="CENTIMETER",
-                metadata=None,
-                subfiletype=0 if i == 0 else 1,
-            )
-            level = level[::2, ::2]
+    make_slide(tif, size, size)
     series = root / "bench_dicom"
     WsiDicomizer.convert(
         tif, series, tile_size=256, include_label=False, include_overview=False, include_thumbnail=False
