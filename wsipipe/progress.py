@@ -19,22 +19,23 @@ from typing import Any, TypeVar
 
 from wsipipe.settings import progress_enabled, progress_interval
 
-__all__ = ["ProgressBar", "progress"]
+__all__ = ["ProgressBar", "format_seconds", "progress"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-def _duration(seconds: float) -> str:
-    """``"3 h 02 min"``, ``"12 min 39 s"`` or ``"8.2 s"`` for a duration in seconds."""
-    if seconds >= 3600:
-        hours, rest = divmod(int(seconds), 3600)
-        return f"{hours} h {rest // 60:02d} min"
-    if seconds >= 60:
-        minutes, secs = divmod(int(seconds), 60)
-        return f"{minutes} min {secs} s"
-    return f"{seconds:.1f} s"
+def format_seconds(seconds: float) -> str:
+    """A duration for people: ``0.42`` -> ``"0.4 s"``, ``125`` -> ``"2 min 05 s"``, ``7320`` -> ``"2 h 02 min"``."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    if whole < 3600:
+        minutes, secs = divmod(whole, 60)
+        return f"{minutes} min {secs:02d} s"
+    hours, rest = divmod(whole, 3600)
+    return f"{hours} h {rest // 60:02d} min"
 
 
 class ProgressBar:
@@ -99,7 +100,7 @@ class ProgressBar:
         parts.append(f"{self.n}/{self.total} {self.unit}s{share}")
         parts.append(f"{rate:.1f} {self.unit}s/s")
         if 0 < self.n < self.total:
-            parts.append(f"ETA {_duration((self.total - self.n) / rate)}")
+            parts.append(f"ETA {format_seconds((self.total - self.n) / rate)}")
         return f"{self.desc}: " + ", ".join(parts)
 
     def close(self) -> None:
@@ -109,7 +110,7 @@ class ProgressBar:
             self._bar = None
         elif self.n:
             elapsed = time.monotonic() - self._start
-            self._log.info("%s in %s", self.line(), _duration(elapsed))
+            self._log.info("%s in %s", self.line(), format_seconds(elapsed))
             self.n = 0  # a second close logs nothing
 
     def __enter__(self) -> ProgressBar:

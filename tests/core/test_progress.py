@@ -66,3 +66,15 @@ def test_infer_stage_logs_progress(no_terminal: None, caplog: pytest.LogCaptureF
     assert lines[0].startswith("infer 1 store: 1/5 chunks, 8/39 tiles (21 %), ")
     assert "tiles/s, ETA " in lines[0]
     assert lines[-1].startswith("infer 1 store: 5/5 chunks, 39/39 tiles (100 %), ")
+
+
+def test_format_seconds_reads_as_people_write_durations() -> None:
+    from wsipipe.progress import format_seconds
+
+    assert [format_seconds(s) for s in (0.42, 59.94, 125, 3599.6, 7320)] == [
+        "0.4 s",
+        "59.9 s",
+        "2 min 05 s",
+        "1 h 00 min",
+        "2 h 02 min",
+    ]

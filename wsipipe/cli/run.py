@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _summary(result: Any) -> str:
-    from wsipipe.pipeline.runner import format_seconds
+    from wsipipe.progress import format_seconds
 
     lines = [f"pipeline {result.name}: {result.status} in {format_seconds(result.total_seconds)}"]
     width = max((len(n) for n in result.stages), default=5)

@@ -26,11 +26,12 @@ from wsipipe.pipeline._lock import RunLock
 from wsipipe.pipeline._manifest import RunManifest
 from wsipipe.pipeline.registry import get_stage
 from wsipipe.pipeline.spec import PipelineSpec, load_pipeline
+from wsipipe.progress import format_seconds
 from wsipipe.scheduler import parse_scheduler
 from wsipipe.storage import set_storage_options
 from wsipipe.types import PathLike
 
-__all__ = ["RunResult", "format_seconds", "new_run_id", "run_pipeline", "run_spec"]
+__all__ = ["RunResult", "new_run_id", "run_pipeline", "run_spec"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,14 +80,6 @@ class RunResult:
 def new_run_id() -> str:
     """A sortable, unique run id: UTC time plus the process id, e.g. ``20261122T213311Z-4242``."""
     return f"{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}-{os.getpid()}"
-
-
-def format_seconds(seconds: float) -> str:
-    """``0.42`` -> ``"0.4 s"``, ``125`` -> ``"2 min 05 s"``."""
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    return f"{minutes} min {secs:02d} s"
 
 
 def _select(spec: PipelineSpec, only: str | Sequence[str] | None) -> list[str]:
