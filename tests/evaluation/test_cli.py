@@ -184,6 +184,20 @@ def test_exclude_drops_a_slide_from_both_metrics(dataset: Path) -> None:
     assert written["excluded"] == ["Test_004"]
 
 
+def test_excluded_lists_only_the_slides_that_were_there(dataset: Path) -> None:
+    result = evaluate(
+        out_dir=dataset / "out4",
+        pred_dir=dataset / "pred",
+        gt=dataset / "gt",
+        reference=dataset / "reference.csv",
+        slides_dir=dataset / "slides",
+        params=EvaluateParams(plots=False, exclude=("test_004", "Test_049"), n_boot=50),
+    )
+    assert result.excluded == ("Test_004",)
+    written = json.loads((dataset / "out4" / "evaluation.json").read_text())
+    assert written["params"]["exclude"] == ["test_004", "Test_049"]
+
+
 def test_all_thresholds_never_counts_missed_lesions_or_itcs(dataset: Path) -> None:
     # Test_001 hits its lesion (0.9) and its ITC (0.95, ignored); Test_002 misses its lesion. The TP
     # values pooled are [.9, 0 (ITC)] + [0 (missed)] for 2 targets. Keeping every threshold adds

@@ -360,7 +360,8 @@ class EvaluateResult:
         Where the slide labels came from: ``"reference"``, ``"slide predictions label column"``
         or ``"ground-truth file presence"``.
     excluded : tuple of str
-        Slide ids left out of both metrics, sorted.
+        Slide ids left out of both metrics, sorted: those of ``params.exclude`` that were
+        present (as predictions, ground truth or reference rows); ``params`` keeps the list asked for.
     froc : dict or None
         Lesion FROC section (``score``, ``sensitivities``, ``n_slides``, ``n_targets``, the
         curve; ``score`` None and ``error`` when it could not be computed); None without
@@ -485,6 +486,7 @@ def evaluate(
         csvs = {slide_key(p.name): p for p in sorted(root.glob("*.csv")) if p.resolve() != skip}
     candidates = sorted(set(csvs) | set(gt_files) | set(probs))
     labels, label_source = _decide_labels(candidates, ref, pred_labels, gt_files)
+    left_out = sorted({s for s in (*candidates, *labels) if s.lower() in dropped})
     labels = {s: v for s, v in labels.items() if s.lower() not in dropped}
     froc: dict[str, Any] | None = None
     slide_rows: list[dict[str, Any]] = []
@@ -542,7 +544,7 @@ def evaluate(
         out_dir=Path(out_dir),
         params=params,
         label_source=label_source,
-        excluded=tuple(sorted(excluded)),
+        excluded=tuple(left_out),
         froc=froc,
         slides=tuple(slide_rows),
         auc=auc,
