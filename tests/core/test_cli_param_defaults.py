@@ -74,7 +74,7 @@ OVERRIDES: dict[str, tuple[list[str], dict[str, Any]]] = {
     "tile": (
         shlex.split(
             "--mpp 0.486 --tile-size 128 --stride 64 --min-tissue 0.25 --chunk-tiles 16 --compression jpeg "
-            "--backend tiffslide --slide-mpp 0.25 --pen-marks blue green"
+            "--backend tiffslide --slide-mpp 0.25 --slide-overrides fix.csv --pen-marks blue green"
         ),
         {
             "target_mpp": 0.486,
@@ -85,6 +85,7 @@ OVERRIDES: dict[str, tuple[list[str], dict[str, Any]]] = {
             "compression": "jpeg",
             "backend": "tiffslide",
             "slide_mpp": 0.25,
+            "slide_overrides": "fix.csv",
             "tissue.pen_marks": ["blue", "green"],
         },
     ),
