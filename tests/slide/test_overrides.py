@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from wsipipe.cli import main
-from wsipipe.errors import ConfigError
+from wsipipe.errors import ConfigError, WsipipeError
 from wsipipe.slide import SlideOverrides, open_slide, read_slide_overrides, slide_id
 
 
@@ -156,3 +156,27 @@ def test_info_refuses_a_bad_csv(generic_tif: Path, tmp_path: Path, capsys: pytes
     assert main(["info", "--slide-overrides", str(csv), str(generic_tif)]) == 2
     err = capsys.readouterr().err.strip()
     assert f"{csv}, line 2: mpp '0' for slide 'generic.tif' is not a positive number" in err
+
+
+def test_labels_are_the_reference_of_evaluate(tmp_path: Path) -> None:
+    from wsipipe.evaluation import evaluate
+    from wsipipe.tables import SlidePrediction, read_reference, write_reference, write_slide_predictions
+
+    csv = _csv(
+        tmp_path,
+        "slide,mpp,label\nt1.tif,0.25,tumor\nT2.ndpi,0.25,1\nn1.svs,0.5,normal\nn2,0.5,0\nunknown,0.5,\n",
+    )
+    assert read_reference(csv) == {"t1": True, "T2": True, "n1": False, "n2": False}
+    preds = write_slide_predictions(
+        tmp_path / "slide_predictions.csv",
+        [SlidePrediction(s, p) for s, p in [("t1", 0.9), ("t2", 0.4), ("n1", 0.6), ("n2", 0.1)]],
+    )
+    by_csv = evaluate(out_dir=tmp_path / "a", slide_preds=preds, reference=csv)
+    reference = write_reference(tmp_path / "reference.csv", {"t1": True, "t2": True, "n1": False, "n2": False})
+    by_reference = evaluate(out_dir=tmp_path / "b", slide_preds=preds, reference=reference)
+    assert by_csv.auc is not None
+    assert by_reference.auc is not None
+    assert by_csv.auc["auc"] == by_reference.auc["auc"] == 0.75
+    assert by_csv.auc["missing_slides"] == []
+    with pytest.raises(WsipipeError, match="no row of this slide overrides CSV has a label"):
+        read_reference(_csv(tmp_path, "slide,mpp,label\na,0.25,\n", "nolabel.csv"))
