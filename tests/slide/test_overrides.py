@@ -180,3 +180,19 @@ def test_labels_are_the_reference_of_evaluate(tmp_path: Path) -> None:
     assert by_csv.auc["missing_slides"] == []
     with pytest.raises(WsipipeError, match="no row of this slide overrides CSV has a label"):
         read_reference(_csv(tmp_path, "slide,mpp,label\na,0.25,\n", "nolabel.csv"))
+
+
+def test_csv_and_slides_at_urls(s3_bucket: str, generic_tif: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import fsspec
+
+    fs = fsspec.filesystem("s3")
+    fs.put(str(generic_tif), f"{s3_bucket}/slides/generic.tif")
+    fs.pipe(f"{s3_bucket}/meta/fix.csv", b"slide,mpp\ns3://elsewhere/generic.tif,0.3\n")
+    overrides = read_slide_overrides(f"{s3_bucket}/meta/fix.csv")
+    assert overrides.mpp(Path(f"{s3_bucket}/slides/generic.tif")) == 0.3  # a URL carried as a Path
+    argv = ["info", "--json", "--slide-overrides", f"{s3_bucket}/meta/fix.csv", f"{s3_bucket}/slides/"]
+    assert main(argv) == 0
+    (info,) = json.loads(capsys.readouterr().out)["slides"]
+    assert (info["mpp_x"], info["mpp_source"]) == (0.3, f"{s3_bucket}/meta/fix.csv:2")
+    with pytest.raises(ConfigError, match=r"cannot read slide overrides file .*missing\.csv"):
+        read_slide_overrides(f"{s3_bucket}/meta/missing.csv")
