@@ -361,15 +361,29 @@ def read_reference(path: PathLike) -> dict[str, bool]:
     """Read CAMELYON16 ``reference.csv`` (``slide,Tumor|Normal[,...]``) into ``{slide: is_tumor}``.
 
     A header line (second field not a label) is skipped. Slide names lose known suffixes.
+    A per-slide overrides CSV (a header naming ``slide``, ``mpp`` and ``label``;
+    :func:`wsipipe.slide.read_slide_overrides`) is read too: its labelled rows are the labels.
 
     Raises
     ------
     EvaluationError
-        Missing file, a label that is neither tumour nor normal, or no rows.
+        Missing file, a label that is neither tumour nor normal, or no rows (an overrides CSV:
+        no row with a label).
+    ConfigError
+        A malformed per-slide overrides CSV.
     """
     path = Path(path)
     if not path.is_file():
         raise EvaluationError(f"{path}: reference label file not found")
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        header = {c.strip().lower() for c in next(csv.reader(fh), [])}
+    if {"slide", "mpp", "label"} <= header:
+        from wsipipe.slide import read_slide_overrides
+
+        labels = read_slide_overrides(path).labels
+        if not labels:
+            raise EvaluationError(f"{path}: no row of this slide overrides CSV has a label; fill its label column")
+        return labels
     out: dict[str, bool] = {}
     with path.open(newline="") as fh:
         for lineno, row in enumerate(csv.reader(fh), start=1):

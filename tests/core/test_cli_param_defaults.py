@@ -74,7 +74,7 @@ OVERRIDES: dict[str, tuple[list[str], dict[str, Any]]] = {
     "tile": (
         shlex.split(
             "--mpp 0.486 --tile-size 128 --stride 64 --min-tissue 0.25 --chunk-tiles 16 --compression jpeg "
-            "--backend tiffslide --slide-mpp 0.25 --pen-marks blue green"
+            "--backend tiffslide --slide-mpp 0.25 --slide-overrides fix.csv --pen-marks blue green"
         ),
         {
             "target_mpp": 0.486,
@@ -85,6 +85,7 @@ OVERRIDES: dict[str, tuple[list[str], dict[str, Any]]] = {
             "compression": "jpeg",
             "backend": "tiffslide",
             "slide_mpp": 0.25,
+            "slide_overrides": "fix.csv",
             "tissue.pen_marks": ["blue", "green"],
         },
     ),
@@ -150,7 +151,8 @@ OVERRIDES: dict[str, tuple[list[str], dict[str, Any]]] = {
     ),
     "explain": (
         shlex.split(
-            "--top-k 2 --methods saliency --region-px 64 --mpp 0.5 --slide-mpp 0.25 --target 1 --alpha 0.2 --beta 0.3 "
+            "--top-k 2 --methods saliency --region-px 64 --mpp 0.5 --slide-mpp 0.25 --slide-overrides fix.csv "
+            "--target 1 --alpha 0.2 --beta 0.3 "
             "--cell-px 4 --no-png --no-geojson --seed 7 --device cuda:1 --ig-steps 100 --nt-samples 5 --nt-stdev 1.0 "
             "--nt-type smoothgrad_sq --nt-steps 50 --lime-segments quickshift --lime-n-segments 9 --lime-samples 500 "
             "--lime-top-k 3 --patch-heatmap averaged"
@@ -161,6 +163,7 @@ OVERRIDES: dict[str, tuple[list[str], dict[str, Any]]] = {
             "region_px": 64,
             "mpp": 0.5,
             "slide_mpp": 0.25,
+            "slide_overrides": "fix.csv",
             "target": 1,
             "alpha": 0.2,
             "beta": 0.3,

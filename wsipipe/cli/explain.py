@@ -49,7 +49,14 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     params.add("--region-px", type=int, default=None, help="region side at the input MPP (default: tile size)")
     params.add("--mpp", type=float, default=None, help="input µm/px (default: the checkpoint's)")
-    params.add("--slide-mpp", type=float, default=None, help="level-0 µm/px of slides lacking it")
+    params.add("--slide-mpp", type=float, default=None, help="level-0 µm/px of every slide, instead of its metadata")
+    params.add(
+        "--slide-overrides",
+        type=str,
+        default=None,
+        metavar="CSV",
+        help="per-slide level-0 µm/px: a slide,mpp[,label] CSV (as for `wsipipe tile`); a row wins over --slide-mpp",
+    )
     params.add("--target", type=int, default=None, help="class index to explain (default: tumour / arg-max)")
     params.add("--alpha", type=float, default=0.5, help="CELM alpha (CAM3 vs CAM2 weight, default {default})")
     params.add("--beta", type=float, default=0.5, help="CELM beta (weight of CAM x saliency, default {default})")

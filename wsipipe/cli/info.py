@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from wsipipe.slide import BACKEND_NAMES
 
 if TYPE_CHECKING:
-    from wsipipe.slide import SlideReader
+    from wsipipe.slide import SlideOverride, SlideReader
 
 __all__ = ["add_parser", "describe", "run"]
 
@@ -34,13 +34,27 @@ def add_parser(subparsers: Any) -> None:
         "or folders holding them",
     )
     p.add_argument("--backend", choices=BACKEND_NAMES, default="auto", help="reader backend (default auto)")
-    p.add_argument("--mpp", type=float, default=None, help="level-0 µm/px to use when the slide does not record it")
+    p.add_argument(
+        "--mpp", type=float, default=None, help="level-0 µm/px of every slide, instead of the one it records"
+    )
+    p.add_argument(
+        "--slide-overrides",
+        metavar="CSV",
+        default=None,
+        help="per-slide level-0 µm/px: a CSV with columns slide,mpp[,label] (as for `wsipipe tile`); a slide's "
+        "row wins over --mpp",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     p.set_defaults(func=run)
 
 
-def describe(slide: SlideReader) -> dict[str, Any]:
-    """The facts ``wsipipe info`` prints, as a JSON-compatible dict."""
+def describe(slide: SlideReader, override: SlideOverride | None = None) -> dict[str, Any]:
+    """The facts ``wsipipe info`` prints, as a JSON-compatible dict.
+
+    ``override`` is the slide's row of a per-slide overrides CSV (the slide was opened with its
+    ``mpp``): it adds ``mpp_source`` (``"<csv>:<line>"``) and ``label`` (true tumour, false normal,
+    null not given); without one, ``mpp_source`` and ``label`` are null.
+    """
     mpp_xy = slide.mpp_xy if slide.has_mpp else None
     levels = []
     for i, ((w, h), ds) in enumerate(zip(slide.level_dimensions, slide.level_downsamples)):
@@ -58,6 +72,8 @@ def describe(slide: SlideReader) -> dict[str, Any]:
         "height": slide.dimensions[1],
         "mpp_x": mpp_xy[0] if mpp_xy else None,
         "mpp_y": mpp_xy[1] if mpp_xy else None,
+        "mpp_source": override.source if override is not None else None,
+        "label": override.label if override is not None else None,
         "level_count": slide.level_count,
         "levels": levels,
     }
@@ -65,15 +81,18 @@ def describe(slide: SlideReader) -> dict[str, Any]:
 
 def _text(info: dict[str, Any]) -> str:
     if info["mpp_x"] is None:
-        mpp = "unknown (not in the file; pass --mpp)"
+        mpp = "unknown (not in the file; pass --mpp, or --slide-overrides with a slide,mpp CSV)"
     else:
         mpp = f"{info['mpp_x']:.4g} x {info['mpp_y']:.4g} µm/px"
+        if info.get("mpp_source"):
+            mpp += f" (from {info['mpp_source']})"
     lines = [
         info["path"],
         f"  slide id   {info['slide_id']}",
         f"  backend    {info['backend']} (vendor {info['vendor']})",
         f"  size       {info['width']} x {info['height']} px (level 0)",
         f"  mpp        {mpp}",
+        *([f"  label      {'tumor' if info['label'] else 'normal'}"] if info.get("label") is not None else []),
         f"  levels     {info['level_count']}",
         f"    {'level':>5}  {'width':>8}  {'height':>8}  {'downsample':>10}  {'µm/px':>8}",
     ]
@@ -86,10 +105,11 @@ def _text(info: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     """Describe each slide; return 0 if all opened, 2 if none did, 3 if some failed."""
     from wsipipe.errors import ConfigError, WsipipeError
-    from wsipipe.slide import find_slides, open_slide
+    from wsipipe.slide import find_slides, open_slide, read_slide_overrides
 
     if args.mpp is not None and not args.mpp > 0:
         raise ConfigError(f"--mpp must be a positive number of µm/px, got {args.mpp}")
+    overrides = read_slide_overrides(args.slide_overrides) if args.slide_overrides else None
     infos: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []
     paths: list[Any] = []
@@ -105,10 +125,13 @@ def run(args: argparse.Namespace) -> int:
             failures.append({"path": str(arg), "error": err_text})
             print(f"wsipipe info: error: {err_text}", file=sys.stderr)
         paths.extend(found)
+    if overrides is not None:
+        overrides.warn_unmatched(paths)
     for path in dict.fromkeys(paths):
         try:
-            with open_slide(path, args.backend, mpp=args.mpp) as slide:
-                info = describe(slide)
+            row = overrides.match(path) if overrides is not None else None
+            with open_slide(path, args.backend, mpp=row.mpp if row is not None else args.mpp) as slide:
+                info = describe(slide, row)
         except WsipipeError as err:
             failures.append({"path": str(path), "error": str(err)})
             print(f"wsipipe info: error: {err}", file=sys.stderr)

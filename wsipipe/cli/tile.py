@@ -49,7 +49,19 @@ def add_parser(subparsers: Any) -> None:
         help="tile codec (default {default}; source: keep the slide's own JPEG tiles, same pixels, ~10x smaller)",
     )
     params.add("--backend", choices=BACKEND_NAMES, default="auto", help="slide reader")
-    params.add("--slide-mpp", type=float, default=None, help="level-0 µm/px for slides that do not record it")
+    params.add(
+        "--slide-mpp",
+        type=float,
+        default=None,
+        help="level-0 µm/px of every slide, instead of its metadata (for slides that lack it or record a wrong one)",
+    )
+    params.add(
+        "--slide-overrides",
+        type=str,
+        default=None,
+        metavar="CSV",
+        help="per-slide level-0 µm/px: a CSV with columns slide,mpp[,label]; a slide's row wins over --slide-mpp",
+    )
     params.add(
         "--pen-marks",
         field="tissue.pen_marks",

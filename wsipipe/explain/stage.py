@@ -23,7 +23,7 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -67,7 +67,10 @@ class ExplainParams:
     mpp: float | None = None
     """Input µm/px; default the checkpoint's ``input_mpp``."""
     slide_mpp: float | None = None
-    """Level-0 µm/px override for slides without resolution metadata."""
+    """Level-0 µm/px of every slide, instead of its metadata (for slides without one, or with a wrong one)."""
+    slide_overrides: Path | None = None
+    """A per-slide ``slide,mpp[,label]`` CSV (:func:`wsipipe.slide.read_slide_overrides`), as for tiling:
+    a slide's row sets its level-0 µm/px, winning over :attr:`slide_mpp`."""
     target: int | None = None
     """Class index to explain; default the tumour logit of one-logit models, else each region's arg-max."""
     alpha: float = 0.5
@@ -448,15 +451,19 @@ def explain_slides(
     """
     from wsipipe.explain._registry import method_capabilities
     from wsipipe.models import load_checkpoint
+    from wsipipe.slide import read_slide_overrides
 
     params = params or ExplainParams()
     if (lesions_dir is None) == (points is None):
         raise ConfigError("give exactly one of lesions_dir (lesion CSV folder) and points (level-0 x, y)")
     start = time.perf_counter()
+    overrides = read_slide_overrides(params.slide_overrides) if params.slide_overrides is not None else None
     given = list(slides)
     files = find_slides(given)
     if not files:
         raise ConfigError(f"no slide files ({', '.join(SLIDE_SUFFIXES)}) in {', '.join(map(str, given))}")
+    if overrides is not None:
+        overrides.warn_unmatched(files)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model, meta = load_checkpoint(
@@ -483,7 +490,11 @@ def explain_slides(
                 logger.info("%s: no lesion points; nothing to explain", sid)
                 results.append(SlideExplain(sid, path, "done", seconds=time.perf_counter() - t0))
                 continue
-            res, slide_rows = _explain_slide(path, out, params, model, meta, pts, ann_dir)
+            if overrides is not None:  # the slide's row wins over slide_mpp, as in tiling
+                slide_params = replace(params, slide_mpp=overrides.mpp(path, params.slide_mpp))
+            else:
+                slide_params = params
+            res, slide_rows = _explain_slide(path, out, slide_params, model, meta, pts, ann_dir)
         except (WsipipeError, OSError, ValueError) as err:
             logger.error("%s: %s: %s", path, type(err).__name__, err)
             results.append(

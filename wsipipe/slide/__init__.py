@@ -10,11 +10,12 @@ RGB arrays, white where the slide is transparent or absent.
 This package also owns slide identity for every stage: which files are slides
 (:data:`SLIDE_SUFFIXES`, :func:`find_slides`, :func:`is_slide_file`), the id a slide's outputs
 are named by (:func:`slide_id`) and the slide a name refers to (:func:`slide_key`); and the
-backend registry (:data:`BACKENDS`, :data:`BACKEND_NAMES`, :data:`Backend`, :data:`SLIDE_FORMATS`).
+backend registry (:data:`BACKENDS`, :data:`BACKEND_NAMES`, :data:`Backend`, :data:`SLIDE_FORMATS`);
+and per-slide overrides of the level-0 µm/px (:func:`read_slide_overrides`, :class:`SlideOverrides`).
 
 Importing this package loads neither backend library, nor numpy: identity and registry names
-are plain Python (the CLI builds its ``--help`` from them), and the reader names are imported
-on first use.
+are plain Python (the CLI builds its ``--help`` from them), and the reader and overrides names
+are imported on first use.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from wsipipe.slide._jpeg import TileDataError, decode_jpeg_stream
     from wsipipe.slide._levels import best_level_for_mpp, resize_rgb
     from wsipipe.slide._open import open_slide
+    from wsipipe.slide._overrides import SlideOverride, SlideOverrides, read_slide_overrides
     from wsipipe.slide._protocol import SlideReader
     from wsipipe.slide._tiles import LevelTileReader, RegionLevelTileReader, TiffLevelTileReader
     from wsipipe.slide._wsidicom import DicomFrameTileReader
@@ -52,6 +54,8 @@ __all__ = [
     "LevelTileReader",
     "RegionLevelTileReader",
     "SlideBackend",
+    "SlideOverride",
+    "SlideOverrides",
     "SlideReader",
     "TiffLevelTileReader",
     "TileDataError",
@@ -60,6 +64,7 @@ __all__ = [
     "find_slides",
     "is_slide_file",
     "open_slide",
+    "read_slide_overrides",
     "resize_rgb",
     "slide_id",
     "slide_key",
@@ -71,6 +76,9 @@ _READERS = {
     "best_level_for_mpp": "wsipipe.slide._levels",
     "resize_rgb": "wsipipe.slide._levels",
     "open_slide": "wsipipe.slide._open",
+    "SlideOverride": "wsipipe.slide._overrides",
+    "SlideOverrides": "wsipipe.slide._overrides",
+    "read_slide_overrides": "wsipipe.slide._overrides",
     "SlideReader": "wsipipe.slide._protocol",
     "LevelTileReader": "wsipipe.slide._tiles",
     "RegionLevelTileReader": "wsipipe.slide._tiles",

@@ -144,7 +144,8 @@ class SlideReader(ABC):
             raise ResolutionError(
                 f"{self.path}: the slide does not record its resolution (no {self.backend}.mpp-x property and no "
                 "TIFF resolution tags); pass the level-0 µm/px with open_slide(..., mpp=0.25) "
-                "(CLI: --mpp 0.25; YAML: slides.mpp)"
+                "(wsipipe info --mpp 0.25, wsipipe tile --slide-mpp 0.25, YAML stages.tile.slide_mpp), or per slide "
+                "with a slide,mpp CSV (--slide-overrides FILE.csv, YAML stages.tile.slide_overrides)"
             )
         return (mpp_x, mpp_y if mpp_y is not None else mpp_x)
 

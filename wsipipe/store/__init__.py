@@ -4,7 +4,8 @@ Layout (see ``docs/store.md``)::
 
     <out>/stores/<slide_id>.zarr
       root attrs                wsipipe_store_version, slide_path, slide_hash, backend, level0_size,
-                                level0_mpp, tiling (a versioned TilingInfo), params_hash,
+                                level0_mpp (and where it came from: level0_mpp_source),
+                                tiling (a versioned TilingInfo), params_hash,
                                 complete (written last)
       tissue/mask               (h, w) bool; attrs downsample (x, y), method, params
       tiles/images              (N, T, T, 3) uint8, chunks of chunk_tiles tiles (zstd, jpeg or
@@ -26,6 +27,7 @@ from wsipipe.store._layout import (
     ATTR_BACKEND,
     ATTR_COMPLETE,
     ATTR_LEVEL0_MPP,
+    ATTR_LEVEL0_MPP_SOURCE,
     ATTR_LEVEL0_SIZE,
     ATTR_PARAMS_HASH,
     ATTR_SLIDE_HASH,
@@ -87,6 +89,7 @@ __all__ = [
     "ATTR_BACKEND",
     "ATTR_COMPLETE",
     "ATTR_LEVEL0_MPP",
+    "ATTR_LEVEL0_MPP_SOURCE",
     "ATTR_LEVEL0_SIZE",
     "ATTR_PARAMS_HASH",
     "ATTR_SLIDE_HASH",

@@ -23,6 +23,7 @@ __all__ = [
     "ATTR_BACKEND",
     "ATTR_COMPLETE",
     "ATTR_LEVEL0_MPP",
+    "ATTR_LEVEL0_MPP_SOURCE",
     "ATTR_LEVEL0_SIZE",
     "ATTR_PARAMS_HASH",
     "ATTR_SLIDE_HASH",
@@ -65,6 +66,9 @@ ATTR_SLIDE_HASH = "slide_hash"
 ATTR_BACKEND = "backend"
 ATTR_LEVEL0_SIZE = "level0_size"
 ATTR_LEVEL0_MPP = "level0_mpp"
+#: Where ``level0_mpp`` came from (``slide``, ``slide_mpp``, ``slide_overrides <csv>:<line>``); optional:
+#: stores written before it existed lack it, so it is not in :data:`ROOT_ATTRS`.
+ATTR_LEVEL0_MPP_SOURCE = "level0_mpp_source"
 ATTR_TILING = "tiling"
 ATTR_PARAMS_HASH = "params_hash"
 ATTR_COMPLETE = "complete"

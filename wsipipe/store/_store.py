@@ -33,6 +33,7 @@ from wsipipe.store._layout import (
     ATTR_BACKEND,
     ATTR_COMPLETE,
     ATTR_LEVEL0_MPP,
+    ATTR_LEVEL0_MPP_SOURCE,
     ATTR_LEVEL0_SIZE,
     ATTR_PARAMS_HASH,
     ATTR_SLIDE_HASH,
@@ -130,6 +131,7 @@ def create_store(
     level0_mpp: float,
     tiling: TilingInfo,
     params_hash: str,
+    level0_mpp_source: str = "slide",
 ) -> zarr.Group:
     """Create an empty store at ``path`` (replacing whatever is there) with its root attributes.
 
@@ -146,6 +148,10 @@ def create_store(
         Level-0 (width, height) in pixels.
     level0_mpp : float
         Level-0 resolution in µm/px.
+    level0_mpp_source : str, optional
+        Where ``level0_mpp`` came from: ``"slide"`` (the slide's metadata), ``"slide_mpp"`` (one
+        value for every slide) or ``"slide_overrides <csv>:<line>"`` (a row of a per-slide overrides
+        CSV). Written as the root attribute ``level0_mpp_source``.
     tiling : TilingInfo
         The tiling parameters and the grid geometry, written with :meth:`TilingInfo.to_attrs`.
     params_hash : str
@@ -164,6 +170,7 @@ def create_store(
         ATTR_BACKEND: backend,
         ATTR_LEVEL0_SIZE: [int(level0_size[0]), int(level0_size[1])],
         ATTR_LEVEL0_MPP: float(level0_mpp),
+        ATTR_LEVEL0_MPP_SOURCE: str(level0_mpp_source),
         ATTR_TILING: tiling.to_attrs(),
         ATTR_PARAMS_HASH: params_hash,
         ATTR_COMPLETE: False,

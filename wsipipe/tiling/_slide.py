@@ -30,7 +30,7 @@ from wsipipe.errors import (
     output_error,
 )
 from wsipipe.scheduler import SchedulerSpec
-from wsipipe.slide import SlideReader, slide_id
+from wsipipe.slide import SlideOverrides, SlideReader, slide_id
 from wsipipe.storage import as_url, is_url
 from wsipipe.store import (
     ATTR_BACKEND,
@@ -73,7 +73,10 @@ class _Job:
     path: str
     store: str
     params: TileParams
+    """The slide's parameters: its overrides row's MPP is its ``slide_mpp``."""
     force: bool
+    mpp_source: str = "slide"
+    """Where the level-0 µm/px comes from (the store's ``level0_mpp_source``)."""
 
 
 @dataclass(frozen=True)
@@ -306,6 +309,7 @@ def _prepare(job: _Job) -> _Prepared:
             backend=backend,
             level0_size=(width0, height0),
             level0_mpp=mpp0,
+            level0_mpp_source=job.mpp_source,
             tiling=grid.tiling_info(params),
             params_hash=phash,
         )
@@ -468,14 +472,29 @@ def _tiles_of(task: _Band | _Preview | _Cleanup) -> int:
     return len(task.cells) if isinstance(task, _Band) else 0
 
 
+def _job(path: Path, stores: Path, params: TileParams, force: bool, overrides: SlideOverrides | None) -> _Job:
+    """One slide's job: its parameters carry its overrides row's MPP as ``slide_mpp`` (so in the params hash)."""
+    sid = slide_id(path)
+    row = overrides.match(path) if overrides is not None else None
+    if row is not None:
+        params, source = replace(params, slide_mpp=row.mpp), f"slide_overrides {row.source}"
+    else:
+        source = "slide_mpp" if params.slide_mpp is not None else "slide"
+    return _Job(sid, as_url(path) or str(path.resolve()), str(stores / f"{sid}.zarr"), params, force, source)
+
+
 def tile_paths(
-    paths: list[Path], stores: Path, params: TileParams, *, spec: SchedulerSpec, workers: int | None, force: bool
+    paths: list[Path],
+    stores: Path,
+    params: TileParams,
+    *,
+    spec: SchedulerSpec,
+    workers: int | None,
+    force: bool,
+    overrides: SlideOverrides | None = None,
 ) -> tuple[SlideSummary, ...]:
     """Tile ``paths`` into ``<stores>/<slide_id>.zarr`` on one scheduler; one summary per path, in order."""
-    jobs = [
-        _Job(slide_id(p), as_url(p) or str(p.resolve()), str(stores / f"{slide_id(p)}.zarr"), params, force)
-        for p in paths
-    ]
+    jobs = [_job(p, stores, params, force, overrides) for p in paths]
     leftovers = _leftovers(stores)
     with TaskRunner(spec, workers) as runner:
         prepared = runner.map(_prepare, jobs, desc="tissue masks", unit="slide")

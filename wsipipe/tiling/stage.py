@@ -66,7 +66,13 @@ class TileParams:
     backend: Backend = "auto"
     """Slide reader backend: ``"auto"`` or a name of :data:`wsipipe.slide.BACKENDS`."""
     slide_mpp: float | None = None
-    """Level-0 µm/px to assume for slides without resolution metadata."""
+    """Level-0 µm/px of every slide, instead of the one its metadata records (for slides without one, or
+    with a wrong one); ``None`` reads it from each slide. A row of :attr:`slide_overrides` wins over it."""
+    slide_overrides: Path | None = None
+    """A CSV of per-slide overrides, ``slide,mpp[,label]`` (:func:`wsipipe.slide.read_slide_overrides`): a
+    slide's row sets its level-0 µm/px, winning over :attr:`slide_mpp` and the metadata. The value each
+    slide is tiled with is hashed (as its ``slide_mpp``), not the file's path; rows naming no slide are
+    warned about and ignored."""
     preview: bool = True
     """Write ``<slide_id>.tissue.png`` (thumbnail with the mask outline) next to each store."""
     tissue: TissueParams = field(default_factory=TissueParams)
@@ -97,9 +103,15 @@ class TileParams:
 
 
 def params_hash(params: TileParams) -> str:
-    """Hash of the parameters that decide the store's content (``preview`` is left out)."""
+    """Hash of the parameters that decide the store's content.
+
+    ``preview`` is left out, and so is ``slide_overrides``: the tiling stage hashes each slide's
+    parameters with its row's MPP as ``slide_mpp``, so a store is rebuilt when its slide's MPP
+    changes, and only then.
+    """
     data: dict[str, Any] = to_dict(params)
     data.pop("preview", None)
+    data.pop("slide_overrides", None)
     return config_hash(data)
 
 
@@ -182,7 +194,10 @@ def tile_slides(
     out_dir : path-like
         Output directory; stores and ``<slide_id>.tissue.png`` previews go to ``stores/``.
     params : TileParams, optional
-        Defaults to ``TileParams()`` (0.972 µm/px, 256 px tiles, ≥ 50 % tissue, zstd).
+        Defaults to ``TileParams()`` (0.972 µm/px, 256 px tiles, ≥ 50 % tissue, zstd). With
+        ``slide_overrides``, the CSV is read first (a malformed one raises
+        :class:`~wsipipe.errors.ConfigError` before any work) and each slide with a row is tiled
+        at its row's level-0 µm/px.
     scheduler : str, path, distributed.Client or None, optional
         Any value of the one scheduler grammar (:mod:`wsipipe.scheduler`): ``None`` (local
         threads), ``"sync"``, ``"threads"``, ``"processes"``, a Dask address, a scheduler file
@@ -200,18 +215,21 @@ def tile_slides(
         (see :meth:`TileResult.raise_for_failures`).
     """
     from wsipipe.scheduler import parse_scheduler
-    from wsipipe.slide import find_slides
+    from wsipipe.slide import find_slides, read_slide_overrides
     from wsipipe.storage import is_url
     from wsipipe.tiling._slide import tile_paths
 
     params = params or TileParams()
     spec = parse_scheduler(scheduler)  # a bad value fails before any work
+    overrides = read_slide_overrides(params.slide_overrides) if params.slide_overrides is not None else None
     started = time.perf_counter()
     paths = find_slides(slides)
+    if overrides is not None:
+        overrides.warn_unmatched(paths)
     stores = Path(out_dir) / "stores"
     if not is_url(stores):  # object storage has no directories
         stores.mkdir(parents=True, exist_ok=True)
-    summaries = tile_paths(paths, stores, params, spec=spec, workers=workers, force=force)
+    summaries = tile_paths(paths, stores, params, spec=spec, workers=workers, force=force, overrides=overrides)
     for summary in summaries:
         if summary.status == "failed":
             logger.warning("%s: failed: %s", location(summary.path), summary.error)
