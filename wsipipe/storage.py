@@ -36,6 +36,7 @@ __all__ = [
     "is_dir",
     "is_url",
     "list_dir",
+    "list_files",
     "location",
     "open_input",
     "open_output",
@@ -265,6 +266,22 @@ def list_dir(path: PathLike | str, pattern: str = "*") -> list[Path]:
         return []
     names = sorted(str(n).rstrip("/") for n in fs.ls(key, detail=False))
     return [Path(fs.unstrip_protocol(n)) for n in names if fnmatchcase(n.rsplit("/", 1)[-1], pattern)]
+
+
+def list_files(path: PathLike | str) -> list[Path]:
+    """Every file under a folder or URL prefix, at any depth, sorted (empty when there is none).
+
+    At a URL each is a ``Path`` made from the object's URL (:func:`as_url` gives it back).
+    """
+    url = as_url(path)
+    if url is None:
+        root = Path(path)
+        return sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+    fs, key = url_fs(url)
+    fs.invalidate_cache(key)
+    if not fs.isdir(key):
+        return []
+    return [Path(fs.unstrip_protocol(str(n))) for n in sorted(fs.find(key))]
 
 
 @contextmanager
