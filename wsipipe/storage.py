@@ -1,8 +1,10 @@
 """Object storage: which inputs and outputs are fsspec URLs, and the file system that reads them.
 
 A slide or an output directory may be a URL (``s3://bucket/slides/``, ``gs://...``,
-``https://host/slide.tif``) in the tile, infer, aggregate and export stages (a pipeline's run
-directory, with its lock and manifest, is local). Stages carry such a location
+``https://host/slide.tif``) in the tile, infer, aggregate, evaluate, evaluate-patches, explain
+and export stages, in ``wsipipe view`` (a run directory at a URL prefix) and for training data
+(``pcam`` and ``slides`` roots); a pipeline's run directory, with its lock and manifest, and a
+training run directory are local. Stages carry such a location
 as a :class:`~pathlib.Path` like any other (``Path("s3://b/x.tif")`` keeps its name, stem and
 parent); :func:`as_url` recognises it again (``scheme:/rest`` with a scheme of two or more
 letters, so ``C:/`` stays a path) and gives back the URL.
