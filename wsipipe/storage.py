@@ -1,8 +1,10 @@
 """Object storage: which inputs and outputs are fsspec URLs, and the file system that reads them.
 
 A slide or an output directory may be a URL (``s3://bucket/slides/``, ``gs://...``,
-``https://host/slide.tif``) in the tile, infer, aggregate and export stages (a pipeline's run
-directory, with its lock and manifest, is local). Stages carry such a location
+``https://host/slide.tif``) in the tile, infer, aggregate, evaluate, evaluate-patches, explain
+and export stages, in ``wsipipe view`` (a run directory at a URL prefix) and for training data
+(``pcam`` and ``slides`` roots); a pipeline's run directory, with its lock and manifest, and a
+training run directory are local. Stages carry such a location
 as a :class:`~pathlib.Path` like any other (``Path("s3://b/x.tif")`` keeps its name, stem and
 parent); :func:`as_url` recognises it again (``scheme:/rest`` with a scheme of two or more
 letters, so ``C:/`` stays a path) and gives back the URL.
@@ -33,13 +35,22 @@ if TYPE_CHECKING:
 __all__ = [
     "as_url",
     "input_size",
+    "is_dir",
     "is_url",
+    "list_dir",
+    "list_files",
     "location",
     "open_input",
+    "open_output",
+    "output_exists",
+    "readable",
     "redact_url",
+    "remove_output",
     "set_storage_options",
     "storage_options",
     "url_fs",
+    "writable",
+    "writable_dir",
 ]
 
 #: Block size of the read cache of :func:`open_input` on a URL (TIFF headers, tile offset tables).
@@ -215,4 +226,84 @@ def remove_output(path: PathLike | str) -> None:
     if output_exists(url):
         fs, key = url_fs(url)
         fs.rm_file(key)
+        fs.invalidate_cache(key)
+
+
+def is_dir(path: PathLike | str) -> bool:
+    """Whether ``path`` is a local folder or an fsspec URL prefix with objects under it."""
+    url = as_url(path)
+    if url is None:
+        return Path(path).is_dir()
+    fs, key = url_fs(url)
+    fs.invalidate_cache(key)
+    return bool(fs.isdir(key))
+
+
+def list_dir(path: PathLike | str, pattern: str = "*") -> list[Path]:
+    """The entries directly in a folder or URL prefix whose names match ``pattern``, sorted.
+
+    Parameters
+    ----------
+    path : path-like or str
+        A local folder or an fsspec URL prefix.
+    pattern : str
+        A :func:`fnmatch.fnmatch` pattern on the entry's name (case-sensitive, as a POSIX glob).
+
+    Returns
+    -------
+    list of Path
+        Files and sub-folders (sub-prefixes at a URL) as paths; at a URL each is a ``Path``
+        made from the entry's URL (:func:`as_url` gives it back). Empty when ``path`` is no
+        folder or prefix.
+    """
+    from fnmatch import fnmatchcase
+
+    url = as_url(path)
+    if url is None:
+        root = Path(path)
+        return sorted(p for p in root.iterdir() if fnmatchcase(p.name, pattern)) if root.is_dir() else []
+    fs, key = url_fs(url)
+    fs.invalidate_cache(key)
+    if not fs.isdir(key):
+        return []
+    names = sorted(str(n).rstrip("/") for n in fs.ls(key, detail=False))
+    return [Path(fs.unstrip_protocol(n)) for n in names if fnmatchcase(n.rsplit("/", 1)[-1], pattern)]
+
+
+def list_files(path: PathLike | str) -> list[Path]:
+    """Every file under a folder or URL prefix, at any depth, sorted (empty when there is none).
+
+    At a URL each is a ``Path`` made from the object's URL (:func:`as_url` gives it back).
+    """
+    url = as_url(path)
+    if url is None:
+        root = Path(path)
+        return sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+    fs, key = url_fs(url)
+    fs.invalidate_cache(key)
+    if not fs.isdir(key):
+        return []
+    return [Path(fs.unstrip_protocol(str(n))) for n in sorted(fs.find(key))]
+
+
+@contextmanager
+def writable_dir(path: PathLike | str) -> Iterator[Path]:
+    """A local folder to write ``path``'s files into: ``path`` itself (created), or for a URL a temporary folder.
+
+    For a URL every file written under the folder is put, one PUT each and at the same
+    relative key under the prefix, after the block ends without an error; nothing is
+    uploaded if the block raises (objects already at the prefix stay as they were).
+    """
+    url = as_url(path)
+    if url is None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        yield Path(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="wsipipe-out-") as tmp:
+        yield Path(tmp)
+        fs, key = url_fs(url)
+        for local in sorted(p for p in Path(tmp).rglob("*") if p.is_file()):
+            target = f"{key.rstrip('/')}/{local.relative_to(tmp).as_posix()}"
+            fs.put_file(str(local), target)
+            fs.invalidate_cache(target)
         fs.invalidate_cache(key)

@@ -25,15 +25,17 @@ import logging
 import math
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from wsipipe.errors import ConfigError, EvaluationError
 from wsipipe.slide import slide_key
-from wsipipe.storage import is_url, readable, writable
+from wsipipe.storage import is_url, location, output_exists, readable, writable
 from wsipipe.types import PathLike
 
 __all__ = [
@@ -204,7 +206,7 @@ def read_lesion_csv(path: PathLike) -> Detections:
     EvaluationError
         A row with fewer than three fields or a value that is not a finite number.
     """
-    path = Path(path)
+    where_file = location(path)
     conf: list[float] = []
     xs: list[float] = []
     ys: list[float] = []
@@ -216,22 +218,24 @@ def read_lesion_csv(path: PathLike) -> Detections:
             if lineno == 1 and not is_number(row[0]):
                 continue
             if len(row) < 3:
-                raise EvaluationError(f"{path}, line {lineno}: expected Confidence,X,Y, got {','.join(row)!r}")
+                raise EvaluationError(f"{where_file}, line {lineno}: expected Confidence,X,Y, got {','.join(row)!r}")
             try:
                 c, x, y = (float(v) for v in row[:3])
             except ValueError:
                 raise EvaluationError(
-                    f"{path}, line {lineno}: Confidence,X,Y must be numbers, got {','.join(row[:3])!r}"
+                    f"{where_file}, line {lineno}: Confidence,X,Y must be numbers, got {','.join(row[:3])!r}"
                 ) from None
             if not all(math.isfinite(v) for v in (c, x, y)):
-                raise EvaluationError(f"{path}, line {lineno}: non-finite value in {','.join(row[:3])!r}")
+                raise EvaluationError(f"{where_file}, line {lineno}: non-finite value in {','.join(row[:3])!r}")
             if x != math.floor(x) or y != math.floor(y):
                 decimals += 1
             conf.append(c)
             xs.append(math.floor(x))
             ys.append(math.floor(y))
     if decimals:
-        logger.warning("%s: %d detection(s) had decimal coordinates; floored to integer level-0 px", path, decimals)
+        logger.warning(
+            "%s: %d detection(s) had decimal coordinates; floored to integer level-0 px", where_file, decimals
+        )
     return Detections(np.asarray(conf, np.float64), np.asarray(xs, np.int64), np.asarray(ys, np.int64))
 
 
@@ -288,6 +292,15 @@ def write_slide_predictions(path: PathLike, predictions: Sequence[SlidePredictio
     return _write_rows(path, [header, *body], path.with_name(path.name + ".tmp"))
 
 
+@contextmanager
+def _open_csv(path: PathLike, what: str) -> Iterator[Any]:
+    """A text file object on a local CSV or one at an fsspec URL; EvaluationError naming it when missing."""
+    if not output_exists(path):
+        raise EvaluationError(f"{location(path)}: {what} not found")
+    with readable(path) as local, local.open(newline="") as fh:
+        yield fh
+
+
 def read_slide_predictions(path: PathLike) -> dict[str, SlidePrediction]:
     """Read a slide-predictions CSV: ``slide,probability[,label[,score...]]``, header optional.
 
@@ -305,16 +318,14 @@ def read_slide_predictions(path: PathLike) -> dict[str, SlidePrediction]:
         Missing file, a row without a probability, a value that is not a finite number, a
         label that is neither tumour nor normal, or a slide listed twice.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise EvaluationError(f"{path}: slide predictions file not found")
+    where_file = location(path)
     out: dict[str, SlidePrediction] = {}
     extra: list[str] = []
-    with path.open(newline="") as fh:
+    with _open_csv(path, "slide predictions file") as fh:
         for lineno, row in enumerate(csv.reader(fh), start=1):
             if not row or not row[0].strip():
                 continue
-            where = f"{path}, line {lineno}"
+            where = f"{where_file}, line {lineno}"
             if len(row) < 2:
                 raise EvaluationError(f"{where}: expected slide,probability, got {','.join(row)!r}")
             if lineno == 1 and not is_number(row[1]):
@@ -372,39 +383,36 @@ def read_reference(path: PathLike) -> dict[str, bool]:
     ConfigError
         A malformed per-slide overrides CSV.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise EvaluationError(f"{path}: reference label file not found")
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        header = {c.strip().lower() for c in next(csv.reader(fh), [])}
-    if {"slide", "mpp", "label"} <= header:
+    where_file = location(path)
+    with _open_csv(path, "reference label file") as fh:
+        rows = list(csv.reader(fh))
+    if {"slide", "mpp", "label"} <= {c.strip().lower().lstrip("\ufeff") for c in (rows[0] if rows else [])}:
         from wsipipe.slide import read_slide_overrides
 
         labels = read_slide_overrides(path).labels
         if not labels:
-            raise EvaluationError(f"{path}: no row of this slide overrides CSV has a label; fill its label column")
+            raise EvaluationError(
+                f"{where_file}: no row of this slide overrides CSV has a label; fill its label column"
+            )
         return labels
     out: dict[str, bool] = {}
-    with path.open(newline="") as fh:
-        for lineno, row in enumerate(csv.reader(fh), start=1):
-            if len(row) < 2 or not row[0].strip():
-                continue
-            low = row[1].strip().lower()
-            if lineno == 1 and low not in _POSITIVE | _NEGATIVE:
-                continue
-            out[slide_key(row[0])] = parse_label(row[1], where=f"{path}, line {lineno}")
+    for lineno, row in enumerate(rows, start=1):
+        if len(row) < 2 or not row[0].strip():
+            continue
+        low = row[1].strip().lower()
+        if lineno == 1 and low not in _POSITIVE | _NEGATIVE:
+            continue
+        out[slide_key(row[0])] = parse_label(row[1], where=f"{where_file}, line {lineno}")
     if not out:
-        raise EvaluationError(f"{path}: no slide,label rows found (expected e.g. Test_001,Tumor)")
+        raise EvaluationError(f"{where_file}: no slide,label rows found (expected e.g. Test_001,Tumor)")
     return out
 
 
 def read_slide_dims_csv(path: PathLike) -> dict[str, tuple[int, int]]:
     """Read ``slide,width,height`` (level-0 px, header optional) into ``{slide: (width, height)}``."""
-    path = Path(path)
-    if not path.is_file():
-        raise EvaluationError(f"{path}: slide dimensions file not found")
+    where_file = location(path)
     out: dict[str, tuple[int, int]] = {}
-    with path.open(newline="") as fh:
+    with _open_csv(path, "slide dimensions file") as fh:
         for lineno, row in enumerate(csv.reader(fh), start=1):
             if not row or not row[0].strip():
                 continue
@@ -414,6 +422,6 @@ def read_slide_dims_csv(path: PathLike) -> dict[str, tuple[int, int]]:
                 out[slide_key(row[0])] = (int(row[1]), int(row[2]))
             except (ValueError, IndexError):
                 raise EvaluationError(
-                    f"{path}, line {lineno}: expected slide,width,height with integer sizes"
+                    f"{where_file}, line {lineno}: expected slide,width,height with integer sizes"
                 ) from None
     return out

@@ -9,6 +9,9 @@ import pytest
 
 from wsipipe.storage import (
     as_url,
+    is_dir,
+    list_dir,
+    list_files,
     output_exists,
     readable,
     redact_url,
@@ -16,6 +19,7 @@ from wsipipe.storage import (
     set_storage_options,
     storage_options,
     writable,
+    writable_dir,
 )
 
 
@@ -68,3 +72,52 @@ def test_objects_are_put_whole_and_only_on_success(s3_bucket: str) -> None:
         pass
     remove_output(url)
     assert not output_exists(url)
+
+
+def _tree(root: Path) -> None:
+    for name in ("a.csv", "b.txt", "sub/c.csv", "sub/deep/d.csv"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(name)
+
+
+def _rel(paths: list[Path], root: str) -> list[str]:
+    return [(as_url(p) or str(p))[len(root) + 1 :] for p in paths]
+
+
+def test_a_prefix_is_listed_as_a_folder_is(s3_bucket: str, tmp_path: Path) -> None:
+    _tree(tmp_path / "tree")
+    fs = fsspec.filesystem("s3")
+    for p in sorted(q for q in (tmp_path / "tree").rglob("*") if q.is_file()):
+        fs.put_file(str(p), f"{s3_bucket}/tree/{p.relative_to(tmp_path / 'tree').as_posix()}")
+    local, remote = str(tmp_path / "tree"), f"{s3_bucket}/tree"
+    assert is_dir(local)
+    assert is_dir(remote)
+    assert is_dir(Path(remote))
+    assert not is_dir(f"{remote}/a.csv")
+    assert not is_dir(f"{s3_bucket}/none")
+    assert _rel(list_dir(remote), remote) == _rel(list_dir(local), local) == ["a.csv", "b.txt", "sub"]
+    assert _rel(list_dir(remote, "*.csv"), remote) == _rel(list_dir(local, "*.csv"), local) == ["a.csv"]
+    expected = ["a.csv", "b.txt", "sub/c.csv", "sub/deep/d.csv"]
+    assert _rel(list_files(remote), remote) == _rel(list_files(local), local) == expected
+    assert list_dir(f"{s3_bucket}/none") == list_files(f"{s3_bucket}/none") == list_dir(tmp_path / "none") == []
+
+
+def test_writable_dir_puts_every_file_or_none(s3_bucket: str, tmp_path: Path) -> None:
+    with writable_dir(tmp_path / "out" / "new") as local:
+        assert local == tmp_path / "out" / "new"
+        assert local.is_dir()
+    url = f"{s3_bucket}/out"
+    with writable_dir(url) as local:
+        _tree(local)
+    fs = fsspec.filesystem("s3")
+    assert fs.cat(f"{url}/sub/deep/d.csv") == b"sub/deep/d.csv"
+    assert len(fs.find(url)) == 4
+
+    def failing() -> None:
+        with writable_dir(f"{s3_bucket}/failed") as local:
+            (local / "a.csv").write_text("half")
+            raise RuntimeError("writer failed")
+
+    with pytest.raises(RuntimeError, match="writer failed"):
+        failing()
+    assert not is_dir(f"{s3_bucket}/failed")

@@ -184,3 +184,62 @@ def test_cli_method_choices_match_the_registry() -> None:
     assert set(_METHODS) == set(EXPLAINERS)
     code = "import sys, wsipipe.cli.explain; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_slides_lesions_annotations_and_output_at_urls_equal_a_local_run(
+    setup: dict[str, Any], s3_bucket: str, tmp_path: Path
+) -> None:
+    import fsspec
+
+    fs = fsspec.filesystem("s3")
+    for folder in ("slides", "lesions", "annotations"):
+        for p in sorted((setup["root"] / folder).iterdir()):
+            fs.put_file(str(p), f"{s3_bucket}/{folder}/{p.name}")
+    params = ExplainParams(methods=("gradcam",), top_k=2, png=True)
+    local = explain_slides(
+        [setup["slides"]],
+        tmp_path / "out",
+        params,
+        checkpoint=setup["ckpt"],
+        lesions_dir=setup["lesions"],
+        annotations_dir=setup["ann"],
+    )
+    remote = explain_slides(
+        [f"{s3_bucket}/slides/"],
+        f"{s3_bucket}/explain",
+        params,
+        checkpoint=setup["ckpt"],
+        lesions_dir=f"{s3_bucket}/lesions",
+        annotations_dir=f"{s3_bucket}/annotations",
+    )
+    remote.raise_for_failures()
+    assert [s.status for s in remote.slides] == [s.status for s in local.slides] == ["done"]
+    here = np.load(tmp_path / "out" / "tumor_001" / "maps.npz")
+    with fs.open(f"{s3_bucket}/explain/tumor_001/maps.npz") as fh:
+        there = dict(np.load(fh))
+    assert sorted(there) == sorted(here.files)
+    for key in here.files:
+        np.testing.assert_array_equal(there[key], here[key])
+    for name in ("metrics.csv", "metrics.md", "tumor_001.geojson"):
+        local_text = (tmp_path / "out" / name).read_bytes()
+        remote_text = fs.cat(f"{s3_bucket}/explain/{name}")
+        if name.endswith(".geojson"):  # feature ids are fresh UUIDs
+            strip = lambda doc: [{k: v for k, v in f.items() if k != "id"} for f in json.loads(doc)["features"]]  # noqa: E731
+            assert strip(remote_text) == strip(local_text)
+        else:
+            assert remote_text == local_text
+    assert fs.cat(f"{s3_bucket}/explain/tumor_001/point1.png")[:8] == b"\x89PNG\r\n\x1a\n"
+    assert str(remote.slides[0].maps).replace("s3:/", "s3://") == f"{s3_bucket}/explain/tumor_001/maps.npz"
+    assert not Path("s3:").exists()
+
+    missing = explain_slides(
+        [f"{s3_bucket}/slides/"],
+        f"{s3_bucket}/explain2",
+        params,
+        checkpoint=setup["ckpt"],
+        lesions_dir=f"{s3_bucket}/none",
+    )
+    assert missing.slides[0].status == "failed"
+    assert missing.slides[0].error == (
+        f"ConfigError: {s3_bucket}/none/tumor_001.csv: no lesion file for slide tumor_001 (run wsipipe aggregate first)"
+    )

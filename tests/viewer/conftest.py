@@ -26,10 +26,17 @@ class ViewerRun:
 
 def _predict(out: Path, xml: Path) -> None:
     from wsipipe.annotations import read_annotations
-    from wsipipe.store import create_predictions, mark_predictions_complete, read_coords, read_tiling, write_probs
+    from wsipipe.store import (
+        create_predictions,
+        find_stores,
+        mark_predictions_complete,
+        read_coords,
+        read_tiling,
+        write_probs,
+    )
 
     rng = np.random.default_rng(0)
-    for store in sorted((out / "stores").glob("*.zarr")):
+    for store in find_stores([out]):  # a run folder or a run at a URL prefix
         tx, ty = read_tiling(store).tile_size_level0
         coords = read_coords(store)
         boxes = shapely.box(coords[:, 0], coords[:, 1], coords[:, 0] + tx, coords[:, 1] + ty)

@@ -21,6 +21,7 @@ from wsipipe.annotations.asap import read_asap_xml
 from wsipipe.annotations.geojson import read_geojson
 from wsipipe.errors import AnnotationError
 from wsipipe.slide import ANNOTATION_SUFFIXES, GEOJSON_SUFFIXES
+from wsipipe.storage import is_url, location, output_exists, readable
 from wsipipe.types import BoolArray, PathLike
 
 __all__ = [
@@ -40,8 +41,15 @@ Sample = Literal["topleft", "center"]
 def read_annotations(path: PathLike, *, repair: bool | None = None) -> list[Annotation]:
     """Read ASAP XML (``.xml``) or GeoJSON (``.geojson``, ``.json``, optionally ``.gz``) by suffix.
 
-    ``repair`` defaults to each reader's own default (ASAP: True, GeoJSON: False).
+    ``repair`` defaults to each reader's own default (ASAP: True, GeoJSON: False). ``path``
+    may be an fsspec URL (the object is read through a temporary local copy).
     """
+    if is_url(path):
+        with readable(path) as local:  # FileNotFoundError naming the URL when there is no object
+            try:
+                return read_annotations(local, repair=repair)
+            except AnnotationError as err:
+                raise AnnotationError(str(err).replace(str(local), location(path))) from None
     path = Path(path)
     name = path.name.lower()
     kwargs = {} if repair is None else {"repair": repair}
@@ -56,11 +64,12 @@ def annotation_file(folder: PathLike, slide_id: str) -> Path | None:
     """The annotation file of ``slide_id`` in ``folder``: ``<id><suffix>`` or ``<id lower-cased><suffix>``.
 
     Suffixes are tried in the order of :data:`ANNOTATION_SUFFIXES`; ``None`` when there is none.
+    ``folder`` may be an fsspec URL prefix.
     """
     folder = Path(folder)
     for suffix in ANNOTATION_SUFFIXES:
         for name in (slide_id + suffix, slide_id.lower() + suffix):
-            if (folder / name).is_file():
+            if output_exists(folder / name):
                 return folder / name
     return None
 

@@ -30,7 +30,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--reference", help="CAMELYON16 reference.csv with slide,Tumor|Normal rows (slide labels)")
     p.add_argument("--slides-dir", help="slides, to read level-0 sizes when the ground truth is XML")
     p.add_argument("--slide-dims", help="CSV slide,width,height (level-0 px), instead of --slides-dir")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", required=True, help="output directory (a folder or an fsspec URL, s3://...)")
     params = ParamOptions(p)  # EvaluateParams fields; defaults as in the dataclass (checked by the tests)
     params.add("--mpp", type=float, default=0.243, help="level-0 µm/px for the thresholds (default {default})")
     params.add("--level", type=int, default=5, help="evaluation mask level (default {default}, downsample 32)")

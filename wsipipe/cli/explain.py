@@ -46,7 +46,7 @@ def add_parser(subparsers: Any) -> None:
     params.add("--top-k", type=int, default=5, help="points per slide from --lesions (default {default})")
     params.add("--methods", nargs="+", choices=_METHODS, default=("celm", "gradcam", "saliency"), help="explainers")
     p.add_argument("--annotations", metavar="DIR", help="folder of <slide>.xml (ASAP) / .geojson ground truth")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (a folder or an fsspec URL, s3://...)")
     params.add("--region-px", type=int, default=None, help="region side at the input MPP (default: tile size)")
     params.add("--mpp", type=float, default=None, help="input µm/px (default: the checkpoint's)")
     params.add("--slide-mpp", type=float, default=None, help="level-0 µm/px of every slide, instead of its metadata")

@@ -19,7 +19,11 @@ def add_parser(subparsers: Any) -> None:
             "and explanation points as layers. Works offline. Prints the URL and serves until Ctrl-C."
         ),
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory")
+    p.add_argument(
+        "run_dir",
+        metavar="RUN_DIR",
+        help="the run directory (a folder or an fsspec URL prefix such as s3://bucket/run)",
+    )
     p.add_argument("--port", type=int, default=8765, help="TCP port (default %(default)s; 0 picks a free one)")
     p.add_argument(
         "--host",

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from wsipipe.storage import location, writable_dir
+
 __all__ = ["write_report"]
 
 logger = logging.getLogger(__name__)
@@ -126,16 +128,17 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def write_report(summary: Mapping[str, Any], out_dir: Path, *, plots: bool = True) -> None:
-    """Write ``evaluation.json`` and ``evaluation.md`` (and the curve PNGs) into ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out_dir / "evaluation.json", json.dumps(_clean(summary), indent=2) + "\n")
-    _write_atomic(out_dir / "evaluation.md", _markdown(summary))
-    if not plots:
-        return
-    froc = summary.get("froc")
-    if froc and froc.get("score") is not None:
-        _plot_froc(froc, out_dir / "froc.png")
-    auc = summary.get("auc")
-    if auc and auc.get("auc") is not None:
-        _plot_roc(auc, out_dir / "roc.png")
-    logger.info("wrote evaluation report to %s", out_dir)
+    """Write ``evaluation.json`` and ``evaluation.md`` (and the curve PNGs) into ``out_dir``.
+
+    ``out_dir`` may be an fsspec URL prefix: each file is then put as one object once all are written.
+    """
+    with writable_dir(out_dir) as local:
+        _write_atomic(local / "evaluation.json", json.dumps(_clean(summary), indent=2) + "\n")
+        _write_atomic(local / "evaluation.md", _markdown(summary))
+        froc = summary.get("froc")
+        if plots and froc and froc.get("score") is not None:
+            _plot_froc(froc, local / "froc.png")
+        auc = summary.get("auc")
+        if plots and auc and auc.get("auc") is not None:
+            _plot_roc(auc, local / "roc.png")
+    logger.info("wrote evaluation report to %s", location(out_dir))

@@ -29,6 +29,7 @@ import numpy.typing as npt
 
 from wsipipe.errors import EvaluationError
 from wsipipe.slide import ANNOTATION_SUFFIXES
+from wsipipe.storage import location, open_input, output_exists, readable
 from wsipipe.types import BoolArray, PathLike
 
 __all__ = [
@@ -187,11 +188,11 @@ def tumor_raster_from_mask_tiff(
     """
     import tifffile
 
-    path = Path(path)
-    if not path.is_file():
-        raise EvaluationError(f"{path}: mask file not found")
+    where = location(path)
+    if not output_exists(path):
+        raise EvaluationError(f"{where}: mask file not found")
     try:
-        with tifffile.TiffFile(path) as tif:
+        with readable(path) as local, tifffile.TiffFile(local) as tif:
             series = tif.series[0]
             height0, width0 = _yx(series.shape, series.axes)
             want = level_shape((width0, height0), level)
@@ -204,10 +205,10 @@ def tumor_raster_from_mask_tiff(
                     data = _first_channel(np.asarray(lvl.asarray()), lvl.axes)
                     break
             if data is None:
-                logger.debug("%s: no %d x %d page; sampling the finest page", path, want[1], want[0])
-                data = _reduce_topleft(path, series.axes, 2**level, want)
+                logger.debug("%s: no %d x %d page; sampling the finest page", where, want[1], want[0])
+                data = _reduce_topleft(local, series.axes, 2**level, want)
     except tifffile.TiffFileError as err:
-        raise EvaluationError(f"{path}: not a readable TIFF mask ({err})") from err
+        raise EvaluationError(f"{where}: not a readable TIFF mask ({err})") from err
     if positive is None:
         return data != 0
     return np.isin(data, np.asarray(positive))
@@ -348,9 +349,9 @@ def read_slide_dims(path: PathLike) -> tuple[int, int]:
     EvaluationError
         The file is missing or cannot be read.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise EvaluationError(f"{path}: slide file not found (needed for its dimensions)")
+    where = location(path)
+    if not output_exists(path):
+        raise EvaluationError(f"{where}: slide file not found (needed for its dimensions)")
     try:
         from wsipipe.slide import open_slide
 
@@ -358,17 +359,17 @@ def read_slide_dims(path: PathLike) -> tuple[int, int]:
             w, h = slide.dimensions
             return int(w), int(h)
     except Exception as err:  # a plain TIFF that no slide backend takes
-        logger.debug("%s: slide backends could not read dimensions (%s); trying tifffile", path, err)
+        logger.debug("%s: slide backends could not read dimensions (%s); trying tifffile", where, err)
     try:
         import tifffile
 
-        with tifffile.TiffFile(path) as tif:
+        with open_input(path) as fh, tifffile.TiffFile(fh) as tif:
             series = tif.series[0]
             h, w = _yx(series.shape, series.axes)
             return w, h
     except Exception as err:
         raise EvaluationError(
-            f"{path}: cannot read slide dimensions ({err}); pass them in a CSV slide,width,height instead"
+            f"{where}: cannot read slide dimensions ({err}); pass them in a CSV slide,width,height instead"
         ) from err
 
 
@@ -392,21 +393,21 @@ def load_evaluation_mask(
     level, mpp, positive, sample
         See :func:`evaluation_mask`, :func:`tumor_raster_from_mask_tiff`, :func:`tumor_raster_from_xml`.
     """
-    path = Path(path)
-    name = path.name.lower()
+    where = location(path)
+    name = Path(path).name.lower()
     if name.endswith(ANNOTATION_SUFFIXES):
         if slide_dims is None:
             raise EvaluationError(
-                f"{path}: annotation ground truth needs the slide's level-0 size; "
+                f"{where}: annotation ground truth needs the slide's level-0 size; "
                 "pass slide dimensions (a slides directory or a CSV slide,width,height)"
             )
         tumor = tumor_raster_from_xml(path, slide_dims, level=level, sample=sample)
     elif name.endswith((".tif", ".tiff")):
         tumor = tumor_raster_from_mask_tiff(path, level=level, positive=positive)
     else:
-        raise EvaluationError(f"{path}: unknown ground-truth format; expected .xml, .geojson or a *_Mask.tif")
+        raise EvaluationError(f"{where}: unknown ground-truth format; expected .xml, .geojson or a *_Mask.tif")
     if not tumor.any():
-        logger.warning("%s: no tumour pixel at level %d; the slide has no lesion to find", path, level)
+        logger.warning("%s: no tumour pixel at level %d; the slide has no lesion to find", where, level)
     return evaluation_mask(tumor, level=level, mpp=mpp)
 
 

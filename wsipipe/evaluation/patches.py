@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from wsipipe.errors import ConfigError
+from wsipipe.storage import is_url, location, writable
 from wsipipe.types import PathLike
 
 __all__ = ["PATCH_METRICS_FILE", "PatchEvalParams", "PatchMetrics", "evaluate_patches"]
@@ -128,15 +129,6 @@ def _subset(n: int, limit: int | None, seed: int) -> npt.NDArray[np.int64] | Non
     return np.sort(np.random.default_rng(seed).permutation(n)[:limit]).astype(np.int64)
 
 
-def _n_labels(y_path: Path) -> int:
-    import h5py
-
-    if not y_path.is_file():
-        return 0
-    with h5py.File(y_path, "r") as yf:
-        return int(yf["y"].shape[0]) if "y" in yf else 0
-
-
 def evaluate_patches(
     checkpoint: PathLike, data_root: PathLike, out_dir: PathLike | None = None, params: PatchEvalParams | None = None
 ) -> PatchMetrics:
@@ -174,12 +166,12 @@ def evaluate_patches(
     from wsipipe.evaluation.auc import roc_auc
     from wsipipe.models import load_checkpoint
     from wsipipe.synth import pcam_paths
-    from wsipipe.training import PcamSource
+    from wsipipe.training import PcamSource, pcam_count
 
     p = params or PatchEvalParams()
     start = time.perf_counter()
     x_path, y_path = pcam_paths(data_root, p.split)
-    source = PcamSource(x_path, y_path, _subset(_n_labels(y_path), p.max_patches, p.seed))
+    source = PcamSource(x_path, y_path, _subset(pcam_count(y_path), p.max_patches, p.seed))
     try:
         model, meta = load_checkpoint(checkpoint, map_location=p.device)
         labels = source.labels
@@ -197,7 +189,7 @@ def evaluate_patches(
         n_classes = 2 if binary else int(logits.shape[1])
         if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
             raise ConfigError(
-                f"{y_path}: labels {sorted(set(labels.tolist()))} do not fit the {n_classes} classes of "
+                f"{location(y_path)}: labels {sorted(set(labels.tolist()))} do not fit the {n_classes} classes of "
                 f"checkpoint {checkpoint} ({', '.join(meta.class_names)}); evaluate it on data with these classes"
             )
         y = torch.from_numpy(labels)
@@ -223,7 +215,7 @@ def evaluate_patches(
             n_params=sum(int(t.numel()) for t in model.parameters()),
             architecture=meta.architecture,
             checkpoint=str(checkpoint),
-            data_root=str(data_root),
+            data_root=location(data_root),
             split=p.split,
             seconds=round(time.perf_counter() - start, 3),
         )
@@ -240,11 +232,15 @@ def evaluate_patches(
     )
     if out_dir is None:
         return metrics
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / PATCH_METRICS_FILE
-    metrics = PatchMetrics(**{**metrics.to_dict(), "json_path": str(path)})
+    path = Path(out_dir) / PATCH_METRICS_FILE
+    metrics = PatchMetrics(**{**metrics.to_dict(), "json_path": location(path)})
+    text = json.dumps({**metrics.to_dict(), "params": asdict(p)}, indent=2, allow_nan=True) + "\n"
+    if is_url(path):
+        with writable(path) as local:  # one object, put whole
+            local.write_text(text)
+        return metrics
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({**metrics.to_dict(), "params": asdict(p)}, indent=2, allow_nan=True) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
     return metrics

@@ -27,7 +27,8 @@ from wsipipe.evaluation.froc import (
     froc_score,
 )
 from wsipipe.evaluation.masks import DEFAULT_MPP, EvaluationMask, load_evaluation_mask, read_slide_dims
-from wsipipe.slide import ANNOTATION_SUFFIXES, is_slide_file, slide_key
+from wsipipe.slide import ANNOTATION_SUFFIXES, find_slides, is_slide_file, slide_key
+from wsipipe.storage import as_url, is_dir, is_url, list_dir, location, output_exists
 from wsipipe.tables import (
     Detections,
     read_lesion_csv,
@@ -110,18 +111,19 @@ def find_ground_truth(gt: PathLike | Iterable[PathLike]) -> dict[str, Path]:
 
     In a directory: ``<slide>.xml`` (ASAP), ``<slide>.geojson`` and ``<slide>_Mask.tif`` (any
     case); files named explicitly may also be ``.json`` or a plain ``.tif`` mask. When a slide has both an annotation and a mask, the
-    annotation wins (CAMELYON16 masks are derived from it) and a warning is logged.
+    annotation wins (CAMELYON16 masks are derived from it) and a warning is logged. Directories
+    and files may be fsspec URLs (a prefix is listed as a directory is).
     """
     paths: list[Path] = []
     items: list[PathLike] = [gt] if isinstance(gt, str | os.PathLike) else list(gt)
     for item in items:
         p = Path(item)
-        if p.is_dir():
-            paths.extend(sorted(q for q in p.iterdir() if q.is_file() and _is_gt_name(q.name)))
-        elif p.is_file():
+        if is_dir(p):
+            paths.extend(q for q in list_dir(p) if _is_gt_name(q.name) and (is_url(q) or q.is_file()))
+        elif output_exists(p):
             paths.append(p)
         else:
-            raise EvaluationError(f"{p}: ground-truth path not found")
+            raise EvaluationError(f"{location(p)}: ground-truth path not found")
     found: dict[str, Path] = {}
     for p in paths:
         sid = slide_key(p.name)
@@ -136,6 +138,11 @@ def find_ground_truth(gt: PathLike | Iterable[PathLike]) -> dict[str, Path]:
     return found
 
 
+def _identity(path: PathLike) -> str:
+    """What names the same file twice: the URL, or the resolved local path."""
+    return as_url(path) or str(Path(path).resolve())
+
+
 def _slide_dims_index(
     slide_dims: Mapping[str, tuple[int, int]] | PathLike | None, slides_dir: PathLike | None
 ) -> tuple[dict[str, tuple[int, int]], dict[str, Path]]:
@@ -147,11 +154,11 @@ def _slide_dims_index(
     files: dict[str, Path] = {}
     if slides_dir is not None:
         root = Path(slides_dir)
-        if not root.is_dir():
-            raise EvaluationError(f"{root}: slides directory not found")
-        for p in sorted(root.iterdir()):
-            if is_slide_file(p):
-                files.setdefault(slide_key(p.name), p)
+        if not is_dir(root):
+            raise EvaluationError(f"{location(root)}: slides directory not found")
+        entries = find_slides([root]) if is_url(root) else [p for p in sorted(root.iterdir()) if is_slide_file(p)]
+        for p in entries:
+            files.setdefault(slide_key(p.name), p)
     return dims, files
 
 
@@ -317,7 +324,7 @@ def _slide_table(
             {
                 "slide": r.slide,
                 "is_tumor": r.is_tumor,
-                "csv": str(csvs[r.slide]) if r.slide in csvs else None,
+                "csv": location(csvs[r.slide]) if r.slide in csvs else None,
                 "n_detections": r.n_detections,
                 "n_targets": r.num_targets,
                 "n_itc": sum(1 for les in lesions if les["is_itc"]),
@@ -480,10 +487,10 @@ def evaluate(
     csvs: dict[str, Path] = {}
     if pred_dir is not None:
         root = Path(pred_dir)
-        if not root.is_dir():
-            raise EvaluationError(f"{root}: lesion prediction directory not found")
-        skip = Path(slide_preds).resolve() if slide_preds is not None else None
-        csvs = {slide_key(p.name): p for p in sorted(root.glob("*.csv")) if p.resolve() != skip}
+        if not is_dir(root):
+            raise EvaluationError(f"{location(root)}: lesion prediction directory not found")
+        skip = _identity(slide_preds) if slide_preds is not None else None
+        csvs = {slide_key(p.name): p for p in list_dir(root, "*.csv") if _identity(p) != skip}
     candidates = sorted(set(csvs) | set(gt_files) | set(probs))
     labels, label_source = _decide_labels(candidates, ref, pred_labels, gt_files)
     left_out = sorted({s for s in (*candidates, *labels) if s.lower() in dropped})

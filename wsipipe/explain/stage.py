@@ -14,6 +14,10 @@ centred on each point at the checkpoint's input MPP, computes the chosen maps an
 
 Ground truth comes from ``<annotations_dir>/<slide>.xml`` (ASAP) or ``.geojson``; a slide
 without a file there is taken as tumour-free.
+
+Slides, lesion CSVs, annotations and the output folder may be fsspec URLs
+(:mod:`wsipipe.storage`): a slide's files are then put, one object each, once all of them are
+written, and ``metrics.csv`` / ``metrics.md`` at the end.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from wsipipe.explain._patch import PatchHeatmap
 from wsipipe.explain.metrics import HPLOC_SIGMA, HPLOC_THRESHOLD
 from wsipipe.results import BatchResult
 from wsipipe.slide import SLIDE_SUFFIXES, find_slides, slide_id
+from wsipipe.storage import is_url, location, output_exists, writable_dir
 from wsipipe.types import PathLike
 
 __all__ = ["ExplainParams", "ExplainResult", "SlideExplain", "explain_slides", "read_points"]
@@ -203,7 +208,7 @@ def _ground_truth(annotations_dir: Path | None, sid: str) -> list[Any] | None:
         return None
     ann_path = annotation_file(annotations_dir, sid)
     if ann_path is None:
-        logger.info("%s: no annotation file in %s; treated as tumour-free", sid, annotations_dir)
+        logger.info("%s: no annotation file in %s; treated as tumour-free", sid, location(annotations_dir))
         return []
     return read_annotations(ann_path)
 
@@ -363,14 +368,28 @@ def _explain_slide(
     anns = _ground_truth(annotations_dir, sid)
     regions = _read_regions(path, points, mpp=mpp, size=size, slide_mpp=params.slide_mpp, anns=anns)
     maps = _compute_maps(regions.images, params, model, meta)
-    target_dir = out_dir / sid
-    target_dir.mkdir(parents=True, exist_ok=True)
-    pngs, rows = _write_panels_and_metrics(target_dir, sid, points, regions, maps, params)
-    npz = _write_arrays(target_dir, regions, maps)
-    geojson = _write_geojson(out_dir / f"{sid}.geojson", regions, maps, params.cell_px) if params.geojson else None
+    with writable_dir(out_dir) as local:  # out_dir itself, or a temporary folder put to the URL on exit
+        target_dir = local / sid
+        target_dir.mkdir(parents=True, exist_ok=True)
+        pngs, rows = _write_panels_and_metrics(target_dir, sid, points, regions, maps, params)
+        npz = _write_arrays(target_dir, regions, maps)
+        geojson = _write_geojson(local / f"{sid}.geojson", regions, maps, params.cell_px) if params.geojson else None
+
+    def final(p: Path) -> Path:
+        return out_dir / p.relative_to(local)
+
     seconds = time.perf_counter() - start
     logger.info("%s: %d points x %d methods in %.1f s", sid, len(points), len(maps), seconds)
-    result = SlideExplain(sid, path, "done", len(points), tuple(pngs), geojson, npz, seconds)
+    result = SlideExplain(
+        sid,
+        path,
+        "done",
+        len(points),
+        tuple(final(p) for p in pngs),
+        final(geojson) if geojson is not None else None,
+        final(npz),
+        seconds,
+    )
     return result, rows
 
 
@@ -424,7 +443,7 @@ def explain_slides(
     slides : iterable of path-like
         Slide files or folders of slides.
     out_dir : path-like
-        Output folder (created).
+        Output folder (created), or an fsspec URL prefix.
     params : ExplainParams, optional
     checkpoint : path-like
         A :func:`wsipipe.models.save_checkpoint` checkpoint.
@@ -465,7 +484,8 @@ def explain_slides(
     if overrides is not None:
         overrides.warn_unmatched(files)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if not is_url(out):
+        out.mkdir(parents=True, exist_ok=True)
     model, meta = load_checkpoint(
         checkpoint,
         map_location=params.device,
@@ -483,8 +503,10 @@ def explain_slides(
                 pts = [(math.nan, int(x), int(y)) for x, y in points]
             else:
                 csv_path = Path(lesions_dir) / f"{sid}.csv"  # type: ignore[arg-type]
-                if not csv_path.is_file():
-                    raise ConfigError(f"{csv_path}: no lesion file for slide {sid} (run wsipipe aggregate first)")
+                if not output_exists(csv_path):
+                    raise ConfigError(
+                        f"{location(csv_path)}: no lesion file for slide {sid} (run wsipipe aggregate first)"
+                    )
                 pts = read_points(csv_path, params.top_k)
             if not pts:
                 logger.info("%s: no lesion points; nothing to explain", sid)
@@ -496,7 +518,7 @@ def explain_slides(
                 slide_params = params
             res, slide_rows = _explain_slide(path, out, slide_params, model, meta, pts, ann_dir)
         except (WsipipeError, OSError, ValueError) as err:
-            logger.error("%s: %s: %s", path, type(err).__name__, err)
+            logger.error("%s: %s: %s", location(path), type(err).__name__, err)
             results.append(
                 SlideExplain(
                     sid, path, "failed", seconds=time.perf_counter() - t0, error=f"{type(err).__name__}: {err}"
@@ -508,5 +530,7 @@ def explain_slides(
     metrics_csv: Path | None = None
     metrics_md: Path | None = None
     if rows:
-        metrics_csv, metrics_md = _write_metrics(out, rows)
+        with writable_dir(out) as local:
+            written = _write_metrics(local, rows)
+        metrics_csv, metrics_md = (out / p.relative_to(local) for p in written)
     return ExplainResult(out, tuple(results), metrics_csv, metrics_md, time.perf_counter() - start)

@@ -2,13 +2,15 @@
 
 Every reader here returns ``None`` (or an empty container) for a part that does not exist
 and records a one-line note in :attr:`RunData.problems` for a part that exists but cannot
-be read, so a report can always be written.
+be read, so a report can always be written. The run directory may be an fsspec URL prefix
+(every read goes through :mod:`wsipipe.storage`).
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import json
 import logging
 import math
@@ -21,6 +23,7 @@ import numpy.typing as npt
 
 from wsipipe.errors import WsipipeError
 from wsipipe.slide import slide_id
+from wsipipe.storage import is_dir, list_dir, list_files, open_input, output_exists
 from wsipipe.tables import SlidePrediction, read_lesion_csv, read_reference, read_slide_predictions
 from wsipipe.types import RGBArray
 
@@ -111,11 +114,21 @@ class RunData:
         return stages if isinstance(stages, dict) else {}
 
 
+def _read_text(path: Path) -> str:
+    """The UTF-8 text of a local file or of the object at an fsspec URL."""
+    with open_input(path) as fh:
+        return bytes(fh.read()).decode("utf-8")
+
+
+def _read_csv_rows(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(_read_text(path), newline="")))
+
+
 def _read_json(path: Path, problems: list[str]) -> dict[str, Any] | None:
-    if not path.is_file():
+    if not output_exists(path):
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(_read_text(path))
     except (OSError, ValueError) as err:
         problems.append(f"{path}: cannot be read as JSON ({err})")
         return None
@@ -130,7 +143,7 @@ def _manifest(out: Path, problems: list[str]) -> tuple[dict[str, Any] | None, Pa
     data = _read_json(path, problems)
     if data is not None:
         return data, path
-    runs = sorted((out / "runs").glob("*.json")) if (out / "runs").is_dir() else []
+    runs = list_dir(out / "runs", "*.json")
     for candidate in reversed(runs):
         data = _read_json(candidate, problems)
         if data is not None:
@@ -167,7 +180,7 @@ def _as_finished(manifest: dict[str, Any]) -> None:
 
 
 def _slide_scores(path: Path, problems: list[str]) -> dict[str, SlidePrediction]:
-    if not path.is_file():
+    if not output_exists(path):
         return {}
     try:
         return read_slide_predictions(path)
@@ -186,7 +199,7 @@ def _lesion_points(path: Path, problems: list[str]) -> list[tuple[float, int, in
 
 def _reference_labels(out: Path, problems: list[str]) -> dict[str, bool]:
     path = out / "data" / "testing" / "reference.csv"
-    if not path.is_file():
+    if not output_exists(path):
         return {}
     try:  # case-insensitive: CAMELYON16 writes Test_001 where files may be test_001
         return {k.lower(): v for k, v in read_reference(path).items()}
@@ -199,12 +212,11 @@ def _training_runs(out: Path, problems: list[str]) -> list[TrainingRun]:
     found: list[TrainingRun] = []
     for base in ("models", "train", "training"):
         root = out / base
-        if not root.is_dir():
+        if not is_dir(root):
             continue
-        for metrics in sorted(root.rglob("metrics.csv"))[:20]:
+        for metrics in [p for p in list_files(root) if p.name == "metrics.csv"][:20]:
             try:
-                with metrics.open(newline="", encoding="utf-8") as fh:
-                    raw = list(csv.DictReader(fh))
+                raw = _read_csv_rows(metrics)
             except (OSError, ValueError) as err:
                 problems.append(f"{metrics}: cannot be read ({err})")
                 continue
@@ -213,7 +225,7 @@ def _training_runs(out: Path, problems: list[str]) -> list[TrainingRun]:
                 continue
             curves = metrics.parent / "curves.png"
             name = str(metrics.parent.relative_to(out))
-            found.append(TrainingRun(name, metrics.parent, rows, curves if curves.is_file() else None))
+            found.append(TrainingRun(name, metrics.parent, rows, curves if output_exists(curves) else None))
     return found
 
 
@@ -226,15 +238,14 @@ def _to_float(value: str | None) -> float:
 
 def _explain(out: Path, problems: list[str]) -> tuple[list[Path], list[dict[str, str]]]:
     root = out / "explain"
-    if not root.is_dir():
+    if not is_dir(root):
         return [], []
-    pngs = sorted(root.glob("*/point*.png"))
+    pngs = [p for folder in list_dir(root) for p in list_dir(folder, "point*.png")]
     metrics: list[dict[str, str]] = []
     path = root / "metrics.csv"
-    if path.is_file():
+    if output_exists(path):
         try:
-            with path.open(newline="", encoding="utf-8") as fh:
-                metrics = list(csv.DictReader(fh))
+            metrics = _read_csv_rows(path)
         except (OSError, ValueError) as err:
             problems.append(f"{path}: cannot be read ({err})")
     return pngs, metrics
@@ -242,10 +253,8 @@ def _explain(out: Path, problems: list[str]) -> tuple[list[Path], list[dict[str,
 
 def _slide_ids(out: Path, run: RunData, scores: dict[str, Any]) -> list[str]:
     ids: set[str] = set()
-    if (out / "stores").is_dir():
-        ids.update(slide_id(p) for p in (out / "stores").glob("*.zarr") if p.is_dir())
-    if (out / "lesions").is_dir():
-        ids.update(slide_id(p) for p in (out / "lesions").glob("*.csv"))
+    ids.update(slide_id(p) for p in list_dir(out / "stores", "*.zarr") if is_dir(p))
+    ids.update(slide_id(p) for p in list_dir(out / "lesions", "*.csv"))
     ids.update(scores)
     ids.update(str(s.get("slide")) for s in (run.evaluation or {}).get("slides") or [] if isinstance(s, dict))
     for name, record in run.stages.items():
@@ -272,17 +281,16 @@ def collect_run(out_dir: Path) -> RunData:
     run.evaluation = _read_json(out / "evaluation" / "evaluation.json", run.problems)
     run.training = _training_runs(out, run.problems)
     run.explain_pngs, run.explain_metrics = _explain(out, run.problems)
-    if (out / "export").is_dir():
-        run.export_files = sorted(p for p in (out / "export").rglob("*") if p.is_file())
+    run.export_files = list_files(out / "export")
     scores = _slide_scores(out / "slide_predictions.csv", run.problems)
     reference = _reference_labels(out, run.problems)
     eval_rows = {str(s.get("slide")): s for s in (run.evaluation or {}).get("slides") or [] if isinstance(s, dict)}
     for sid in _slide_ids(out, run, scores):
         view = SlideView(slide_id=sid)
         store = out / "stores" / f"{sid}.zarr"
-        view.store = store if store.is_dir() else None
+        view.store = store if is_dir(store) else None
         lesions = out / "lesions" / f"{sid}.csv"
-        if lesions.is_file():
+        if output_exists(lesions):
             view.has_lesions_csv = True
             view.points = _lesion_points(lesions, view.problems)
         row = scores.get(sid)

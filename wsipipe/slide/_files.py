@@ -95,8 +95,11 @@ def slide_key(name: str) -> str:
 
 def is_slide_file(path: PathLike) -> bool:
     """Whether a folder entry is taken as a slide: a file with a slide suffix (any case), not a ``*_mask``
-    file; or a directory of DICOM instances (a DICOM WSI slide, checked when opened)."""
+    file; or a directory of DICOM instances (a DICOM WSI slide, checked when opened). An entry
+    at an fsspec URL (an object) is taken by its suffix alone."""
     p = Path(path)
+    if is_url(p):
+        return p.suffix.lower() in SLIDE_SUFFIXES and not p.stem.lower().endswith(_MASK)
     if p.is_dir():
         return is_dicom_dir(p)
     return p.suffix.lower() in SLIDE_SUFFIXES and not p.stem.lower().endswith(_MASK) and p.is_file()

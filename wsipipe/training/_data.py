@@ -10,9 +10,10 @@ import numpy as np
 import numpy.typing as npt
 
 from wsipipe.errors import DatasetError
+from wsipipe.storage import is_url, location, open_input, output_exists
 from wsipipe.training.stage import DataParams
 
-__all__ = ["NpyFolderSource", "PatchSource", "PcamSource", "open_sources"]
+__all__ = ["NpyFolderSource", "PatchSource", "PcamSource", "open_h5", "open_sources", "pcam_count"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,28 +31,49 @@ class PatchSource(Protocol):
     def close(self) -> None: ...
 
 
+def open_h5(path: Path, **kwargs: Any) -> Any:
+    """``h5py.File(path, "r")`` of a local file, or of the object at an fsspec URL (read by ranges, block-cached)."""
+    import h5py
+
+    return h5py.File(open_input(path) if is_url(path) else path, "r", **kwargs)
+
+
+def pcam_count(y_path: Path) -> int:
+    """Number of labels in a PCam ``y`` file (0 when there is no file or no ``y``); local path or URL."""
+    if not output_exists(y_path):
+        return 0
+    with open_h5(y_path) as yf:
+        return int(yf["y"].shape[0]) if "y" in yf else 0
+
+
 class PcamSource:
-    """One PCam split: ``x`` (N, 96, 96, 3) uint8 and ``y`` (N, 1, 1, 1) uint8 HDF5 files."""
+    """One PCam split: ``x`` (N, 96, 96, 3) uint8 and ``y`` (N, 1, 1, 1) uint8 HDF5 files (local or at URLs)."""
 
     def __init__(self, x_path: Path, y_path: Path, subset: npt.NDArray[np.int64] | None = None) -> None:
-        import h5py
-
         for p in (x_path, y_path):
-            if not p.is_file():
+            if is_url(p) and not output_exists(p):
+                raise DatasetError(f"{location(p)}: PCam object not found")
+            if not is_url(p) and not p.is_file():
                 found = ", ".join(sorted(q.name for q in p.parent.glob("*.h5"))) if p.parent.is_dir() else "no folder"
                 raise DatasetError(f"{p}: PCam file not found (found: {found or 'no .h5 files'})")
         try:
             # a chunk cache, so compressed chunks are not decompressed again for each row
-            self._xf = h5py.File(x_path, "r", rdcc_nbytes=128 * 2**20, rdcc_nslots=10007)
-            with h5py.File(y_path, "r") as yf:
+            self._xf = open_h5(x_path, rdcc_nbytes=128 * 2**20, rdcc_nslots=10007)
+            with open_h5(y_path) as yf:
                 y = np.asarray(yf["y"][:]).reshape(-1).astype(np.int64)
             self._x: Any = self._xf["x"]
         except (OSError, KeyError) as err:
-            raise DatasetError(f"{x_path} / {y_path}: not a PCam split (need datasets 'x' and 'y'): {err}") from err
+            raise DatasetError(
+                f"{location(x_path)} / {location(y_path)}: not a PCam split (need datasets 'x' and 'y'): {err}"
+            ) from err
         if self._x.ndim != 4 or self._x.shape[3] != 3 or self._x.dtype != np.uint8:
-            raise DatasetError(f"{x_path}: 'x' must be (N, H, W, 3) uint8, got {self._x.shape} {self._x.dtype}")
+            raise DatasetError(
+                f"{location(x_path)}: 'x' must be (N, H, W, 3) uint8, got {self._x.shape} {self._x.dtype}"
+            )
         if len(y) != self._x.shape[0]:
-            raise DatasetError(f"{y_path}: {len(y)} labels for {self._x.shape[0]} patches in {x_path}")
+            raise DatasetError(
+                f"{location(y_path)}: {len(y)} labels for {self._x.shape[0]} patches in {location(x_path)}"
+            )
         self._index = np.arange(len(y), dtype=np.int64) if subset is None else np.sort(subset)
         self.labels = y[self._index]
         self.tile_size = int(self._x.shape[1])
@@ -116,23 +138,23 @@ def _subset(n: int, limit: int | None, seed: int) -> npt.NDArray[np.int64] | Non
 
 
 def _pcam(params: DataParams, seed: int) -> tuple[PcamSource, PcamSource, tuple[str, ...]]:
-    import h5py
-
     root = params.root
     sources = []
     for split, limit, offset in ((params.train_split, params.max_train, 1), (params.val_split, params.max_val, 2)):
         x_path = root / f"camelyonpatch_level_2_split_{split}_x.h5"
         y_path = root / f"camelyonpatch_level_2_split_{split}_y.h5"
-        n = 0
-        if y_path.is_file():
-            with h5py.File(y_path, "r") as yf:
-                n = int(yf["y"].shape[0]) if "y" in yf else 0
+        n = pcam_count(y_path)
         sources.append(PcamSource(x_path, y_path, _subset(n, limit, seed + offset)))
     return sources[0], sources[1], params.class_names or PCAM_CLASSES
 
 
 def _npy_folders(params: DataParams, seed: int) -> tuple[NpyFolderSource, NpyFolderSource, tuple[str, ...]]:
     root = params.root
+    if is_url(root):
+        raise DatasetError(
+            f"{location(root)}: npy_folders data is memory-mapped and must be on a local disk; "
+            "copy it to a local folder (pcam and slides data may be at a URL)"
+        )
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset folder not found")
     slides = sorted(p.name for p in root.iterdir() if p.is_dir())

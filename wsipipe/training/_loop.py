@@ -38,6 +38,7 @@ from wsipipe.config import to_dict
 from wsipipe.errors import ConfigError
 from wsipipe.models import CheckpointMeta, build_model, save_checkpoint
 from wsipipe.models.registry import model_arch, model_builder
+from wsipipe.storage import location
 from wsipipe.training._data import PatchSource
 from wsipipe.training._metrics import binary_auc, macro_auc, plot_curves, write_metrics_csv
 from wsipipe.training._state import load_state, save_state
@@ -208,7 +209,9 @@ def _run(run: _Run, *, resume: bool, stop_after: int | None) -> TrainResult:
     mean = torch.tensor(params.norm_mean).view(1, 3, 1, 1)
     std = torch.tensor(params.norm_std).view(1, 3, 1, 1)
     if len(run.train_src.labels) == 0 or len(run.val_src.labels) == 0:
-        raise ConfigError(f"{params.data.root}: empty training ({len(run.train_src.labels)}) or validation set")
+        raise ConfigError(
+            f"{location(params.data.root)}: empty training ({len(run.train_src.labels)}) or validation set"
+        )
     end = params.epochs if stop_after is None else min(params.epochs, progress.epoch + stop_after)
     for epoch in range(progress.epoch, end):
         t0 = time.perf_counter()
@@ -304,7 +307,7 @@ def _end_epoch(
     if row["val_loss"] < progress.best_loss:
         progress.best_loss, progress.best_epoch = row["val_loss"], epoch
         provenance: dict[str, Any] = {
-            "dataset": {"format": params.data.format, "root": str(params.data.root)},
+            "dataset": {"format": params.data.format, "root": location(params.data.root)},
             "epoch": epoch,
             "epochs": params.epochs,
             "seed": params.seed,

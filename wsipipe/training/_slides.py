@@ -28,6 +28,7 @@ import numpy.typing as npt
 
 from wsipipe.errors import DatasetError
 from wsipipe.slide import SLIDE_SUFFIXES, is_slide_file
+from wsipipe.storage import is_dir, is_url, list_files, location
 
 __all__ = ["InMemorySource", "balanced_source", "find_annotated_slides", "sample_slide_patches"]
 
@@ -51,16 +52,28 @@ class InMemorySource:
 
 
 def find_annotated_slides(root: Path) -> list[tuple[Path, Path | None]]:
-    """(slide, annotation file or None) for every slide under ``root``, sorted by name."""
-    if not root.is_dir():
-        raise DatasetError(f"{root}: slide folder not found")
+    """(slide, annotation file or None) for every slide under ``root``, sorted by name.
+
+    ``root`` may be an fsspec URL prefix (its objects at any depth are the folder's files).
+    """
+    if not is_dir(root):
+        raise DatasetError(f"{location(root)}: slide folder not found")
     annotations: dict[str, Path] = {}
-    for suffix in (".xml", ".geojson"):
-        for p in sorted(root.rglob(f"*{suffix}")):
-            annotations.setdefault(p.stem, p)
-    slides = sorted((p for p in root.rglob("*") if is_slide_file(p)), key=lambda p: p.name)
+    if is_url(root):
+        files = list_files(root)
+        for suffix in (".xml", ".geojson"):
+            for p in files:
+                if p.name.endswith(suffix):
+                    annotations.setdefault(p.stem, p)
+        entries = files
+    else:
+        for suffix in (".xml", ".geojson"):
+            for p in sorted(root.rglob(f"*{suffix}")):
+                annotations.setdefault(p.stem, p)
+        entries = list(root.rglob("*"))
+    slides = sorted((p for p in entries if is_slide_file(p)), key=lambda p: p.name)
     if not slides:
-        raise DatasetError(f"{root}: no slides ({', '.join(SLIDE_SUFFIXES)}) found")
+        raise DatasetError(f"{location(root)}: no slides ({', '.join(SLIDE_SUFFIXES)}) found")
     return [(s, annotations.get(s.stem)) for s in slides]
 
 

@@ -5,7 +5,9 @@ Everything is read through the owners: the run's parts through :func:`wsipipe.re
 patch stores through :mod:`wsipipe.store`, ground truth through :mod:`wsipipe.annotations`.
 Coordinates sent to the page are level-0 ``(x, y)`` px. Overlays are computed on first request
 and kept; a part that is absent gives an empty overlay, one that cannot be read gives an empty
-overlay with its problem named in ``"problems"``.
+overlay with its problem named in ``"problems"``. The run directory, its stores, their slides
+and the ground truth may be at fsspec URLs: every read goes through :mod:`wsipipe.storage`, the
+slides' and the stores' readers.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from wsipipe.errors import WsipipeError
+from wsipipe.storage import is_dir, is_url, location, output_exists
 from wsipipe.viewer._tiles import TILE_SIZE, TileSource
 
 __all__ = ["RunIndex", "SlideEntry"]
@@ -41,12 +44,14 @@ class SlideEntry:
     slide_path: Path | None = None
     mpp: float | None = None
     level0_size: tuple[int, int] | None = None
+    slide_found: bool = False
+    """Whether the slide file (or object) named by the store existed when the run was indexed."""
     problems: list[str] = field(default_factory=list)
 
     @property
     def viewable(self) -> bool:
         """Whether the slide file named by the store exists."""
-        return self.slide_path is not None and self.slide_path.is_file()
+        return self.slide_path is not None and self.slide_found
 
 
 def _store_facts(entry: SlideEntry) -> None:
@@ -63,10 +68,11 @@ def _store_facts(entry: SlideEntry) -> None:
         entry.level0_size = (int(size[0]), int(size[1]))
         entry.mpp = float(root.attrs[ATTR_LEVEL0_MPP])  # type: ignore[arg-type]
     except _READ_ERRORS as err:
-        entry.problems.append(f"patch store {store}: {err}")
+        entry.problems.append(f"patch store {location(store)}: {err}")
         return
-    if not entry.slide_path.is_file():
-        entry.problems.append(f"slide file {entry.slide_path} (named by {store}) does not exist")
+    entry.slide_found = output_exists(entry.slide_path)
+    if not entry.slide_found:
+        entry.problems.append(f"slide file {location(entry.slide_path)} (named by {location(store)}) does not exist")
 
 
 def _status(lesions: list[dict[str, Any]]) -> str:
@@ -93,7 +99,7 @@ class RunIndex:
     def __init__(self, run_dir: Path, *, gt: Path | None = None) -> None:
         from wsipipe.report import collect_run
 
-        self.run_dir = Path(run_dir).resolve()
+        self.run_dir = Path(run_dir) if is_url(run_dir) else Path(run_dir).resolve()
         self.data = collect_run(self.run_dir)
         self.gt_dir = gt if gt is not None else self._default_gt()
         self.slides: dict[str, SlideEntry] = {}
@@ -111,7 +117,7 @@ class RunIndex:
         if gt:
             return Path(str(gt))
         default = self.run_dir / "data" / "testing" / "lesion_annotations"
-        return default if default.is_dir() else None
+        return default if is_dir(default) else None
 
     # --- the run -------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
@@ -137,7 +143,7 @@ class RunIndex:
         froc = (self.data.evaluation or {}).get("froc")
         return {
             "name": name or self.run_dir.name,
-            "run_dir": str(self.run_dir),
+            "run_dir": location(self.run_dir),
             "froc_score": froc.get("score") if isinstance(froc, dict) else None,
             "slides": slides,
         }
@@ -278,7 +284,7 @@ class RunIndex:
                 for c, x, y in entry.view.points
                 if area is None or not area.contains(Point(x, y))
             ]
-        return {"file": str(path), "regions": regions, "false_positives": fps}
+        return {"file": location(path), "regions": regions, "false_positives": fps}
 
     def _explain(self, entry: SlideEntry, problems: list[str]) -> dict[str, Any]:
         points: dict[str, dict[str, Any]] = {}
@@ -295,7 +301,7 @@ class RunIndex:
                 problems.append(f"explain/metrics.csv: point {k} of {entry.slide_id} has no x, y")
                 continue
             png = self.run_dir / "explain" / entry.slide_id / f"point{k}.png"
-            image = f"/run/explain/{entry.slide_id}/point{k}.png" if png.is_file() else None
+            image = f"/run/explain/{entry.slide_id}/point{k}.png" if output_exists(png) else None
             points[k] = {"point": k, "x": x, "y": y, "methods": [row.get("method")], "image": image}
         return {"points": list(points.values())}
 

@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from wsipipe.errors import WsipipeError
+from wsipipe.storage import is_dir, is_url, location, open_input, output_exists
 from wsipipe.types import PathLike
 from wsipipe.viewer._index import RunIndex
 from wsipipe.viewer._tiles import TileError
@@ -117,8 +118,10 @@ class ViewerApp:
         from wsipipe.errors import OutputError
 
         root = Path(run_dir)
-        if not root.is_dir():
-            raise OutputError(f"run directory {root} does not exist; give the output folder of a wsipipe run")
+        if not is_dir(root):
+            raise OutputError(
+                f"run directory {location(root)} does not exist; give the output folder (or URL prefix) of a wsipipe run"
+            )
         self.index = RunIndex(root, gt=Path(gt) if gt is not None else None)
         self.run_dir = self.index.run_dir
         self._static = importlib.resources.files("wsipipe.viewer") / "static"
@@ -175,12 +178,17 @@ class ViewerApp:
         if not all(_SEGMENT.match(p) for p in parts):
             return _error(HTTPStatus.BAD_REQUEST, "unexpected characters in the path")
         candidate = self.run_dir.joinpath(*parts)
-        try:
-            resolved = candidate.resolve(strict=True)
-        except (OSError, RuntimeError):
-            return _error(HTTPStatus.NOT_FOUND, "no such file in the run")
-        if not resolved.is_relative_to(self.run_dir) or not resolved.is_file():
-            return _error(HTTPStatus.NOT_FOUND, "no such file in the run")
+        if is_url(self.run_dir):  # no links in object storage; the segments are checked above
+            resolved = candidate
+            if not output_exists(resolved):
+                return _error(HTTPStatus.NOT_FOUND, "no such file in the run")
+        else:
+            try:
+                resolved = candidate.resolve(strict=True)
+            except (OSError, RuntimeError):
+                return _error(HTTPStatus.NOT_FOUND, "no such file in the run")
+            if not resolved.is_relative_to(self.run_dir) or not resolved.is_file():
+                return _error(HTTPStatus.NOT_FOUND, "no such file in the run")
         suffix = resolved.suffix.lower()
         if suffix not in RUN_SUFFIXES:
             return _error(HTTPStatus.NOT_FOUND, f"{suffix or 'suffix-less'} files are not served")
@@ -188,7 +196,9 @@ class ViewerApp:
         headers = {"Content-Type": kind, "Cache-Control": "no-cache"}
         if suffix == ".html":  # a run's report: shown as text, never run as a page of this origin
             headers["Content-Type"] = "text/plain; charset=utf-8"
-        return Response(200, resolved.read_bytes(), headers)
+        with open_input(resolved) as fh:
+            body = bytes(fh.read())
+        return Response(200, body, headers)
 
     # --- API -----------------------------------------------------------------------------
     def _api(self, parts: list[str]) -> Response:

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from wsipipe.storage import location
 from wsipipe.types import PathLike
 from wsipipe.viewer._server import ViewerApp, make_server
 
@@ -71,7 +72,7 @@ def serve_run(
         )
     server = make_server(app, host, port)
     url = viewer_url(host, server.server_address[1])
-    logger.info("viewer: serving %s (%d slides) at %s", app.run_dir, len(app.index.slides), url)
+    logger.info("viewer: serving %s (%d slides) at %s", location(app.run_dir), len(app.index.slides), url)
     if on_ready is not None:
         on_ready(url)
     try:
