@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 from wsipipe.errors import ConfigError
+from wsipipe.storage import location
 
 __all__ = ["coerce_value", "config_hash", "parse_config", "suggest", "to_dict"]
 
@@ -183,7 +184,7 @@ def to_dict(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, Path):
-        return str(obj)
+        return location(obj)  # a URL held in a Path as the URL (s3://b/x, not s3:/b/x), without user:password@
     if isinstance(obj, tuple | list):
         return [to_dict(v) for v in obj]
     if isinstance(obj, Mapping):

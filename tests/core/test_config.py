@@ -86,3 +86,10 @@ def test_canonical_dict_and_hash_are_stable() -> None:
     assert config_hash(a) != config_hash(parse_config(Outer, {"name": "x", "tile_size": 128}))
     # The canonical form parses back to the same object.
     assert parse_config(Outer, to_dict(a)) == a
+
+
+def test_a_url_held_in_a_path_is_written_as_the_url() -> None:
+    a = parse_config(Outer, {"name": "x", "out": "s3://bucket/run"})
+    assert to_dict(a)["out"] == "s3://bucket/run"
+    assert parse_config(Outer, to_dict(a)) == a
+    assert to_dict(Path("https://user:secret@host/a.tif")) == "https://host/a.tif"
