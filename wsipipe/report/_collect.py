@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from wsipipe.errors import WsipipeError
 from wsipipe.slide import slide_id
+from wsipipe.storage import as_url, is_dir
 from wsipipe.tables import SlidePrediction, read_lesion_csv, read_reference, read_slide_predictions
 from wsipipe.types import RGBArray
 
@@ -240,10 +241,18 @@ def _explain(out: Path, problems: list[str]) -> tuple[list[Path], list[dict[str,
     return pngs, metrics
 
 
-def _slide_ids(out: Path, run: RunData, scores: dict[str, Any]) -> list[str]:
+def _store_paths(stores: Path) -> list[Path]:
+    """The ``*.zarr`` stores in the folder (or URL prefix) ``stores``."""
+    if as_url(stores) is None:
+        return [p for p in stores.glob("*.zarr") if p.is_dir()] if stores.is_dir() else []
+    from wsipipe.store import find_stores
+
+    return find_stores([stores]) if is_dir(stores) else []
+
+
+def _slide_ids(out: Path, run: RunData, scores: dict[str, Any], stores: list[Path]) -> list[str]:
     ids: set[str] = set()
-    if (out / "stores").is_dir():
-        ids.update(slide_id(p) for p in (out / "stores").glob("*.zarr") if p.is_dir())
+    ids.update(slide_id(p) for p in stores)
     if (out / "lesions").is_dir():
         ids.update(slide_id(p) for p in (out / "lesions").glob("*.csv"))
     ids.update(scores)
@@ -254,7 +263,7 @@ def _slide_ids(out: Path, run: RunData, scores: dict[str, Any]) -> list[str]:
     return sorted(ids)
 
 
-def collect_run(out_dir: Path) -> RunData:
+def collect_run(out_dir: Path, stores_dir: Path | None = None) -> RunData:
     """Gather the manifest, per-slide records, evaluation, training, explanation and export outputs.
 
     Images (thumbnails, masks, heatmaps) are not loaded here; see :func:`load_slide_images`.
@@ -263,8 +272,12 @@ def collect_run(out_dir: Path) -> RunData:
     ----------
     out_dir : Path
         A run directory (``wsipipe run`` output).
+    stores_dir : Path, optional
+        Its stores, if not ``<out_dir>/stores`` (a URL prefix for a run at a URL).
     """
     out = Path(out_dir)
+    stores = _store_paths(stores_dir if stores_dir is not None else out / "stores")
+    by_id = {slide_id(p): p for p in stores}
     run = RunData(out_dir=out)
     run.manifest, run.manifest_path = _manifest(out, run.problems)
     if run.manifest is not None:
@@ -277,10 +290,9 @@ def collect_run(out_dir: Path) -> RunData:
     scores = _slide_scores(out / "slide_predictions.csv", run.problems)
     reference = _reference_labels(out, run.problems)
     eval_rows = {str(s.get("slide")): s for s in (run.evaluation or {}).get("slides") or [] if isinstance(s, dict)}
-    for sid in _slide_ids(out, run, scores):
+    for sid in _slide_ids(out, run, scores, stores):
         view = SlideView(slide_id=sid)
-        store = out / "stores" / f"{sid}.zarr"
-        view.store = store if store.is_dir() else None
+        view.store = by_id.get(sid)
         lesions = out / "lesions" / f"{sid}.csv"
         if lesions.is_file():
             view.has_lesions_csv = True

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from wsipipe.evaluation import EvaluateParams
 from wsipipe.pipeline._context import StageContext, StageResult
+from wsipipe.storage import output_exists
 
 __all__ = ["Params", "run"]
 
@@ -42,7 +43,7 @@ def run(params: Params, ctx: StageContext) -> StageResult:
         pred_dir=params.pred_dir or ctx.out_dir / "lesions",
         slide_preds=params.slide_preds or ctx.out_dir / "slide_predictions.csv",
         gt=params.gt or data / "lesion_annotations",
-        reference=reference if reference.is_file() else None,
+        reference=reference if output_exists(reference) else None,
         slides_dir=params.slides_dir or data / "images",
         params=own,
     )

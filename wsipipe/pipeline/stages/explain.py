@@ -16,6 +16,7 @@ from wsipipe.explain import ExplainParams
 from wsipipe.pipeline._context import StageContext, StageResult
 from wsipipe.pipeline.stages._common import inputs_or_default, record_items
 from wsipipe.pipeline.stages.infer import DEFAULT_CHECKPOINT
+from wsipipe.storage import is_dir, location
 
 __all__ = ["Params", "run"]
 
@@ -44,13 +45,13 @@ def run(params: Params, ctx: StageContext) -> StageResult:
         own,
         checkpoint=params.checkpoint or ctx.out_dir / DEFAULT_CHECKPOINT,
         lesions_dir=params.lesions or ctx.out_dir / "lesions",
-        annotations_dir=annotations if annotations.is_dir() else None,
+        annotations_dir=annotations if is_dir(annotations) else None,
     )
     record_items(ctx, result.slides)
     return StageResult(
         summary={
             "points": sum(s.n_points for s in result.slides),
-            "metrics": str(result.metrics_csv) if result.metrics_csv else None,
+            "metrics": location(result.metrics_csv) if result.metrics_csv else None,
             "seconds": round(result.seconds, 3),
         }
     )
