@@ -18,7 +18,7 @@ from typing import Any
 import fsspec
 import pytest
 
-from wsipipe.errors import ConfigError, LockedError
+from wsipipe.errors import ConfigError, LockedError, OutputError
 from wsipipe.pipeline import LEASE_ENV, LOCK_NAME, ObjectRunLock, RunLock, run_lock, run_pipeline
 from wsipipe.storage import ConditionalWriteError, create_object, delete_object, read_object, replace_object
 
@@ -172,6 +172,11 @@ def test_renewal_keeps_a_long_runs_lease_alive_and_a_lost_lease_is_noticed(
         with pytest.raises(LockedError, match=r"lost the run lock .* run usurper"):
             lock.check()
     assert _record(out)["run_id"] == "usurper"  # release left the other run's lock alone
+
+
+def test_a_run_directory_without_conditional_writes_is_refused() -> None:
+    with pytest.raises(OutputError, match=r"cannot create the run lock gs://b/run/\.wsipipe\.lock: .* s3:// only"):
+        ObjectRunLock("gs://b/run", "mine").acquire()
 
 
 def test_a_bad_lease_setting_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

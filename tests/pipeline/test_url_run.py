@@ -46,7 +46,11 @@ def _pipeline(out: str, slides: Path, checkpoint: str) -> str:
 
 
 def test_a_pipeline_runs_end_to_end_into_s3_and_a_failed_run_resumes(
-    s3_bucket: str, write_yaml: Writer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    s3_bucket: str,
+    write_yaml: Writer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.chdir(tmp_path)
     fs = fsspec.filesystem("s3")
@@ -69,6 +73,7 @@ def test_a_pipeline_runs_end_to_end_into_s3_and_a_failed_run_resumes(
     # the next run resumes: tiling is reused, the rest runs, every output is at the URL
     path = write_yaml("p.yaml", _pipeline(out, tmp_path / "slides", f"{s3_bucket}/models/ckpt"))
     assert main(["run", str(path), "--scheduler", "sync"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"manifest: {out}/{MANIFEST_NAME}"
     m = _manifest(out)
     assert m["run"]["status"] == "done"
     assert m["history"][-1]["status"] == "failed"

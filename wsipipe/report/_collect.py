@@ -247,7 +247,10 @@ def _store_paths(stores: Path) -> list[Path]:
         return [p for p in stores.glob("*.zarr") if p.is_dir()] if stores.is_dir() else []
     from wsipipe.store import find_stores
 
-    return find_stores([stores]) if is_dir(stores) else []
+    try:
+        return find_stores([stores]) if is_dir(stores) else []
+    except WsipipeError:  # a prefix without stores
+        return []
 
 
 def _slide_ids(out: Path, run: RunData, scores: dict[str, Any], stores: list[Path]) -> list[str]:
