@@ -1,10 +1,11 @@
 """Object storage: which inputs and outputs are fsspec URLs, and the file system that reads them.
 
-A slide or an output directory may be a URL (``s3://bucket/slides/``, ``gs://...``,
-``https://host/slide.tif``) in the tile, infer, aggregate, evaluate, evaluate-patches, explain
-and export stages, in ``wsipipe view`` (a run directory at a URL prefix) and for training data
-(``pcam`` and ``slides`` roots); a pipeline's run directory, with its lock and manifest, and a
-training run directory are local. Stages carry such a location
+A slide, a checkpoint or an output directory may be a URL (``s3://bucket/slides/``, ``gs://...``,
+``https://host/slide.tif``) in every stage (tile, infer, aggregate, evaluate, evaluate-patches,
+explain, export, report, train), in ``wsipipe view`` (a run directory at a URL prefix) and as a
+pipeline's run directory (its lock is an object with a lease, written with the conditional
+requests :func:`create_object`, :func:`replace_object` and :func:`delete_object` below; S3
+only). Stages carry such a location
 as a :class:`~pathlib.Path` like any other (``Path("s3://b/x.tif")`` keeps its name, stem and
 parent); :func:`as_url` recognises it again (``scheme:/rest`` with a scheme of two or more
 letters, so ``C:/`` stays a path) and gives back the URL.
@@ -24,7 +25,7 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,21 +34,30 @@ if TYPE_CHECKING:
     from wsipipe.types import PathLike
 
 __all__ = [
+    "ConditionalWriteError",
     "as_url",
+    "create_object",
+    "delete_object",
+    "download_tree",
     "input_size",
     "is_dir",
     "is_url",
     "list_dir",
     "list_files",
     "location",
+    "mirrored",
     "open_input",
     "open_output",
     "output_exists",
+    "read_bytes",
+    "read_object",
     "readable",
     "redact_url",
     "remove_output",
+    "replace_object",
     "set_storage_options",
     "storage_options",
+    "upload_tree",
     "url_fs",
     "writable",
     "writable_dir",
@@ -207,6 +217,25 @@ def readable(path: PathLike | str) -> Iterator[Path]:
         yield local
 
 
+def read_bytes(path: PathLike | str) -> bytes:
+    """The whole content of a local file or of the object at an fsspec URL.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no such file or object (the message names it, without credentials).
+    """
+    url = as_url(path)
+    if url is None:
+        return Path(path).read_bytes()
+    fs, key = url_fs(url)
+    fs.invalidate_cache(key)
+    try:
+        return bytes(fs.cat_file(key))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no object at {redact_url(url)}") from None
+
+
 def output_exists(path: PathLike | str) -> bool:
     """Whether a file exists at ``path`` (a local path, or an object at an fsspec URL)."""
     url = as_url(path)
@@ -301,9 +330,169 @@ def writable_dir(path: PathLike | str) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="wsipipe-out-") as tmp:
         yield Path(tmp)
-        fs, key = url_fs(url)
-        for local in sorted(p for p in Path(tmp).rglob("*") if p.is_file()):
-            target = f"{key.rstrip('/')}/{local.relative_to(tmp).as_posix()}"
-            fs.put_file(str(local), target)
-            fs.invalidate_cache(target)
+        upload_tree(Path(tmp), url)
+
+
+def download_tree(path: PathLike | str, local: Path, *, skip: Callable[[str], bool] | None = None) -> None:
+    """Copy every object under the URL prefix ``path`` into the folder ``local`` (relative keys kept).
+
+    ``skip(relative_key)`` (POSIX-style, e.g. ``"stores/a.zarr/zarr.json"``) leaves an object out.
+    Nothing is copied if the prefix is empty.
+    """
+    url = as_url(path)
+    if url is None:
+        raise ValueError(f"download_tree: {path} is not a URL")
+    fs, key = url_fs(url)
+    fs.invalidate_cache(key)
+    prefix = key.rstrip("/") + "/"
+    for remote in fs.find(key) if fs.isdir(key) else []:
+        relative = remote[len(prefix) :] if remote.startswith(prefix) else ""
+        if relative and not (skip is not None and skip(relative)):
+            target = local / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fs.get_file(remote, str(target))
+
+
+def upload_tree(local: Path, path: PathLike | str) -> None:
+    """Put every file under the folder ``local`` at the URL prefix ``path`` (one PUT per file, relative paths kept)."""
+    url = as_url(path)
+    if url is None:
+        raise ValueError(f"upload_tree: {path} is not a URL")
+    fs, key = url_fs(url)
+    prefix = key.rstrip("/") + "/"
+    for file in sorted(p for p in Path(local).rglob("*") if p.is_file()):
+        target = prefix + file.relative_to(local).as_posix()
+        fs.put_file(str(file), target)
+        fs.invalidate_cache(target)
+    fs.invalidate_cache(key)
+
+
+@contextmanager
+def mirrored(path: PathLike | str) -> Iterator[Path]:
+    """A local folder standing for the folder ``path``: ``path`` itself, or for a URL a synced temporary copy.
+
+    For a URL, every object under the prefix is downloaded into a temporary folder first (so a
+    writer can resume from what is there), and on exit every file of the folder is uploaded
+    back, one PUT per file, whether the block ended normally or raised an ``Exception`` (a
+    writer whose local files are each written whole, e.g. with temp file + rename, leaves
+    a consistent state to resume from); nothing is uploaded on ``KeyboardInterrupt``. Files
+    deleted locally are not deleted at the URL.
+    """
+    if as_url(path) is None:
+        yield Path(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="wsipipe-dir-") as tmp:
+        local = Path(tmp) / (Path(path).name or "out")
+        local.mkdir()
+        download_tree(path, local)
+        try:
+            yield local
+        except Exception:
+            upload_tree(local, path)
+            raise
+        upload_tree(local, path)
+
+
+# --- conditional requests (S3): the run lock object ------------------------------------------
+
+
+class ConditionalWriteError(OSError):
+    """The object store cannot make conditional writes (a protocol other than ``s3://``)."""
+
+
+def _s3_call(url: str, method: str, **kwargs: Any) -> Any:
+    """One S3 API call (through s3fs' client, with its retries) on the object at ``url``.
+
+    Returns the response, or None when the store answers ``412 Precondition Failed`` or
+    ``409 ConditionalRequestConflict`` (a concurrent conditional write won) or ``404`` on a
+    conditional request (the object is gone).
+    """
+    protocol = url.split("://", 1)[0]
+    if protocol not in ("s3", "s3a"):
+        raise ConditionalWriteError(
+            f"{redact_url(url)}: conditional writes (the run lock object) are implemented for s3:// only; "
+            "write the run directory to S3 or to a local folder"
+        )
+    fs, key = url_fs(url)
+    bucket, _, name = key.partition("/")
+    try:
+        return fs.call_s3(method, Bucket=bucket, Key=name, **kwargs)
+    except OSError as err:
+        code = _s3_error_code(err)
+        if code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+            return None
+        if code in ("NoSuchKey", "404") and ("IfMatch" in kwargs or "IfNoneMatch" in kwargs):
+            return None
+        raise
+    finally:
         fs.invalidate_cache(key)
+
+
+def _s3_error_code(err: BaseException) -> str | None:
+    """The S3 error code behind an error s3fs raised (it keeps the botocore error as the cause)."""
+    seen: BaseException | None = err
+    while seen is not None:
+        response = getattr(seen, "response", None)
+        if isinstance(response, dict):
+            code = response.get("Error", {}).get("Code")
+            return str(code) if code is not None else None
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(err, FileExistsError):
+        return "PreconditionFailed"
+    if isinstance(err, FileNotFoundError):
+        return "NoSuchKey"
+    return None
+
+
+def create_object(url: str, data: bytes) -> str | None:
+    """Write ``data`` as the object at ``url`` only if there is none (``If-None-Match: *``).
+
+    Returns
+    -------
+    str or None
+        The new object's ETag, or None if an object already exists there.
+
+    Raises
+    ------
+    ConditionalWriteError
+        For a protocol other than ``s3://``.
+    """
+    response = _s3_call(url, "put_object", Body=data, IfNoneMatch="*")
+    return None if response is None else str(response["ETag"])
+
+
+def replace_object(url: str, data: bytes, etag: str) -> str | None:
+    """Overwrite the object at ``url`` with ``data`` only if its ETag is still ``etag`` (``If-Match``).
+
+    Returns the new ETag, or None if the object changed or is gone (someone else wrote it).
+    """
+    response = _s3_call(url, "put_object", Body=data, IfMatch=etag)
+    return None if response is None else str(response["ETag"])
+
+
+def read_object(url: str) -> tuple[bytes, str] | None:
+    """The content and ETag of the object at ``url``, or None if there is none (one GET)."""
+    try:
+        response = _s3_call(url, "get_object")
+    except FileNotFoundError:
+        return None
+    if response is None:
+        return None
+    body = response["Body"]
+    try:
+        data = _read_body(body)
+    finally:
+        body.close()
+    return data, str(response["ETag"])
+
+
+def _read_body(body: Any) -> bytes:
+    """Read an aiobotocore streaming body from sync code (on s3fs' event loop)."""
+    from fsspec.asyn import get_loop, sync
+
+    return bytes(sync(get_loop(), body.read))
+
+
+def delete_object(url: str, etag: str) -> bool:
+    """Delete the object at ``url`` only if its ETag is still ``etag`` (``If-Match``); whether it was deleted."""
+    return _s3_call(url, "delete_object", IfMatch=etag) is not None

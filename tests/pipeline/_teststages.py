@@ -9,6 +9,7 @@ from pathlib import Path
 
 from wsipipe.errors import CorruptSlideError, DatasetError
 from wsipipe.pipeline import StageContext, StageResult
+from wsipipe.storage import is_url, location, open_output, output_exists
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,20 +35,22 @@ class EchoParams:
 
 
 def echo_run(params: EchoParams, ctx: StageContext) -> StageResult:
-    """Write one JSON file per item under ``<out>/echo``; items in ``fail`` fail like a corrupt slide."""
+    """Write one JSON file per item under ``<out>/echo`` (a folder or a URL prefix); items in ``fail`` fail."""
     folder = ctx.out_dir / "echo"
-    folder.mkdir(exist_ok=True)
+    if not is_url(folder):
+        folder.mkdir(exist_ok=True)
     for item in params.items:
         target = folder / f"{item}.json"
-        if target.exists() and not ctx.force:
+        if output_exists(target) and not ctx.force:
             ctx.record(item, "skipped", "already done")
             continue
         with ctx.attempt(item):
             if item in params.fail:
                 raise CorruptSlideError(f"slide {item}.tif: JPEG tile data is corrupt")
             time.sleep(params.sleep)
-            target.write_text(json.dumps({"item": item, "scale": params.scale, "scheduler": ctx.scheduler}))
-    return StageResult(summary={"n_items": len(params.items), "folder": str(folder)})
+            with open_output(target) as fh:
+                fh.write(json.dumps({"item": item, "scale": params.scale, "scheduler": ctx.scheduler}).encode())
+    return StageResult(summary={"n_items": len(params.items), "folder": location(folder)})
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,4 +1,4 @@
-"""Pipeline files with fsspec URLs: stage inputs keep them as written; a URL run directory is refused."""
+"""Pipeline files with fsspec URLs: stage inputs and the run directory keep them as written."""
 
 from __future__ import annotations
 
@@ -23,11 +23,23 @@ def test_url_inputs_are_not_made_relative_to_the_file(write_yaml: Callable[[str,
     assert spec.stages["t_echo"].extra == (path.parent / "a.tif",)
 
 
-def test_a_url_run_directory_is_refused_with_what_to_do(write_yaml: Callable[[str, str], Path]) -> None:
-    path = write_yaml("p.yaml", "out: 's3://user:pw@bucket/run'\nstages:\n  t_echo: {}\n")
-    with pytest.raises(ConfigError, match=r"'out' is a URL \(s3://bucket/run\); .* must be a local folder") as info:
-        load_pipeline(path)
-    assert "pw" not in str(info.value)
+def test_a_url_run_directory_is_kept_and_recorded_without_credentials(write_yaml: Callable[[str, str], Path]) -> None:
+    path = write_yaml("p.yaml", "out: 's3://user:pw@bucket/run'\nstages:\n  t_echo: {data: '${out}/in'}\n")
+    spec = load_pipeline(path)
+    assert as_url(spec.out) == "s3://user:pw@bucket/run"
+    assert as_url(spec.stages["t_echo"].data) == "s3://user:pw@bucket/run/in"
+    assert spec.to_dict()["out"] == "s3://bucket/run"
+
+
+def test_a_stage_that_writes_only_locally_is_refused_up_front_at_a_url(
+    write_yaml: Callable[[str, str], Path], tmp_path: Path
+) -> None:
+    from wsipipe.pipeline import run_pipeline
+
+    path = write_yaml("p.yaml", "out: 's3://bucket/run'\nstages:\n  synth: {}\n")
+    with pytest.raises(ConfigError, match=r"stage 'synth' writes to a local folder only, .* s3://bucket/run/data; set"):
+        run_pipeline(path)
+    assert not (tmp_path / "s3:").exists()
 
 
 def test_storage_options_apply_and_are_never_recorded(write_yaml: Callable[[str, str], Path], tmp_path: Path) -> None:

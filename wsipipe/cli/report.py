@@ -58,13 +58,14 @@ def make_params(args: argparse.Namespace) -> ReportParams:
 def run(args: argparse.Namespace) -> int:
     """Write the report and print its path."""
     from wsipipe.report import write_report
+    from wsipipe.storage import input_size, location
 
     params = make_params(args)
     path = write_report(args.out_dir, path=args.path, params=params)
     if args.open_path_only:
-        print(path)
+        print(location(path))
         return 0
-    size_kib = path.stat().st_size / 1024
-    figures = f"; figures in {path.parent / 'figures'}" if params.figures else ""
-    print(f"report: {path} ({size_kib:.0f} KiB){figures}")
+    size_kib = input_size(path) / 1024
+    figures = f"; figures in {location(path.parent / 'figures')}" if params.figures else ""
+    print(f"report: {location(path)} ({size_kib:.0f} KiB){figures}")
     return 0

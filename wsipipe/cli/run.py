@@ -7,6 +7,7 @@ from typing import Any
 
 from wsipipe.cli._common import add_scheduler_option
 from wsipipe.errors import ConfigError, PartialFailureError
+from wsipipe.storage import location
 
 __all__ = ["add_parser", "run"]
 
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         listed = "; ".join(f"{k}: {v}" for k, v in list(failures.items())[:10])
         more = f"; and {len(failures) - 10} more" if len(failures) > 10 else ""
         raise PartialFailureError(
-            f"{len(failures)} item(s) failed, the others are done: {listed}{more} (see {result.manifest_path})",
+            f"{len(failures)} item(s) failed, the others are done: {listed}{more} (see {location(result.manifest_path)})",
             failures,
         )
     return 0
@@ -90,7 +91,7 @@ def _summary(result: Any) -> str:
             f"  {name:<{width}}  {status:<7}  {format_seconds(result.seconds[name]):>10}  "
             f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed"
         )
-    lines.append(f"manifest: {result.manifest_path}")
+    lines.append(f"manifest: {location(result.manifest_path)}")
     return "\n".join(lines)
 
 

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from wsipipe.errors import ConfigError
 from wsipipe.results import BatchResult
+from wsipipe.storage import as_url
 from wsipipe.types import PathLike
 
 __all__ = ["InferOptions", "InferParams", "InferResult", "StoreSummary", "predict_stores"]
@@ -245,7 +246,7 @@ def predict_stores(
     # Decided here, once, for every worker: "on" without native bf16 fails before any work.
     cpu_bf16 = params.device != "cuda" and not params.accelerator_path and resolve_cpu_bf16(params.cpu_bf16)
     runtime = RuntimeOptions(
-        checkpoint=str(Path(checkpoint).resolve()),
+        checkpoint=as_url(checkpoint) or str(Path(checkpoint).resolve()),
         checkpoint_sha256=meta.weights_sha256,
         device=params.device,
         amp=params.amp,

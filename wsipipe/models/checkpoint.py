@@ -11,6 +11,10 @@ from the registry (:func:`wsipipe.models.build_model`) and checks, in this order
 is a safetensors checkpoint (a pickle, a torch ``.pt`` zip, anything else is refused *without*
 being unpickled), the metadata keys and format version, the architecture name, the SHA-256 of
 the weights, and that every tensor name and shape fits the rebuilt model.
+
+A checkpoint (directory or file) may be at an fsspec URL (``s3://bucket/models/best``): its
+weights and metadata are downloaded through :mod:`wsipipe.storage` into a temporary folder and
+checked there exactly as a local one (nothing else under the prefix is fetched).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -31,6 +36,7 @@ from torch import nn
 
 from wsipipe import __version__
 from wsipipe.errors import CheckpointError, ConfigError, output_error
+from wsipipe.storage import as_url, is_dir, location, output_exists, url_fs
 from wsipipe.types import PathLike
 
 __all__ = ["CHECKPOINT_FORMAT", "CheckpointMeta", "load_checkpoint", "save_checkpoint", "write_safetensors"]
@@ -228,7 +234,8 @@ def load_checkpoint(
     Parameters
     ----------
     path : path-like
-        The checkpoint directory, or its ``weights.safetensors`` / a lone ``.safetensors`` file.
+        The checkpoint directory, or its ``weights.safetensors`` / a lone ``.safetensors`` file;
+        a local path or an fsspec URL.
     map_location : str or torch.device
         Device for the model.
     require : iterable of str, optional
@@ -253,6 +260,9 @@ def load_checkpoint(
     from wsipipe.models.capabilities import require_capability
     from wsipipe.models.registry import build_model
 
+    url = as_url(path)
+    if url is not None:
+        return _load_from_url(url, map_location, require=require, hint=hint)
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"{p}: checkpoint not found")
@@ -307,3 +317,35 @@ def load_checkpoint(
     model.to(map_location)
     model.eval()
     return model, meta
+
+
+def _load_from_url(
+    url: str, map_location: str | torch.device, *, require: Iterable[str], hint: str
+) -> tuple[nn.Module, CheckpointMeta]:
+    """:func:`load_checkpoint` of the checkpoint at ``url``, from a temporary local copy of its two files."""
+    shown = location(url)
+    with tempfile.TemporaryDirectory(prefix="wsipipe-ckpt-") as tmp:
+        local = Path(tmp) / (Path(url).name or "checkpoint")
+        try:
+            fs, key = url_fs(url)
+            if is_dir(url):
+                local.mkdir()
+                names = [n for n in (WEIGHTS_NAME, META_NAME) if output_exists(f"{url}/{n}")]
+                if WEIGHTS_NAME not in names:
+                    found = ", ".join(sorted(Path(k).name for k in fs.ls(key, detail=False))) or "nothing"
+                    raise CheckpointError(f"{shown}: no {WEIGHTS_NAME} in the checkpoint directory (found: {found})")
+                for name in names:
+                    fs.get_file(f"{key}/{name}", str(local / name))
+            elif output_exists(url):
+                fs.get_file(key, str(local))
+                sibling = url.rsplit("/", 1)[0] + "/" + META_NAME
+                if local.name == WEIGHTS_NAME and output_exists(sibling):
+                    fs.get_file(url_fs(sibling)[1], str(local.parent / META_NAME))
+            else:
+                raise CheckpointError(f"{shown}: checkpoint not found")
+        except OSError as err:
+            raise CheckpointError(f"{shown}: cannot read the checkpoint ({err})") from err
+        try:
+            return load_checkpoint(local, map_location, require=require, hint=hint)
+        except (CheckpointError, ConfigError) as err:  # name the URL, not the temporary copy
+            raise type(err)(str(err).replace(str(local), shown)) from None

@@ -11,7 +11,7 @@ A stage is a module in :mod:`wsipipe.pipeline.stages` with a ``Params`` dataclas
 from __future__ import annotations
 
 from wsipipe.pipeline._context import ITEM_STATUSES, ItemStatus, StageContext, StageResult
-from wsipipe.pipeline._lock import LOCK_NAME, RunLock
+from wsipipe.pipeline._lock import LEASE_ENV, LOCK_NAME, ObjectRunLock, OutputLock, RunLock, run_lock
 from wsipipe.pipeline._manifest import MANIFEST_NAME, package_versions
 from wsipipe.pipeline.registry import (
     BUILTIN_STAGES,
@@ -38,10 +38,13 @@ from wsipipe.pipeline.spec import (
 __all__ = [
     "BUILTIN_STAGES",
     "ITEM_STATUSES",
+    "LEASE_ENV",
     "LOCK_NAME",
     "MANIFEST_NAME",
     "STAGE_ORDER",
     "ItemStatus",
+    "ObjectRunLock",
+    "OutputLock",
     "PipelineSpec",
     "RunLock",
     "RunResult",
@@ -57,6 +60,7 @@ __all__ = [
     "package_versions",
     "parse_override",
     "register_stage",
+    "run_lock",
     "run_pipeline",
     "run_spec",
     "sort_stages",

@@ -5,6 +5,8 @@ most every :data:`FLUSH_INTERVAL_S` seconds while items are recorded, so a kille
 a truthful manifest (its run and stage show ``"running"``; the next run marks them
 ``"interrupted"``). The same record goes to ``<out>/runs/<run_id>.json``, and ``history``
 lists the earlier runs. Stages not run this time keep the record of the run that last ran them.
+In a run directory at an fsspec URL each write is one PUT of the whole object, which readers
+see whole or not at all, as they do a renamed file.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from wsipipe import __version__
 from wsipipe.config import config_hash, to_dict
 from wsipipe.errors import OutputError
 from wsipipe.pipeline._context import ItemStatus, StageResult
+from wsipipe.storage import as_url, location, open_output, read_bytes
 
 __all__ = ["MANIFEST_NAME", "MANIFEST_VERSION", "RunManifest", "package_versions", "utc_now", "write_json_atomic"]
 
@@ -77,13 +80,21 @@ def package_versions() -> dict[str, str | None]:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` via a temporary file and a rename.
+    """Write ``data`` as JSON to ``path`` via a temporary file and a rename (at a URL: one PUT).
 
     Raises
     ------
     OutputError
-        If the file cannot be written (read-only directory, full disk).
+        If the file cannot be written (read-only directory, full disk, an unreachable store).
     """
+    if as_url(path) is not None:
+        text = json.dumps(data, indent=2, default=str) + "\n"
+        try:
+            with open_output(path) as fh:
+                fh.write(text.encode("utf-8"))
+        except OSError as err:
+            raise OutputError(f"cannot write {location(path)}: {err}") from err
+        return
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
@@ -153,19 +164,25 @@ class RunManifest:
 
     def _load_previous(self) -> dict[str, Any]:
         try:
-            text = self.path.read_text(encoding="utf-8")
+            text = read_bytes(self.path).decode("utf-8", errors="replace")
         except FileNotFoundError:
             return {}
         except OSError as err:
-            raise OutputError(f"cannot read the run manifest {self.path}: {err}") from err
+            raise OutputError(f"cannot read the run manifest {location(self.path)}: {err}") from err
         try:
             data = json.loads(text)
             if not isinstance(data, dict):
                 raise ValueError("not a JSON object")
         except ValueError as err:
             aside = self.path.with_name(f"{MANIFEST_NAME}.unreadable-{int(time.time())}")
-            logger.warning("run manifest %s is unreadable (%s); moved it to %s", self.path, err, aside)
-            os.replace(self.path, aside)
+            logger.warning(
+                "run manifest %s is unreadable (%s); moved it to %s", location(self.path), err, location(aside)
+            )
+            if as_url(self.path) is None:
+                os.replace(self.path, aside)
+            else:  # no rename: keep a copy (the manifest itself is overwritten by the next write)
+                with open_output(aside) as fh:
+                    fh.write(text.encode("utf-8"))
             return {}
         return data
 
@@ -177,7 +194,8 @@ class RunManifest:
         """Write the manifest now (``manifest.json`` and ``runs/<run_id>.json``)."""
         with self._mutex:
             try:
-                self.run_path.parent.mkdir(exist_ok=True)
+                if as_url(self.run_path) is None:
+                    self.run_path.parent.mkdir(exist_ok=True)
             except OSError as err:
                 raise OutputError(f"cannot create {self.run_path.parent}: {err}") from err
             write_json_atomic(self.path, self.data)

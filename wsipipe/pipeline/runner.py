@@ -22,13 +22,13 @@ from typing import Any, Literal
 from wsipipe.config import suggest
 from wsipipe.errors import ConfigError, OutputError, PartialFailureError, WsipipeError, output_error
 from wsipipe.pipeline._context import StageContext, StageResult
-from wsipipe.pipeline._lock import RunLock
+from wsipipe.pipeline._lock import run_lock
 from wsipipe.pipeline._manifest import RunManifest
 from wsipipe.pipeline.registry import get_stage
 from wsipipe.pipeline.spec import PipelineSpec, load_pipeline
 from wsipipe.progress import format_seconds
 from wsipipe.scheduler import parse_scheduler
-from wsipipe.storage import set_storage_options
+from wsipipe.storage import is_url, location, set_storage_options
 from wsipipe.types import PathLike
 
 __all__ = ["RunResult", "new_run_id", "run_pipeline", "run_spec"]
@@ -36,6 +36,9 @@ __all__ = ["RunResult", "new_run_id", "run_pipeline", "run_spec"]
 logger = logging.getLogger(__name__)
 
 _MAX_LISTED = 10
+
+#: Stages that write only to a local folder: stage -> (its folder option, default under ``out``).
+_LOCAL_ONLY_OUTPUTS: dict[str, tuple[str, str]] = {"synth": ("dir", "data"), "compare": ("dir", "compare")}
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ class RunResult:
     name : str
         The pipeline's name.
     out : Path
-        The output directory.
+        The output directory (an fsspec URL carried as a Path for a URL ``out:``).
     manifest_path : Path
         ``<out>/manifest.json``.
     status : {"done", "partial"}
@@ -154,6 +157,7 @@ def run_spec(
 ) -> RunResult:
     """Run an already loaded :class:`PipelineSpec`; see :func:`run_pipeline`."""
     selected = _select(spec, only)
+    _refuse_url_outputs(spec, selected)
     sched = parse_scheduler(scheduler)  # a bad value fails before the lock and the manifest
     run_id = new_run_id()
     recorded = None if sched.kind == "default" else scheduler if isinstance(scheduler, str) else str(sched)
@@ -164,12 +168,14 @@ def run_spec(
     seconds: dict[str, float] = {}
     for protocol, opts in spec.storage_options.items():  # credentials stay in this process, never recorded
         set_storage_options(protocol, opts)
-    with RunLock(spec.out, run_id):
+    with run_lock(spec.out, run_id) as lock:
         manifest = RunManifest(spec.out, run_id, spec.to_dict(), options)
         manifest.write()
-        logger.info("pipeline %s: run %s of %s into %s", spec.name, run_id, ", ".join(selected), spec.out)
+        logger.info("pipeline %s: run %s of %s into %s", spec.name, run_id, ", ".join(selected), location(spec.out))
         for name in selected:
+            lock.check()  # a lock object whose lease another run took over: stop before writing more
             results[name], seconds[name] = _run_stage(spec, name, manifest, force=force, scheduler=scheduler)
+        lock.check()
         total = time.perf_counter() - t_run
         result = RunResult(
             run_id=run_id,
@@ -183,16 +189,33 @@ def run_spec(
         )
         failures = result.failures
         manifest.finish(result.status, error=f"{len(failures)} item(s) failed" if failures else None)
-    logger.info("pipeline %s: %s in %s; manifest %s", spec.name, result.status, format_seconds(total), manifest.path)
+    logger.info(
+        "pipeline %s: %s in %s; manifest %s", spec.name, result.status, format_seconds(total), location(manifest.path)
+    )
     if failures and check:
         listed = [f"{k}: {v}" for k, v in list(failures.items())[:_MAX_LISTED]]
         more = f"; and {len(failures) - _MAX_LISTED} more" if len(failures) > _MAX_LISTED else ""
         raise PartialFailureError(
             f"pipeline {spec.name}: {len(failures)} item(s) failed, the others are done: "
-            f"{'; '.join(listed)}{more} (details in {manifest.path})",
+            f"{'; '.join(listed)}{more} (details in {location(manifest.path)})",
             failures,
         )
     return result
+
+
+def _refuse_url_outputs(spec: PipelineSpec, selected: Sequence[str]) -> None:
+    """Refuse, before anything runs, a stage asked to write to a URL that can only write to a local folder."""
+    for name in selected:
+        if name not in _LOCAL_ONLY_OUTPUTS:
+            continue
+        option, default = _LOCAL_ONLY_OUTPUTS[name]
+        folder = getattr(spec.stages[name], option, None) or spec.out / default
+        if is_url(folder):
+            raise ConfigError(
+                f"{spec.path}: stage '{name}' writes to a local folder only, but its output is the URL "
+                f"{location(folder)}; set stages.{name}.{option} to a local folder (e.g. {option}: {name}-{default}) "
+                f"and point the stages that read it there, or run '{name}' in a pipeline with a local 'out'"
+            )
 
 
 def _run_stage(

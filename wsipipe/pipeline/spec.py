@@ -38,7 +38,7 @@ import yaml
 from wsipipe.config import coerce_value, parse_config, suggest, to_dict
 from wsipipe.errors import ConfigError
 from wsipipe.pipeline.registry import STAGE_ORDER, get_stage, sort_stages, stage_names
-from wsipipe.storage import is_url, redact_url
+from wsipipe.storage import is_url, location
 from wsipipe.types import PathLike
 
 __all__ = [
@@ -79,7 +79,8 @@ class PipelineSpec:
     path : Path
         The pipeline file, absolute.
     out : Path
-        The output directory, absolute.
+        The output directory, absolute, or an fsspec URL carried as a Path
+        (:func:`wsipipe.storage.as_url` gives it back).
     stages : dict of str to Params
         Stage name -> its parsed ``Params`` dataclass, in run order.
     description : str
@@ -109,7 +110,7 @@ class PipelineSpec:
         return {
             "name": self.name,
             "path": str(self.path),
-            "out": str(self.out),
+            "out": location(self.out),
             "description": self.description,
             "files": [str(f) for f in self.files],
             "overrides": list(self.overrides),
@@ -417,12 +418,6 @@ def load_pipeline(path: PathLike, *, overrides: Sequence[str] = ()) -> PipelineS
     if not keys.out:
         raise ConfigError(
             f"{source}: required key 'out' is missing; add the output directory, e.g. 'out: {path.stem}-out'"
-        )
-    if is_url(keys.out):
-        raise ConfigError(
-            f"{source}: 'out' is a URL ({redact_url(keys.out)}); a pipeline's run directory (its lock and manifest) "
-            "must be a local folder. Slides (stages.tile.slides) may be URLs; `wsipipe tile/infer` and "
-            "`aggregate_stores`/`export_stores` write to a URL output"
         )
     out = Path(keys.out)
     if not keys.stages:

@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from wsipipe.errors import WsipipeError
 from wsipipe.slide import slide_id
-from wsipipe.storage import is_dir, list_dir, list_files, open_input, output_exists
+from wsipipe.storage import as_url, is_dir, list_dir, list_files, open_input, output_exists
 from wsipipe.tables import SlidePrediction, read_lesion_csv, read_reference, read_slide_predictions
 from wsipipe.types import RGBArray
 
@@ -251,9 +251,21 @@ def _explain(out: Path, problems: list[str]) -> tuple[list[Path], list[dict[str,
     return pngs, metrics
 
 
-def _slide_ids(out: Path, run: RunData, scores: dict[str, Any]) -> list[str]:
+def _store_paths(stores: Path) -> list[Path]:
+    """The ``*.zarr`` stores in the folder (or URL prefix) ``stores``."""
+    if as_url(stores) is None:
+        return [p for p in stores.glob("*.zarr") if p.is_dir()] if stores.is_dir() else []
+    from wsipipe.store import find_stores
+
+    try:
+        return find_stores([stores]) if is_dir(stores) else []
+    except WsipipeError:  # a prefix without stores
+        return []
+
+
+def _slide_ids(out: Path, run: RunData, scores: dict[str, Any], stores: list[Path]) -> list[str]:
     ids: set[str] = set()
-    ids.update(slide_id(p) for p in list_dir(out / "stores", "*.zarr") if is_dir(p))
+    ids.update(slide_id(p) for p in stores)
     ids.update(slide_id(p) for p in list_dir(out / "lesions", "*.csv"))
     ids.update(scores)
     ids.update(str(s.get("slide")) for s in (run.evaluation or {}).get("slides") or [] if isinstance(s, dict))
@@ -263,7 +275,7 @@ def _slide_ids(out: Path, run: RunData, scores: dict[str, Any]) -> list[str]:
     return sorted(ids)
 
 
-def collect_run(out_dir: Path) -> RunData:
+def collect_run(out_dir: Path, stores_dir: Path | None = None) -> RunData:
     """Gather the manifest, per-slide records, evaluation, training, explanation and export outputs.
 
     Images (thumbnails, masks, heatmaps) are not loaded here; see :func:`load_slide_images`.
@@ -272,8 +284,12 @@ def collect_run(out_dir: Path) -> RunData:
     ----------
     out_dir : Path
         A run directory (``wsipipe run`` output).
+    stores_dir : Path, optional
+        Its stores, if not ``<out_dir>/stores`` (a URL prefix for a run at a URL).
     """
     out = Path(out_dir)
+    stores = _store_paths(stores_dir if stores_dir is not None else out / "stores")
+    by_id = {slide_id(p): p for p in stores}
     run = RunData(out_dir=out)
     run.manifest, run.manifest_path = _manifest(out, run.problems)
     if run.manifest is not None:
@@ -285,10 +301,9 @@ def collect_run(out_dir: Path) -> RunData:
     scores = _slide_scores(out / "slide_predictions.csv", run.problems)
     reference = _reference_labels(out, run.problems)
     eval_rows = {str(s.get("slide")): s for s in (run.evaluation or {}).get("slides") or [] if isinstance(s, dict)}
-    for sid in _slide_ids(out, run, scores):
+    for sid in _slide_ids(out, run, scores, stores):
         view = SlideView(slide_id=sid)
-        store = out / "stores" / f"{sid}.zarr"
-        view.store = store if is_dir(store) else None
+        view.store = by_id.get(sid)
         lesions = out / "lesions" / f"{sid}.csv"
         if output_exists(lesions):
             view.has_lesions_csv = True

@@ -5,7 +5,7 @@ The parameters are parsed with :func:`wsipipe.config.parse_config`; the loop its
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -174,6 +174,21 @@ class TrainResult:
     curves_png: Path
 
 
+def _relocated(result: TrainResult, local: Path, out: Path) -> TrainResult:
+    """``result`` with its paths under ``local`` moved to ``out``."""
+
+    def move(path: Path) -> Path:
+        return out / path.relative_to(local)
+
+    return replace(
+        result,
+        out_dir=out,
+        best_checkpoint=move(result.best_checkpoint),
+        metrics_csv=move(result.metrics_csv),
+        curves_png=move(result.curves_png),
+    )
+
+
 def train_model(
     params: TrainParams, out_dir: PathLike, *, resume: bool = True, stop_after_epochs: int | None = None
 ) -> TrainResult:
@@ -184,7 +199,10 @@ def train_model(
     params : TrainParams
         The run (see :class:`TrainParams`; defaults are CELNet's recipe).
     out_dir : path-like
-        Run directory (created); layout in :mod:`wsipipe.training._loop`.
+        Run directory (created); layout in :mod:`wsipipe.training._loop`. At an fsspec URL the
+        run trains in a local copy (what is there is downloaded first, so a run resumes) and
+        every file is put back at the URL when training ends or fails; the returned paths are
+        then URLs carried as ``Path`` (:func:`wsipipe.storage.as_url`).
     resume : bool
         Continue from ``out_dir/state`` if present (it must come from the same params);
         False starts over.
@@ -205,7 +223,13 @@ def train_model(
     """
     from wsipipe.config import config_hash
     from wsipipe.inference import resolve_cpu_bf16
+    from wsipipe.storage import as_url, mirrored
     from wsipipe.training._data import open_sources
+
+    if as_url(out_dir) is not None:
+        with mirrored(out_dir) as local:
+            done = train_model(params, local, resume=resume, stop_after_epochs=stop_after_epochs)
+        return _relocated(done, local, Path(out_dir))
 
     if params.cpu_bf16:
         resolve_cpu_bf16("on")  # a CPU without native bf16 refuses it

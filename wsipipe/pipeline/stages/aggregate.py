@@ -13,6 +13,7 @@ from pathlib import Path
 from wsipipe.aggregate import AggregateParams
 from wsipipe.pipeline._context import StageContext, StageResult
 from wsipipe.pipeline.stages._common import inputs_or_default, record_items
+from wsipipe.storage import location
 
 __all__ = ["Params", "run"]
 
@@ -35,8 +36,8 @@ def run(params: Params, ctx: StageContext) -> StageResult:
     record_items(ctx, result.slides)
     return StageResult(
         summary={
-            "slide_predictions": str(result.slide_predictions) if result.slide_predictions else None,
-            "lesions": str(result.lesions_dir),
+            "slide_predictions": location(result.slide_predictions) if result.slide_predictions else None,
+            "lesions": location(result.lesions_dir),
             "detections": sum(s.n_detections for s in result.slides),
             "seconds": round(result.seconds, 3),
         }

@@ -13,6 +13,7 @@ from pathlib import Path
 from wsipipe.export import ExportParams
 from wsipipe.pipeline._context import StageContext, StageResult
 from wsipipe.pipeline.stages._common import inputs_or_default, record_items
+from wsipipe.storage import is_dir, location
 
 __all__ = ["Params", "run"]
 
@@ -35,7 +36,7 @@ def run(params: Params, ctx: StageContext) -> StageResult:
     stores = find_stores(inputs_or_default(params.stores, ctx.out_dir / "stores"))
     lesions = params.lesions or ctx.out_dir / "lesions"
     result = export_stores(
-        stores, params.dir or ctx.out_dir / "export", own, lesions_dir=lesions if lesions.is_dir() else None
+        stores, params.dir or ctx.out_dir / "export", own, lesions_dir=lesions if is_dir(lesions) else None
     )
     record_items(ctx, result.slides)
-    return StageResult(summary={"files": [str(p) for p in result.files], "seconds": round(result.seconds, 3)})
+    return StageResult(summary={"files": [location(p) for p in result.files], "seconds": round(result.seconds, 3)})

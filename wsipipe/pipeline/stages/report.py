@@ -12,6 +12,7 @@ from pathlib import Path
 
 from wsipipe.pipeline._context import StageContext, StageResult
 from wsipipe.report import ReportParams
+from wsipipe.storage import input_size, location
 
 __all__ = ["Params", "run"]
 
@@ -30,4 +31,4 @@ def run(params: Params, ctx: StageContext) -> StageResult:
     own = ReportParams(**{f.name: getattr(params, f.name) for f in fields(ReportParams) if f.init})
     path = write_report(ctx.out_dir, path=params.path, params=own)
     ctx.logger.info("report: %s", path)
-    return StageResult(summary={"path": str(path), "kib": round(path.stat().st_size / 1024, 1)})
+    return StageResult(summary={"path": location(path), "kib": round(input_size(path) / 1024, 1)})

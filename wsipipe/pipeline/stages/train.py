@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from wsipipe.pipeline._context import StageContext, StageResult
+from wsipipe.storage import location
 from wsipipe.training import TrainParams
 
 __all__ = ["Params", "run"]
@@ -46,11 +47,11 @@ def run(params: Params, ctx: StageContext) -> StageResult:
     )
     return StageResult(
         summary={
-            "checkpoint": str(result.best_checkpoint),
+            "checkpoint": location(result.best_checkpoint),
             "best_epoch": result.best_epoch,
             "epochs": result.epochs_done,
             "best_val_loss": result.best_val_loss,
             "val_auc": best.get("val_auc"),
-            "metrics": str(result.metrics_csv),
+            "metrics": location(result.metrics_csv),
         }
     )

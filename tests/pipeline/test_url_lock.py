@@ -1,0 +1,187 @@
+"""The run lock of a run directory at an ``s3://`` URL: a lock object with a lease, on a real moto S3 server.
+
+moto honours ``If-None-Match: *`` and ``If-Match`` on PUT and ``If-Match`` on DELETE (answering
+412), so these tests exercise the same conditional requests as AWS S3.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pytest
+
+from wsipipe.errors import ConfigError, LockedError, OutputError
+from wsipipe.pipeline import LEASE_ENV, LOCK_NAME, ObjectRunLock, RunLock, run_lock, run_pipeline
+from wsipipe.storage import ConditionalWriteError, create_object, delete_object, read_object, replace_object
+
+Writer = Callable[[str, str], Path]
+
+
+def _record(url: str) -> dict[str, Any]:
+    held = read_object(f"{url}/{LOCK_NAME}")
+    assert held is not None
+    data: dict[str, Any] = json.loads(held[0])
+    return data
+
+
+def _plant(url: str, **info: Any) -> None:
+    """A lock object written by some other run (another host unless ``host`` is given)."""
+    record = {"pid": 4242, "host": "other-host", "started": "2026-01-01T00:00:00+00:00", "run_id": "theirs"}
+    fsspec.filesystem("s3").pipe_file(f"{url}/{LOCK_NAME}", json.dumps({**record, **info}).encode())
+
+
+def test_conditional_requests_on_the_s3_server(s3_bucket: str) -> None:
+    url = f"{s3_bucket}/obj"
+    etag = create_object(url, b"one")
+    assert etag is not None
+    assert create_object(url, b"two") is None  # If-None-Match: * refuses an existing object
+    assert read_object(url) == (b"one", etag)
+    assert replace_object(url, b"x", '"not-the-etag"') is None
+    new = replace_object(url, b"three", etag)
+    assert new is not None
+    assert replace_object(url, b"late", etag) is None  # a second taker with the same ETag loses
+    assert not delete_object(url, etag)
+    assert read_object(url) == (b"three", new)
+    assert delete_object(url, new)
+    assert read_object(url) is None
+    with pytest.raises(ConditionalWriteError, match=r"gs://b/k: conditional writes .* s3:// only"):
+        create_object("gs://b/k", b"")
+
+
+def test_run_lock_picks_a_lock_object_for_a_url(s3_bucket: str, tmp_path: Path) -> None:
+    assert isinstance(run_lock(tmp_path), RunLock)
+    lock = run_lock(Path(f"{s3_bucket}/run"), "r1", lease_s=30)
+    assert isinstance(lock, ObjectRunLock)
+    assert lock.url == f"{s3_bucket}/run/{LOCK_NAME}"
+
+
+def test_a_second_run_is_refused_naming_the_holder_and_the_lock_is_released(
+    s3_bucket: str, write_yaml: Writer, test_stages: None
+) -> None:
+    out = f"{s3_bucket}/run"
+    path = write_yaml("p.yaml", f"out: {out}\nstages:\n  t_echo: {{items: [a]}}\n")
+    with ObjectRunLock(out, "holder-run", lease_s=30):
+        record = _record(out)
+        assert record["run_id"] == "holder-run"
+        assert record["host"] == socket.gethostname()
+        assert record["lease_expires_epoch"] > time.time()
+        with pytest.raises(LockedError) as info:
+            run_pipeline(path)
+        message = str(info.value)
+        assert "run holder-run" in message
+        assert f"on host {socket.gethostname()}" in message
+        assert f"{out}/{LOCK_NAME}" in message
+        with pytest.raises(LockedError, match="holder-run"):
+            ObjectRunLock(out, "third").acquire()
+    assert read_object(f"{out}/{LOCK_NAME}") is None  # released: deleted
+    assert run_pipeline(path).status == "done"
+    assert read_object(f"{out}/{LOCK_NAME}") is None
+
+
+def test_a_live_lease_from_another_host_is_refused_an_expired_one_taken_over(
+    s3_bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = f"{s3_bucket}/run"
+    _plant(out, lease_expires="later", lease_expires_epoch=time.time() + 600, lease_s=600)
+    with pytest.raises(LockedError, match=r"run theirs, lease until later\); wait .*\(at most 600 s"):
+        ObjectRunLock(out, "mine").acquire()
+    _plant(out, lease_expires="2026-01-01T00:02:00+00:00", lease_expires_epoch=time.time() - 1, lease_s=120)
+    with caplog.at_level(logging.WARNING, logger="wsipipe"), ObjectRunLock(out, "mine", lease_s=30):
+        assert _record(out)["run_id"] == "mine"
+    assert "took over the run lock" in caplog.text
+    assert "lease expired at 2026-01-01T00:02:00+00:00" in caplog.text
+    assert read_object(f"{out}/{LOCK_NAME}") is None
+
+
+def test_a_lock_of_a_dead_process_on_this_host_is_taken_over_at_once(s3_bucket: str) -> None:
+    out = f"{s3_bucket}/run"
+    _plant(out, host=socket.gethostname(), pid=2**22 + 12345, lease_expires_epoch=time.time() + 600)
+    with ObjectRunLock(out, "mine", lease_s=30):
+        assert _record(out)["run_id"] == "mine"
+
+
+def test_two_takers_of_an_expired_lock_cannot_both_win(s3_bucket: str) -> None:
+    out = f"{s3_bucket}/run"
+    _plant(out, lease_expires_epoch=time.time() - 5)
+    barrier = threading.Barrier(4)
+    won: list[str] = []
+    refused: list[str] = []
+    locks = [ObjectRunLock(out, f"taker{i}", lease_s=30) for i in range(4)]
+
+    def take(lock: ObjectRunLock) -> None:
+        barrier.wait()
+        try:
+            lock.acquire()
+            won.append(lock.run_id)
+        except LockedError as err:
+            refused.append(str(err))
+
+    threads = [threading.Thread(target=take, args=(lock,)) for lock in locks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert len(won) == 1, (won, refused)
+        assert len(refused) == 3
+        assert _record(out)["run_id"] == won[0]
+        assert all(f"run {won[0]}" in message for message in refused)
+    finally:
+        for lock in locks:
+            lock.release()
+    assert read_object(f"{out}/{LOCK_NAME}") is None
+
+
+def test_a_lock_that_is_no_longer_ours_is_not_deleted(s3_bucket: str, caplog: pytest.LogCaptureFixture) -> None:
+    out = f"{s3_bucket}/run"
+    lock = ObjectRunLock(out, "mine", lease_s=30)
+    lock.acquire()
+    _plant(out, run_id="usurper", lease_expires_epoch=time.time() + 600)  # e.g. taken over after a long stall
+    with caplog.at_level(logging.WARNING, logger="wsipipe"):
+        lock.release()
+    assert _record(out)["run_id"] == "usurper"
+    assert "is no longer ours; left it in place" in caplog.text
+
+
+def test_renewal_keeps_a_long_runs_lease_alive_and_a_lost_lease_is_noticed(
+    s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = f"{s3_bucket}/run"
+    monkeypatch.setenv(LEASE_ENV, "0.6")
+    lock = ObjectRunLock(out, "long")
+    assert lock.lease_s == 0.6
+    with lock:
+        first = _record(out)["lease_expires_epoch"]
+        time.sleep(2.0)  # > 3 leases: without renewal it would have expired
+        record = _record(out)
+        assert record["run_id"] == "long"
+        assert record["lease_expires_epoch"] > first + 1.0
+        with pytest.raises(LockedError, match="run long"):
+            ObjectRunLock(out, "other", lease_s=0.6).acquire()
+        lock.check()
+        _plant(out, run_id="usurper", lease_expires_epoch=time.time() + 600)
+        time.sleep(0.6)  # the next renewal finds the ETag changed
+        with pytest.raises(LockedError, match=r"lost the run lock .* run usurper"):
+            lock.check()
+    assert _record(out)["run_id"] == "usurper"  # release left the other run's lock alone
+
+
+def test_a_run_directory_without_conditional_writes_is_refused() -> None:
+    with pytest.raises(OutputError, match=r"cannot create the run lock gs://b/run/\.wsipipe\.lock: .* s3:// only"):
+        ObjectRunLock("gs://b/run", "mine").acquire()
+
+
+def test_a_bad_lease_setting_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(LEASE_ENV, "soon")
+    with pytest.raises(ConfigError, match=rf"{LEASE_ENV}='soon': expected a number of seconds"):
+        ObjectRunLock("s3://b/run")
+    with pytest.raises(ConfigError, match="must be a positive number"):
+        ObjectRunLock("s3://b/run", lease_s=0)
