@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import S3_SECRET
 from tests.inference.conftest import make_checkpoint
+from wsipipe.annotations import TUMOR, Annotation, write_asap_xml
 from wsipipe.cli import main
 from wsipipe.errors import CheckpointError
 from wsipipe.pipeline import LOCK_NAME, MANIFEST_NAME, run_pipeline
@@ -40,6 +41,8 @@ def _pipeline(out: str, slides: Path, checkpoint: str) -> str:
         f"  tile: {{slides: [{slides}], tile_size: 64, chunk_tiles: 16, workers: 1}}\n"
         f"  infer: {{checkpoint: '{checkpoint}'}}\n"
         "  aggregate: {png: true, png_size: 128}\n"
+        f"  evaluate: {{gt: {slides.parent / 'gt'}, slides_dir: {slides}, plots: false, n_boot: 20}}\n"
+        f"  explain: {{checkpoint: '{checkpoint}', slides: [{slides}], annotations: {slides.parent / 'gt'}, top_k: 1, methods: [celm]}}\n"
         "  export: {}\n"
         "  report: {max_image_px: 256, dpi: 60}\n"
     )
@@ -54,7 +57,12 @@ def test_a_pipeline_runs_end_to_end_into_s3_and_a_failed_run_resumes(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     fs = fsspec.filesystem("s3")
-    make_test_slide(tmp_path / "slides" / "tumor_001.tif", kind="tumor", seed=0)
+    info = make_test_slide(tmp_path / "slides" / "tumor_001.tif", kind="tumor", seed=0)
+    (tmp_path / "gt").mkdir()
+    write_asap_xml(
+        [Annotation(les.polygon, TUMOR, f"A{k}") for k, les in enumerate(info.lesions)],
+        tmp_path / "gt" / "tumor_001.xml",
+    )
     checkpoint = make_checkpoint(tmp_path / "ckpt", tile_size=64, mpp=0.972, train_steps=4)
     fs.put(str(checkpoint), f"{s3_bucket}/models/ckpt", recursive=True)
     out = f"{s3_bucket}/run"
@@ -78,7 +86,7 @@ def test_a_pipeline_runs_end_to_end_into_s3_and_a_failed_run_resumes(
     assert m["run"]["status"] == "done"
     assert m["history"][-1]["status"] == "failed"
     assert m["stages"]["tile"]["items"]["tumor_001"]["status"] == "skipped"
-    for stage in ("infer", "aggregate", "export", "report"):
+    for stage in ("infer", "aggregate", "evaluate", "explain", "export", "report"):
         assert m["stages"][stage]["status"] == "done", (stage, m["stages"][stage])
     assert m["stages"]["report"]["summary"]["path"] == f"{out}/report/index.html"
     assert fs.isfile(f"{out}/runs/{m['run']['run_id']}.json")
@@ -87,6 +95,8 @@ def test_a_pipeline_runs_end_to_end_into_s3_and_a_failed_run_resumes(
     assert fs.isfile(f"{out}/slide_predictions.csv")
     assert fs.isfile(f"{out}/heatmaps/tumor_001.png")
     assert fs.isfile(f"{out}/export/tumor_001.geojson")
+    assert json.loads(fs.cat_file(f"{out}/evaluation/evaluation.json"))["froc"]["n_slides"] == 1
+    assert fs.isfile(f"{out}/explain/metrics.csv")
     html = fs.cat_file(f"{out}/report/index.html").decode()
     assert "tumor_001" in html
     assert out in html
