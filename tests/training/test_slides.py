@@ -93,3 +93,25 @@ def test_train_from_slides(slide_dir: tuple[Path, dict[str, shapely.Geometry]], 
     assert meta.tile_size == 32
     assert meta.input_mpp == pytest.approx(0.972)
     assert meta.provenance["dataset"]["format"] == "slides"
+
+
+def test_slide_overrides_set_each_slides_mpp_for_sampling(
+    slide_dir: tuple[Path, dict[str, shapely.Geometry]], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from wsipipe.training import DataParams
+    from wsipipe.training._data import open_sources
+
+    root, _ = slide_dir
+    base = {"format": "slides", "root": root, "val_slides": ("tumor_b",), "patch_size": 32, "patches_per_slide": 8}
+    plain, _, _, _, _ = open_sources(DataParams(**base), seed=0)  # type: ignore[arg-type]
+    same = tmp_path / "same.csv"
+    same.write_text("slide,mpp\ntumor_a,0.243\nnormal_a.tif,0.243\n")
+    kept, _, _, _, _ = open_sources(DataParams(**base, slide_overrides=same), seed=0)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(kept.images, plain.images)  # the files' own value: the same patches
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("slide,mpp\ntumor_a,0.486\nno_such_slide,0.25\n")
+    with caplog.at_level("WARNING"):
+        moved, _, _, _, _ = open_sources(DataParams(**base, slide_overrides=wrong), seed=0)  # type: ignore[arg-type]
+    assert moved.images.shape == plain.images.shape
+    assert not np.array_equal(moved.images, plain.images)  # tumor_a read as twice as coarse
+    assert "line 3: slide 'no_such_slide' matches no slide" in caplog.text

@@ -216,7 +216,17 @@ def _slides(params: DataParams, seed: int) -> tuple[PatchSource, PatchSource, tu
     if len(items) < 2:
         raise DatasetError(f"{params.root}: need at least 2 slides to split into train/validation, found {len(items)}")
     val = _split_names([s.stem for s, _ in items], params, seed, params.root)
-    kw = {"n_per_slide": params.patches_per_slide, "patch_size": params.patch_size, "patch_mpp": params.patch_mpp}
+    kw: dict[str, object] = {
+        "n_per_slide": params.patches_per_slide,
+        "patch_size": params.patch_size,
+        "patch_mpp": params.patch_mpp,
+    }
+    if params.slide_overrides is not None:
+        from wsipipe.slide import read_slide_overrides
+
+        overrides = read_slide_overrides(params.slide_overrides)
+        overrides.warn_unmatched([s for s, _ in items])
+        kw["slide_mpps"] = {s: overrides.mpp(s) for s, _ in items}
     train = balanced_source([it for it in items if it[0].stem not in val], seed=seed + 1, **kw)  # type: ignore[arg-type]
     valid = balanced_source([it for it in items if it[0].stem in val], seed=seed + 2, **kw)  # type: ignore[arg-type]
     classes = params.class_names or PCAM_CLASSES

@@ -21,6 +21,7 @@ one, so the classes are balanced. Patches are ``patch_size`` px squares read at
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -96,8 +97,11 @@ def sample_slide_patches(
     patch_size: int,
     patch_mpp: float,
     rng: np.random.Generator,
+    slide_mpp: float | None = None,
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
     """Sample ``n`` patches of one slide (half tumour if it has tumour annotations).
+
+    ``slide_mpp`` (level-0 µm/px) overrides the slide's own value, as ``open_slide(mpp=)``.
 
     Returns
     -------
@@ -122,7 +126,7 @@ def sample_slide_patches(
     images: list[npt.NDArray[np.uint8]] = []
     labels: list[int] = []
     centres: list[tuple[float, float]] = []
-    with open_slide(slide_path) as slide:
+    with open_slide(slide_path, mpp=slide_mpp) as slide:
         half_l0 = patch_size * patch_mpp / slide.mpp / 2.0
         n_tumor = n // 2 if not tumor.is_empty else 0
 
@@ -159,13 +163,30 @@ def sample_slide_patches(
 
 
 def balanced_source(
-    items: list[tuple[Path, Path | None]], *, n_per_slide: int, patch_size: int, patch_mpp: float, seed: int
+    items: list[tuple[Path, Path | None]],
+    *,
+    n_per_slide: int,
+    patch_size: int,
+    patch_mpp: float,
+    seed: int,
+    slide_mpps: Mapping[Path, float | None] | None = None,
 ) -> InMemorySource:
-    """Sample every slide of ``items`` and balance the classes by subsampling the larger one."""
+    """Sample every slide of ``items`` and balance the classes by subsampling the larger one.
+
+    ``slide_mpps`` gives a slide's level-0 µm/px where it overrides the file's (per-slide overrides).
+    """
     rng = np.random.default_rng(seed)
     xs, ys = [], []
     for slide, ann in items:
-        x, y, _ = sample_slide_patches(slide, ann, n=n_per_slide, patch_size=patch_size, patch_mpp=patch_mpp, rng=rng)
+        x, y, _ = sample_slide_patches(
+            slide,
+            ann,
+            n=n_per_slide,
+            patch_size=patch_size,
+            patch_mpp=patch_mpp,
+            rng=rng,
+            slide_mpp=(slide_mpps or {}).get(slide),
+        )
         xs.append(x)
         ys.append(y)
         logger.info("%s: %d tumour / %d normal patches", slide.name, int(y.sum()), int((y == 0).sum()))

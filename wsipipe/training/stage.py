@@ -51,6 +51,9 @@ class DataParams:
         slides: patch resolution, µm/px (0.972 = CAMELYON16 level 2, as PCam).
     patches_per_slide : int
         slides: patches drawn per slide before class balancing.
+    slide_overrides : Path or None
+        slides: a per-slide ``slide,mpp[,label]`` CSV (:func:`wsipipe.slide.read_slide_overrides`),
+        as for tiling: a slide's row sets its level-0 µm/px.
     """
 
     format: Literal["pcam", "npy_folders", "slides"]
@@ -66,6 +69,7 @@ class DataParams:
     patch_size: int = 96
     patch_mpp: float = 0.972
     patches_per_slide: int = 200
+    slide_overrides: Path | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
