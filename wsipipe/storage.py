@@ -18,12 +18,16 @@ fsspec and its protocol packages (s3fs for ``s3://``) are imported on first use 
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import re
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,12 +35,18 @@ if TYPE_CHECKING:
     from wsipipe.types import PathLike
 
 __all__ = [
+    "RetryPolicy",
     "as_url",
+    "configured_fs",
+    "fs_options",
     "input_size",
     "is_url",
+    "list_objects",
     "location",
     "open_input",
     "redact_url",
+    "retry_policy",
+    "set_retry_policy",
     "set_storage_options",
     "storage_options",
     "url_fs",
@@ -47,6 +57,7 @@ _URL_BLOCK = 2**20
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/+(.*)$")
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+://)[^/@]*@")
 _LOCK = threading.Lock()
+logger = logging.getLogger(__name__)
 _OPTIONS: dict[str, dict[str, Any]] = {}
 
 
@@ -104,6 +115,182 @@ def storage_options(protocol: str) -> dict[str, Any]:
         return dict(_OPTIONS.get(protocol.lower(), {}))
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a request to object storage that fails on a transient error is retried.
+
+    A request is tried at most ``attempts`` times (the first try included); before try ``k + 1``
+    it waits ``min(max_backoff, backoff * 2 ** (k - 1))`` seconds. Transient errors are a
+    refused, dropped or timed-out connection, HTTP 500, 502, 503, 504 and 429, and S3's
+    throttling codes (``SlowDown`` ...). Any other error (no such key or bucket, access denied,
+    a wrong signature) is reported at once. When the tries run out, one warning names the URL
+    and the error, which then reaches the caller (a slide or store fails, the batch goes on).
+
+    This replaces the retries of botocore (which s3fs uses: 4 retries, 1-20 s random backoff)
+    and of s3fs itself (5 tries of its own around botocore's for connection errors), so that
+    the bound is one number. A response body cut off after its headers arrived is not retried.
+    ``gs://`` (gcsfs: 6 tries, its own backoff) and ``http(s)://`` (fsspec's HTTP file system: no
+    retries) keep their libraries' behaviour.
+
+    Attributes
+    ----------
+    attempts : int
+        Tries per request, >= 1 (``WSIPIPE_STORAGE_ATTEMPTS``; default 5).
+    backoff : float
+        Seconds before the second try (``WSIPIPE_STORAGE_BACKOFF``; default 0.2).
+    max_backoff : float
+        Longest wait between two tries, in seconds (default 10).
+    """
+
+    attempts: int = 5
+    backoff: float = 0.2
+    max_backoff: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or self.backoff < 0 or self.max_backoff < 0:
+            raise ValueError(f"invalid retry policy {self}: attempts >= 1 and non-negative backoffs are required")
+
+    def delay(self, tries: int) -> float:
+        """Seconds to wait after ``tries`` failed tries (1 = after the first)."""
+        return float(min(self.max_backoff, self.backoff * 2 ** (tries - 1)))
+
+    @classmethod
+    def from_env(cls) -> RetryPolicy:
+        """The policy of ``WSIPIPE_STORAGE_ATTEMPTS`` and ``WSIPIPE_STORAGE_BACKOFF`` (the defaults where unset).
+
+        Dask workers and other processes inherit the environment, so this is how a cluster gets one policy.
+        """
+        from wsipipe.errors import ConfigError
+
+        values: dict[str, Any] = {}
+        for name, key, kind in (
+            ("WSIPIPE_STORAGE_ATTEMPTS", "attempts", int),
+            ("WSIPIPE_STORAGE_BACKOFF", "backoff", float),
+        ):
+            raw = os.environ.get(name, "").strip()
+            if raw:
+                try:
+                    values[key] = kind(raw)
+                except ValueError:
+                    raise ConfigError(f"environment variable {name}={raw!r}: expected a number") from None
+        try:
+            return cls(**values)
+        except ValueError as err:
+            raise ConfigError(f"WSIPIPE_STORAGE_ATTEMPTS / WSIPIPE_STORAGE_BACKOFF: {err}") from None
+
+
+_POLICY: list[RetryPolicy] = []
+
+
+def retry_policy() -> RetryPolicy:
+    """The :class:`RetryPolicy` of this process: the one set by :func:`set_retry_policy`, else from the environment."""
+    with _LOCK:
+        if _POLICY:
+            return _POLICY[0]
+    return RetryPolicy.from_env()
+
+
+def set_retry_policy(policy: RetryPolicy | None) -> None:
+    """Use ``policy`` for the requests of this process from now on (None: back to the environment's)."""
+    with _LOCK:
+        _POLICY[:] = [] if policy is None else [policy]
+
+
+_THROTTLING = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "RequestTimeout"})
+
+
+def _transient(response: Any, caught: BaseException | None) -> str | None:
+    """Why a botocore attempt failed transiently (for the log), or None when it must not be retried."""
+    if caught is not None:
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import HTTPClientError
+
+        if isinstance(caught, BotoConnectionError | HTTPClientError | OSError | TimeoutError):
+            return f"{type(caught).__name__}: {caught}"
+        return None
+    if not response:
+        return None
+    http, parsed = response
+    status = int(getattr(http, "status_code", 0) or 0)
+    code = str((parsed or {}).get("Error", {}).get("Code", "")) if isinstance(parsed, dict) else ""
+    if status in (429, 500, 502, 503, 504) or code in _THROTTLING:
+        return f"HTTP {status} {code}".strip()
+    return None
+
+
+def _request_url(request: Mapping[str, Any] | None) -> str:
+    """``s3://bucket/key`` of a botocore request (path-style or virtual-host addressing)."""
+    if not request:
+        return "s3://?"
+    from urllib.parse import urlsplit
+
+    context = request.get("context") or {}
+    bucket = (context.get("input_params") or {}).get("Bucket")
+    key = (context.get("input_params") or {}).get("Key", "")
+    if bucket:
+        return f"s3://{bucket}/{key}".rstrip("/")
+    return f"s3:/{urlsplit(str(request.get('url', ''))).path}"
+
+
+def _needs_retry(
+    attempts: int,
+    response: Any = None,
+    caught_exception: BaseException | None = None,
+    request_dict: Any = None,
+    **_: Any,
+) -> float | None:
+    """botocore's ``needs-retry`` hook: the seconds to wait before the next try, or None (no retry)."""
+    why = _transient(response, caught_exception)
+    if why is None:
+        return None
+    policy = retry_policy()
+    where = _request_url(request_dict)
+    if attempts >= policy.attempts:
+        logger.warning("%s: %s; gave up after %d tries (WSIPIPE_STORAGE_ATTEMPTS)", where, why, attempts)
+        return None
+    delay = policy.delay(attempts)
+    logger.debug("%s: %s; try %d of %d in %.2f s", where, why, attempts + 1, policy.attempts, delay)
+    return delay
+
+
+def _s3_client_hooked(fs: Any) -> None:
+    """Make ``fs`` (an s3fs file system) retry by :func:`retry_policy` alone: s3fs tries once, botocore's
+    retries are off (see :func:`fs_options`) and :func:`_needs_retry` decides instead."""
+    fs.retries = 1
+    client = getattr(fs, "_s3", None)
+    if client is None:
+        if getattr(fs, "asynchronous", False):
+            from zarr.core.sync import sync as zarr_sync
+
+            client = zarr_sync(fs.set_session())  # zarr's FsspecStore runs the file system on zarr's loop
+        else:
+            client = fs.connect()
+    if not getattr(client, "_wsipipe_retries", False):
+        client.meta.events.register("needs-retry.s3", _needs_retry, unique_id="wsipipe-retries")
+        client._wsipipe_retries = True
+
+
+def fs_options(protocol: str) -> dict[str, Any]:
+    """The ``storage_options`` wsipipe opens ``protocol``'s file systems with: the user's over wsipipe's defaults.
+
+    For ``s3``: botocore's own retries off (:class:`RetryPolicy` replaces them), and an object read
+    whole with one GET (s3fs's default first sends a HEAD to split objects over 50 MiB).
+    """
+    options = storage_options(protocol)
+    if protocol != "s3":
+        return options
+    config = dict(options.get("config_kwargs") or {})
+    config.setdefault("retries", {"total_max_attempts": 1})
+    return {"max_concurrency": 1, **options, "config_kwargs": config}
+
+
+def configured_fs(fs: Any) -> Any:
+    """``fs`` with wsipipe's retry policy installed (an s3fs file system; others as they are)."""
+    if type(fs).__name__ == "S3FileSystem":
+        _s3_client_hooked(fs)
+    return fs
+
+
 def url_fs(url: str) -> tuple[Any, str]:
     """The fsspec file system for ``url`` and the path inside it.
 
@@ -121,17 +308,126 @@ def url_fs(url: str) -> tuple[Any, str]:
     import fsspec
 
     protocol = url.split("://", 1)[0]
-    fs, path = fsspec.core.url_to_fs(url, **storage_options(protocol))
-    return fs, str(path)
+    fs, path = fsspec.core.url_to_fs(url, **fs_options(protocol))
+    return configured_fs(fs), str(path)
+
+
+def list_objects(url: str, limit: int | None = None) -> list[str]:
+    """The file system paths of the objects under ``url/`` (a prefix), in one listing.
+
+    On S3 this is one LIST request per 1,000 objects (``limit`` objects at most): s3fs's own
+    ``find``/``exists`` add a HEAD and a second LIST when the prefix is empty. Other file
+    systems use their ``find``. A missing prefix gives ``[]``.
+    """
+    fs, key = url_fs(url)
+    key = key.rstrip("/")
+    fs.invalidate_cache(key)  # another process may have written it since this one listed it
+    lsdir = getattr(fs, "_lsdir", None)
+    if lsdir is not None and type(fs).__name__ == "S3FileSystem" and "/" in key:
+        from fsspec.asyn import sync
+
+        entries = sync(fs.loop, lsdir, key, delimiter="", max_items=limit)
+        return [str(e["name"]) for e in entries if e.get("type") == "file"]
+    try:
+        found = [str(p) for p in fs.find(key)]
+    except FileNotFoundError:
+        return []
+    return found if limit is None else found[:limit]
 
 
 def open_input(path: PathLike | str) -> Any:
-    """A binary file object for reading a local file, or an object at an fsspec URL (block-cached, 1 MiB blocks)."""
+    """A binary file object for reading a local file, or an object at an fsspec URL.
+
+    A URL's object is read in 1 MiB blocks (one ranged GET each) that the handles of this
+    process share while the object is unchanged (same size and ETag): hashing a slide, checking
+    its TIFF structure and opening it with tiffslide fetch its header blocks once, not once per
+    handle. The blocks are kept in a small LRU (:data:`_SHARED_BLOCKS` blocks at most).
+    """
     url = as_url(path)
     if url is None:
         return open(path, "rb")
     fs, key = url_fs(url)
-    return fs.open(key, "rb", block_size=_URL_BLOCK, cache_type="blockcache")
+    info = fs.info(key)
+    if info.get("type", "file") != "file":
+        raise IsADirectoryError(f"{redact_url(url)} is a prefix, not an object")
+    size = int(info["size"])
+    version = info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime")
+    return _UrlFile(fs, key, size, (url, size, str(version)) if version is not None else None)
+
+
+#: Blocks of URL objects shared by :func:`open_input` handles (1 MiB each).
+_SHARED_BLOCKS = 48
+_BLOCKS: OrderedDict[tuple[tuple[str, int, str], int], bytes] = OrderedDict()
+
+
+class _UrlFile(io.RawIOBase):
+    """A read-only, seekable file over an object at a URL, read in shared :data:`_URL_BLOCK` blocks."""
+
+    def __init__(self, fs: Any, key: str, size: int, version: tuple[str, int, str] | None) -> None:
+        super().__init__()
+        self._fs, self._key, self.size, self._version = fs, key, size, version
+        self._own: dict[int, bytes] = {}  # blocks of an object without an ETag: this handle's only
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def _block(self, index: int) -> bytes:
+        if self._version is None:
+            if index not in self._own:
+                self._own[index] = self._fetch(index)
+            return self._own[index]
+        key = (self._version, index)
+        with _LOCK:
+            data = _BLOCKS.get(key)
+            if data is not None:
+                _BLOCKS.move_to_end(key)
+                return data
+        data = self._fetch(index)
+        with _LOCK:
+            _BLOCKS[key] = data
+            while len(_BLOCKS) > _SHARED_BLOCKS:
+                _BLOCKS.popitem(last=False)
+        return data
+
+    def _fetch(self, index: int) -> bytes:
+        start = index * _URL_BLOCK
+        return bytes(self._fs.cat_file(self._key, start=start, end=min(start + _URL_BLOCK, self.size)))
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        end = min(self._pos + len(view), self.size)
+        done = 0
+        while self._pos < end:
+            index, within = divmod(self._pos, _URL_BLOCK)
+            block = self._block(index)
+            if within >= len(block):  # the object is shorter than its size said (replaced meanwhile)
+                break
+            n = min(end - self._pos, len(block) - within)
+            view[done : done + n] = block[within : within + n]
+            done += n
+            self._pos += n
+        return done
+
+    def read(self, size: int = -1) -> bytes:
+        n = self.size - self._pos if size is None or size < 0 else min(size, max(0, self.size - self._pos))
+        buffer = bytearray(n)
+        got = self.readinto(buffer)
+        return bytes(buffer[:got])
+
+    def readall(self) -> bytes:
+        return self.read(-1)
 
 
 def input_size(path: PathLike | str) -> int:

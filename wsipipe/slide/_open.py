@@ -133,7 +133,11 @@ def _open_url_slide(url: str, slide_path: Path, backend: str, mpp: float | None)
         )
     fs, key = url_fs(url)
     try:
-        exists, is_dir = fs.isfile(key), fs.isdir(key)
+        try:
+            kind = fs.info(key).get("type")  # one HEAD for an object
+        except FileNotFoundError:
+            kind = None
+        exists, is_dir = kind == "file", kind == "directory"
     except Exception as err:  # any error of the file system library (botocore's EndpointConnectionError is no OSError)
         raise SlideNotFoundError(
             f"cannot reach {shown}: {type(err).__name__}: {err}; check the endpoint (AWS_ENDPOINT_URL ...), the "
