@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RetryPolicy",
     "as_url",
+    "client_fingerprint",
     "configured_fs",
     "fs_options",
     "input_size",
@@ -44,10 +45,12 @@ __all__ = [
     "list_objects",
     "location",
     "open_input",
+    "put_objects",
     "redact_url",
     "retry_policy",
     "set_retry_policy",
     "set_storage_options",
+    "storage_error",
     "storage_options",
     "url_fs",
 ]
@@ -59,6 +62,7 @@ _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+://)[^/@]*@")
 _LOCK = threading.Lock()
 logger = logging.getLogger(__name__)
 _OPTIONS: dict[str, dict[str, Any]] = {}
+_FILE_SYSTEMS: dict[tuple[int, str, str], Any] = {}
 
 
 def as_url(path: PathLike | str) -> str | None:
@@ -214,7 +218,7 @@ def _transient(response: Any, caught: BaseException | None) -> str | None:
     status = int(getattr(http, "status_code", 0) or 0)
     code = str((parsed or {}).get("Error", {}).get("Code", "")) if isinstance(parsed, dict) else ""
     if status in (429, 500, 502, 503, 504) or code in _THROTTLING:
-        return f"HTTP {status} {code}".strip()
+        return f"HTTP {status}" + (f" {code}" if code and code != str(status) else "")
     return None
 
 
@@ -266,7 +270,10 @@ def _s3_client_hooked(fs: Any) -> None:
         else:
             client = fs.connect()
     if not getattr(client, "_wsipipe_retries", False):
-        client.meta.events.register("needs-retry.s3", _needs_retry, unique_id="wsipipe-retries")
+        # botocore's handler (also told not to retry, by total_max_attempts) would still re-raise a
+        # connection error on its own terms: it goes, and _needs_retry alone decides
+        client.meta.events.unregister("needs-retry.s3", unique_id="retry-config-s3")
+        client.meta.events.register_first("needs-retry.s3", _needs_retry, unique_id="wsipipe-retries")
         client._wsipipe_retries = True
 
 
@@ -282,6 +289,31 @@ def fs_options(protocol: str) -> dict[str, Any]:
     config = dict(options.get("config_kwargs") or {})
     config.setdefault("retries", {"total_max_attempts": 1})
     return {"max_concurrency": 1, **options, "config_kwargs": config}
+
+
+_CLIENT_ENV = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "STORAGE_EMULATOR_HOST",
+)
+
+
+def client_fingerprint(protocol: str) -> str:
+    """A digest of what a ``protocol`` client is made from here: its options and the standard environment.
+
+    Caches of open clients key on it, so a changed endpoint or credential gets a new client.
+    """
+    import hashlib
+
+    text = repr((protocol, sorted(fs_options(protocol).items()), [os.environ.get(k) for k in _CLIENT_ENV]))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def configured_fs(fs: Any) -> Any:
@@ -302,14 +334,97 @@ def url_fs(url: str) -> tuple[Any, str]:
     Returns
     -------
     (fsspec.AbstractFileSystem, str)
-        The file system (cached by fsspec per options; safe across fork) and the
-        protocol-less path (``bucket/key`` for S3).
+        The file system (one per process, protocol and :func:`client_fingerprint`: a changed
+        endpoint or credential in the environment gets a new one) and the protocol-less path
+        (``bucket/key`` for S3).
     """
     import fsspec
 
     protocol = url.split("://", 1)[0]
-    fs, path = fsspec.core.url_to_fs(url, **fs_options(protocol))
-    return configured_fs(fs), str(path)
+    key = (os.getpid(), protocol, client_fingerprint(protocol))
+    with _LOCK:
+        fs = _FILE_SYSTEMS.get(key)
+    if fs is None:
+        fs = configured_fs(fsspec.filesystem(protocol, skip_instance_cache=True, **fs_options(protocol)))
+        with _LOCK:
+            fs = _FILE_SYSTEMS.setdefault(key, fs)
+    return fs, str(fs._strip_protocol(url))
+
+
+_DENIED = frozenset(
+    {"AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
+)
+
+
+def _error_code(err: BaseException) -> tuple[str, int]:
+    """The S3 error code and HTTP status behind ``err`` (s3fs keeps botocore's error as the cause)."""
+    seen: BaseException | None = err
+    for _ in range(8):
+        if seen is None:
+            break
+        response = getattr(seen, "response", None)
+        if isinstance(response, dict):
+            error = response.get("Error") or {}
+            status = int((response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0)
+            return str(error.get("Code") or ""), status
+        seen = seen.__cause__ or seen.__context__
+    return "", 0
+
+
+def storage_error(err: BaseException, url: str) -> BaseException:
+    """``err`` of a request about ``url`` as one line that names the URL and says what to do.
+
+    Returns an :class:`~wsipipe.errors.ObjectStorageError` for denied access (wrong credentials),
+    a missing bucket, a missing object and a service still failing after the
+    :class:`RetryPolicy`'s tries; ``err`` itself for anything else (a full local disk ...).
+    """
+    from wsipipe.errors import ObjectStorageError, WsipipeError
+
+    if isinstance(err, WsipipeError):
+        return err
+    code, status = _error_code(err)
+    shown = redact_url(url)
+    bucket = shown.split("://", 1)[-1].split("/", 1)[0]
+    cause = f"{type(err).__name__}: {err}".replace("\n", " ")
+    if code in _DENIED or status == 403 or isinstance(err, PermissionError):
+        what = (
+            f"access denied ({code or status or cause}); check the credentials (AWS_ACCESS_KEY_ID, "
+            "AWS_SECRET_ACCESS_KEY, AWS_PROFILE or storage_options) and the bucket's permissions"
+        )
+    elif code == "NoSuchBucket":
+        what = f"there is no bucket {bucket!r} at this endpoint; create it or correct the URL (or AWS_ENDPOINT_URL)"
+    elif code in ("NoSuchKey", "404") or isinstance(err, FileNotFoundError):
+        what = "no such object or bucket; correct the URL (or AWS_ENDPOINT_URL)"
+    elif _transient(None, err) is not None or status in (429, 500, 502, 503, 504):
+        what = (
+            f"the storage service kept failing ({code or status or cause}) after {retry_policy().attempts} tries; "
+            "try again later, or raise WSIPIPE_STORAGE_ATTEMPTS"
+        )
+    else:
+        return err
+    return ObjectStorageError(f"{shown}: {what}")
+
+
+def put_objects(url: str, objects: Mapping[str, bytes]) -> None:
+    """Put ``objects`` (keys relative to prefix ``url``) as one batch of concurrent PUTs.
+
+    Raises
+    ------
+    ObjectStorageError
+        Naming the first object that could not be written (see :func:`storage_error`).
+    """
+    if not objects:
+        return
+    fs, key = url_fs(url)
+    paths = {f"{key.rstrip('/')}/{name}": data for name, data in objects.items()}
+    try:
+        if len(paths) == 1:
+            [(path, data)] = paths.items()
+            fs.pipe_file(path, data)
+        else:
+            fs.pipe(paths)
+    except Exception as err:
+        raise storage_error(err, f"{url.rstrip('/')}/{next(iter(objects))}") from err
 
 
 def list_objects(url: str, limit: int | None = None) -> list[str]:
@@ -323,16 +438,19 @@ def list_objects(url: str, limit: int | None = None) -> list[str]:
     key = key.rstrip("/")
     fs.invalidate_cache(key)  # another process may have written it since this one listed it
     lsdir = getattr(fs, "_lsdir", None)
-    if lsdir is not None and type(fs).__name__ == "S3FileSystem" and "/" in key:
-        from fsspec.asyn import sync
-
-        entries = sync(fs.loop, lsdir, key, delimiter="", max_items=limit)
-        return [str(e["name"]) for e in entries if e.get("type") == "file"]
     try:
-        found = [str(p) for p in fs.find(key)]
-    except FileNotFoundError:
-        return []
-    return found if limit is None else found[:limit]
+        if lsdir is not None and type(fs).__name__ == "S3FileSystem" and "/" in key:
+            from fsspec.asyn import sync
+
+            entries = sync(fs.loop, lsdir, key, delimiter="", max_items=limit)
+            return [str(e["name"]) for e in entries if e.get("type") == "file"]
+        try:
+            found = [str(p) for p in fs.find(key)]
+        except FileNotFoundError:
+            return []
+        return found if limit is None else found[:limit]
+    except Exception as err:
+        raise storage_error(err, url) from err
 
 
 def open_input(path: PathLike | str) -> Any:
@@ -403,7 +521,10 @@ class _UrlFile(io.RawIOBase):
 
     def _fetch(self, index: int) -> bytes:
         start = index * _URL_BLOCK
-        return bytes(self._fs.cat_file(self._key, start=start, end=min(start + _URL_BLOCK, self.size)))
+        try:
+            return bytes(self._fs.cat_file(self._key, start=start, end=min(start + _URL_BLOCK, self.size)))
+        except Exception as err:
+            raise storage_error(err, self._fs.unstrip_protocol(self._key)) from err
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")

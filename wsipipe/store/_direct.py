@@ -85,14 +85,14 @@ def put_objects(base: str, objects: Mapping[str, bytes]) -> None:
 
     On a URL they go as one batch of concurrent PUTs (retried as :mod:`wsipipe.storage` configures).
     """
-    from wsipipe.storage import as_url, url_fs
+    from wsipipe.storage import as_url
+    from wsipipe.storage import put_objects as put_remote
 
     if not objects:
         return
     url = as_url(base)
     if url is not None:
-        fs, key = url_fs(url)
-        fs.pipe({f"{key}/{name}": data for name, data in objects.items()})
+        put_remote(url, objects)
         return
     for name, data in objects.items():
         path = os.path.join(base, *name.split("/"))

@@ -27,12 +27,14 @@ from zarr.storage import StorePath
 from wsipipe.errors import IncompleteStoreError, StoreError
 from wsipipe.storage import (
     as_url,
+    client_fingerprint,
     configured_fs,
     fs_options,
     is_url,
     list_objects,
     open_input,
     redact_url,
+    storage_error,
     storage_options,
     url_fs,
 )
@@ -217,8 +219,9 @@ def _fsspec_store_path(url: str, mode: Literal["r", "r+"] = "r+") -> Any:
     """
     from zarr.storage import FsspecStore, StorePath
 
-    options = fs_options(url.split("://", 1)[0])
-    cache_key = (os.getpid(), url.rstrip("/"), mode, repr(sorted(options.items())))
+    protocol = url.split("://", 1)[0]
+    options = fs_options(protocol)
+    cache_key = (os.getpid(), url.rstrip("/"), mode, client_fingerprint(protocol))
     with _STORES_LOCK:
         store = _FSSPEC_STORES.get(cache_key)
     if store is None:
@@ -241,7 +244,7 @@ def _async_fs(url: str, options: dict[str, Any]) -> tuple[Any, str]:
     from zarr.storage._fsspec import _make_async
 
     protocol = url.split("://", 1)[0]
-    cache_key = (os.getpid(), protocol, repr(sorted(options.items())))
+    cache_key = (os.getpid(), protocol, client_fingerprint(protocol))
     with _STORES_LOCK:
         fs = _ASYNC_FS.get(cache_key)
     if fs is None:
@@ -279,7 +282,10 @@ def remove_store(path: PathLike) -> None:
         objects = list_objects(url)  # one LIST (per 1,000 objects), then batched DELETEs if any
         if objects:
             fs, key = url_fs(url)
-            fs.rm(objects)
+            try:
+                fs.rm(objects)
+            except Exception as err:
+                raise storage_error(err, url) from err
             fs.invalidate_cache(key)
         return
     target = Path(path)
@@ -468,12 +474,15 @@ def _write_nodes(root: zarr.Group, group: str, group_attrs: Mapping[str, Any] | 
             written.add(group)
     present = [] if fresh else list_objects(f"{url}/{group}")
     stale = [p for p in present if any(p.startswith(f"{key}/{n.name.split('/', 1)[1]}/") for n in nodes)]
-    if stale:
-        fs.rm(stale)
     attributes = dict(group_attrs or {})
-    if f"{key}/zarr.json" in present and group_attrs is not None:
-        document = json.loads(fs.cat_file(f"{key}/zarr.json"))
-        attributes = {**dict(document.get("attributes") or {}), **attributes}
+    try:
+        if stale:
+            fs.rm(stale)
+        if f"{key}/zarr.json" in present and group_attrs is not None:
+            document = json.loads(fs.cat_file(f"{key}/zarr.json"))
+            attributes = {**dict(document.get("attributes") or {}), **attributes}
+    except Exception as err:
+        raise storage_error(err, f"{url}/{group}") from err
     objects = group_objects(attributes) if group_attrs is not None or f"{key}/zarr.json" not in present else {}
     for node in nodes[:-1]:
         objects.update(

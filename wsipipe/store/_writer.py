@@ -20,7 +20,7 @@ import numpy.typing as npt
 import zarr
 
 from wsipipe.errors import StoreError, output_error
-from wsipipe.storage import as_url, url_fs
+from wsipipe.storage import as_url, put_objects
 from wsipipe.store._codecs import DirectChunkFormat, direct_chunk_format
 from wsipipe.store._layout import TILES_CHUNK_DONE, TILES_IMAGES
 from wsipipe.store._store import StoreLike, _group, array, chunk_done_beside
@@ -103,8 +103,7 @@ class _DirectArray:
         key = self.separator.join(map(str, ("c", *chunk_coords)))
         url = as_url(self.directory)
         if url is not None:  # one PUT, on this process's file system instance (an object appears whole)
-            fs, base = url_fs(url)
-            fs.pipe_file(f"{base}/{key}", data)
+            put_objects(url, {key: data})
             return
         _put_file(os.path.join(self.directory, *key.split("/")), data, atomic=self.atomic)
 
