@@ -386,18 +386,24 @@ def storage_error(err: BaseException, url: str) -> BaseException:
     shown = redact_url(url)
     bucket = shown.split("://", 1)[-1].split("/", 1)[0]
     cause = f"{type(err).__name__}: {err}".replace("\n", " ")
+    reason = code if code and not code.isdigit() else (f"HTTP {status}" if status else cause)
     if code in _DENIED or status == 403 or isinstance(err, PermissionError):
         what = (
-            f"access denied ({code or status or cause}); check the credentials (AWS_ACCESS_KEY_ID, "
+            f"access denied ({reason}); check the credentials (AWS_ACCESS_KEY_ID, "
             "AWS_SECRET_ACCESS_KEY, AWS_PROFILE or storage_options) and the bucket's permissions"
         )
     elif code == "NoSuchBucket":
         what = f"there is no bucket {bucket!r} at this endpoint; create it or correct the URL (or AWS_ENDPOINT_URL)"
     elif code in ("NoSuchKey", "404") or isinstance(err, FileNotFoundError):
         what = "no such object or bucket; correct the URL (or AWS_ENDPOINT_URL)"
+    elif type(err).__name__ in ("EndpointConnectionError", "ConnectTimeoutError"):
+        return ObjectStorageError(
+            f"cannot reach {shown}: {cause} (after {retry_policy().attempts} tries); check the endpoint "
+            "(AWS_ENDPOINT_URL or storage_options endpoint_url) and the network"
+        )
     elif _transient(None, err) is not None or status in (429, 500, 502, 503, 504):
         what = (
-            f"the storage service kept failing ({code or status or cause}) after {retry_policy().attempts} tries; "
+            f"the storage service kept failing ({reason}) after {retry_policy().attempts} tries; "
             "try again later, or raise WSIPIPE_STORAGE_ATTEMPTS"
         )
     else:
@@ -465,7 +471,10 @@ def open_input(path: PathLike | str) -> Any:
     if url is None:
         return open(path, "rb")
     fs, key = url_fs(url)
-    info = fs.info(key)
+    try:
+        info = fs.info(key)
+    except Exception as err:
+        raise storage_error(err, url) from err
     if info.get("type", "file") != "file":
         raise IsADirectoryError(f"{redact_url(url)} is a prefix, not an object")
     size = int(info["size"])

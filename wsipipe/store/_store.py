@@ -24,7 +24,7 @@ from zarr.core.array import AsyncArray
 from zarr.core.metadata import ArrayV3Metadata
 from zarr.storage import StorePath
 
-from wsipipe.errors import IncompleteStoreError, StoreError
+from wsipipe.errors import IncompleteStoreError, StoreError, WsipipeError
 from wsipipe.storage import (
     as_url,
     client_fingerprint,
@@ -135,6 +135,8 @@ def slide_content_hash(path: PathLike) -> str:
                     _hash_file(digest, entry.path)
         else:
             _hash_file(digest, path)
+    except WsipipeError:  # already one line naming the URL (object storage)
+        raise
     except OSError as err:
         raise StoreError(f"cannot hash slide file {os.fspath(path)!r}: {err}") from err
     return f"sha256:{digest.hexdigest()}"
