@@ -395,7 +395,9 @@ def storage_error(err: BaseException, url: str) -> BaseException:
     elif code == "NoSuchBucket":
         what = f"there is no bucket {bucket!r} at this endpoint; create it or correct the URL (or AWS_ENDPOINT_URL)"
     elif code in ("NoSuchKey", "404") or isinstance(err, FileNotFoundError):
-        what = "no such object or bucket; correct the URL (or AWS_ENDPOINT_URL)"
+        what = "no such object or bucket; correct the URL" + (
+            " (or AWS_ENDPOINT_URL)" if shown.startswith("s3:") else ""
+        )
     elif type(err).__name__ in ("EndpointConnectionError", "ConnectTimeoutError"):
         return ObjectStorageError(
             f"cannot reach {shown}: {cause} (after {retry_policy().attempts} tries); check the endpoint "
