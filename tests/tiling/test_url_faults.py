@@ -105,3 +105,24 @@ def test_the_retry_policy_comes_from_the_environment(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("WSIPIPE_STORAGE_ATTEMPTS", "many")
     with pytest.raises(ConfigError, match="WSIPIPE_STORAGE_ATTEMPTS='many'"):
         retry_policy()
+
+
+def test_a_store_on_s3_costs_one_put_per_chunk_and_flag_and_few_other_requests(
+    proxy: FaultProxy, s3_bucket: str, tumor_slide: SlideInfo
+) -> None:
+    fs = fsspec.filesystem("s3")
+    fs.put_file(str(tumor_slide.path), f"{s3_bucket}/slides/tumor_001.tif")
+    result = tile_slides([f"{s3_bucket}/slides/tumor_001.tif"], f"{s3_bucket}/run", FAST, scheduler="threads")
+    result.raise_for_failures()
+    n_chunks = -(-result.slides[0].n_tiles // FAST.chunk_tiles)
+    assert n_chunks > 3
+    store = "/run/stores/tumor_001.zarr/"
+    assert proxy.count("PUT", store + "tiles/images/c/") == n_chunks  # no zarr reopen, no read-modify-write
+    assert proxy.count("PUT", store + "tiles/chunk_done/c/") == n_chunks
+    assert proxy.count("GET", store + "tiles/images/c/") == 0
+    per_store = proxy.count(None, "/run/") - 2 * n_chunks
+    assert per_store <= 18  # metadata in a few batches, listings, the finish: nothing per chunk
+    keys = sorted(fs.find(f"{s3_bucket}/run"))
+    assert all(k.startswith(f"{s3_bucket[5:]}/run/stores/tumor_001.") for k in keys)  # no parent zarr.json
+    slide_gets = proxy.count("GET", "/slides/tumor_001.tif")
+    assert slide_gets < result.slides[0].n_tiles // 4  # a band's tiles come in few ranged GETs

@@ -20,13 +20,13 @@ import numpy.typing as npt
 import zarr
 
 from wsipipe.errors import StoreError, output_error
-from wsipipe.storage import as_url, put_objects
+from wsipipe.storage import as_url, list_objects, put_objects
 from wsipipe.store._codecs import DirectChunkFormat, direct_chunk_format
 from wsipipe.store._layout import TILES_CHUNK_DONE, TILES_IMAGES
 from wsipipe.store._store import StoreLike, _group, array, chunk_done_beside
 from wsipipe.store._streams import TileStreamsFormat, streams_chunk_format
 
-__all__ = ["TileChunkWriter", "mark_chunk_done", "tile_chunk_writer", "write_tile_chunk"]
+__all__ = ["TileChunkWriter", "mark_chunk_done", "read_chunk_done", "tile_chunk_writer", "write_tile_chunk"]
 
 
 def _chunk_location(arr: zarr.Array) -> tuple[str, str] | None:
@@ -296,6 +296,26 @@ def _store_dir(store: Any, path: str) -> str:
     if isinstance(store, FsspecStore):  # object storage: the URL
         return str(store.fs.unstrip_protocol("/".join(filter(None, [store.path, path]))))
     return f"{store}/{path}"
+
+
+def read_chunk_done(store: StoreLike) -> npt.NDArray[np.bool_]:
+    """Return ``tiles/chunk_done``: (n_chunks,) bool, whether each chunk of ``tiles/images`` is fully written.
+
+    On object storage this is one listing of the flag objects, not one GET per chunk: a flag
+    object exists only while it is set (:meth:`TileChunkWriter.mark_done` writes ``True``; zarr
+    deletes a chunk written back to its fill value ``False``).
+    """
+    root = _group(store)
+    done = array(root, TILES_CHUNK_DONE)
+    where = _chunk_location(done)
+    if where is None or as_url(where[0]) is None or where[1] != "/" or direct_chunk_format(done) is None:
+        return np.asarray(done[...], dtype=bool)
+    flags = np.zeros(int(done.shape[0]), dtype=bool)
+    for key in list_objects(f"{where[0]}/c"):
+        name = key.rsplit("/", 1)[-1]
+        if name.isdigit() and int(name) < len(flags):
+            flags[int(name)] = True
+    return flags
 
 
 def write_tile_chunk(store: StoreLike, chunk_index: int, tiles: npt.NDArray[np.uint8]) -> None:

@@ -37,7 +37,6 @@ from wsipipe.store import (
     ATTR_BACKEND,
     ATTR_PARAMS_HASH,
     ATTR_SLIDE_HASH,
-    TILES_CHUNK_DONE,
     TILES_IMAGES,
     TISSUE_MASK,
     StoreLike,
@@ -48,6 +47,7 @@ from wsipipe.store import (
     is_complete,
     mark_complete,
     open_store,
+    read_chunk_done,
     read_grid,
     read_tiling,
     slide_content_hash,
@@ -183,7 +183,7 @@ def _resume(job: _Job, slide_hash: str, phash: str) -> _Prepared | None:
         area = float(array(root, TISSUE_MASK).attrs.get("tissue_area_mm2", 0.0))  # type: ignore[arg-type]
         if is_complete(root):
             return _Prepared(job.slide_id, "skipped", 0.0, n_tiles=images.shape[0], tissue_area_mm2=area)
-        done = np.asarray(array(root, TILES_CHUNK_DONE)[...], dtype=bool)
+        done = read_chunk_done(root)
         tiling = read_tiling(root)
         cells = read_grid(root)
     except (KeyError, TypeError, ValueError, OSError) as err:
@@ -458,7 +458,7 @@ def _finish(job: _Job, prepared: _Prepared, done: list[_BandDone]) -> SlideSumma
     if errors:
         return replace(base, error=errors[0][1])
     root = open_store(store, "r+", require_complete=False)  # opened once for the check and the flag
-    chunk_done = np.asarray(array(root, TILES_CHUNK_DONE)[...], dtype=bool)
+    chunk_done = read_chunk_done(root)
     if not chunk_done.all():
         return replace(base, error=f"StoreError: {int((~chunk_done).sum())} chunks were not written")
     mark_complete(root)
