@@ -530,6 +530,39 @@ class _UrlFile(io.RawIOBase):
                 _BLOCKS.popitem(last=False)
         return data
 
+    def prefetch(self, ranges: list[tuple[int, int]]) -> None:
+        """Fetch the blocks under byte ranges ``[start, stop)`` not fetched yet, concurrently (one round trip)."""
+        wanted = sorted(
+            {
+                i
+                for start, stop in ranges
+                for i in range(max(0, start) // _URL_BLOCK, (min(stop, self.size) - 1) // _URL_BLOCK + 1)
+            }
+        )
+        if self._version is not None:
+            with _LOCK:
+                wanted = [i for i in wanted if (self._version, i) not in _BLOCKS]
+        else:
+            wanted = [i for i in wanted if i not in self._own]
+        if len(wanted) < 2:
+            return  # nothing to overlap
+        starts = [i * _URL_BLOCK for i in wanted]
+        try:
+            blobs = self._fs.cat_ranges(
+                [self._key] * len(wanted), starts, [min(s + _URL_BLOCK, self.size) for s in starts]
+            )
+        except Exception as err:
+            raise storage_error(err, self._fs.unstrip_protocol(self._key)) from err
+        with _LOCK:
+            for index, blob in zip(wanted, blobs):
+                if isinstance(blob, bytes):  # an error is left to the block's own read, which reports it
+                    if self._version is None:
+                        self._own[index] = blob
+                    else:
+                        _BLOCKS[(self._version, index)] = blob
+            while len(_BLOCKS) > _SHARED_BLOCKS:
+                _BLOCKS.popitem(last=False)
+
     def _fetch(self, index: int) -> bytes:
         start = index * _URL_BLOCK
         try:

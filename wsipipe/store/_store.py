@@ -146,6 +146,8 @@ def _hash_file(digest: Any, path: PathLike) -> None:
     with open_input(path) as handle:  # a URL's handle knows the object's size (one HEAD for both)
         size = int(handle.size) if is_url(path) else os.fstat(handle.fileno()).st_size
         digest.update(size.to_bytes(8, "little"))
+        if is_url(path):  # both ends in one round trip
+            handle.prefetch([(0, _HASH_BLOCK), (max(_HASH_BLOCK, size - _HASH_BLOCK), size)])
         digest.update(handle.read(_HASH_BLOCK))
         if size > _HASH_BLOCK:
             handle.seek(max(_HASH_BLOCK, size - _HASH_BLOCK))
