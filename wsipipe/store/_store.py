@@ -6,6 +6,8 @@ Dask workers can fill one array without locks; :func:`mark_complete` is the last
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import hashlib
 import json
 import logging
@@ -257,8 +259,22 @@ def _async_fs(url: str, options: dict[str, Any]) -> tuple[Any, str]:
             fs = _make_async(fs)
         configured_fs(fs)
         with _STORES_LOCK:
+            if not _ASYNC_FS:
+                atexit.register(_close_async_clients)
             fs = _ASYNC_FS.setdefault(cache_key, fs)
     return fs, str(fs._strip_protocol(url))
+
+
+def _close_async_clients() -> None:
+    """Close the clients of :func:`_async_fs` at exit, on zarr's loop (still running: zarr's own exit hook runs later)."""
+    from zarr.core.sync import sync as zarr_sync
+
+    for fs in list(_ASYNC_FS.values()):
+        creator = getattr(fs, "_s3creator", None)
+        if creator is not None:
+            with contextlib.suppress(Exception):  # best effort at exit; a leftover session only warns
+                zarr_sync(creator.__aexit__(None, None, None))
+    _ASYNC_FS.clear()
 
 
 def _zarr_location(path: PathLike) -> tuple[str, dict[str, Any] | None]:
