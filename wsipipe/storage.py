@@ -485,7 +485,7 @@ def open_input(path: PathLike | str) -> Any:
 
 
 #: Blocks of URL objects shared by :func:`open_input` handles (1 MiB each).
-_SHARED_BLOCKS = 48
+_SHARED_BLOCKS = 24
 _BLOCKS: OrderedDict[tuple[tuple[str, int, str], int], bytes] = OrderedDict()
 
 

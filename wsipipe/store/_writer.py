@@ -4,7 +4,8 @@
 + ``zstd``, byte for byte what zarr writes, at less than half zarr's CPU cost; or the
 ``wsipipe.tile_streams`` codec of ``compression: "source"``), and through zarr otherwise.
 Chunk files are written in place; a chunk counts only once its ``chunk_done`` flag, written
-atomically after it, is set.
+atomically after it, is set. On a store at an fsspec URL the same bytes go as one PUT per chunk
+and one per flag (:func:`wsipipe.storage.put_objects`), without opening the store again.
 """
 
 from __future__ import annotations
@@ -127,12 +128,13 @@ class TileChunkWriter:
     directly too, by :meth:`write_streams` (the slide's JPEG streams) or :meth:`write` (zstd
     per tile); other codecs (JPEG) go through zarr. A chunk file is written in place (a
     kill can leave it half written), so readers must trust only chunks whose ``chunk_done``
-    flag is set; the flag is written atomically, after the chunk.
+    flag is set; the flag is written atomically, after the chunk. On a store at an fsspec URL
+    the chunk and then its flag are one PUT each (an object appears whole).
 
     Attributes
     ----------
     store : str
-        The ``.zarr`` directory.
+        The ``.zarr`` directory, or its fsspec URL.
     n_tiles : int
         ``N``, the length of ``tiles/images``.
     chunk_tiles : int
