@@ -24,6 +24,7 @@ __all__ = [
     "EvaluationError",
     "IncompleteStoreError",
     "LockedError",
+    "ObjectStorageError",
     "OutputError",
     "PartialFailureError",
     "PerformanceWarning",
@@ -94,6 +95,10 @@ class EvaluationError(WsipipeError, ValueError):
 
 class LockedError(WsipipeError, RuntimeError):
     """Another run holds the lock on an output directory."""
+
+
+class ObjectStorageError(WsipipeError, OSError):
+    """A request to object storage failed for good: no access, no such bucket, or still failing after the retries."""
 
 
 class OutputError(WsipipeError, OSError):

@@ -165,9 +165,16 @@ def find_slides(paths: Iterable[PathLike]) -> list[Path]:
 
 
 def _find_url_slides(url: str) -> list[Path]:
-    """The slides at an fsspec URL: the objects of a prefix with a slide suffix, or the object itself."""
+    """The slides at an fsspec URL: the objects of a prefix with a slide suffix, or the object itself.
+
+    A URL whose name has a slide suffix is taken as one slide without a request: whether it
+    exists (and can be read with these credentials) is found when it is opened, so a missing or
+    unreadable one fails alone in a batch, naming its URL.
+    """
     from wsipipe.storage import url_fs
 
+    if not url.endswith("/") and Path(url).suffix.lower() in SLIDE_SUFFIXES:
+        return [Path(url)]
     fs, key = url_fs(url)
     try:
         if fs.isdir(key):

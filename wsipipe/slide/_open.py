@@ -123,7 +123,7 @@ def open_slide(path: PathLike, backend: Backend | str = "auto", *, mpp: float | 
 
 def _open_url_slide(url: str, slide_path: Path, backend: str, mpp: float | None) -> SlideReader:
     """Open a TIFF-based slide at an fsspec URL with tiffslide (OpenSlide and wsidicom read local files only)."""
-    from wsipipe.storage import url_fs
+    from wsipipe.storage import storage_error, url_fs
 
     shown = redact_url(url)
     if backend not in ("auto", "tiffslide"):
@@ -133,8 +133,15 @@ def _open_url_slide(url: str, slide_path: Path, backend: str, mpp: float | None)
         )
     fs, key = url_fs(url)
     try:
-        exists, is_dir = fs.isfile(key), fs.isdir(key)
+        try:
+            kind = fs.info(key).get("type")  # one HEAD for an object
+        except FileNotFoundError:
+            kind = None
+        exists, is_dir = kind == "file", kind == "directory"
     except Exception as err:  # any error of the file system library (botocore's EndpointConnectionError is no OSError)
+        known = storage_error(err, url)  # denied access, a missing bucket, a failing service: said as such
+        if known is not err:
+            raise SlideNotFoundError(str(known)) from err
         raise SlideNotFoundError(
             f"cannot reach {shown}: {type(err).__name__}: {err}; check the endpoint (AWS_ENDPOINT_URL ...), the "
             "credentials and the bucket"

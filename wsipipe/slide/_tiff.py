@@ -8,6 +8,7 @@ instead of failing (or silently returning zeros) in the middle of a tiling run.
 from __future__ import annotations
 
 import logging
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from wsipipe.errors import CorruptSlideError
-from wsipipe.storage import input_size as file_size_of
 from wsipipe.storage import is_url
 from wsipipe.storage import open_input as open_binary
 
@@ -167,52 +167,52 @@ def _check_data_ranges(path: Path, page: tifffile.TiffPage, file_size: int) -> N
         )
 
 
-def _check_ifd_chain(path: Path, file_size: int) -> None:
-    """Walk the TIFF directory chain; raise if a directory lies past the end of the file.
+def _check_ifd_chain(path: Path, fh: Any, file_size: int) -> None:
+    """Walk the TIFF directory chain of open file ``fh``; raise if a directory lies past the end of the file.
 
     Runs before tifffile parses the file, so a truncated file gives one clear error
     rather than tifffile's "invalid page offset" log noise followed by missing levels.
     Files that are not TIFF are left alone (tifffile decides).
     """
-    with open_binary(path) as fh:
-        head = fh.read(16)
-        if len(head) < 8 or head[:2] not in (b"II", b"MM"):
-            return
-        bo = "<" if head[:2] == b"II" else ">"
-        version = struct.unpack(bo + "H", head[2:4])[0]
-        if version == 42:
-            count_fmt, entry_size, offset_fmt = "H", 12, "I"
-            next_ifd = struct.unpack(bo + "I", head[4:8])[0]
-            if file_size > 2**32 or path.suffix.lower() == ".ndpi":
-                return  # NDPI keeps 64-bit offsets in a classic TIFF; tifffile knows how to read them
-        elif version == 43 and len(head) >= 16:
-            count_fmt, entry_size, offset_fmt = "Q", 20, "Q"
-            next_ifd = struct.unpack(bo + "Q", head[8:16])[0]
-        else:
-            return
-        count_size, offset_size = struct.calcsize(count_fmt), struct.calcsize(offset_fmt)
-        seen: set[int] = set()
-        index = 0
-        while next_ifd:
-            if next_ifd in seen or len(seen) > 1_000_000:
-                raise CorruptSlideError(f"{path}: the TIFF directory chain loops back on itself (directory {index})")
-            seen.add(next_ifd)
-            if next_ifd + count_size > file_size:
-                raise CorruptSlideError(
-                    f"{path}: the file is truncated: TIFF directory {index} starts at byte {next_ifd:,} but the "
-                    f"file has {file_size:,} bytes. Copy or download the slide again."
-                )
-            fh.seek(next_ifd)
-            ntags = struct.unpack(bo + count_fmt, fh.read(count_size))[0]
-            end = next_ifd + count_size + ntags * entry_size + offset_size
-            if end > file_size:
-                raise CorruptSlideError(
-                    f"{path}: the file is truncated inside TIFF directory {index} (it ends at byte {end:,}, "
-                    f"the file has {file_size:,} bytes). Copy or download the slide again."
-                )
-            fh.seek(end - offset_size)
-            next_ifd = struct.unpack(bo + offset_fmt, fh.read(offset_size))[0]
-            index += 1
+    fh.seek(0)
+    head = fh.read(16)
+    if len(head) < 8 or head[:2] not in (b"II", b"MM"):
+        return
+    bo = "<" if head[:2] == b"II" else ">"
+    version = struct.unpack(bo + "H", head[2:4])[0]
+    if version == 42:
+        count_fmt, entry_size, offset_fmt = "H", 12, "I"
+        next_ifd = struct.unpack(bo + "I", head[4:8])[0]
+        if file_size > 2**32 or path.suffix.lower() == ".ndpi":
+            return  # NDPI keeps 64-bit offsets in a classic TIFF; tifffile knows how to read them
+    elif version == 43 and len(head) >= 16:
+        count_fmt, entry_size, offset_fmt = "Q", 20, "Q"
+        next_ifd = struct.unpack(bo + "Q", head[8:16])[0]
+    else:
+        return
+    count_size, offset_size = struct.calcsize(count_fmt), struct.calcsize(offset_fmt)
+    seen: set[int] = set()
+    index = 0
+    while next_ifd:
+        if next_ifd in seen or len(seen) > 1_000_000:
+            raise CorruptSlideError(f"{path}: the TIFF directory chain loops back on itself (directory {index})")
+        seen.add(next_ifd)
+        if next_ifd + count_size > file_size:
+            raise CorruptSlideError(
+                f"{path}: the file is truncated: TIFF directory {index} starts at byte {next_ifd:,} but the "
+                f"file has {file_size:,} bytes. Copy or download the slide again."
+            )
+        fh.seek(next_ifd)
+        ntags = struct.unpack(bo + count_fmt, fh.read(count_size))[0]
+        end = next_ifd + count_size + ntags * entry_size + offset_size
+        if end > file_size:
+            raise CorruptSlideError(
+                f"{path}: the file is truncated inside TIFF directory {index} (it ends at byte {end:,}, "
+                f"the file has {file_size:,} bytes). Copy or download the slide again."
+            )
+        fh.seek(end - offset_size)
+        next_ifd = struct.unpack(bo + offset_fmt, fh.read(offset_size))[0]
+        index += 1
 
 
 def inspect_tiff(path: Path) -> TiffLayout | None:
@@ -233,10 +233,11 @@ def inspect_tiff(path: Path) -> TiffLayout | None:
         If a directory or any tile/strip lies past the end of the file (a truncated copy),
         or the directory chain loops.
     """
-    file_size = file_size_of(path)
-    _check_ifd_chain(path, file_size)
-    if is_url(path):
-        with open_binary(path) as fh:
+    with open_binary(path) as fh:  # one handle (for a URL: one HEAD, its blocks shared with later opens)
+        file_size = int(fh.size) if is_url(path) else os.fstat(fh.fileno()).st_size
+        _check_ifd_chain(path, fh, file_size)
+        if is_url(path):
+            fh.seek(0)
             return _inspect(path, fh, file_size)
     return _inspect(path, path, file_size)
 

@@ -36,6 +36,10 @@ __all__ = ["LevelTileReader", "RegionLevelTileReader", "TiffLevelTileReader", "U
 
 _JPEG = 7
 _DEFAULT_CACHE_BYTES = 64 * 2**20
+#: :meth:`TiffLevelTileReader.prefetch` of a URL: tiles at most this many bytes apart share one GET ...
+_PREFETCH_GAP = 256 * 2**10
+#: ... which spans at most this many bytes (the GETs of a band run concurrently).
+_PREFETCH_SPAN = 8 * 2**20
 
 
 def paste_tiles(
@@ -383,15 +387,31 @@ class TiffLevelTileReader(LevelTileReader):
                         wanted[(offset, count)] = None
         if not wanted:
             return
+        from fsspec.utils import merge_offset_ranges
+
         fs = self._remote()
-        ranges = list(wanted)
-        blobs = fs.cat_ranges([self._key] * len(ranges), [o for o, _ in ranges], [o + c for o, c in ranges])
+        ranges = sorted(wanted)
+        # tiles stored next to each other in the file (a row of a level) come in one GET, gaps of up to
+        # _PREFETCH_GAP bytes are read and dropped, a GET spans _PREFETCH_SPAN bytes at most
+        _, starts, ends = merge_offset_ranges(
+            [self._key] * len(ranges),
+            [o for o, _ in ranges],
+            [o + c for o, c in ranges],
+            max_gap=_PREFETCH_GAP,
+            max_block=_PREFETCH_SPAN,
+            sort=False,
+        )
+        blobs = fs.cat_ranges([self._key] * len(starts), starts, ends)
         with self._lock:
             if len(self._raw) > 4096:  # bytes fetched for reads that never came (a failed band): drop them
                 self._raw.clear()
-            for key, blob in zip(ranges, blobs):
-                if isinstance(blob, bytes):  # an error is left to the tile's own read, which reports it
-                    self._raw[key] = blob
+            k = 0
+            for start, end, blob in zip(starts, ends, blobs):
+                while k < len(ranges) and ranges[k][0] + ranges[k][1] <= end:
+                    offset, count = ranges[k]
+                    k += 1
+                    if isinstance(blob, bytes) and offset >= start:  # an error is left to the tile's own read
+                        self._raw[(offset, count)] = blob[offset - start : offset - start + count]
 
     def _file(self) -> int:
         if self._fd is None or self._pid != os.getpid():

@@ -83,7 +83,13 @@ from wsipipe.store._store import (
 from wsipipe.store._streams import STREAMS_CODEC_NAME, TileStreamsCodec, decode_tile_streams, encode_tile_streams
 from wsipipe.store._tiling import SUPPORTED_TILING_VERSIONS, TILING_VERSION, TilingInfo, read_tiling
 from wsipipe.store._validate import store_problems, validate_store
-from wsipipe.store._writer import TileChunkWriter, mark_chunk_done, tile_chunk_writer, write_tile_chunk
+from wsipipe.store._writer import (
+    TileChunkWriter,
+    mark_chunk_done,
+    read_chunk_done,
+    tile_chunk_writer,
+    write_tile_chunk,
+)
 
 __all__ = [
     "ATTR_BACKEND",
@@ -132,6 +138,7 @@ __all__ = [
     "mark_complete",
     "mark_predictions_complete",
     "open_store",
+    "read_chunk_done",
     "read_class_names",
     "read_coords",
     "read_grid",

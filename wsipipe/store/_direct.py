@@ -8,6 +8,11 @@ zarr v3 specification) and its chunk files, so they are written here as files: t
 explicit codecs (``bytes`` + ``zstd``), the chunks with numcodecs' ``Zstd``, exactly as
 :class:`~wsipipe.store._codecs.DirectChunkFormat` writes tile chunks. Plain ``zarr`` reads
 them; the tests read every array back through it.
+
+A store at an fsspec URL (zarr's ``FsspecStore``) gets the same objects, rendered by
+:func:`array_objects` and :func:`group_objects` and sent by :func:`put_objects` in one
+concurrent batch of PUTs (object storage has no directories), instead of zarr's one request
+at a time with existence checks and listings between them.
 """
 
 from __future__ import annotations
@@ -23,7 +28,18 @@ import numpy.typing as npt
 
 from wsipipe.store._codecs import DirectChunkFormat
 
-__all__ = ["array_document", "bytes_codec", "group_attributes", "local_directory", "write_array", "write_group"]
+__all__ = [
+    "array_document",
+    "array_objects",
+    "bytes_codec",
+    "group_attributes",
+    "group_objects",
+    "local_directory",
+    "node_location",
+    "put_objects",
+    "write_array",
+    "write_group",
+]
 
 #: zstd level of the small arrays (zarr's own default for new arrays).
 _SMALL_ZSTD_LEVEL = 0
@@ -45,6 +61,44 @@ def local_directory(group: Any) -> str | None:
     if not isinstance(store, LocalStore):
         return None
     return os.path.join(os.fspath(store.root), *[p for p in group.store_path.path.split("/") if p])
+
+
+def node_location(group: Any) -> str | None:
+    """Where a zarr group's objects are written directly: its local directory, its fsspec URL, or None.
+
+    None for any store that is neither a ``LocalStore`` nor an ``FsspecStore`` (written through zarr).
+    """
+    from zarr.storage import FsspecStore
+
+    directory = local_directory(group)
+    if directory is not None:
+        return directory
+    store = group.store_path.store
+    if not isinstance(store, FsspecStore):
+        return None
+    key = "/".join(p for p in [store.path, *group.store_path.path.split("/")] if p)
+    return str(store.fs.unstrip_protocol(key))
+
+
+def put_objects(base: str, objects: Mapping[str, bytes]) -> None:
+    """Write ``objects`` (``/``-separated keys relative to ``base``) under a local directory or an fsspec URL.
+
+    On a URL they go as one batch of concurrent PUTs (retried as :mod:`wsipipe.storage` configures).
+    """
+    from wsipipe.storage import as_url
+    from wsipipe.storage import put_objects as put_remote
+
+    if not objects:
+        return
+    url = as_url(base)
+    if url is not None:
+        put_remote(url, objects)
+        return
+    for name, data in objects.items():
+        path = os.path.join(base, *name.split("/"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as handle:
+            handle.write(data)
 
 
 def bytes_codec(dtype: np.dtype[Any]) -> dict[str, Any]:
@@ -97,10 +151,8 @@ def array_document(
     }
 
 
-def _write_json(directory: str, document: Mapping[str, Any]) -> None:
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, "zarr.json"), "w", encoding="utf-8") as handle:
-        json.dump(document, handle, indent=2, allow_nan=False)
+def _json(document: Mapping[str, Any]) -> bytes:
+    return json.dumps(document, indent=2, allow_nan=False).encode("utf-8")
 
 
 def group_attributes(directory: str) -> dict[str, Any]:
@@ -114,26 +166,25 @@ def group_attributes(directory: str) -> dict[str, Any]:
     return dict(attributes) if isinstance(attributes, dict) else {}
 
 
+def group_objects(attributes: Mapping[str, Any]) -> dict[str, bytes]:
+    """The objects of a group node (its ``zarr.json``), keyed relative to the group."""
+    return {"zarr.json": _json({"zarr_format": 3, "node_type": "group", "attributes": dict(attributes)})}
+
+
 def write_group(directory: str, attributes: Mapping[str, Any]) -> None:
     """Write (replace) the ``zarr.json`` of a group at ``directory``; its children are kept."""
-    _write_json(directory, {"zarr_format": 3, "node_type": "group", "attributes": dict(attributes)})
+    put_objects(directory, group_objects(attributes))
 
 
-def write_array(
-    directory: str,
-    document: Mapping[str, Any],
-    data: npt.NDArray[Any] | None = None,
-) -> None:
-    """Create the array at ``directory`` (replacing any node there) and, with ``data``, write all its chunks.
+def array_objects(document: Mapping[str, Any], data: npt.NDArray[Any] | None = None) -> dict[str, bytes]:
+    """The objects of an array node: its ``zarr.json`` and, with ``data``, every chunk (``c/i/j...``).
 
     ``data`` must have the document's shape and dtype; the document's codecs must be the
     default ``bytes`` + ``zstd`` of :func:`array_document`.
     """
-    if os.path.isdir(directory):
-        shutil.rmtree(directory)
-    _write_json(directory, document)
+    objects = {"zarr.json": _json(document)}
     if data is None or data.size == 0:
-        return
+        return objects
     shape = tuple(document["shape"])
     chunks = tuple(document["chunk_grid"]["configuration"]["chunk_shape"])
     if data.shape != shape:
@@ -147,7 +198,19 @@ def write_array(
             full = np.full(chunks, fill, dtype=data.dtype)
             full[tuple(slice(0, n) for n in block.shape)] = block
             block = full
-        path = os.path.join(directory, "c", *map(str, index))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as handle:
-            handle.write(fmt.encode(block))
+        objects["/".join(map(str, ("c", *index)))] = fmt.encode(block)
+    return objects
+
+
+def write_array(
+    directory: str,
+    document: Mapping[str, Any],
+    data: npt.NDArray[Any] | None = None,
+) -> None:
+    """Create the array at local ``directory`` (replacing any node there) and, with ``data``, write all its chunks.
+
+    See :func:`array_objects` for ``data``.
+    """
+    if os.path.isdir(directory):
+        shutil.rmtree(directory)
+    put_objects(directory, array_objects(document, data))

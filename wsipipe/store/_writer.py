@@ -4,7 +4,8 @@
 + ``zstd``, byte for byte what zarr writes, at less than half zarr's CPU cost; or the
 ``wsipipe.tile_streams`` codec of ``compression: "source"``), and through zarr otherwise.
 Chunk files are written in place; a chunk counts only once its ``chunk_done`` flag, written
-atomically after it, is set.
+atomically after it, is set. On a store at an fsspec URL the same bytes go as one PUT per chunk
+and one per flag (:func:`wsipipe.storage.put_objects`), without opening the store again.
 """
 
 from __future__ import annotations
@@ -20,24 +21,30 @@ import numpy.typing as npt
 import zarr
 
 from wsipipe.errors import StoreError, output_error
+from wsipipe.storage import as_url, list_objects, put_objects
 from wsipipe.store._codecs import DirectChunkFormat, direct_chunk_format
 from wsipipe.store._layout import TILES_CHUNK_DONE, TILES_IMAGES
-from wsipipe.store._store import StoreLike, _group, array
+from wsipipe.store._store import StoreLike, _group, array, chunk_done_beside
 from wsipipe.store._streams import TileStreamsFormat, streams_chunk_format
 
-__all__ = ["TileChunkWriter", "mark_chunk_done", "tile_chunk_writer", "write_tile_chunk"]
+__all__ = ["TileChunkWriter", "mark_chunk_done", "read_chunk_done", "tile_chunk_writer", "write_tile_chunk"]
 
 
-def _chunk_file(arr: zarr.Array) -> tuple[str, str] | None:
-    """(array directory, chunk-key separator) when ``arr`` lives in a local directory store, else None."""
+def _chunk_location(arr: zarr.Array) -> tuple[str, str] | None:
+    """(array directory or fsspec URL, chunk-key separator) for a local or fsspec store, else None."""
     from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
-    from zarr.storage import LocalStore
+    from zarr.storage import FsspecStore, LocalStore
 
     store = arr.store_path.store
     encoding = arr.metadata.chunk_key_encoding  # type: ignore[union-attr]
-    if not isinstance(store, LocalStore) or not isinstance(encoding, DefaultChunkKeyEncoding):
+    if not isinstance(encoding, DefaultChunkKeyEncoding):
         return None
-    return os.path.join(os.fspath(store.root), *arr.store_path.path.split("/")), str(encoding.separator)
+    if isinstance(store, LocalStore):
+        return os.path.join(os.fspath(store.root), *arr.store_path.path.split("/")), str(encoding.separator)
+    if isinstance(store, FsspecStore):
+        key = "/".join(p for p in [store.path, *arr.store_path.path.split("/")] if p)
+        return str(store.fs.unstrip_protocol(key)), str(encoding.separator)
+    return None
 
 
 def _put_file(path: str, data: bytes, *, atomic: bool) -> None:
@@ -95,11 +102,15 @@ class _DirectArray:
 
     def put_bytes(self, chunk_coords: tuple[int, ...], data: bytes) -> None:
         key = self.separator.join(map(str, ("c", *chunk_coords)))
+        url = as_url(self.directory)
+        if url is not None:  # one PUT, on this process's file system instance (an object appears whole)
+            put_objects(url, {key: data})
+            return
         _put_file(os.path.join(self.directory, *key.split("/")), data, atomic=self.atomic)
 
 
 def _direct(arr: zarr.Array, *, atomic: bool) -> _DirectArray | None:
-    where = _chunk_file(arr)
+    where = _chunk_location(arr)
     fmt: DirectChunkFormat | TileStreamsFormat | None = direct_chunk_format(arr) or streams_chunk_format(arr)
     if where is None or fmt is None:
         return None
@@ -117,12 +128,13 @@ class TileChunkWriter:
     directly too, by :meth:`write_streams` (the slide's JPEG streams) or :meth:`write` (zstd
     per tile); other codecs (JPEG) go through zarr. A chunk file is written in place (a
     kill can leave it half written), so readers must trust only chunks whose ``chunk_done``
-    flag is set; the flag is written atomically, after the chunk.
+    flag is set; the flag is written atomically, after the chunk. On a store at an fsspec URL
+    the chunk and then its flag are one PUT each (an object appears whole).
 
     Attributes
     ----------
     store : str
-        The ``.zarr`` directory.
+        The ``.zarr`` directory, or its fsspec URL.
     n_tiles : int
         ``N``, the length of ``tiles/images``.
     chunk_tiles : int
@@ -248,18 +260,26 @@ class TileChunkWriter:
             self._done.put((chunk_index,), np.ones(1, dtype=bool))
 
 
-def tile_chunk_writer(store: StoreLike) -> TileChunkWriter:
-    """Return the :class:`TileChunkWriter` of a store whose tile arrays exist (see :func:`create_tile_arrays`)."""
-    root = _group(store, "r+")
-    images = array(root, TILES_IMAGES)
-    done = array(root, TILES_CHUNK_DONE)
+def tile_chunk_writer(store: StoreLike | zarr.Array) -> TileChunkWriter:
+    """Return the :class:`TileChunkWriter` of a store whose tile arrays exist (see :func:`create_tile_arrays`).
+
+    ``store`` may also be the ``tiles/images`` array :func:`create_tile_arrays` returned: then
+    neither array's metadata is read back (on object storage, two requests fewer).
+    """
+    if isinstance(store, zarr.Array):
+        images, done = store, chunk_done_beside(store)
+        where = images.store_path.path.rsplit("/", 2)[0] if images.store_path.path.count("/") >= 2 else ""
+    else:
+        root = _group(store, "r+")
+        images, done = array(root, TILES_IMAGES), array(root, TILES_CHUNK_DONE)
+        where = root.store_path.path
     shape = tuple(int(s) for s in images.shape)
     chunk_tiles = int(images.chunks[0])
     if len(shape) != 4 or tuple(images.chunks[1:]) != shape[1:] or tuple(done.chunks) != (1,):
-        raise StoreError(f"patch store {root.store_path}: tiles/images is not chunked by whole tiles")
+        raise StoreError(f"patch store {images.store_path}: tiles/images is not chunked by whole tiles")
     fill = images.fill_value
     return TileChunkWriter(
-        store=_store_dir(root),
+        store=_store_dir(images.store_path.store, where),
         n_tiles=shape[0],
         chunk_tiles=chunk_tiles,
         tile_shape=(shape[1], shape[2], shape[3]),
@@ -269,15 +289,35 @@ def tile_chunk_writer(store: StoreLike) -> TileChunkWriter:
     )
 
 
-def _store_dir(root: zarr.Group) -> str:
+def _store_dir(store: Any, path: str) -> str:
+    """The directory or URL of the group at ``path`` of zarr ``store``."""
     from zarr.storage import FsspecStore, LocalStore
 
-    store = root.store_path.store
     if isinstance(store, LocalStore):
-        return os.path.join(os.fspath(store.root), *filter(None, root.store_path.path.split("/")))
-    if isinstance(store, FsspecStore):  # object storage: the URL, reopened by each task
-        return str(store.fs.unstrip_protocol("/".join(filter(None, [store.path, root.store_path.path]))))
-    return str(root.store_path)
+        return os.path.join(os.fspath(store.root), *filter(None, path.split("/")))
+    if isinstance(store, FsspecStore):  # object storage: the URL
+        return str(store.fs.unstrip_protocol("/".join(filter(None, [store.path, path]))))
+    return f"{store}/{path}"
+
+
+def read_chunk_done(store: StoreLike) -> npt.NDArray[np.bool_]:
+    """Return ``tiles/chunk_done``: (n_chunks,) bool, whether each chunk of ``tiles/images`` is fully written.
+
+    On object storage this is one listing of the flag objects, not one GET per chunk: a flag
+    object exists only while it is set (:meth:`TileChunkWriter.mark_done` writes ``True``; zarr
+    deletes a chunk written back to its fill value ``False``).
+    """
+    root = _group(store)
+    done = array(root, TILES_CHUNK_DONE)
+    where = _chunk_location(done)
+    if where is None or as_url(where[0]) is None or where[1] != "/" or direct_chunk_format(done) is None:
+        return np.asarray(done[...], dtype=bool)
+    flags = np.zeros(int(done.shape[0]), dtype=bool)
+    for key in list_objects(f"{where[0]}/c"):
+        name = key.rsplit("/", 1)[-1]
+        if name.isdigit() and int(name) < len(flags):
+            flags[int(name)] = True
+    return flags
 
 
 def write_tile_chunk(store: StoreLike, chunk_index: int, tiles: npt.NDArray[np.uint8]) -> None:

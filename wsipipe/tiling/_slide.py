@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import zarr
 
 from wsipipe.errors import (
     ResolutionError,
@@ -36,7 +37,6 @@ from wsipipe.store import (
     ATTR_BACKEND,
     ATTR_PARAMS_HASH,
     ATTR_SLIDE_HASH,
-    TILES_CHUNK_DONE,
     TILES_IMAGES,
     TISSUE_MASK,
     StoreLike,
@@ -47,6 +47,7 @@ from wsipipe.store import (
     is_complete,
     mark_complete,
     open_store,
+    read_chunk_done,
     read_grid,
     read_tiling,
     slide_content_hash,
@@ -185,7 +186,7 @@ def _resume(job: _Job, slide_hash: str, phash: str) -> _Prepared | None:
         area = float(array(root, TISSUE_MASK).attrs.get("tissue_area_mm2", 0.0))  # type: ignore[arg-type]
         if is_complete(root):
             return _Prepared(job.slide_id, "skipped", 0.0, n_tiles=images.shape[0], tissue_area_mm2=area)
-        done = np.asarray(array(root, TILES_CHUNK_DONE)[...], dtype=bool)
+        done = read_chunk_done(root)
         tiling = read_tiling(root)
         cells = read_grid(root)
     except (KeyError, TypeError, ValueError, OSError) as err:
@@ -262,9 +263,9 @@ def _plan_grid(params: TileParams, slide: SlideReader, level: int, factor: float
     )
 
 
-def _create_tiles(root: StoreLike, params: TileParams, grid: TileGrid) -> None:
-    """The store's empty tile arrays and the grid's coordinates, cells and tissue fractions."""
-    create_tile_arrays(
+def _create_tiles(root: StoreLike, params: TileParams, grid: TileGrid) -> zarr.Array:
+    """The store's empty tile arrays and the grid's coordinates, cells and tissue fractions; ``tiles/images``."""
+    return create_tile_arrays(
         root,
         tile_size=params.tile_size,
         chunk_tiles=params.chunk_tiles,
@@ -314,12 +315,12 @@ def _prepare(job: _Job) -> _Prepared:
             params_hash=phash,
         )
         write_tissue_mask(root, tissue.mask, downsample=tissue.downsample, attrs=tissue.attrs())
-        _create_tiles(root, params, grid)
+        images = _create_tiles(root, params, grid)
         if params.preview:
             png = str(Path(job.store).with_suffix(".tissue.png"))
             side.insert(0, _Preview(job.slide_id, png, tissue.image, tissue.mask))
         n_chunks = -(-len(grid) // params.chunk_tiles)
-        writer = tile_chunk_writer(root)
+        writer = tile_chunk_writer(images)
         bands = _bands(job, writer, backend, level, grid.read_size, grid.stride, grid.cells, range(n_chunks))
         return _Prepared(
             job.slide_id,
@@ -460,10 +461,11 @@ def _finish(job: _Job, prepared: _Prepared, done: list[_BandDone]) -> SlideSumma
     errors = sorted((d.chunk_index, d.error) for d in done if d.error)
     if errors:
         return replace(base, error=errors[0][1])
-    chunk_done = np.asarray(array(store, TILES_CHUNK_DONE)[...], dtype=bool)
+    root = open_store(store, "r+", require_complete=False)  # opened once for the check and the flag
+    chunk_done = read_chunk_done(root)
     if not chunk_done.all():
         return replace(base, error=f"StoreError: {int((~chunk_done).sum())} chunks were not written")
-    mark_complete(store)
+    mark_complete(root)
     return replace(base, status="done")
 
 

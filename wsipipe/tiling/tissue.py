@@ -274,6 +274,9 @@ def _read_whole_level(reader: Any, width: int, height: int, *, threads: int = 2)
     The JPEG decoding releases the GIL, so the two bands decode in parallel; every stored tile is
     still decoded once (the band boundary falls on a tile row boundary).
     """
+    prefetch = getattr(reader, "prefetch", None)
+    if prefetch is not None:  # a slide at a URL: the level's tiles in a few concurrent ranged GETs, not one by one
+        prefetch([(0, 0, width, height)])
     stored = getattr(reader, "tile_size", None)  # None: not a tiled TIFF level, read it in one piece
     tile_h = int(stored[1]) if stored else 0
     rows = -(-height // tile_h) if tile_h else 0

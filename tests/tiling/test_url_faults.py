@@ -1,0 +1,128 @@
+"""Transient and persistent network faults between wsipipe and a real S3 server (moto behind a fault proxy).
+
+Transient faults are retried by :class:`wsipipe.storage.RetryPolicy` and leave the same stores
+as a clean run; a persistent one fails its slide with one error after the bounded tries, leaves
+its store incomplete, and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pytest
+
+from tests._s3proxy import Fault, FaultProxy
+from tests.tiling.conftest import FAST
+from wsipipe.storage import RetryPolicy, set_retry_policy
+from wsipipe.store import is_complete, open_store, read_coords, read_tiles
+from wsipipe.synth import SlideInfo
+from wsipipe.tiling import tile_slides
+
+ATTEMPTS = 3
+
+
+@pytest.fixture
+def proxy(s3_bucket: str, s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
+    """The fault proxy in front of the moto server, as the endpoint; a short retry policy (fast test)."""
+    proxy = FaultProxy(s3_server)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)  # a new endpoint: wsipipe opens new clients
+    set_retry_policy(RetryPolicy(attempts=ATTEMPTS, backoff=0.01, max_backoff=0.05))
+    try:
+        yield proxy
+    finally:
+        set_retry_policy(None)
+        proxy.close()
+
+
+def test_transient_faults_are_retried_and_the_stores_equal_a_clean_run(
+    proxy: FaultProxy, s3_bucket: str, tumor_slide: SlideInfo, tmp_path: Path
+) -> None:
+    fsspec.filesystem("s3").put_file(str(tumor_slide.path), f"{s3_bucket}/slides/tumor_001.tif")  # direct, no faults
+    clean = tile_slides([tumor_slide.path], tmp_path / "local", FAST)
+    proxy.faults = [
+        Fault("/slides/tumor_001.tif", "503", times=ATTEMPTS - 1),
+        Fault("/tiles/images/c/", "drop", times=ATTEMPTS - 1, method="PUT"),
+        Fault("/tiles/chunk_done/c/", "503", times=ATTEMPTS - 1, method="PUT"),
+        Fault("/tiles/coords/", "drop", times=1, method="PUT"),
+    ]
+    result = tile_slides([f"{s3_bucket}/slides/tumor_001.tif"], f"{s3_bucket}/run", FAST, scheduler="threads")
+    result.raise_for_failures()
+    assert [f.hits for f in proxy.faults] == [ATTEMPTS - 1, ATTEMPTS - 1, ATTEMPTS - 1, 1]  # all were hit
+    store = f"{s3_bucket}/run/stores/tumor_001.zarr"
+    assert is_complete(store)
+    a, b = open_store(clean.slides[0].store), open_store(store)
+    np.testing.assert_array_equal(read_tiles(a), read_tiles(b))
+    np.testing.assert_array_equal(read_coords(a), read_coords(b))
+
+
+def test_a_persistent_fault_fails_its_slide_after_bounded_tries_and_the_batch_goes_on(
+    proxy: FaultProxy,
+    s3_bucket: str,
+    tumor_slide: SlideInfo,
+    normal_slide: SlideInfo,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fs = fsspec.filesystem("s3")
+    fs.put_file(str(tumor_slide.path), f"{s3_bucket}/slides/a.tif")
+    fs.put_file(str(normal_slide.path), f"{s3_bucket}/slides/b.tif")
+    chunk = "/run/stores/b.zarr/tiles/images/c/0/"
+    proxy.faults = [Fault(chunk, "503", method="PUT")]  # always
+    with caplog.at_level(logging.WARNING, logger="wsipipe.storage"):
+        result = tile_slides([f"{s3_bucket}/slides/"], f"{s3_bucket}/run", FAST, scheduler="threads")
+    assert [(s.slide_id, s.status) for s in result.slides] == [("a", "done"), ("b", "failed")]
+    assert proxy.count("PUT", chunk) == ATTEMPTS  # bounded: tried exactly ATTEMPTS times, by one layer
+    assert list(result.failures) == [f"{s3_bucket}/slides/b.tif"]
+    assert result.failures[f"{s3_bucket}/slides/b.tif"] == (
+        f"ObjectStorageError: {s3_bucket}/run/stores/b.zarr/tiles/images/c/0/0/0/0: the storage service kept "
+        f"failing (ServiceUnavailable) after {ATTEMPTS} tries; try again later, or raise WSIPIPE_STORAGE_ATTEMPTS"
+    )
+    gave_up = [r.getMessage() for r in caplog.records if "gave up" in r.getMessage()]
+    assert gave_up == [
+        f"s3://{s3_bucket[5:]}/run/stores/b.zarr/tiles/images/c/0/0/0/0: HTTP 503 ServiceUnavailable; "
+        f"gave up after {ATTEMPTS} tries (WSIPIPE_STORAGE_ATTEMPTS)"
+    ]
+    assert is_complete(f"{s3_bucket}/run/stores/a.zarr")
+    assert not is_complete(f"{s3_bucket}/run/stores/b.zarr")
+
+
+def test_the_retry_policy_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from wsipipe.errors import ConfigError
+    from wsipipe.storage import retry_policy
+
+    monkeypatch.setenv("WSIPIPE_STORAGE_ATTEMPTS", "7")
+    monkeypatch.setenv("WSIPIPE_STORAGE_BACKOFF", "0.5")
+    policy = retry_policy()
+    assert (policy.attempts, policy.backoff) == (7, 0.5)
+    assert [policy.delay(k) for k in (1, 2, 3)] == [0.5, 1.0, 2.0]
+    assert RetryPolicy(backoff=4, max_backoff=5).delay(3) == 5
+    monkeypatch.setenv("WSIPIPE_STORAGE_ATTEMPTS", "0")
+    with pytest.raises(ConfigError, match="attempts >= 1"):
+        retry_policy()
+    monkeypatch.setenv("WSIPIPE_STORAGE_ATTEMPTS", "many")
+    with pytest.raises(ConfigError, match="WSIPIPE_STORAGE_ATTEMPTS='many'"):
+        retry_policy()
+
+
+def test_a_store_on_s3_costs_one_put_per_chunk_and_flag_and_few_other_requests(
+    proxy: FaultProxy, s3_bucket: str, tumor_slide: SlideInfo
+) -> None:
+    fs = fsspec.filesystem("s3")
+    fs.put_file(str(tumor_slide.path), f"{s3_bucket}/slides/tumor_001.tif")
+    result = tile_slides([f"{s3_bucket}/slides/tumor_001.tif"], f"{s3_bucket}/run", FAST, scheduler="threads")
+    result.raise_for_failures()
+    n_chunks = -(-result.slides[0].n_tiles // FAST.chunk_tiles)
+    assert n_chunks > 3
+    store = "/run/stores/tumor_001.zarr/"
+    assert proxy.count("PUT", store + "tiles/images/c/") == n_chunks  # no zarr reopen, no read-modify-write
+    assert proxy.count("PUT", store + "tiles/chunk_done/c/") == n_chunks
+    assert proxy.count("GET", store + "tiles/images/c/") == 0
+    per_store = proxy.count(None, "/run/") - 2 * n_chunks
+    assert per_store <= 18  # metadata in a few batches, listings, the finish: nothing per chunk
+    keys = sorted(fs.find(f"{s3_bucket}/run"))
+    assert all(k.startswith(f"{s3_bucket[5:]}/run/stores/tumor_001.") for k in keys)  # no parent zarr.json
+    slide_gets = proxy.count("GET", "/slides/tumor_001.tif")
+    assert slide_gets < result.slides[0].n_tiles // 4  # a band's tiles come in few ranged GETs
