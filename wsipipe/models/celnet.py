@@ -53,6 +53,8 @@ at tile-by-tile cost.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -87,21 +89,48 @@ _Window = tuple[int, int] | None
 def _pool_windows(x: Tensor, window: _Window) -> tuple[Tensor, Tensor]:
     """GAP and GMP of ``x`` (B, C, h, w) over windows -> two (B, C, nh, nw) tensors."""
     if window is None:
-        return x.mean(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True)
+        # max pooling's backward scatters to one index; amax's builds masks and counts (3x slower)
+        return x.mean(dim=(2, 3), keepdim=True), F.adaptive_max_pool2d(x, 1)
     k, s = window
     return F.avg_pool2d(x, k, s), F.max_pool2d(x, k, s)
 
 
-def _spread(att: Tensor, size: tuple[int, int], window: _Window) -> Tensor:
-    """Map per-window values (B, C, nh, nw) onto pixels (B, C, h, w): nearest window centre."""
-    if window is None:
-        return att
+def _window_index(n_win: int, n_px: int, window: tuple[int, int], device: torch.device) -> Tensor:
+    """Window of each pixel along one axis (n_px,) int64: the one whose centre is nearest."""
     k, s = window
-    idx = []
-    for n_win, n_px in zip(att.shape[2:], size):
-        pos = torch.arange(n_px, dtype=torch.float64) + 0.5 - k / 2.0
-        idx.append(torch.clamp(torch.floor(pos / s + 0.5), 0, n_win - 1).long().to(att.device))
-    return att.index_select(2, idx[0]).index_select(3, idx[1])
+    pos = torch.arange(n_px, dtype=torch.float64) + 0.5 - k / 2.0
+    return torch.clamp(torch.floor(pos / s + 0.5), 0, n_win - 1).long().to(device)
+
+
+def _scale(x: Tensor, att: Tensor, window: _Window) -> Tensor:
+    """``x`` (B, C, h, w) times per-window values ``att`` (B, C, nh, nw) spread to the nearest window.
+
+    Without autograd the product is written row run by row run, so the (B, C, h, w) spread of
+    ``att`` is never built (index_select over the full map cost as much as the product).
+    """
+    if window is None:
+        return x * att
+    idx_h = _window_index(att.shape[2], x.shape[2], window, att.device)
+    att_w = att.index_select(3, _window_index(att.shape[3], x.shape[3], window, att.device))  # B, C, nh, w
+    att_w = att_w.contiguous(memory_format=torch.channels_last)  # x's layout: rows broadcast as flat runs
+    if torch.is_grad_enabled() and (x.requires_grad or att.requires_grad):
+        return x * att_w.index_select(2, idx_h)
+    out = torch.empty_like(x, dtype=torch.result_type(x, att))
+    rows = idx_h.cpu().tolist()
+    start = 0
+    for r in range(1, len(rows) + 1):
+        if r == len(rows) or rows[r] != rows[start]:
+            i = rows[start]
+            torch.mul(x[:, :, start:r], att_w[:, :, i : i + 1], out=out[:, :, start:r])
+            start = r
+    return out
+
+
+def _channel_max(x: Tensor) -> Tensor:
+    """Max over channels (B, C, h, w) -> (B, 1, h, w); ``max`` with indices when autograd needs them."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return x.max(dim=1, keepdim=True).values  # index backward: amax's mask backward is 3x slower
+    return x.amax(dim=1, keepdim=True)
 
 
 class ChannelAttention(nn.Module):
@@ -112,11 +141,15 @@ class ChannelAttention(nn.Module):
         hidden = max(1, channels // reduction)
         self.mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1))
 
+    def attention(self, x: Tensor, window: _Window = None) -> Tensor:
+        """The attention (B, C, nh, nw) of ``x`` (B, C, h, w) per window ((B, C, 1, 1) for ``None``)."""
+        avg, mx = _pool_windows(x, window)
+        both = self.mlp(torch.cat([avg, mx]))  # the shared MLP once on both poolings
+        return torch.sigmoid(both[: avg.shape[0]] + both[avg.shape[0] :])
+
     def forward(self, x: Tensor, window: _Window = None) -> Tensor:
         """Return ``x`` (B, C, h, w) scaled by its channel attention."""
-        avg, mx = _pool_windows(x, window)
-        att = torch.sigmoid(self.mlp(avg) + self.mlp(mx))
-        return x * _spread(att, (x.shape[2], x.shape[3]), window)
+        return _scale(x, self.attention(x, window), window)
 
 
 class MultiBranchSpatialAttention(nn.Module):
@@ -128,13 +161,23 @@ class MultiBranchSpatialAttention(nn.Module):
             raise ValueError(f"spatial attention kernel sizes must be odd and positive, got {kernel_sizes!r}")
         self.branches = nn.ModuleList(nn.Conv2d(2, 1, k, padding=k // 2, bias=False) for k in kernel_sizes)
 
+    def attention(self, x: Tensor) -> Tensor:
+        """The attention map (B, 1, h, w) of ``x`` (B, C, h, w), in (0, 1).
+
+        The branches are linear and centred, so their sum is one convolution with the sum of
+        their kernels zero-padded to the largest: one pass instead of one per branch.
+        """
+        squeezed = torch.cat([x.mean(dim=1, keepdim=True), _channel_max(x)], dim=1)
+        convs = [cast(nn.Conv2d, b) for b in self.branches]
+        k = max(c.kernel_size[0] for c in convs)
+        weight = F.pad(convs[0].weight, [(k - convs[0].kernel_size[0]) // 2] * 4)
+        for c in convs[1:]:
+            weight = weight + F.pad(c.weight, [(k - c.kernel_size[0]) // 2] * 4)
+        return torch.sigmoid(F.conv2d(squeezed, weight, padding=k // 2))
+
     def forward(self, x: Tensor) -> Tensor:
         """Return ``x`` (B, C, h, w) scaled by a (B, 1, h, w) spatial attention map."""
-        squeezed = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
-        logits = self.branches[0](squeezed)
-        for branch in self.branches[1:]:
-            logits = logits + branch(squeezed)
-        return x * torch.sigmoid(logits)
+        return x * self.attention(x)
 
 
 class MABlock(nn.Module):
@@ -160,11 +203,13 @@ class MABlock(nn.Module):
 
     def forward(self, x: Tensor, window: _Window = None) -> Tensor:
         """Run the block; ``window`` is the tile window on this block's output map."""
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
         out = self.bn2(self.conv2(out))
-        if self.channel_att is not None and self.spatial_att is not None:
-            out = self.spatial_att(self.channel_att(out, window))
-        return F.relu(out + self.shortcut(x))
+        if self.channel_att is None or self.spatial_att is None:
+            return F.relu(out + self.shortcut(x), inplace=True)
+        out = self.channel_att(out, window)
+        # relu(out * A_s + shortcut) in one pass; relu in place (addcmul's backward keeps its inputs)
+        return F.relu(torch.addcmul(self.shortcut(x), out, self.spatial_att.attention(out)), inplace=True)
 
 
 class MAResModule(nn.Module):
