@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from wsipipe.inference._cluster import WORKER_MALLOC_ENV, connect, local_cluster_size
 
 
-def test_local_cluster_size_shares_the_cores() -> None:
-    cores = os.cpu_count() or 1
-    n, threads = local_cluster_size(None, 1, gpu=False)
-    assert n == max(1, min(8, cores))
-    assert n * threads <= max(cores, n)
-    assert local_cluster_size(1, 1, gpu=False) == (1, cores)
+def test_local_cluster_size_shares_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    for cores, default in ((2, 1), (15, 1), (16, 2), (64, 8), (512, 8)):
+        monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
+        n, threads = local_cluster_size(None, 1, gpu=False)
+        assert (n, threads) == (default, cores // default)
+        assert local_cluster_size(None, 4, gpu=False) == (n, threads)  # forward passes take turns per worker
+    assert local_cluster_size(3, 1, gpu=False) == (3, 512 // 3)
 
 
 def test_local_workers_get_the_malloc_settings_that_keep_torch_fast() -> None:

@@ -36,11 +36,23 @@ SPAWN_ENVIRON = "distributed.nanny.pre-spawn-environ"
 WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": 33554432, "MALLOC_TRIM_THRESHOLD_": 268435456}
 
 
+#: CPU cores per local worker process by default: one process per 8 cores (at most 8 processes).
+CORES_PER_CPU_WORKER = 8
+
+
 def local_cluster_size(workers: int | None, threads_per_worker: int, *, gpu: bool) -> tuple[int, int]:
     """Return (n_workers, torch threads per worker) for a local cluster.
 
-    On a GPU machine one worker per visible device; on the CPU ``workers`` or
-    cores // threads_per_worker (at most 8), and the cores shared out among them.
+    On a GPU machine one worker per visible device. On the CPU ``workers``, or by default one
+    worker per :data:`CORES_PER_CPU_WORKER` cores (at most 8; one on a machine of up to 15
+    cores). Each worker runs its forward passes one at a time (the model's lock), so its torch
+    threads are the cores shared out among the workers, whatever ``threads_per_worker``: the
+    worker's other Dask threads read and write chunks while one computes.
+
+    Why few processes: every worker process imports torch and holds a model (about 250 MB
+    before any work), and on the 2-core VM one worker with 2 torch threads ran the dense infer
+    stage at 1.28x the speed of two workers with one each, with 1.09 GB peak RSS against
+    1.64 GB (``benchmarks/bench_end_to_end.py --size 20000x15000``, same session).
     """
     cores = os.cpu_count() or 1
     if gpu:
@@ -48,8 +60,8 @@ def local_cluster_size(workers: int | None, threads_per_worker: int, *, gpu: boo
 
         n = workers or max(1, torch.cuda.device_count())
     else:
-        n = workers or max(1, min(8, cores // threads_per_worker))
-    return n, max(1, cores // (n * threads_per_worker))
+        n = workers or max(1, min(8, cores // CORES_PER_CPU_WORKER))
+    return n, max(1, cores // n)
 
 
 def local_cluster(**kwargs: Any) -> Any:
@@ -108,7 +120,7 @@ def connect(
 
                 gpu = torch.cuda.is_available()
             n, threads = local_cluster_size(workers, threads_per_worker, gpu=gpu)
-            tpw = max(2, threads_per_worker) if gpu else threads_per_worker
+            tpw = max(2, threads_per_worker)  # reading the next chunk overlaps the forward pass
             resources = {GPU_RESOURCE: tpw} if gpu else None
             cluster = stack.enter_context(local_cluster(n_workers=n, threads_per_worker=tpw, resources=resources))
             client = stack.enter_context(Client(cluster))

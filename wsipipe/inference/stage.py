@@ -100,12 +100,13 @@ class InferOptions:
     """
 
     workers: int | None = None
-    """Local cluster only: worker processes (default: CPU cores // threads_per_worker, at most 8)."""
+    """Local cluster only: worker processes (default: one per 8 CPU cores, at most 8; one per GPU)."""
     threads_per_worker: int = 1
-    """Local cluster only: Dask threads (concurrent chunk tasks) per worker; ``threads``: pool threads
-    (at least 2, so that reading the next chunk overlaps the forward pass)."""
+    """Local cluster and ``threads``: Dask or pool threads (concurrent chunk tasks) per worker, at
+    least 2, so that reading the next chunk overlaps the forward pass (forward passes take turns)."""
     torch_threads: int | None = None
-    """Torch intra-op threads per worker (default: cores // (workers * threads); env WSIPIPE_TORCH_THREADS)."""
+    """Torch intra-op threads per worker (default: local cluster cores // workers, a joined cluster's
+    worker cores // its Dask threads; env WSIPIPE_TORCH_THREADS)."""
     force: bool = False
     """Recompute stores whose predictions for this model are complete."""
 
