@@ -24,6 +24,7 @@ both implement :class:`OutputLock`.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import datetime as dt
 import errno
@@ -36,7 +37,7 @@ import time
 import uuid
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Self
 
 from wsipipe.errors import ConfigError, LockedError, OutputError
 from wsipipe.storage import as_url, create_object, delete_object, read_object, redact_url, replace_object
@@ -75,23 +76,29 @@ DEFAULT_LEASE_S = 120.0
 LEASE_ENV = "WSIPIPE_LOCK_LEASE_S"
 
 
-class OutputLock(Protocol):
+class OutputLock(abc.ABC):
     """What the runner needs of a run lock: a context manager that takes, checks and releases it."""
 
+    @abc.abstractmethod
     def acquire(self) -> None:
         """Take the lock (raises :class:`~wsipipe.errors.LockedError` if another run holds it)."""
 
+    @abc.abstractmethod
     def check(self) -> None:
         """Raise :class:`~wsipipe.errors.LockedError` if the lock was lost since it was taken."""
 
+    @abc.abstractmethod
     def release(self) -> None:
         """Give the lock up if it is still ours."""
 
-    def __enter__(self) -> OutputLock: ...
+    def __enter__(self) -> Self:
+        self.acquire()
+        return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None: ...
+    ) -> None:
+        self.release()
 
 
 def run_lock(out_dir: Path | str, run_id: str = "", *, lease_s: float | None = None) -> RunLock | ObjectRunLock:
@@ -150,7 +157,7 @@ def pid_alive(pid: int, since: float | None = None) -> bool:
     return True
 
 
-class RunLock:
+class RunLock(OutputLock):
     """Exclusive lock on an output directory, held as a context manager.
 
     Parameters
@@ -309,17 +316,8 @@ class RunLock:
     def check(self) -> None:
         """A lock file cannot be lost while its holder runs: nothing to check."""
 
-    def __enter__(self) -> RunLock:
-        self.acquire()
-        return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.release()
-
-
-class ObjectRunLock:
+class ObjectRunLock(OutputLock):
     """Exclusive lock on an output directory at an ``s3://`` URL: a lock object with a lease.
 
     Parameters
@@ -480,15 +478,6 @@ class ObjectRunLock:
             logger.warning(
                 "could not delete the run lock %s (%s); it expires after %s s", redact_url(self.url), err, self.lease_s
             )
-
-    def __enter__(self) -> ObjectRunLock:
-        self.acquire()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.release()
 
 
 def _lease_seconds(lease_s: float | None) -> float:
