@@ -17,6 +17,7 @@ Usage::
     python benchmarks/bench_s3.py
     python benchmarks/bench_s3.py --size 40000 30000 --repeat 3
     python benchmarks/bench_s3.py --tile-only --repeat 8    # tiling rounds only (shorter, more of them)
+    python benchmarks/bench_s3.py --latency 20             # 20 ms more per request (a proxy process)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
@@ -55,17 +57,32 @@ def _server() -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit("moto server did not start")
 
 
+def _proxy(upstream: str, delay: float) -> tuple[subprocess.Popen[bytes], str]:
+    """tests/_s3proxy.py's proxy in its own process, waiting ``delay`` s before forwarding each request."""
+    code = (
+        "import sys, time; from tests._s3proxy import FaultProxy; "
+        f"p = FaultProxy({upstream!r}, delay={delay!r}); print(p.endpoint, flush=True); time.sleep(1e9)"
+    )
+    root = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, cwd=root)
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().decode().strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, nargs=2, default=(16384, 12288), metavar=("W", "H"))
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--tile-only", action="store_true", help="measure tiling only (no inference rounds)")
+    parser.add_argument("--latency", type=float, default=0.0, help="ms added to every S3 request (a proxy)")
     args = parser.parse_args()
 
+    work = Path(tempfile.mkdtemp(prefix="bench-s3-"))
     proc, endpoint = _server()
+    proxy = _proxy(endpoint, args.latency / 1000) if args.latency else None
     os.environ.update(
-        AWS_ENDPOINT_URL=endpoint,
+        AWS_ENDPOINT_URL=proxy[1] if proxy else endpoint,
         AWS_ACCESS_KEY_ID="bench",
         AWS_SECRET_ACCESS_KEY="bench",
         AWS_DEFAULT_REGION="us-east-1",
@@ -82,7 +99,6 @@ def main() -> None:
 
         fs = fsspec.filesystem("s3")
         fs.mkdir("bench")
-        work = Path(tempfile.mkdtemp(prefix="bench-s3-"))
         slide = make_test_slide(work / "slide.tif", kind="tumor", seed=0, size=tuple(args.size)).path
         fs.put_file(str(slide), "bench/slides/slide.tif")
         checkpoint = make_checkpoint(work / "ckpt", tile_size=256, mpp=0.972)
@@ -118,6 +134,9 @@ def main() -> None:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"peak RSS {peak:.0f} MiB; load average {os.getloadavg()[0]:.1f}")
     finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if proxy is not None:
+            proxy[0].terminate()
         proc.terminate()
 
 
