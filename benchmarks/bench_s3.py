@@ -16,6 +16,8 @@ Usage::
 
     python benchmarks/bench_s3.py
     python benchmarks/bench_s3.py --size 40000 30000 --repeat 3
+    python benchmarks/bench_s3.py --tile-only --repeat 8    # tiling rounds only (shorter, more of them)
+    python benchmarks/bench_s3.py --latency 20             # 20 ms more per request (a proxy process)
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
@@ -54,16 +57,32 @@ def _server() -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit("moto server did not start")
 
 
+def _proxy(upstream: str, delay: float) -> tuple[subprocess.Popen[bytes], str]:
+    """tests/_s3proxy.py's proxy in its own process, waiting ``delay`` s before forwarding each request."""
+    code = (
+        "import sys, time; from tests._s3proxy import FaultProxy; "
+        f"p = FaultProxy({upstream!r}, delay={delay!r}); print(p.endpoint, flush=True); time.sleep(1e9)"
+    )
+    root = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, cwd=root)
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().decode().strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, nargs=2, default=(16384, 12288), metavar=("W", "H"))
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--tile-only", action="store_true", help="measure tiling only (no inference rounds)")
+    parser.add_argument("--latency", type=float, default=0.0, help="ms added to every S3 request (a proxy)")
     args = parser.parse_args()
 
+    work = Path(tempfile.mkdtemp(prefix="bench-s3-"))
     proc, endpoint = _server()
+    proxy = _proxy(endpoint, args.latency / 1000) if args.latency else None
     os.environ.update(
-        AWS_ENDPOINT_URL=endpoint,
+        AWS_ENDPOINT_URL=proxy[1] if proxy else endpoint,
         AWS_ACCESS_KEY_ID="bench",
         AWS_SECRET_ACCESS_KEY="bench",
         AWS_DEFAULT_REGION="us-east-1",
@@ -80,7 +99,6 @@ def main() -> None:
 
         fs = fsspec.filesystem("s3")
         fs.mkdir("bench")
-        work = Path(tempfile.mkdtemp(prefix="bench-s3-"))
         slide = make_test_slide(work / "slide.tif", kind="tumor", seed=0, size=tuple(args.size)).path
         fs.put_file(str(slide), "bench/slides/slide.tif")
         checkpoint = make_checkpoint(work / "ckpt", tile_size=256, mpp=0.972)
@@ -97,13 +115,18 @@ def main() -> None:
                 tile_slides([src], out, params, scheduler="threads", workers=args.workers).raise_for_failures()
                 seconds[f"tile {name}"] = time.perf_counter() - t0
             for name, out in (("local", local), ("s3", remote)) if r % 2 == 0 else (("s3", remote), ("local", local)):
+                if args.tile_only:
+                    break
                 t0 = time.perf_counter()
                 predict_stores(out, checkpoint, scheduler="threads").raise_for_failures()
                 seconds[f"infer {name}"] = time.perf_counter() - t0
             tile_ratios.append(seconds["tile local"] / seconds["tile s3"])
-            infer_ratios.append(seconds["infer local"] / seconds["infer s3"])
+            if not args.tile_only:
+                infer_ratios.append(seconds["infer local"] / seconds["infer s3"])
             print(f"round {r + 1}: " + ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items()))
         for label, ratios, target in (("tiling", tile_ratios, 0.7), ("inference", infer_ratios, 0.9)):
+            if not ratios:
+                continue
             print(
                 f"{label} S3/local speed: median {statistics.median(ratios):.2f}x "
                 f"(range {min(ratios):.2f}-{max(ratios):.2f}; target >= {target})"
@@ -111,6 +134,9 @@ def main() -> None:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"peak RSS {peak:.0f} MiB; load average {os.getloadavg()[0]:.1f}")
     finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if proxy is not None:
+            proxy[0].terminate()
         proc.terminate()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,11 +33,15 @@ class Fault:
 
 
 class FaultProxy:
-    """A threaded HTTP/1.1 proxy on 127.0.0.1 forwarding to ``upstream`` (``http://host:port``)."""
+    """A threaded HTTP/1.1 proxy on 127.0.0.1 forwarding to ``upstream`` (``http://host:port``).
 
-    def __init__(self, upstream: str) -> None:
+    ``delay`` seconds are waited before each request is forwarded (a network's latency).
+    """
+
+    def __init__(self, upstream: str, delay: float = 0.0) -> None:
         parts = urlsplit(upstream)
         self.upstream = (parts.hostname or "127.0.0.1", int(parts.port or 80))
+        self.delay = delay
         self.faults: list[Fault] = []
         self.requests: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
@@ -81,6 +86,8 @@ class FaultProxy:
                     if self.command != "HEAD":
                         self.wfile.write(payload)
                     return
+                if proxy.delay:  # a network's round trip, for benchmarks
+                    time.sleep(proxy.delay)
                 conn = http.client.HTTPConnection(*proxy.upstream, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
                 headers["Content-Length"] = str(len(body))

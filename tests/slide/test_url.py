@@ -87,6 +87,42 @@ def test_prefetch_fetches_a_band_at_once(s3_bucket: str, generic_tif: Path, monk
             np.testing.assert_array_equal(reader.read(x, y, w, h), expected.read(x, y, w, h))
 
 
+def test_concurrent_prefetches_of_the_same_tiles_fetch_them_once(
+    s3_bucket: str, generic_tif: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    url = upload(generic_tif, f"{s3_bucket}/generic.tif")
+    with open_slide(url) as remote, open_slide(generic_tif) as local:
+        reader = remote.read_level_tiles(0)
+        reader.read(0, 0, 256, 256)  # opens the file system
+        fetched: list[tuple[int, int]] = []
+        arrived = threading.Event()
+        real = reader._fs.cat_ranges
+
+        def slow_cat_ranges(paths: list[str], starts: list[int], ends: list[int]) -> list[bytes]:
+            fetched.extend(zip(starts, ends))
+            time.sleep(0.3)  # the other thread's prefetch arrives while this one is in flight
+            blobs = list(real(paths, starts, ends))
+            arrived.set()
+            return blobs
+
+        monkeypatch.setattr(reader._fs, "cat_ranges", slow_cat_ranges)
+        group = [(x, 256, 256, 256) for x in range(0, 1024, 256)]
+        leader = threading.Thread(target=reader.prefetch, args=(group,))
+        leader.start()
+        time.sleep(0.05)
+        reader.prefetch(group[1:2])  # waits for the leader's fetch, fetches nothing itself
+        assert arrived.is_set()  # it returned only once the leader's bytes had arrived
+        leader.join()
+        assert len(fetched) == 1  # one merged GET for the group, none for the second prefetch
+        monkeypatch.setattr(reader._fs, "cat_file", lambda *a, **k: pytest.fail("a tile was fetched again"))
+        expected = local.read_level_tiles(0)
+        for x, y, w, h in group:
+            np.testing.assert_array_equal(reader.read(x, y, w, h), expected.read(x, y, w, h))
+
+
 def test_url_errors_name_the_url(s3_bucket: str, generic_tif: Path, tmp_path: Path) -> None:
     with pytest.raises(SlideNotFoundError, match=f"slide not found: {s3_bucket}/missing.tif"):
         open_slide(f"{s3_bucket}/missing.tif")

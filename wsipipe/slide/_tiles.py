@@ -210,7 +210,8 @@ class LevelTileReader(ABC):
 
         A reader of a slide at an fsspec URL fetches their stored tiles' bytes at once, with
         concurrent ranged GETs, so that a band of tiles costs one round trip instead of one
-        per tile. Other readers ignore it.
+        per tile; bytes another thread's prefetch is fetching are waited for, not fetched again.
+        Other readers ignore it.
         """
 
     def close(self) -> None:  # noqa: B027 - nothing to release by default
@@ -337,6 +338,7 @@ class TiffLevelTileReader(LevelTileReader):
         self._fd = None
         self._fs: Any = None
         self._raw: dict[tuple[int, int], bytes] = {}
+        self._pending: dict[tuple[int, int], threading.Event] = {}  # ranges a prefetch is fetching now
         self._tif = None
         self._lock = threading.Lock()
         self._cache = TileLru(getattr(self, "_cache_capacity", 0))
@@ -385,12 +387,28 @@ class TiffLevelTileReader(LevelTileReader):
                     count, offset = int(self._counts[index]), int(self._offsets[index])
                     if count:
                         wanted[(offset, count)] = None
-        if not wanted:
-            return
+        fs = self._remote()
+        done = threading.Event()
+        with self._lock:  # a range another thread is fetching is waited for, not fetched again
+            waits = {self._pending[r] for r in wanted if r in self._pending}
+            ranges = sorted(r for r in wanted if r not in self._raw and r not in self._pending)
+            for r in ranges:
+                self._pending[r] = done
+        try:
+            if ranges:
+                self._fetch_ranges(fs, ranges)
+        finally:
+            with self._lock:
+                for r in ranges:
+                    self._pending.pop(r, None)
+            done.set()
+        for event in waits:
+            event.wait()
+
+    def _fetch_ranges(self, fs: Any, ranges: list[tuple[int, int]]) -> None:
+        """Fetch the sorted ``(offset, count)`` ranges into ``_raw`` with concurrent, coalesced ranged GETs."""
         from fsspec.utils import merge_offset_ranges
 
-        fs = self._remote()
-        ranges = sorted(wanted)
         # tiles stored next to each other in the file (a row of a level) come in one GET, gaps of up to
         # _PREFETCH_GAP bytes are read and dropped, a GET spans _PREFETCH_SPAN bytes at most
         _, starts, ends = merge_offset_ranges(
@@ -422,7 +440,7 @@ class TiffLevelTileReader(LevelTileReader):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for key in ("_fd", "_fs", "_raw", "_tif", "_lock", "_cache", "_pid"):
+        for key in ("_fd", "_fs", "_raw", "_pending", "_tif", "_lock", "_cache", "_pid"):
             state.pop(key, None)
         return state
 

@@ -12,6 +12,12 @@ What each form of the one ``scheduler`` grammar means for tiling:
 
 Local tasks start in list order (first in, first out), so a caller can put long tasks first
 and keep the workers evenly busy to the end.
+
+Tasks that spend most of their time waiting on object storage (a chunk of a slide or a store at
+a URL: one ranged GET, then two PUTs) may ask for ``overlap``: on local threads, ``workers *
+overlap`` of them then run at once, so one task's requests overlap another's decoding and
+encoding. Processes and Dask clusters are left as they are (a Dask worker's ``--nthreads``
+sets its own).
 """
 
 from __future__ import annotations
@@ -65,10 +71,11 @@ class TaskRunner(AbstractContextManager["TaskRunner"]):
             return "threads" if self.workers > 1 and n_tasks > 1 else "sync"
         return self.spec.kind  # type: ignore[return-value]
 
-    def _executor(self, kind: LocalKind) -> Executor:
-        if kind not in self._pools:
-            self._pools[kind] = self._stack.enter_context(local_executor(kind, self.workers, name="wsipipe-tile"))
-        return self._pools[kind]
+    def _executor(self, kind: LocalKind, workers: int) -> Executor:
+        key = f"{kind}-{workers}"
+        if key not in self._pools:
+            self._pools[key] = self._stack.enter_context(local_executor(kind, workers, name="wsipipe-tile"))
+        return self._pools[key]
 
     def map(
         self,
@@ -78,6 +85,7 @@ class TaskRunner(AbstractContextManager["TaskRunner"]):
         desc: str = "",
         unit: str = "task",
         size: Callable[[T], int] | None = None,
+        overlap: int = 1,
     ) -> list[R]:
         """Return ``[func(item) for item in items]`` computed on the scheduler, with a progress bar.
 
@@ -85,6 +93,9 @@ class TaskRunner(AbstractContextManager["TaskRunner"]):
         distributed). Results come back in input order. Progress counts items, or with ``size``
         ``size(item)`` units per item (e.g. tiles per chunk) and the items as chunks; without a
         terminal it is logged every few seconds (:class:`wsipipe.progress.ProgressBar`).
+        ``overlap`` (>= 1): for tasks waiting on the network, run up to ``workers * overlap`` of
+        them at once on local threads (the default scheduler or ``"threads"``; see the module
+        docstring).
         """
         if not items:
             return []
@@ -94,7 +105,10 @@ class TaskRunner(AbstractContextManager["TaskRunner"]):
             if not self.spec.is_local:
                 return self._map_distributed(func, items, bar, sizes)
             results: list[Any] = [None] * len(items)
-            for i, future in completed(self._executor(self._local_kind(len(items))), func, items):
+            kind, workers = self._local_kind(len(items)), self.workers
+            if overlap > 1 and self.spec.kind in ("default", "threads") and len(items) > 1:
+                kind, workers = "threads", workers * overlap
+            for i, future in completed(self._executor(kind, workers), func, items):
                 results[i] = future.result()
                 bar.update(sizes[i], chunks=1)
             return results

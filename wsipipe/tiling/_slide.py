@@ -31,7 +31,7 @@ from wsipipe.errors import (
     output_error,
 )
 from wsipipe.scheduler import SchedulerSpec
-from wsipipe.slide import SlideOverrides, SlideReader, slide_id
+from wsipipe.slide import LevelTileReader, SlideOverrides, SlideReader, slide_id
 from wsipipe.storage import as_url, is_url
 from wsipipe.store import (
     ATTR_BACKEND,
@@ -95,6 +95,10 @@ class _Band:
     cells: npt.NDArray[np.int32]
     streams: bool = False
     """Store the slide's own JPEG bytes where a tile is one stored slide tile (``compression="source"``)."""
+    ahead: npt.NDArray[np.int32] | None = None
+    """Cells of the next bands of the slide whose bytes this band's prefetch fetches too (a slide at a URL)."""
+    next_group: npt.NDArray[np.int32] | None = None
+    """Cells of the group of bands after this band's, fetched in the background once this group's arrived."""
 
 
 @dataclass(frozen=True)
@@ -381,6 +385,42 @@ def read_cells(
     return out
 
 
+#: Chunk tasks in flight per worker when slides or stores are at URLs (local threads): each holds
+#: one chunk's tiles (a reused ``(chunk_tiles, T, T, 3)`` uint8 buffer per thread, 12.6 MB at
+#: 64 tiles of 256 px), its slide bytes and its encoded chunk, so ``workers * _URL_OVERLAP`` of each.
+_URL_OVERLAP = 2
+
+#: Bands of a slide at a URL whose tiles come in one prefetch (local threads): the first band of each
+#: group fetches the group's tile bytes (at most 8 x 64 stored tiles, a few MB) and the others wait for
+#: them; once they arrived, it starts fetching the next group's in the background. So at most two
+#: groups' compressed tiles are held per slide.
+_READ_AHEAD = 8
+
+
+def _read_ahead(bands: list[_Band]) -> list[_Band]:
+    """``bands`` (one slide's, in order), at a URL the first of every :data:`_READ_AHEAD` fetching the group's tiles
+    (and then the next group's)."""
+    if len(bands) < 2 or not is_url(bands[0].path):
+        return bands
+    out = list(bands)
+    for i in range(0, len(bands), _READ_AHEAD):
+        group, following = bands[i + 1 : i + _READ_AHEAD], bands[i + _READ_AHEAD : i + 2 * _READ_AHEAD]
+        out[i] = replace(
+            bands[i],
+            ahead=np.concatenate([b.cells for b in group]) if group else None,
+            next_group=np.concatenate([b.cells for b in following]) if following else None,
+        )
+    return out
+
+
+def _prefetch_quietly(reader: LevelTileReader, regions: list[tuple[int, int, int, int]]) -> None:
+    """``reader.prefetch(regions)`` in the background: a failure is left to the bands' own reads, which report it."""
+    try:
+        reader.prefetch(regions)
+    except Exception:
+        logger.debug("background prefetch of %s failed", getattr(reader, "path", "?"), exc_info=True)
+
+
 _BUFFERS = threading.local()
 
 
@@ -402,7 +442,11 @@ def _write_band(band: _Band) -> _BandDone:
         tiles = _chunk_buffer((len(band.cells), size, size, 3))
         aligned = band.read_size == size == band.stride and reader.tile_size == (size, size)
         step, span = band.stride, band.read_size  # a slide at a URL fetches the band's tiles at once
-        reader.prefetch([(col * step, row * step, span, span) for col, row in band.cells.tolist()])
+        cells = band.cells if band.ahead is None else np.concatenate([band.cells, band.ahead])
+        reader.prefetch([(col * step, row * step, span, span) for col, row in cells.tolist()])
+        if band.next_group is not None:  # the next group's GETs overlap this group's decoding and writing
+            regions = [(col * step, row * step, span, span) for col, row in band.next_group.tolist()]
+            threading.Thread(target=_prefetch_quietly, args=(reader, regions), daemon=True).start()
         if aligned and band.streams:
             # keep each slide tile's JPEG bytes, checked by a strict 1/8-scale decode (every Huffman code is
             # still decoded, so corrupt data fails as in a full decode); edge and empty tiles are decoded
@@ -503,8 +547,12 @@ def tile_paths(
         # side tasks first: with the default FIFO pool they overlap the chunks instead of trailing them
         tasks: list[_Band | _Preview | _Cleanup] = [task for prep in prepared for task in prep.side]
         tasks += leftovers
-        tasks += [band for prep in prepared for band in prep.bands]
-        written = runner.map(_run_task, tasks, desc="tiling", unit="tile", size=_tiles_of)
+        # a chunk at a URL mostly waits (a GET of its slide tiles, a PUT, a PUT of its flag): overlap a few,
+        # and on local threads (one reader per slide, shared) fetch a group of bands' tiles in one request
+        overlap = _URL_OVERLAP if is_url(stores) or any(is_url(p) for p in paths) else 1
+        shared = spec.kind in ("default", "threads", "sync")
+        tasks += [band for prep in prepared for band in (_read_ahead(prep.bands) if shared else prep.bands)]
+        written = runner.map(_run_task, tasks, desc="tiling", unit="tile", size=_tiles_of, overlap=overlap)
     by_slide: dict[str, list[_BandDone]] = {job.slide_id: [] for job in jobs}
     for result in written:
         by_slide.setdefault(result.slide_id, []).append(result)
