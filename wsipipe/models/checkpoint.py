@@ -16,8 +16,8 @@ A checkpoint (directory or file) may be at an fsspec URL (``s3://bucket/models/b
 weights and metadata are downloaded through :mod:`wsipipe.storage` into a temporary folder and
 checked there exactly as a local one (nothing else under the prefix is fetched).
 
-:func:`read_checkpoint_meta` makes the same checks but the last (framing, metadata, SHA-256)
-and returns the metadata without building the model: this module imports torch only inside
+:func:`read_checkpoint_meta` makes the checks that need no model (the safetensors framing, the
+metadata, the SHA-256) and returns the metadata without building the model: this module imports torch only inside
 the functions that build or save a model, so a client that plans work (``wsipipe infer``) reads
 a checkpoint without importing torch.
 """
