@@ -16,10 +16,13 @@ from wsipipe.errors import ConfigError
 from wsipipe.inference import device_plan, predict_tiles
 from wsipipe.inference._runtime import load_model
 from wsipipe.models import (
+    ARCHITECTURE_CAPABILITIES,
     CAPABILITIES,
+    DENSE_STRIDES,
     CamModel,
     CheckpointMeta,
     DenseModel,
+    architecture_dense_stride,
     build_model,
     list_models,
     load_checkpoint,
@@ -76,6 +79,21 @@ def test_capabilities_are_listed_from_the_protocols() -> None:
     assert set(CAPABILITIES) == {"dense", "cam", "patch_map"}
 
 
+def test_the_capability_tables_are_what_the_protocols_find_on_every_built_in_model() -> None:
+    # The tables let a client know the capabilities without torch; they can never disagree with the models.
+    builtin = [name for name in list_models() if registry.model_builder(name).__module__.startswith("wsipipe.models.")]
+    assert sorted(ARCHITECTURE_CAPABILITIES) == builtin
+    for name in builtin:
+        with torch.device("meta"):
+            model = build_model(name)
+        assert ARCHITECTURE_CAPABILITIES[name] == model_capabilities(model), name
+        stride = int(model.stride) if isinstance(model, DenseModel) else None
+        assert DENSE_STRIDES.get(name) == stride == architecture_dense_stride(name), name
+    assert sorted(DENSE_STRIDES) == models_with("dense")
+    with pytest.raises(ConfigError, match="unknown model 'celnett'"):
+        architecture_dense_stride("celnett")
+
+
 def test_a_capability_missing_at_load_time_names_model_capability_and_who_has_it(tmp_path: Path) -> None:
     ckpt = save_checkpoint(
         build_model("resnet18", width=4),
@@ -102,6 +120,7 @@ def test_a_new_dense_model_module_is_found_loaded_and_used_by_dense_inference(
     monkeypatch.setattr(wsipipe.models, "__path__", [*wsipipe.models.__path__, str(tmp_path)])
     assert "toydense" in list_models()
     assert models_with("dense") == ["celnet", "celnet_cbam", "celnet_no_ds", "celnet_no_mam", "toydense"]
+    assert architecture_dense_stride("toydense") == 1  # outside the tables: built on the meta device
 
     torch.manual_seed(0)
     meta = CheckpointMeta(architecture="toydense", tile_size=8)

@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import json
 import pickle
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from wsipipe.errors import CheckpointError
-from wsipipe.models import CheckpointMeta, build_model, load_checkpoint, model_arch, save_checkpoint
+from wsipipe.models import (
+    CheckpointMeta,
+    build_model,
+    load_checkpoint,
+    model_arch,
+    read_checkpoint_meta,
+    save_checkpoint,
+)
+
+#: Both readers make the same checks of a checkpoint's files (read_checkpoint_meta: without the model).
+READERS: list[Callable[[Path], Any]] = [load_checkpoint, read_checkpoint_meta]
 
 
 def _meta(arch: str, kwargs: dict[str, object]) -> CheckpointMeta:
@@ -64,14 +78,15 @@ def test_round_trip_celnet(tmp_path: Path) -> None:
         assert torch.equal(model(x), loaded(x))
 
 
-def test_tampered_weights_are_refused(saved: tuple[torch.nn.Module, Path]) -> None:
+@pytest.mark.parametrize("read", READERS)
+def test_tampered_weights_are_refused(saved: tuple[torch.nn.Module, Path], read: Callable[[Path], Any]) -> None:
     _, path = saved
     weights = path / "weights.safetensors"
     data = bytearray(weights.read_bytes())
     data[-3] ^= 0xFF
     weights.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match=r"SHA-256 .* does not match"):
-        load_checkpoint(path)
+        read(path)
 
 
 def test_missing_metadata_keys_and_unknown_architecture(saved: tuple[torch.nn.Module, Path]) -> None:
@@ -109,39 +124,82 @@ class _Bomb:
 BOMB_TARGET = Path("/nonexistent")
 
 
+@pytest.mark.parametrize("read", READERS)
 @pytest.mark.parametrize("name", ["model.pt", "weights.safetensors"])
-def test_pickle_is_refused_without_unpickling(tmp_path: Path, name: str) -> None:
+def test_pickle_is_refused_without_unpickling(tmp_path: Path, name: str, read: Callable[[Path], Any]) -> None:
     global BOMB_TARGET
     BOMB_TARGET = tmp_path / "unpickled"
     bad = tmp_path / name
     bad.write_bytes(pickle.dumps({"state_dict": _Bomb()}))
     with pytest.raises(CheckpointError, match="never unpickles"):
-        load_checkpoint(bad)
+        read(bad)
     assert not BOMB_TARGET.exists()
 
 
-def test_torch_save_zip_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("read", READERS)
+def test_torch_save_zip_is_refused(tmp_path: Path, read: Callable[[Path], Any]) -> None:
     bad = tmp_path / "model.pth"
     torch.save({"w": torch.zeros(2)}, bad)
     with pytest.raises(CheckpointError, match="zip archive"):
-        load_checkpoint(bad)
+        read(bad)
 
 
-def test_missing_checkpoint_paths(tmp_path: Path) -> None:
+@pytest.mark.parametrize("read", READERS)
+def test_missing_checkpoint_paths(tmp_path: Path, read: Callable[[Path], Any]) -> None:
     with pytest.raises(CheckpointError, match="checkpoint not found"):
-        load_checkpoint(tmp_path / "nope")
+        read(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match=r"no weights.safetensors .*found: nothing"):
-        load_checkpoint(tmp_path / "empty")
+        read(tmp_path / "empty")
 
 
-def test_garbage_and_truncated_files_are_refused(saved: tuple[torch.nn.Module, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("read", READERS)
+def test_garbage_and_truncated_files_are_refused(
+    saved: tuple[torch.nn.Module, Path], tmp_path: Path, read: Callable[[Path], Any]
+) -> None:
     _, path = saved
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"hello, not a model")
     with pytest.raises(CheckpointError, match="not a safetensors file"):
-        load_checkpoint(junk)
+        read(junk)
     weights = path / "weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:-100])
     with pytest.raises(CheckpointError, match=r"not a readable safetensors file|SHA-256"):
-        load_checkpoint(path)
+        read(path)
+
+
+def test_read_checkpoint_meta_is_the_loaded_meta_without_torch(
+    saved: tuple[torch.nn.Module, Path], tmp_path: Path
+) -> None:
+    _, path = saved
+    meta = load_checkpoint(path)[1]
+    assert read_checkpoint_meta(path) == meta
+    assert read_checkpoint_meta(path / "weights.safetensors") == meta  # meta.json beside it
+    lone = tmp_path / "lone.safetensors"
+    lone.write_bytes((path / "weights.safetensors").read_bytes())  # the metadata from the header only
+    assert read_checkpoint_meta(lone) == load_checkpoint(lone)[1]
+    assert read_checkpoint_meta(lone).architecture == "densenet"
+    code = (
+        "import sys; from wsipipe.models import read_checkpoint_meta, architecture_dense_stride; "
+        f"m = read_checkpoint_meta({str(path)!r}); "
+        "print(m.weights_sha256, architecture_dense_stride('celnet'), architecture_dense_stride(m.architecture), "
+        "'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [meta.weights_sha256, "4", "None", "False"]
+
+
+def test_read_checkpoint_meta_at_a_url(saved: tuple[torch.nn.Module, Path], s3_bucket: str) -> None:
+    import fsspec
+
+    _, path = saved
+    fs = fsspec.filesystem("s3")
+    fs.put(str(path), f"{s3_bucket}/models/ckpt", recursive=True)
+    meta = load_checkpoint(path)[1]
+    assert read_checkpoint_meta(f"{s3_bucket}/models/ckpt") == meta
+    assert read_checkpoint_meta(f"{s3_bucket}/models/ckpt/weights.safetensors") == meta
+    fs.pipe_file(f"{s3_bucket}/models/ckpt/weights.safetensors", b"\x80\x04K\x01.")
+    with pytest.raises(CheckpointError, match=rf"{s3_bucket}/models/ckpt/weights.safetensors: is a Python pickle"):
+        read_checkpoint_meta(f"{s3_bucket}/models/ckpt")
+    with pytest.raises(CheckpointError, match=rf"{s3_bucket}/nothing: checkpoint not found"):
+        read_checkpoint_meta(f"{s3_bucket}/nothing")

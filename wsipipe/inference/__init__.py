@@ -12,7 +12,14 @@ Importing this package imports neither torch nor distributed.
 
 from __future__ import annotations
 
-from wsipipe.inference._cluster import GPU_RESOURCE, connect, gpu_resources, local_cluster, local_cluster_size
+from wsipipe.inference._cluster import (
+    GPU_RESOURCE,
+    connect,
+    cuda_available,
+    gpu_resources,
+    local_cluster,
+    local_cluster_size,
+)
 from wsipipe.inference._run import checkpoint_fits
 from wsipipe.inference._runtime import (
     CHUNK_DONE,
@@ -48,6 +55,7 @@ __all__ = [
     "checkpoint_fits",
     "connect",
     "cpu_bf16_supported",
+    "cuda_available",
     "device_plan",
     "gpu_resources",
     "loaded_model",

@@ -9,6 +9,7 @@ without Dask: :func:`wsipipe.inference.predict_stores` does not come here for th
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 from collections.abc import Iterator
@@ -18,7 +19,15 @@ from typing import Any
 from wsipipe.errors import ConfigError
 from wsipipe.scheduler import dask_client, parse_scheduler
 
-__all__ = ["GPU_RESOURCE", "WORKER_MALLOC_ENV", "connect", "gpu_resources", "local_cluster", "local_cluster_size"]
+__all__ = [
+    "GPU_RESOURCE",
+    "WORKER_MALLOC_ENV",
+    "connect",
+    "cuda_available",
+    "gpu_resources",
+    "local_cluster",
+    "local_cluster_size",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +98,24 @@ def gpu_resources(client: Any) -> bool:
     return any(float((w.get("resources") or {}).get(GPU_RESOURCE, 0)) > 0 for w in workers.values())
 
 
+def cuda_available() -> bool:
+    """Whether this machine has a CUDA device for torch; imports torch only where one may be.
+
+    No GPU is visible (False, without importing torch, which is most of a client's memory) when
+    ``CUDA_VISIBLE_DEVICES`` is set to an empty string or ``-1``, or when none of the device files
+    of a GPU driver exist: ``/dev/nvidia*`` (NVIDIA), ``/dev/dxg`` (WSL 2), ``/dev/kfd`` (ROCm).
+    Otherwise ``torch.cuda.is_available()`` decides.
+    """
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return False
+    if not (glob.glob("/dev/nvidia*") or os.path.exists("/dev/dxg") or os.path.exists("/dev/kfd")):
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 @contextmanager
 def connect(
     scheduler: Any, *, workers: int | None, threads_per_worker: int, device: str
@@ -102,7 +129,7 @@ def connect(
     workers, threads_per_worker : int
         Size of a local cluster (ignored when joining one).
     device : {"auto", "cpu", "cuda"}
-        A local cluster on a CUDA machine (unless ``"cpu"``) advertises ``GPU`` slots:
+        A local cluster on a CUDA machine (unless ``"cpu"``; :func:`cuda_available`) advertises ``GPU`` slots:
         ``threads_per_worker`` per worker, so that reading the next chunks overlaps the
         forward pass of the current one.
     """
@@ -114,11 +141,7 @@ def connect(
     threads: int | None = None
     with ExitStack() as stack:
         if spec.is_local:
-            gpu = False
-            if device != "cpu":
-                import torch
-
-                gpu = torch.cuda.is_available()
+            gpu = device != "cpu" and cuda_available()
             n, threads = local_cluster_size(workers, threads_per_worker, gpu=gpu)
             tpw = max(2, threads_per_worker)  # reading the next chunk overlaps the forward pass
             resources = {GPU_RESOURCE: tpw} if gpu else None

@@ -33,17 +33,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
-from wsipipe.errors import ConfigError
+from wsipipe.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
     import torch
 
     from wsipipe.inference._runtime import ChunkTask, LoadedModel
+    from wsipipe.models import CheckpointMeta
 
 __all__ = [
     "DENSE_HINT",
@@ -56,6 +57,7 @@ __all__ = [
     "check_dense",
     "dense_logits",
     "dense_mode",
+    "dense_net_stride",
     "fill_colour",
     "plan_blocks",
     "plan_dense_tasks",
@@ -75,23 +77,61 @@ MAX_BLOCK_PX = 1024
 MAX_TASK_BYTES = 256 * 2**20
 
 
-def check_dense(model: torch.nn.Module, tile_size: int, stride: int, *, where: str) -> None:
-    """Raise :class:`ConfigError` unless ``model`` is a :class:`~wsipipe.models.DenseModel` and T, S fit its stride.
+def dense_net_stride(meta: CheckpointMeta, *, requested: bool | None, checkpoint: str) -> int | None:
+    """The network stride of the checkpoint's model when it can run dense, else None; decided without torch.
+
+    Read from the architecture named in ``meta`` (:func:`~wsipipe.models.architecture_dense_stride`:
+    a table for the built-in models, so the client that plans an inference run does not import
+    torch; any other architecture is built on the ``meta`` device).
 
     Parameters
     ----------
-    model : torch.nn.Module
-        The model (CELNet has ``forward_map`` and ``stride`` = 4).
+    meta : CheckpointMeta
+        The checkpoint's metadata (:func:`~wsipipe.models.read_checkpoint_meta`).
+    requested : bool or None
+        :attr:`InferParams.dense <wsipipe.inference.InferParams.dense>`.
+    checkpoint : str
+        The checkpoint as the user named it, for messages.
+
+    Raises
+    ------
+    CheckpointError
+        The architecture is not registered.
+    ConfigError
+        ``requested`` True and the model cannot run dense: the message of
+        :func:`~wsipipe.models.capability_error` (the model, what dense needs, who has it).
+    """
+    from wsipipe.models import architecture_dense_stride, capability_error
+
+    try:
+        net_stride = architecture_dense_stride(meta.architecture, meta.arch_kwargs)
+    except ConfigError as err:
+        raise CheckpointError(f"{checkpoint}: cannot rebuild the model: {err}") from err
+    if net_stride is None and requested:
+        import torch
+
+        from wsipipe.models import build_model
+
+        with torch.device("meta"):  # only to name the model in the message
+            model = build_model(meta.architecture, **meta.arch_kwargs)
+        raise ConfigError(f"checkpoint {checkpoint}: {capability_error(model, 'dense', hint=DENSE_HINT)}")
+    return net_stride
+
+
+def check_dense(net_stride: int | None, tile_size: int, stride: int, *, where: str) -> None:
+    """Raise :class:`ConfigError` unless the model runs dense and T, S are multiples of its network stride.
+
+    Parameters
+    ----------
+    net_stride : int or None
+        The model's network stride (:func:`dense_net_stride`; CELNet: 4), None: it cannot run dense.
     tile_size, stride : int
         Tile side T and grid step S of the store, output px.
     where : str
         The store, for the message.
     """
-    from wsipipe.models import DenseModel, capability_error
-
-    if not isinstance(model, DenseModel):
-        raise capability_error(model, "dense", hint=DENSE_HINT)
-    net_stride = int(model.stride)
+    if net_stride is None:
+        raise ConfigError(f"{where}: dense mode needs a model that can run dense; {DENSE_HINT}")
     if tile_size % net_stride or stride % net_stride:
         raise ConfigError(
             f"{where}: dense mode needs tile size and stride that are multiples of the network stride {net_stride}, "
@@ -99,12 +139,12 @@ def check_dense(model: torch.nn.Module, tile_size: int, stride: int, *, where: s
         )
 
 
-def dense_mode(requested: bool | None, model: Any, tile_size: int, stride: int, *, where: str) -> bool:
+def dense_mode(requested: bool | None, net_stride: int | None, tile_size: int, stride: int, *, where: str) -> bool:
     """Whether a store runs dense: ``requested`` True/False, or None (auto).
 
-    Auto runs dense when the model is a :class:`~wsipipe.models.DenseModel`, the tiles overlap
-    (``stride < tile_size``, where dense computes fewer pixels) and T and S are multiples of the
-    network stride; otherwise tile by tile.
+    Auto runs dense when the model can (``net_stride``, from :func:`dense_net_stride`, is not
+    None), the tiles overlap (``stride < tile_size``, where dense computes fewer pixels) and T
+    and S are multiples of the network stride; otherwise tile by tile.
 
     Raises
     ------
@@ -113,13 +153,10 @@ def dense_mode(requested: bool | None, model: Any, tile_size: int, stride: int, 
     """
     if requested is not None:
         if requested:
-            check_dense(model, tile_size, stride, where=where)
+            check_dense(net_stride, tile_size, stride, where=where)
         return requested
-    from wsipipe.models import DenseModel
-
-    if not isinstance(model, DenseModel) or stride >= tile_size:
+    if net_stride is None or stride >= tile_size:
         return False
-    net_stride = int(model.stride)
     return tile_size % net_stride == 0 and stride % net_stride == 0
 
 

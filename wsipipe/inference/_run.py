@@ -97,7 +97,7 @@ def _describe(err: BaseException) -> str:
 def _plan(
     path: Path,
     model: str,
-    net: Any,
+    net_stride: int | None,
     meta: Any,
     options: RuntimeOptions,
     hash_fields: dict[str, Any],
@@ -105,7 +105,8 @@ def _plan(
     *,
     force: bool,
 ) -> _Plan:
-    """Check one store against the checkpoint ``meta`` (and ``net`` for dense mode); return its pending tasks.
+    """Check one store against the checkpoint ``meta`` (and the model's dense ``net_stride``, None: it cannot run
+    dense); return its pending tasks.
 
     ``hash_fields`` (weights, precision) and the store's dense mode make its ``infer_hash``. A
     dense store's tasks are bands of whole chunks (:func:`plan_dense_tasks`), planned from all its
@@ -119,7 +120,7 @@ def _plan(
     tiling = read_tiling(root)
     checkpoint_fits(tiling, tile_size, meta, store=str(path), rtol=params.mpp_rtol)
     stride = tiling.stride
-    dense = dense_mode(params.dense, net, tile_size, stride, where=str(path))
+    dense = dense_mode(params.dense, net_stride, tile_size, stride, where=str(path))
     side = block_side(params.dense_block, tile_size, stride)
     options = replace(options, dense=dense)
     infer_hash = config_hash(hash_fields | ({"dense": "regions", "block": side} if dense else _TILE_BY_TILE))

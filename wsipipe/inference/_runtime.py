@@ -108,10 +108,18 @@ class DevicePlan:
 def cpu_bf16_supported() -> bool:
     """Whether this machine's CPU computes bfloat16 natively: AVX-512 BF16 or AMX BF16.
 
-    Read from ``torch.cpu.get_capabilities()`` (the flags oneDNN dispatches on), else from the
-    ``flags`` of ``/proc/cpuinfo``; False when neither says so. Without these instructions bf16
-    autocast on the CPU is emulated and slower than float32.
+    Read from the ``flags`` of ``/proc/cpuinfo`` (Linux; no torch import, so the client that
+    plans a run stays small), else from ``torch.cpu.get_capabilities()`` (the flags oneDNN
+    dispatches on); False when neither says so. Without these instructions bf16 autocast on the
+    CPU is emulated and slower than float32.
     """
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        text = ""
+    lines = [line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags") and ":" in line]
+    if lines:
+        return bool({f for flags in lines for f in flags} & {"avx512_bf16", "amx_bf16"})
     import torch
 
     get = getattr(torch.cpu, "get_capabilities", None)
@@ -119,14 +127,9 @@ def cpu_bf16_supported() -> bool:
         try:
             caps = get()
             return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
-        except (RuntimeError, AttributeError):  # an older torch: fall back to the kernel's flags
+        except (RuntimeError, AttributeError):  # an older torch
             pass
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return False
-    flags = {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return False
 
 
 def resolve_cpu_bf16(mode: str) -> bool:

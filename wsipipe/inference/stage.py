@@ -222,7 +222,9 @@ def predict_stores(
     Raises
     ------
     CheckpointError
-        If the checkpoint cannot be loaded (nothing is computed).
+        If the checkpoint's files or metadata are unreadable (nothing is computed; read without torch,
+        :func:`~wsipipe.models.read_checkpoint_meta`). Its tensors are checked where the model is
+        loaded: a checkpoint whose tensors do not fit its architecture fails each store.
     ConfigError
         ``dense=True`` with a model that is not a :class:`~wsipipe.models.DenseModel` (nothing is
         computed). With ``dense=None`` (auto) such a model runs tile by tile, saying so in one log line.
@@ -230,11 +232,12 @@ def predict_stores(
         If a path holds no stores.
     """
     from wsipipe.errors import WsipipeError
-    from wsipipe.inference._dense import DENSE_HINT
+    from wsipipe.inference._dense import dense_net_stride
     from wsipipe.inference._run import _describe, _finish, _Plan, _plan, _run_tasks
     from wsipipe.inference._runtime import RuntimeOptions, resolve_cpu_bf16
-    from wsipipe.models import DenseModel, load_checkpoint
+    from wsipipe.models import read_checkpoint_meta
     from wsipipe.scheduler import parse_scheduler
+    from wsipipe.storage import location
     from wsipipe.store import find_stores
 
     params = params or InferParams()
@@ -242,7 +245,11 @@ def predict_stores(
     spec = parse_scheduler(scheduler)  # a bad value fails before any work
     started = time.perf_counter()
     paths = find_stores([stores] if isinstance(stores, str | os.PathLike) else stores)
-    model_obj, meta = load_checkpoint(checkpoint, require=("dense",) if params.dense else (), hint=DENSE_HINT)
+    # The metadata and the dense capability, without torch: the workers load the model.
+    meta = read_checkpoint_meta(checkpoint)
+    url = as_url(checkpoint)
+    shown = location(url) if url is not None else str(checkpoint)
+    net_stride = dense_net_stride(meta, requested=params.dense, checkpoint=shown)
     model = params.model or meta.architecture
     # Decided here, once, for every worker: "on" without native bf16 fails before any work.
     cpu_bf16 = params.device != "cuda" and not params.accelerator_path and resolve_cpu_bf16(params.cpu_bf16)
@@ -269,19 +276,18 @@ def predict_stores(
     plans: list[_Plan] = []
     for path in paths:
         try:
-            plan = _plan(path, model, model_obj, meta, runtime, hash_fields, params, force=options.force)
+            plan = _plan(path, model, net_stride, meta, runtime, hash_fields, params, force=options.force)
         except WsipipeError as err:
             logger.warning("%s: %s", path, err)
             plan = _Plan(path, 0, 0, status="failed", error=_describe(err))
         plans.append(plan)
-    if any(p.overlap_tile_by_tile for p in plans) and not isinstance(model_obj, DenseModel):
+    if any(p.overlap_tile_by_tile for p in plans) and net_stride is None:
         logger.warning(
             "checkpoint %s: model %r cannot run dense (it has no forward_map/stride), so the overlapping tiles "
             "run one by one; --no-dense silences this",
             checkpoint,
             meta.architecture,
         )
-    del model_obj
     tasks = [t for p in plans for t in p.tasks]
     computed = _run_tasks(tasks, plans, spec, params, options) if tasks else []
     summaries = tuple(_finish(p, model) for p in plans)

@@ -17,26 +17,36 @@ members, no base class needed). :func:`load_checkpoint(..., require=...)
 <wsipipe.models.load_checkpoint>` and the stages check them with :func:`require_capability`,
 whose error names the model, the capability and the registered models that have it
 (:func:`models_with`, found by building each registered model and testing the Protocols).
+
+The capabilities of the built-in architectures are also written down, in
+:data:`ARCHITECTURE_CAPABILITIES` and :data:`DENSE_STRIDES`, so that a client that only plans work
+(``wsipipe infer``) knows them from a checkpoint's metadata without importing torch
+(:func:`architecture_dense_stride`); a test checks the tables against the Protocols on every
+built model. This module imports torch only inside the functions that build a model.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from wsipipe.errors import ConfigError
 
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
 __all__ = [
+    "ARCHITECTURE_CAPABILITIES",
     "CAPABILITIES",
+    "DENSE_STRIDES",
     "CamModel",
     "Capability",
     "DenseModel",
     "PatchLogitModel",
     "PatchProbabilityModel",
+    "architecture_dense_stride",
     "capability_error",
     "model_capabilities",
     "models_with",
@@ -156,6 +166,61 @@ CAPABILITIES: dict[str, Capability] = {
 }
 
 
+#: Built-in architecture (registry name) -> its capabilities (names in :data:`CAPABILITIES`, in
+#: table order), as the Protocols find them on the built model (tests/models/test_capabilities.py).
+ARCHITECTURE_CAPABILITIES: dict[str, tuple[str, ...]] = {
+    "celnet": ("dense", "cam"),
+    "celnet_cbam": ("dense", "cam"),
+    "celnet_no_ds": ("dense", "cam"),
+    "celnet_no_mam": ("dense", "cam"),
+    "densenet": (),
+    "medicalpatchnet": ("patch_map",),
+    "patchnet": ("patch_map",),
+    "resnet18": ("cam",),
+}
+
+#: Built-in dense architecture -> its network stride (:attr:`DenseModel.stride`, input px).
+DENSE_STRIDES: dict[str, int] = {"celnet": 4, "celnet_cbam": 4, "celnet_no_ds": 4, "celnet_no_mam": 4}
+
+
+def architecture_dense_stride(architecture: str, arch_kwargs: Mapping[str, Any] | None = None) -> int | None:
+    """The network stride of a registered architecture that can run dense, or None when it cannot.
+
+    Parameters
+    ----------
+    architecture : str
+        Registry name, as in :attr:`CheckpointMeta.architecture <wsipipe.models.CheckpointMeta>`.
+    arch_kwargs : mapping, optional
+        Its builder arguments (used only for an architecture outside the tables).
+
+    Returns
+    -------
+    int or None
+        :attr:`DenseModel.stride` in input px. A built-in architecture is looked up in
+        :data:`ARCHITECTURE_CAPABILITIES` and :data:`DENSE_STRIDES` without importing torch; any
+        other is built on the ``meta`` device (no memory) and tested against :class:`DenseModel`.
+
+    Raises
+    ------
+    ConfigError
+        For an architecture that is not registered (or arguments its builder refuses).
+    """
+    if architecture in ARCHITECTURE_CAPABILITIES:
+        return DENSE_STRIDES[architecture] if "dense" in ARCHITECTURE_CAPABILITIES[architecture] else None
+    model = _meta_model(architecture, arch_kwargs or {})
+    return int(model.stride) if isinstance(model, DenseModel) else None
+
+
+def _meta_model(architecture: str, arch_kwargs: Mapping[str, Any]) -> nn.Module:
+    """``build_model(architecture, **arch_kwargs)`` on the ``meta`` device: no memory, no initialisation cost."""
+    import torch
+
+    from wsipipe.models.registry import build_model
+
+    with torch.device("meta"):
+        return build_model(architecture, **arch_kwargs)
+
+
 def _capability(name: str) -> Capability:
     try:
         return CAPABILITIES[name]
@@ -184,14 +249,13 @@ def models_with(capability: str) -> list[str]:
     ConfigError
         For an unknown capability name.
     """
-    from wsipipe.models.registry import build_model, list_models
+    from wsipipe.models.registry import list_models
 
     cap = _capability(capability)
     found = []
     for name in list_models():
         try:
-            with torch.device("meta"):
-                model = build_model(name)
+            model = _meta_model(name, {})
         except Exception as err:  # a builder that needs arguments says nothing about the others
             logger.debug("model %r not built with default arguments: %s", name, err)
             continue
@@ -201,6 +265,8 @@ def models_with(capability: str) -> list[str]:
 
 
 def _model_name(model: object) -> str:
+    from torch import nn
+
     from wsipipe.models.registry import model_arch
 
     if isinstance(model, nn.Module):

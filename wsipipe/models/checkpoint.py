@@ -15,6 +15,11 @@ the weights, and that every tensor name and shape fits the rebuilt model.
 A checkpoint (directory or file) may be at an fsspec URL (``s3://bucket/models/best``): its
 weights and metadata are downloaded through :mod:`wsipipe.storage` into a temporary folder and
 checked there exactly as a local one (nothing else under the prefix is fetched).
+
+:func:`read_checkpoint_meta` makes the checks that need no model (the safetensors framing, the
+metadata, the SHA-256) and returns the metadata without building the model: this module imports torch only inside
+the functions that build or save a model, so a client that plans work (``wsipipe infer``) reads
+a checkpoint without importing torch.
 """
 
 from __future__ import annotations
@@ -26,20 +31,29 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from wsipipe import __version__
 from wsipipe.errors import CheckpointError, ConfigError, output_error
 from wsipipe.storage import as_url, is_dir, location, output_exists, url_fs
 from wsipipe.types import PathLike
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointMeta", "load_checkpoint", "save_checkpoint", "write_safetensors"]
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CheckpointMeta",
+    "load_checkpoint",
+    "read_checkpoint_meta",
+    "save_checkpoint",
+    "write_safetensors",
+]
 
 #: Version of the checkpoint layout written by :func:`save_checkpoint`.
 CHECKPOINT_FORMAT = 1
@@ -262,32 +276,12 @@ def load_checkpoint(
 
     url = as_url(path)
     if url is not None:
-        return _load_from_url(url, map_location, require=require, hint=hint)
+        with _local_copy(url) as local:
+            return _naming(url, local, lambda: load_checkpoint(local, map_location, require=require, hint=hint))
     p = Path(path)
-    if not p.exists():
-        raise CheckpointError(f"{p}: checkpoint not found")
-    if p.is_dir():
-        weights, meta_path = p / WEIGHTS_NAME, p / META_NAME
-        if not weights.is_file():
-            found = ", ".join(sorted(x.name for x in p.iterdir())) or "nothing"
-            raise CheckpointError(f"{p}: no {WEIGHTS_NAME} in the checkpoint directory (found: {found})")
-    else:
-        weights = p
-        sibling = p.parent / META_NAME
-        meta_path = sibling if p.name == WEIGHTS_NAME and sibling.is_file() else None  # type: ignore[assignment]
+    weights, meta_path = _checkpoint_files(p)
     tensors, header = _read_weights(weights)
-    if meta_path is not None and meta_path.is_file():
-        meta = CheckpointMeta.from_json(meta_path.read_text(), source=str(meta_path))
-        digest = _sha256(weights)
-        if digest != meta.weights_sha256:
-            raise CheckpointError(
-                f"{weights}: SHA-256 {digest[:12]}… does not match {meta.weights_sha256[:12]}… recorded in "
-                f"{meta_path}; the weights were modified or belong to another checkpoint"
-            )
-    elif _HEADER_KEY in header:
-        meta = CheckpointMeta.from_json(header[_HEADER_KEY], source=f"{weights} (header)")
-    else:
-        raise CheckpointError(f"{weights}: no wsipipe metadata ({META_NAME} missing and none in the file header)")
+    meta = _checked_meta(weights, meta_path, header)
     try:
         model = build_model(meta.architecture, **meta.arch_kwargs)
     except ConfigError as err:
@@ -319,10 +313,97 @@ def load_checkpoint(
     return model, meta
 
 
-def _load_from_url(
-    url: str, map_location: str | torch.device, *, require: Iterable[str], hint: str
-) -> tuple[nn.Module, CheckpointMeta]:
-    """:func:`load_checkpoint` of the checkpoint at ``url``, from a temporary local copy of its two files."""
+def _checkpoint_files(p: Path) -> tuple[Path, Path | None]:
+    """The weights file and the ``meta.json`` beside it (None: the metadata is in the header) of local path ``p``."""
+    if not p.exists():
+        raise CheckpointError(f"{p}: checkpoint not found")
+    if p.is_dir():
+        weights = p / WEIGHTS_NAME
+        if not weights.is_file():
+            found = ", ".join(sorted(x.name for x in p.iterdir())) or "nothing"
+            raise CheckpointError(f"{p}: no {WEIGHTS_NAME} in the checkpoint directory (found: {found})")
+        return weights, p / META_NAME
+    sibling = p.parent / META_NAME
+    return p, sibling if p.name == WEIGHTS_NAME and sibling.is_file() else None
+
+
+def _checked_meta(weights: Path, meta_path: Path | None, header: dict[str, str]) -> CheckpointMeta:
+    """The metadata of ``meta_path`` (its SHA-256 checked against ``weights``) or of the weights' ``header``."""
+    if meta_path is not None and meta_path.is_file():
+        meta = CheckpointMeta.from_json(meta_path.read_text(), source=str(meta_path))
+        digest = _sha256(weights)
+        if digest != meta.weights_sha256:
+            raise CheckpointError(
+                f"{weights}: SHA-256 {digest[:12]}… does not match {meta.weights_sha256[:12]}… recorded in "
+                f"{meta_path}; the weights were modified or belong to another checkpoint"
+            )
+        return meta
+    if _HEADER_KEY in header:
+        return CheckpointMeta.from_json(header[_HEADER_KEY], source=f"{weights} (header)")
+    raise CheckpointError(f"{weights}: no wsipipe metadata ({META_NAME} missing and none in the file header)")
+
+
+def _read_header(path: Path) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file's JSON header, read without torch or safetensors."""
+    _refuse_non_safetensors(path)
+    try:
+        with path.open("rb") as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(size))
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
+    found = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(header, dict) or not isinstance(found or {}, dict):
+        raise CheckpointError(f"{path}: not a readable safetensors file (its header is not a JSON object)")
+    return {str(k): str(v) for k, v in (found or {}).items()}
+
+
+def read_checkpoint_meta(path: PathLike) -> CheckpointMeta:
+    """The metadata of a checkpoint written by :func:`save_checkpoint`, checked; without importing torch.
+
+    Makes the checks of :func:`load_checkpoint` that need no model: a safetensors file (a pickle
+    or a torch ``.pt`` zip is refused without being unpickled), the metadata's keys and format
+    version, and the SHA-256 of the weights against ``meta.json``. The architecture and the
+    tensors are checked when the model is loaded (:func:`load_checkpoint`, on the workers).
+
+    Parameters
+    ----------
+    path : path-like
+        The checkpoint directory, or its ``weights.safetensors`` / a lone ``.safetensors`` file;
+        a local path or an fsspec URL (its two files are downloaded to a temporary folder).
+
+    Returns
+    -------
+    CheckpointMeta
+
+    Raises
+    ------
+    CheckpointError
+        Missing files, a pickle or other non-safetensors file, bad or incomplete metadata, or a
+        SHA-256 mismatch.
+    """
+    url = as_url(path)
+    if url is not None:
+        with _local_copy(url) as local:
+            return _naming(url, local, lambda: read_checkpoint_meta(local))
+    weights, meta_path = _checkpoint_files(Path(path))
+    return _checked_meta(weights, meta_path, _read_header(weights))
+
+
+_T = TypeVar("_T")
+
+
+def _naming(url: str, local: Path, read: Callable[[], _T]) -> _T:
+    """``read()``, with errors naming ``url`` instead of its temporary copy ``local``."""
+    try:
+        return read()
+    except (CheckpointError, ConfigError) as err:
+        raise type(err)(str(err).replace(str(local), location(url))) from None
+
+
+@contextmanager
+def _local_copy(url: str) -> Iterator[Path]:
+    """A temporary local copy of the checkpoint at ``url``: its weights and ``meta.json`` only."""
     shown = location(url)
     with tempfile.TemporaryDirectory(prefix="wsipipe-ckpt-") as tmp:
         local = Path(tmp) / (Path(url).name or "checkpoint")
@@ -345,7 +426,4 @@ def _load_from_url(
                 raise CheckpointError(f"{shown}: checkpoint not found")
         except OSError as err:
             raise CheckpointError(f"{shown}: cannot read the checkpoint ({err})") from err
-        try:
-            return load_checkpoint(local, map_location, require=require, hint=hint)
-        except (CheckpointError, ConfigError) as err:  # name the URL, not the temporary copy
-            raise type(err)(str(err).replace(str(local), shown)) from None
+        yield local
