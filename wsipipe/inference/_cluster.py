@@ -42,7 +42,10 @@ SPAWN_ENVIRON = "distributed.nanny.pre-spawn-environ"
 #: every activation tensor of a forward pass is a fresh ``mmap`` and page faults: CELNet ran
 #: 20-30 % slower in a worker than in a plain process (``benchmarks/bench_inference.py``).
 #: Allocations up to 32 MiB from the heap, and up to 256 MiB of freed heap kept, restore it.
-WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": 33554432, "MALLOC_TRIM_THRESHOLD_": 268435456}
+#: One malloc arena (``MALLOC_ARENA_MAX=1``): the worker's two Dask threads take turns in the
+#: forward pass, and with an arena each both kept a forward pass's freed activations (peak RSS
+#: of infer on the 100,000 x 80,000 slide 1.57 -> 1.31 GB, no slower; ``bench_end_to_end.py``).
+WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": 33554432, "MALLOC_TRIM_THRESHOLD_": 268435456, "MALLOC_ARENA_MAX": 1}
 
 
 #: CPU cores per local worker process by default: one process per 8 cores (at most 8 processes).
