@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from wsipipe.errors import ConfigError, SlideNotFoundError
 from wsipipe.slide._backends import SLIDE_SUFFIXES
 from wsipipe.slide._dicomdir import dicom_slide_dir, dicom_slide_id, is_dicom_dir
-from wsipipe.storage import as_url, is_url, redact_url
+from wsipipe.storage import as_url, is_url, listing_failure, redact_url
 
 if TYPE_CHECKING:
     from wsipipe.types import PathLike
@@ -187,8 +187,5 @@ def _find_url_slides(url: str) -> list[Path]:
         if fs.isfile(key):
             return [Path(url)]
     except Exception as err:  # any error of the file system library (botocore's EndpointConnectionError is no OSError)
-        raise SlideNotFoundError(
-            f"cannot list {redact_url(url)!r}: {type(err).__name__}: {err}; check the URL, the endpoint and the "
-            "credentials (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID ... or storage_options)"
-        ) from err
+        raise SlideNotFoundError(listing_failure(err, url)) from err
     raise SlideNotFoundError(f"slide or prefix {redact_url(url)!r} does not exist")

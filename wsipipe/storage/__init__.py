@@ -45,7 +45,7 @@ from wsipipe.storage._objects import (
     replace_object,
 )
 from wsipipe.storage._reading import input_size, open_input
-from wsipipe.storage._retry import RetryPolicy, retry_policy, set_retry_policy, storage_error
+from wsipipe.storage._retry import RetryPolicy, listing_failure, retry_policy, set_retry_policy, storage_error
 from wsipipe.storage._urls import as_url, is_url, location, redact_url, set_storage_options, storage_options
 
 __all__ = [
@@ -64,6 +64,7 @@ __all__ = [
     "list_dir",
     "list_files",
     "list_objects",
+    "listing_failure",
     "location",
     "mirrored",
     "open_input",

@@ -204,6 +204,14 @@ def s3_error_code(err: BaseException) -> tuple[str, int]:
     return "", 0
 
 
+def listing_failure(err: BaseException, url: str) -> str:
+    """Why listing the prefix ``url`` failed, as one line that says what to check (for a caller's own error type)."""
+    return (
+        f"cannot list {redact_url(url)!r}: {type(err).__name__}: {err}; check the URL, the endpoint and the "
+        "credentials (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID ... or storage_options)"
+    )
+
+
 def storage_error(err: BaseException, url: str) -> BaseException:
     """``err`` of a request about ``url`` as one line that names the URL and says what to do.
 

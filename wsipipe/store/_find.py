@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from wsipipe.errors import StoreError
-from wsipipe.storage import as_url, redact_url
+from wsipipe.storage import as_url, listing_failure, redact_url
 from wsipipe.types import PathLike
 
 __all__ = ["find_stores"]
@@ -68,8 +68,5 @@ def _find_url_stores(url: str) -> list[Path]:
                     if children:
                         return [Path(fs.unstrip_protocol(c)) for c in children]
     except Exception as err:  # any error of the file system library (botocore's EndpointConnectionError is no OSError)
-        raise StoreError(
-            f"cannot list {redact_url(url)!r}: {type(err).__name__}: {err}; check the URL, the endpoint and the "
-            "credentials (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID ... or storage_options)"
-        ) from err
+        raise StoreError(listing_failure(err, url)) from err
     raise StoreError(f"{redact_url(url)}: no patch store there; give a .zarr store, a prefix of stores or a run prefix")
