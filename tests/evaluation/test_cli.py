@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from wsipipe.cli import main
 from wsipipe.evaluation import EvaluateParams, EvaluateResult, evaluate
-
-
-@pytest.fixture(autouse=True)
-def _restore_wsipipe_logger() -> Iterator[None]:
-    """The CLI configures the ``wsipipe`` logger; put it back so later tests' caplog still works."""
-    logger = logging.getLogger("wsipipe")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
-
 
 # Hand FROC: FPs [.4, .6, .7]; TPs [.9, 0 (ITC)] + [0]; 4 slides (Test_004 counts), 2 targets.
 # Thresholds .4 .6 .7 .9: FP 3 2 1 0 -> /4 = .75 .5 .25 0; TP 1 1 1 1 -> /2 = .5; then (0, 0).

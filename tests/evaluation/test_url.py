@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import fsspec
@@ -13,15 +11,6 @@ import pytest
 from wsipipe.cli import main
 from wsipipe.errors import EvaluationError
 from wsipipe.evaluation import EvaluateParams, evaluate
-
-
-@pytest.fixture(autouse=True)
-def _restore_wsipipe_logger() -> Iterator[None]:
-    """The CLI configures the ``wsipipe`` logger; put it back so later tests' caplog still works."""
-    logger = logging.getLogger("wsipipe")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
 
 
 def _args(root: str, out: str) -> list[str]:
