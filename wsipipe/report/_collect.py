@@ -275,7 +275,7 @@ def _slide_ids(out: Path, run: RunData, scores: dict[str, Any], stores: list[Pat
     return sorted(ids)
 
 
-def collect_run(out_dir: Path, stores_dir: Path | None = None) -> RunData:
+def collect_run(out_dir: Path) -> RunData:
     """Gather the manifest, per-slide records, evaluation, training, explanation and export outputs.
 
     Images (thumbnails, masks, heatmaps) are not loaded here; see :func:`load_slide_images`.
@@ -283,12 +283,10 @@ def collect_run(out_dir: Path, stores_dir: Path | None = None) -> RunData:
     Parameters
     ----------
     out_dir : Path
-        A run directory (``wsipipe run`` output).
-    stores_dir : Path, optional
-        Its stores, if not ``<out_dir>/stores`` (a URL prefix for a run at a URL).
+        A run directory (``wsipipe run`` output): a folder, or a URL prefix read in place.
     """
     out = Path(out_dir)
-    stores = _store_paths(stores_dir if stores_dir is not None else out / "stores")
+    stores = _store_paths(out / "stores")
     by_id = {slide_id(p): p for p in stores}
     run = RunData(out_dir=out)
     run.manifest, run.manifest_path = _manifest(out, run.problems)

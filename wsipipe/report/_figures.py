@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from wsipipe.report._collect import SlideView, TrainingRun
+from wsipipe.storage import read_bytes
 
 __all__ = ["embed", "embed_file", "roc_froc_figure", "slide_figure", "training_figure"]
 
@@ -73,7 +74,7 @@ def embed(png: bytes, *, max_px: int, photo: bool = False) -> str:
 def embed_file(path: Path, *, max_px: int, photo: bool = False) -> str | None:
     """:func:`embed` of an image file; None (with a log line) when it cannot be read."""
     try:
-        return embed(path.read_bytes(), max_px=max_px, photo=photo)
+        return embed(read_bytes(path), max_px=max_px, photo=photo)
     except (OSError, ValueError) as err:
         logger.warning("cannot embed %s in the report: %s", path, err)
         return None

@@ -20,6 +20,7 @@ from wsipipe.report._sections import (
     slides_section,
     training_section,
 )
+from wsipipe.storage import output_exists
 
 __all__ = ["Images", "render_page"]
 
@@ -105,7 +106,7 @@ def _parts(run: RunData) -> str:
         ("patch stores", any(s.store for s in run.slides), "stage tile / wsipipe tile"),
         ("tile predictions", any(s.model for s in run.slides), "stage infer / wsipipe infer"),
         ("lesion detections (NMS)", any(s.has_lesions_csv for s in run.slides), "stage aggregate"),
-        ("slide scores", (out / "slide_predictions.csv").is_file(), "stage aggregate"),
+        ("slide scores", output_exists(out / "slide_predictions.csv"), "stage aggregate"),
         ("evaluation", run.evaluation is not None, "stage evaluate / wsipipe evaluate"),
         ("training", bool(run.training), "stage train / wsipipe train"),
         ("explanations", bool(run.explain_pngs or run.explain_metrics), "stage explain / wsipipe explain"),

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from wsipipe.report._collect import RunData, SlideView
 from wsipipe.report._markup import anchor, esc, figure, fmt, fmt_seconds, html_table, status_badge
+from wsipipe.storage import input_size, output_exists
 
 __all__ = ["Images", "evaluation_section", "explain_section", "export_section", "slides_section", "training_section"]
 
@@ -279,8 +280,8 @@ def export_section(run: RunData) -> str:
     if not run.export_files:
         return ""
     rows = [
-        [esc(p.relative_to(run.out_dir)), esc(f"{p.stat().st_size / 1024:.1f}")]
+        [esc(p.relative_to(run.out_dir)), esc(f"{input_size(p) / 1024:.1f}")]
         for p in run.export_files[:200]
-        if p.exists()
+        if output_exists(p)
     ]
     return '<h2 id="export">Exported files</h2>' + html_table(["file", "size (KiB)"], rows, numeric=(1,))

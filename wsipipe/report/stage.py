@@ -5,13 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from wsipipe.errors import ConfigError, OutputError
-from wsipipe.storage import as_url, download_tree, is_dir, location, open_output, upload_tree
+from wsipipe.storage import as_url, is_dir, location, open_output, upload_tree
 from wsipipe.types import PathLike
 
 __all__ = ["ReportParams", "write_report"]
@@ -60,57 +59,21 @@ class ReportParams:
             )
 
 
-#: Top-level folders of a run at a URL that the report does not download (stores are read in place).
-_BULK_FOLDERS = ("stores/",)
-#: Suffixes of bulk files it does not download either (slides, patch datasets, weights).
-_BULK_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".dcm", ".h5", ".hdf5", ".safetensors", ".pt")
+def _write_report_to_url(out_dir: PathLike, *, target: Path, title: str | None, params: ReportParams | None) -> Path:
+    """:func:`write_report` where the page is at a URL: render in a temporary folder, then upload.
 
-
-def _bulk(relative: str) -> bool:
-    return relative.startswith(_BULK_FOLDERS) or relative.lower().endswith(_BULK_SUFFIXES)
-
-
-def _write_report_via_local(
-    out_dir: PathLike, *, path: PathLike | None, title: str | None, params: ReportParams | None
-) -> Path:
-    """:func:`write_report` where the run directory or the page is at a URL: render in a local copy, then upload.
-
-    The run's small files (manifest, CSVs, JSON, PNGs) are downloaded into a temporary folder;
-    stores stay where they are and are read in place; the page and its ``figures/`` are put
-    at ``path`` (default ``<out_dir>/report/index.html``).
+    The run is read where it is (a local folder or a URL prefix); the page and its ``figures/``
+    are put at ``target`` (one PUT per file), the page last.
     """
     import tempfile
 
-    url = as_url(out_dir)
-    target = Path(path) if path is not None else Path(out_dir) / "report" / "index.html"
     with tempfile.TemporaryDirectory(prefix="wsipipe-report-") as tmp:
-        if url is not None:
-            if not is_dir(url):
-                raise OutputError(f"run directory {location(url)} does not exist; give the 'out' of a wsipipe run")
-            local = Path(tmp) / "run"
-            local.mkdir()
-            try:
-                download_tree(url, local, skip=_bulk)
-            except OSError as err:
-                raise OutputError(f"cannot read the run directory {location(url)}: {err}") from err
-            stores: Path | None = Path(out_dir) / "stores"
-        else:
-            local, stores = Path(out_dir), None
-        page = Path(tmp) / "report" / "index.html"
-        _write_report(
-            local, path=page, title=title, params=params, stores_dir=stores, shown=location(out_dir) if url else None
-        )
+        page = _write_report(out_dir, path=Path(tmp) / "index.html", title=title, params=params)
         try:
-            if as_url(target) is None:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copytree(page.parent, target.parent, dirs_exist_ok=True)
-                if target.name != page.name:
-                    os.replace(target.parent / page.name, target)
-            else:
-                if (page.parent / "figures").is_dir():
-                    upload_tree(page.parent / "figures", target.parent / "figures")
-                with open_output(target) as fh:
-                    fh.write(page.read_bytes())
+            if (page.parent / "figures").is_dir():
+                upload_tree(page.parent / "figures", target.parent / "figures")
+            with open_output(target) as fh:
+                fh.write(page.read_bytes())
         except OSError as err:
             raise OutputError(f"cannot write the report {location(target)}: {err}") from err
     logger.info("report: %s", location(target))
@@ -169,25 +132,14 @@ def write_report(
     OutputError
         If ``out_dir`` is not a directory, or the report cannot be written.
     """
-    if as_url(out_dir) is not None or (path is not None and as_url(path) is not None):
-        return _write_report_via_local(out_dir, path=path, title=title, params=params)
-    return _write_report(Path(out_dir), path=path, title=title, params=params)
+    target = Path(path) if path is not None else Path(out_dir) / "report" / "index.html"
+    if as_url(target) is not None:
+        return _write_report_to_url(out_dir, target=target, title=title, params=params)
+    return _write_report(out_dir, path=path, title=title, params=params)
 
 
-def _write_report(
-    out_dir: Path,
-    *,
-    path: PathLike | None,
-    title: str | None,
-    params: ReportParams | None,
-    stores_dir: Path | None = None,
-    shown: str | None = None,
-) -> Path:
-    """:func:`write_report` on a local run directory.
-
-    ``stores_dir``: its stores, if elsewhere; ``shown``: the run directory as the page names it,
-    if ``out_dir`` is a local copy of it.
-    """
+def _write_report(out_dir: PathLike, *, path: PathLike | None, title: str | None, params: ReportParams | None) -> Path:
+    """:func:`write_report` with the page at a local ``path``; the run is read in place (a folder or a URL)."""
     from wsipipe import __version__
     from wsipipe.report._collect import collect_run, load_slide_images
     from wsipipe.report._figures import embed, embed_file, roc_froc_figure, slide_figure, training_figure
@@ -195,9 +147,10 @@ def _write_report(
 
     params = params or ReportParams()
     start = time.perf_counter()
-    out = Path(out_dir).resolve()
-    if not out.is_dir():
-        raise OutputError(f"run directory {out} does not exist; give the 'out' folder of a wsipipe run")
+    url = as_url(out_dir)
+    out = Path(out_dir) if url is not None else Path(out_dir).resolve()
+    if not is_dir(out):
+        raise OutputError(f"run directory {location(out)} does not exist; give the 'out' folder of a wsipipe run")
     html_path = Path(path) if path is not None else out / "report" / "index.html"
     figures = html_path.parent / "figures" if params.figures else None
     try:
@@ -207,7 +160,10 @@ def _write_report(
     except OSError as err:
         raise OutputError(f"cannot create the report folder {html_path.parent}: {err}") from err
 
-    run = collect_run(out, stores_dir)
+    try:
+        run = collect_run(out)
+    except OSError as err:
+        raise OutputError(f"cannot read the run directory {location(out)}: {err}") from err
     images: dict[str, str] = {}
     dpi = params.dpi if params.figures else min(params.dpi, 100)  # embedding only: no print resolution needed
     try:
@@ -244,13 +200,13 @@ def _write_report(
         raise OutputError(f"cannot write the report figures in {figures}: {err}") from err
 
     pipeline = run.run.get("config", {}).get("name") if isinstance(run.run.get("config"), dict) else None
-    page_title = title or params.title or f"wsipipe run report: {pipeline or Path(shown or out).name}"
+    page_title = title or params.title or f"wsipipe run report: {pipeline or out.name}"
     generated = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     text = render_page(
         run, images, title=page_title, max_points=params.max_points, generated=generated, version=__version__
     )
-    if shown is not None:  # a local copy of a run elsewhere: show where the run is
-        text = text.replace(str(out), shown)
+    if url is not None:  # a run at a URL: show the URL, not the Path that carries it (``s3:/b/run``)
+        text = text.replace(str(out), location(out))
     tmp = html_path.with_name(f".{html_path.name}.tmp")
     try:
         tmp.write_text(text, encoding="utf-8")
