@@ -62,18 +62,8 @@ class OpenSlideReader(SlideReader):
         self._slide = openslide.OpenSlide(str(target))
         self._error_type: type[Exception] = openslide.OpenSlideError
         self._props = {str(k): str(v) for k, v in self._slide.properties.items()}
-
-    @property
-    def level_dimensions(self) -> tuple[WH, ...]:
-        return tuple((int(w), int(h)) for w, h in self._slide.level_dimensions)
-
-    @property
-    def level_downsamples(self) -> tuple[float, ...]:
-        return tuple(float(d) for d in self._slide.level_downsamples)
-
-    @property
-    def properties(self) -> dict[str, str]:
-        return dict(self._props)
+        self._dims = tuple((int(w), int(h)) for w, h in self._slide.level_dimensions)
+        self._downsamples = tuple(float(d) for d in self._slide.level_downsamples)
 
     @property
     def vendor(self) -> str:

@@ -58,6 +58,11 @@ class SlideReader(ABC):
     """
 
     backend: str = ""
+    #: Set by each backend's ``__init__``: the level sizes, the downsamples and the metadata
+    #: behind :attr:`level_dimensions`, :attr:`level_downsamples` and :attr:`properties`.
+    _dims: tuple[WH, ...]
+    _downsamples: tuple[float, ...]
+    _props: dict[str, str]
 
     def __init__(self, path: Path, *, mpp: float | None, tiff: TiffLayout | None) -> None:
         self.path = Path(path)
@@ -67,19 +72,22 @@ class SlideReader(ABC):
         self._warned_resize = False
         self._closed = False
 
+    @property
+    def level_dimensions(self) -> tuple[WH, ...]:
+        """Size ``(w, h)`` of each level in its pixels, level 0 first."""
+        return self._dims
+
+    @property
+    def level_downsamples(self) -> tuple[float, ...]:
+        """Level-0 pixels per level pixel, for each level."""
+        return self._downsamples
+
+    @property
+    def properties(self) -> dict[str, str]:
+        """Backend metadata (a copy)."""
+        return dict(self._props)
+
     # --- backend hooks -------------------------------------------------------------------
-    @property
-    @abstractmethod
-    def level_dimensions(self) -> tuple[WH, ...]: ...
-
-    @property
-    @abstractmethod
-    def level_downsamples(self) -> tuple[float, ...]: ...
-
-    @property
-    @abstractmethod
-    def properties(self) -> dict[str, str]: ...
-
     @property
     @abstractmethod
     def vendor(self) -> str: ...
@@ -88,9 +96,17 @@ class SlideReader(ABC):
     def _backend_mpp(self) -> tuple[float | None, float | None]:
         """Level-0 (x, y) µm/px from the backend's metadata, None where absent."""
 
-    @abstractmethod
     def _read_region(self, location_level0: XY, level: int, size: WH) -> RGBArray:
-        """Backend read: ``(h, w, 3) uint8`` RGB, white outside the slide."""
+        """Backend read: ``(h, w, 3) uint8`` RGB, white outside the slide.
+
+        By default through the level's tile reader (:meth:`read_level_tiles`), from the level
+        pixel that holds ``location_level0``; a backend whose tile reader reads through this
+        method (via :meth:`_read_level`) overrides it.
+        """
+        ds = self._downsamples[level]
+        x = math.floor(location_level0[0] / ds + 1e-9)
+        y = math.floor(location_level0[1] / ds + 1e-9)
+        return self._level_tiles(level).read(x, y, size[0], size[1])
 
     @abstractmethod
     def _read_level(self, level: int, x: int, y: int, w: int, h: int) -> RGBArray:

@@ -19,7 +19,7 @@ from wsipipe.slide._protocol import SlideReader
 from wsipipe.slide._tiff import TiffLayout
 from wsipipe.storage import is_url
 from wsipipe.storage import open_input as open_binary
-from wsipipe.types import WH, XY, RGBArray
+from wsipipe.types import RGBArray
 
 __all__ = ["TiffSlideReader"]
 
@@ -66,29 +66,11 @@ class TiffSlideReader(SlideReader):
         self._downsamples = tuple(float(d) for d in self._slide.level_downsamples)
 
     @property
-    def level_dimensions(self) -> tuple[WH, ...]:
-        return self._dims
-
-    @property
-    def level_downsamples(self) -> tuple[float, ...]:
-        return self._downsamples
-
-    @property
-    def properties(self) -> dict[str, str]:
-        return dict(self._props)
-
-    @property
     def vendor(self) -> str:
         return self._props.get("tiffslide.vendor") or "generic-tiff"
 
     def _backend_mpp(self) -> tuple[float | None, float | None]:
         return _float_or_none(self._props.get("tiffslide.mpp-x")), _float_or_none(self._props.get("tiffslide.mpp-y"))
-
-    def _read_region(self, location_level0: XY, level: int, size: WH) -> RGBArray:
-        ds = self._downsamples[level]
-        x = math.floor(location_level0[0] / ds + 1e-9)
-        y = math.floor(location_level0[1] / ds + 1e-9)
-        return self._level_tiles(level).read(x, y, size[0], size[1])
 
     def _read_level(self, level: int, x: int, y: int, w: int, h: int) -> RGBArray:
         out = np.full((h, w, 3), 255, dtype=np.uint8)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from wsipipe.slide._protocol import SlideReader
 from wsipipe.slide._tiff import TiffLayout
 from wsipipe.slide._tiffslide import _as_rgb
 from wsipipe.slide._tiles import LevelTileReader, TileLru, paste_tiles
-from wsipipe.types import WH, XY, RGBArray
+from wsipipe.types import WH, RGBArray
 
 __all__ = ["DicomFrameTileReader", "WsiDicomReader"]
 
@@ -234,18 +233,6 @@ class WsiDicomReader(SlideReader):
             self._props["wsidicom.mpp-y"] = str(self._mpp[1])
 
     @property
-    def level_dimensions(self) -> tuple[WH, ...]:
-        return self._dims
-
-    @property
-    def level_downsamples(self) -> tuple[float, ...]:
-        return self._downsamples
-
-    @property
-    def properties(self) -> dict[str, str]:
-        return dict(self._props)
-
-    @property
     def vendor(self) -> str:
         return "dicom"
 
@@ -291,12 +278,6 @@ class WsiDicomReader(SlideReader):
             verify=verify,
             cache_bytes=cache_bytes,
         )
-
-    def _read_region(self, location_level0: XY, level: int, size: WH) -> RGBArray:
-        ds = self._downsamples[level]
-        x = math.floor(location_level0[0] / ds + 1e-9)
-        y = math.floor(location_level0[1] / ds + 1e-9)
-        return self._level_tiles(level).read(x, y, size[0], size[1])
 
     def _read_level(self, level: int, x: int, y: int, w: int, h: int) -> RGBArray:
         out = np.full((h, w, 3), 255, dtype=np.uint8)
