@@ -97,11 +97,12 @@ def test_conditional_requests_elsewhere_are_refused_naming_the_url_once() -> Non
     assert message.count("https://h/run") == 1
 
 
-def test_a_missing_gcs_bucket_is_an_error_naming_the_lock(gs_bucket: str) -> None:
-    with pytest.raises(
-        OutputError, match=rf"^cannot create the run lock: {gs_bucket}-gone/run/\.wsipipe\.lock: no such"
-    ):
-        ObjectRunLock(f"{gs_bucket}-gone/run", "mine").acquire()
+def test_a_missing_bucket_is_an_error_naming_the_lock(bucket: str) -> None:
+    with pytest.raises(OutputError) as info:
+        ObjectRunLock(f"{bucket}-gone/run", "mine").acquire()
+    message = str(info.value)
+    assert message.startswith(f"cannot create the run lock: {bucket}-gone/run/{LOCK_NAME}: ")
+    assert "no such object or bucket" in message or "there is no bucket" in message
 
 
 def test_run_lock_picks_a_lock_object_for_a_url(bucket: str, tmp_path: Path) -> None:

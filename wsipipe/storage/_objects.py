@@ -115,7 +115,7 @@ def _s3_call(url: str, method: str, **kwargs: Any) -> Any:
 
     Returns the response, or None when the store answers ``412 Precondition Failed`` or
     ``409 ConditionalRequestConflict`` (a concurrent conditional write won) or ``404`` on a
-    conditional request (the object is gone).
+    conditional request (the object is gone; a missing bucket is an error).
     """
     fs, key = url_fs(url)
     bucket, _, name = key.partition("/")
@@ -125,9 +125,10 @@ def _s3_call(url: str, method: str, **kwargs: Any) -> Any:
         code, status = s3_error_code(err)
         if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
             return None
-        if (code == "NoSuchKey" or status == 404) and ("IfMatch" in kwargs or "IfNoneMatch" in kwargs):
+        gone = code == "NoSuchKey" or (status == 404 and code != "NoSuchBucket")
+        if gone and ("IfMatch" in kwargs or "IfNoneMatch" in kwargs):
             return None
-        if isinstance(err, FileNotFoundError):
+        if gone and method == "get_object" and isinstance(err, FileNotFoundError):
             raise  # no such object: read_object's None
         raise _failure(err, url) from err
     finally:
