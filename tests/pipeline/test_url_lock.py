@@ -1,7 +1,10 @@
-"""The run lock of a run directory at an ``s3://`` URL: a lock object with a lease, on a real moto S3 server.
+"""The run lock of a run directory at an ``s3://`` or ``gs://`` URL: a lock object with a lease.
 
-moto honours ``If-None-Match: *`` and ``If-Match`` on PUT and ``If-Match`` on DELETE (answering
-412), so these tests exercise the same conditional requests as AWS S3.
+On a real moto S3 server and a real fake-gcs-server. moto honours ``If-None-Match: *`` and
+``If-Match`` on PUT and ``If-Match`` on DELETE (answering 412), so these tests exercise the same
+conditional requests as AWS S3. fake-gcs-server honours ``ifGenerationMatch`` on the multipart
+uploads that create, renew and take over a lock (answering 412), as GCS does; it ignores it on
+DELETE, so that a release leaves a lock that is no longer ours in place is tested on S3 only.
 """
 
 from __future__ import annotations
@@ -15,12 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import fsspec
 import pytest
 
+from wsipipe.cli import main
 from wsipipe.errors import ConfigError, LockedError, OutputError
-from wsipipe.pipeline import LEASE_ENV, LOCK_NAME, ObjectRunLock, RunLock, run_lock, run_pipeline
-from wsipipe.storage import ConditionalWriteError, create_object, delete_object, read_object, replace_object
+from wsipipe.pipeline import LEASE_ENV, LOCK_NAME, MANIFEST_NAME, ObjectRunLock, RunLock, run_lock, run_pipeline
+from wsipipe.storage import ConditionalWriteError, create_object, delete_object, read_object, replace_object, url_fs
 
 Writer = Callable[[str, str], Path]
 
@@ -35,7 +38,15 @@ def _record(url: str) -> dict[str, Any]:
 def _plant(url: str, **info: Any) -> None:
     """A lock object written by some other run (another host unless ``host`` is given)."""
     record = {"pid": 4242, "host": "other-host", "started": "2026-01-01T00:00:00+00:00", "run_id": "theirs"}
-    fsspec.filesystem("s3").pipe_file(f"{url}/{LOCK_NAME}", json.dumps({**record, **info}).encode())
+    fs, key = url_fs(f"{url}/{LOCK_NAME}")
+    fs.pipe_file(key, json.dumps({**record, **info}).encode())  # unconditional: a new ETag / generation
+
+
+@pytest.fixture(params=["s3", "gs"])
+def bucket(request: pytest.FixtureRequest) -> str:
+    """A fresh bucket on the real S3 server (``s3_bucket``) or the real GCS server (``gs_bucket``)."""
+    url: str = request.getfixturevalue(f"{request.param}_bucket")
+    return url
 
 
 def test_conditional_requests_on_the_s3_server(s3_bucket: str) -> None:
@@ -52,21 +63,59 @@ def test_conditional_requests_on_the_s3_server(s3_bucket: str) -> None:
     assert read_object(url) == (b"three", new)
     assert delete_object(url, new)
     assert read_object(url) is None
-    with pytest.raises(ConditionalWriteError, match=r"gs://b/k: conditional writes .* s3:// only"):
-        create_object("gs://b/k", b"")
 
 
-def test_run_lock_picks_a_lock_object_for_a_url(s3_bucket: str, tmp_path: Path) -> None:
+def test_conditional_requests_on_the_gcs_server(gs_bucket: str) -> None:
+    url = f"{gs_bucket}/dir/obj"
+    generation = create_object(url, b"one")
+    assert generation is not None
+    assert generation.isdigit()
+    assert create_object(url, b"two") is None  # ifGenerationMatch=0 refuses an existing object
+    assert read_object(url) == (b"one", generation)
+    assert replace_object(url, b"x", str(int(generation) + 12345)) is None
+    new = replace_object(url, b"three", generation)
+    assert new is not None
+    assert new != generation
+    assert replace_object(url, b"late", generation) is None  # a second taker with the same generation loses
+    assert read_object(url) == (b"three", new)
+    # (a DELETE with a stale generation is not tested: this server deletes anyway, GCS answers 412)
+    assert delete_object(url, new)
+    assert read_object(url) is None
+    assert not delete_object(url, new)
+    assert replace_object(url, b"gone", new) is None
+
+
+def test_conditional_requests_elsewhere_are_refused_naming_the_url_once() -> None:
+    with pytest.raises(
+        ConditionalWriteError, match=r"^https://h/k: https:// has no conditional writes .* s3:// and gs://"
+    ):
+        create_object("https://h/k", b"")
+    with pytest.raises(OutputError) as info:
+        ObjectRunLock("https://h/run", "mine").acquire()
+    message = str(info.value)
+    assert message.startswith(f"cannot create the run lock: https://h/run/{LOCK_NAME}: https:// has no conditional")
+    assert message.count("https://h/run") == 1
+
+
+def test_a_missing_bucket_is_an_error_naming_the_lock(bucket: str) -> None:
+    with pytest.raises(OutputError) as info:
+        ObjectRunLock(f"{bucket}-gone/run", "mine").acquire()
+    message = str(info.value)
+    assert message.startswith(f"cannot create the run lock: {bucket}-gone/run/{LOCK_NAME}: ")
+    assert "no such object or bucket" in message or "there is no bucket" in message
+
+
+def test_run_lock_picks_a_lock_object_for_a_url(bucket: str, tmp_path: Path) -> None:
     assert isinstance(run_lock(tmp_path), RunLock)
-    lock = run_lock(Path(f"{s3_bucket}/run"), "r1", lease_s=30)
+    lock = run_lock(Path(f"{bucket}/run"), "r1", lease_s=30)
     assert isinstance(lock, ObjectRunLock)
-    assert lock.url == f"{s3_bucket}/run/{LOCK_NAME}"
+    assert lock.url == f"{bucket}/run/{LOCK_NAME}"
 
 
 def test_a_second_run_is_refused_naming_the_holder_and_the_lock_is_released(
-    s3_bucket: str, write_yaml: Writer, test_stages: None
+    bucket: str, write_yaml: Writer, test_stages: None
 ) -> None:
-    out = f"{s3_bucket}/run"
+    out = f"{bucket}/run"
     path = write_yaml("p.yaml", f"out: {out}\nstages:\n  t_echo: {{items: [a]}}\n")
     with ObjectRunLock(out, "holder-run", lease_s=30):
         record = _record(out)
@@ -87,9 +136,9 @@ def test_a_second_run_is_refused_naming_the_holder_and_the_lock_is_released(
 
 
 def test_a_live_lease_from_another_host_is_refused_an_expired_one_taken_over(
-    s3_bucket: str, caplog: pytest.LogCaptureFixture
+    bucket: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    out = f"{s3_bucket}/run"
+    out = f"{bucket}/run"
     _plant(out, lease_expires="later", lease_expires_epoch=time.time() + 600, lease_s=600)
     with pytest.raises(LockedError, match=r"run theirs, lease until later\); wait .*\(at most 600 s"):
         ObjectRunLock(out, "mine").acquire()
@@ -101,15 +150,15 @@ def test_a_live_lease_from_another_host_is_refused_an_expired_one_taken_over(
     assert read_object(f"{out}/{LOCK_NAME}") is None
 
 
-def test_a_lock_of_a_dead_process_on_this_host_is_taken_over_at_once(s3_bucket: str) -> None:
-    out = f"{s3_bucket}/run"
+def test_a_lock_of_a_dead_process_on_this_host_is_taken_over_at_once(bucket: str) -> None:
+    out = f"{bucket}/run"
     _plant(out, host=socket.gethostname(), pid=2**22 + 12345, lease_expires_epoch=time.time() + 600)
     with ObjectRunLock(out, "mine", lease_s=30):
         assert _record(out)["run_id"] == "mine"
 
 
-def test_two_takers_of_an_expired_lock_cannot_both_win(s3_bucket: str) -> None:
-    out = f"{s3_bucket}/run"
+def test_two_takers_of_an_expired_lock_cannot_both_win(bucket: str) -> None:
+    out = f"{bucket}/run"
     _plant(out, lease_expires_epoch=time.time() - 5)
     barrier = threading.Barrier(4)
     won: list[str] = []
@@ -152,9 +201,9 @@ def test_a_lock_that_is_no_longer_ours_is_not_deleted(s3_bucket: str, caplog: py
 
 
 def test_renewal_keeps_a_long_runs_lease_alive_and_a_lost_lease_is_noticed(
-    s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+    bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    out = f"{s3_bucket}/run"
+    out = f"{bucket}/run"
     monkeypatch.setenv(LEASE_ENV, "0.6")
     lock = ObjectRunLock(out, "long")
     assert lock.lease_s == 0.6
@@ -174,14 +223,26 @@ def test_renewal_keeps_a_long_runs_lease_alive_and_a_lost_lease_is_noticed(
     assert _record(out)["run_id"] == "usurper"  # release left the other run's lock alone
 
 
-def test_a_run_directory_without_conditional_writes_is_refused() -> None:
-    with pytest.raises(OutputError, match=r"cannot create the run lock gs://b/run/\.wsipipe\.lock: .* s3:// only"):
-        ObjectRunLock("gs://b/run", "mine").acquire()
-
-
 def test_a_bad_lease_setting_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(LEASE_ENV, "soon")
     with pytest.raises(ConfigError, match=rf"{LEASE_ENV}='soon': expected a number of seconds"):
         ObjectRunLock("s3://b/run")
     with pytest.raises(ConfigError, match="must be a positive number"):
         ObjectRunLock("s3://b/run", lease_s=0)
+
+
+def test_wsipipe_run_into_gs_holds_and_releases_the_lock_object(
+    gs_bucket: str, write_yaml: Writer, test_stages: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = f"{gs_bucket}/run"
+    path = write_yaml(
+        "p.yaml", f"out: {out}\nstorage_options: {{gs: {{token: anon}}}}\nstages:\n  t_echo: {{items: [a, b]}}\n"
+    )
+    assert main(["run", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"manifest: {out}/{MANIFEST_NAME}"
+    held = read_object(f"{out}/{MANIFEST_NAME}")
+    assert held is not None
+    manifest = json.loads(held[0])
+    assert manifest["run"]["status"] == "done"
+    assert manifest["stages"]["t_echo"]["status"] == "done"
+    assert read_object(f"{out}/{LOCK_NAME}") is None

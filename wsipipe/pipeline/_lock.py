@@ -9,17 +9,18 @@ now belongs to a process started after the lock) is taken over with a warning, a
 empty or unreadable lock file (from an older wsipipe that wrote the lock in place) once it
 stays so for a second; any other lock refuses the run with :class:`~wsipipe.errors.LockedError`.
 
-An output directory at an ``s3://`` URL has no files, links or pids to go by: its lock is the
-object ``<out>/.wsipipe.lock`` (:class:`ObjectRunLock`), holding the same record plus a lease
-expiry. It is created with a conditional PUT (``If-None-Match: *``), so of two runs only one
-creates it; the holder renews the lease from a background thread every third of the lease
-(``If-Match`` on the ETag it wrote, so a renewal never overwrites a lock another run took
-over). A run may take over a lock whose lease has expired, or one held by a dead process on
-its own host, by a conditional overwrite (``If-Match`` on the ETag it read), so two takers
-cannot both win; release deletes the object only if its ETag is still ours. Lease expiry
-compares the holder's clock with the taker's: hosts sharing an output URL need clocks in
-step (NTP) to well within the lease. :func:`run_lock` picks the lock for an output directory;
-both implement :class:`OutputLock`.
+An output directory at an ``s3://`` or ``gs://`` URL has no files, links or pids to go by: its
+lock is the object ``<out>/.wsipipe.lock`` (:class:`ObjectRunLock`), holding the same record
+plus a lease expiry. It is created with a conditional write (:func:`~wsipipe.storage.create_object`:
+``If-None-Match: *`` on S3, ``ifGenerationMatch=0`` on GCS), so of two runs only one creates
+it; the holder renews the lease from a background thread every third of the lease (a write
+conditional on the version token it wrote: the ETag on S3, the generation on GCS, so a renewal
+never overwrites a lock another run took over). A run may take over a lock whose lease has
+expired, or one held by a dead process on its own host, by a write conditional on the token it
+read, so two takers cannot both win; release deletes the object only if its token is still
+ours. Lease expiry compares the holder's clock with the taker's: hosts sharing an output URL
+need clocks in step (NTP) to well within the lease. :func:`run_lock` picks the lock for an
+output directory; both implement :class:`OutputLock`.
 """
 
 from __future__ import annotations
@@ -318,12 +319,12 @@ class RunLock(OutputLock):
 
 
 class ObjectRunLock(OutputLock):
-    """Exclusive lock on an output directory at an ``s3://`` URL: a lock object with a lease.
+    """Exclusive lock on an output directory at an ``s3://`` or ``gs://`` URL: a lock object with a lease.
 
     Parameters
     ----------
     out_url : str
-        The output directory's URL (``s3://bucket/run``).
+        The output directory's URL (``s3://bucket/run``, ``gs://bucket/run``).
     run_id : str
         Written into the lock so that a refused run can name the holder.
     lease_s : float, optional
@@ -335,7 +336,7 @@ class ObjectRunLock(OutputLock):
         self.url = out_url.rstrip("/") + "/" + LOCK_NAME
         self.run_id = run_id
         self.lease_s = _lease_seconds(lease_s)
-        self._etag: str | None = None
+        self._token: str | None = None
         self._started = dt.datetime.now(dt.UTC)
         self._mutex = threading.Lock()
         self._stop = threading.Event()
@@ -369,15 +370,16 @@ class ObjectRunLock(OutputLock):
         LockedError
             If another run holds a live lease.
         OutputError
-            If the lock object cannot be written (missing bucket, no permission, unreachable store).
+            If the lock object cannot be written (missing bucket, no permission, unreachable store,
+            or a protocol without conditional writes, such as ``https://``).
         """
         for _ in range(5):
             try:
-                etag = create_object(self.url, self._content())
-                held = None if etag is not None else read_object(self.url)
+                token = create_object(self.url, self._content())
+                held = None if token is not None else read_object(self.url)
             except OSError as err:
-                raise OutputError(f"cannot create the run lock {redact_url(self.url)}: {err}") from err
-            if etag is None and held is None:
+                raise OutputError(f"cannot create the run lock: {err}") from err  # err names the URL
+            if token is None and held is None:
                 continue  # released meanwhile
             if held is not None:
                 info = _parse(held[0].decode("utf-8", errors="replace"))
@@ -385,10 +387,10 @@ class ObjectRunLock(OutputLock):
                 if why is None:
                     raise LockedError(self._refusal(info))
                 try:
-                    etag = replace_object(self.url, self._content(), held[1])
+                    token = replace_object(self.url, self._content(), held[1])
                 except OSError as err:
-                    raise OutputError(f"cannot take over the run lock {redact_url(self.url)}: {err}") from err
-                if etag is None:
+                    raise OutputError(f"cannot take over the run lock: {err}") from err
+                if token is None:
                     continue  # another run took it over first: look at its lock
                 logger.warning(
                     "took over the run lock %s of run %s (pid %s on %s): %s",
@@ -398,7 +400,7 @@ class ObjectRunLock(OutputLock):
                     info.get("host"),
                     why,
                 )
-            self._etag = etag
+            self._token = token
             self._start_renewal()
             return
         raise LockedError(f"could not take the run lock {redact_url(self.url)}: other runs keep taking it; try again")
@@ -436,14 +438,14 @@ class ObjectRunLock(OutputLock):
     def _renew_loop(self) -> None:
         while not self._stop.wait(self.lease_s / 3):
             with self._mutex:
-                if self._etag is None:
+                if self._token is None:
                     return
                 try:
-                    etag = replace_object(self.url, self._content(), self._etag)
+                    token = replace_object(self.url, self._content(), self._token)
                 except OSError as err:  # a network error: the lease has two more renewals of margin
-                    logger.warning("could not renew the run lock %s (will retry): %s", redact_url(self.url), err)
+                    logger.warning("could not renew the run lock (will retry): %s", err)
                     continue
-                if etag is None:
+                if token is None:
                     held = read_object(self.url)
                     info = _parse(held[0].decode("utf-8", errors="replace")) if held else {}
                     self._lost = (
@@ -452,9 +454,9 @@ class ObjectRunLock(OutputLock):
                         f"{info.get('host', '?')}) took it over; this run stopped so as not to write over it"
                     )
                     logger.error("%s", self._lost)
-                    self._etag = None
+                    self._token = None
                     return
-                self._etag = etag
+                self._token = token
 
     def check(self) -> None:
         """Raise :class:`~wsipipe.errors.LockedError` if another run took the lock over."""
@@ -462,22 +464,20 @@ class ObjectRunLock(OutputLock):
             raise LockedError(self._lost)
 
     def release(self) -> None:
-        """Stop renewing, and delete the lock object if it is still ours (its ETag is the one we wrote)."""
+        """Stop renewing, and delete the lock object if it is still ours (its version token is the one we wrote)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
         with self._mutex:
-            etag, self._etag = self._etag, None
-        if etag is None:
+            token, self._token = self._token, None
+        if token is None:
             return
         try:
-            if not delete_object(self.url, etag):
+            if not delete_object(self.url, token):
                 logger.warning("run lock %s is no longer ours; left it in place", redact_url(self.url))
         except OSError as err:
-            logger.warning(
-                "could not delete the run lock %s (%s); it expires after %s s", redact_url(self.url), err, self.lease_s
-            )
+            logger.warning("could not delete the run lock (%s); it expires after %s s", err, self.lease_s)
 
 
 def _lease_seconds(lease_s: float | None) -> float:

@@ -5,7 +5,7 @@ A slide, a checkpoint or an output directory may be a URL (``s3://bucket/slides/
 explain, export, report, train), in ``wsipipe view`` (a run directory at a URL prefix) and as a
 pipeline's run directory (its lock is an object with a lease, written with the conditional
 requests :func:`create_object`, :func:`replace_object` and :func:`delete_object` below; S3
-only). Stages carry such a location
+and GCS only). Stages carry such a location
 as a :class:`~pathlib.Path` like any other (``Path("s3://b/x.tif")`` keeps its name, stem and
 parent); :func:`as_url` recognises it again (``scheme:/rest`` with a scheme of two or more
 letters, so ``C:/`` stays a path) and gives back the URL.
