@@ -116,3 +116,21 @@ def test_fused_spatial_attention_keeps_per_branch_parameters_and_gradients() -> 
     assert grads[0] is not None
     assert grads[2] is not None
     torch.testing.assert_close(grads[0], grads[2][:, :, 2:5, 2:5], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 16, 24, 64])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_channel_reductions_without_autograd_equal_mean_and_amax(channels: int, dtype: torch.dtype) -> None:
+    from wsipipe.models.celnet import _channel_max, _channel_mean
+
+    x = torch.randn(2, channels, 40, 56, generator=torch.Generator().manual_seed(4)).to(dtype)
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        top, avg = _channel_max(x), _channel_mean(x)
+    assert top.shape == avg.shape == (2, 1, 40, 56)
+    assert top.dtype == avg.dtype == dtype
+    assert torch.equal(top, x.amax(dim=1, keepdim=True))  # pairwise maxima: the same values
+    # the mean is accumulated in float32 and rounded once to the input's precision, as ``mean`` does
+    want = x.float().mean(dim=1, keepdim=True)
+    ulp = {torch.bfloat16: 2**-7, torch.float16: 2**-10, torch.float32: 2**-22}[dtype]
+    assert (avg.float() - want).abs().max() <= ulp * want.abs().max().clamp(min=1)

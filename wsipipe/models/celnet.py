@@ -130,7 +130,26 @@ def _channel_max(x: Tensor) -> Tensor:
     """Max over channels (B, C, h, w) -> (B, 1, h, w); ``max`` with indices when autograd needs them."""
     if torch.is_grad_enabled() and x.requires_grad:
         return x.max(dim=1, keepdim=True).values  # index backward: amax's mask backward is 3x slower
+    if x.dtype in (torch.bfloat16, torch.float16) and x.shape[1] > 1:
+        # halving pairwise maxima: the same values, 1.5-2x faster than amax in 16 bits on the CPU
+        while x.shape[1] > 1:
+            half = x.shape[1] // 2
+            top = torch.maximum(x[:, :half], x[:, half : 2 * half])
+            x = top if x.shape[1] % 2 == 0 else torch.cat([top, x[:, 2 * half :]], dim=1)
+        return x
     return x.amax(dim=1, keepdim=True)
+
+
+def _channel_mean(x: Tensor) -> Tensor:
+    """Mean over channels (B, C, h, w) -> (B, 1, h, w).
+
+    Without autograd it is a 1x1 convolution with weights 1/C: on 16-bit input ``mean`` first
+    copies the whole tensor to float32 (a 65 MB copy for 16 x 1008 x 1008, and 15 times slower).
+    """
+    if torch.is_grad_enabled() and x.requires_grad:
+        return x.mean(dim=1, keepdim=True)
+    weight = torch.full((1, x.shape[1], 1, 1), 1.0 / x.shape[1], dtype=x.dtype, device=x.device)
+    return F.conv2d(x, weight)
 
 
 class ChannelAttention(nn.Module):
@@ -167,7 +186,7 @@ class MultiBranchSpatialAttention(nn.Module):
         The branches are linear and centred, so their sum is one convolution with the sum of
         their kernels zero-padded to the largest: one pass instead of one per branch.
         """
-        squeezed = torch.cat([x.mean(dim=1, keepdim=True), _channel_max(x)], dim=1)
+        squeezed = torch.cat([_channel_mean(x), _channel_max(x)], dim=1)
         convs = [cast(nn.Conv2d, b) for b in self.branches]
         k = max(c.kernel_size[0] for c in convs)
         weight = F.pad(convs[0].weight, [(k - convs[0].kernel_size[0]) // 2] * 4)
@@ -182,6 +201,9 @@ class MultiBranchSpatialAttention(nn.Module):
 
 class MABlock(nn.Module):
     """A building block of an MA-ResModule (Fig. 1, right)."""
+
+    #: (conv, batch norm) pairs that inference folds into one conv (:func:`wsipipe.models.fold_batchnorm`).
+    conv_bn_pairs = (("conv1", "bn1"), ("conv2", "bn2"))
 
     def __init__(
         self, in_ch: int, out_ch: int, stride: int, reduction: int, attention: bool, kernels: tuple[int, ...]
