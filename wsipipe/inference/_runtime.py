@@ -421,7 +421,7 @@ def load_model(checkpoint: str, device: str, plan: DevicePlan, *, expected_sha25
     """
     import torch
 
-    from wsipipe.models import load_checkpoint
+    from wsipipe.models import fold_batchnorm, load_checkpoint
 
     if plan.cudnn_benchmark:
         torch.backends.cudnn.benchmark = True
@@ -431,6 +431,7 @@ def load_model(checkpoint: str, device: str, plan: DevicePlan, *, expected_sha25
             f"checkpoint {checkpoint} changed while inference was running "
             f"(weights sha256 {meta.weights_sha256[:12]}…, expected {expected_sha256[:12]}…)"
         )
+    fold_batchnorm(model.eval())  # the same function, one tensor and one pass fewer per conv
     if plan.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     batch_size = auto_batch_size(model, meta.tile_size, device)

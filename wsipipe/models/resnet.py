@@ -19,6 +19,9 @@ __all__ = ["ResNet18"]
 class BasicBlock(nn.Module):
     """Two 3x3 convs with BN; 1x1 stride-s projection shortcut when the shape changes."""
 
+    #: (conv, batch norm) pairs that inference folds into one conv (:func:`wsipipe.models.fold_batchnorm`).
+    conv_bn_pairs = (("conv1", "bn1"), ("conv2", "bn2"))
+
     def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
