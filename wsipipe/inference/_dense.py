@@ -379,7 +379,8 @@ def dense_logits(
 
     t, s = regions.tile_size, regions.stride
     maps: dict[tuple[int, int], torch.Tensor] = {}
-    for key, stack in regions.shapes.items():
+    # largest blocks first: the smaller ones' activations then fit in the heap the first left free
+    for key, stack in sorted(regions.shapes.items(), key=lambda item: -item[0][0] * item[0][1]):
         per_pass = max(1, batch_tiles * t * t // (key[0] * key[1]))
         parts = [
             forward_map(prepare(torch.from_numpy(stack[i : i + per_pass])), t, s).float().cpu()
@@ -439,6 +440,7 @@ def run_dense_task(lm: LoadedModel, task: ChunkTask) -> tuple[npt.NDArray[np.flo
     read_seconds, wait_seconds, compute_seconds : float
         Reading and pasting; waiting for the shared model; in the model.
     """
+    from wsipipe.inference._memory import release_free_memory
     from wsipipe.store import TILES_GRID, TILES_IMAGES, array
 
     t0 = time.perf_counter()
@@ -458,5 +460,6 @@ def run_dense_task(lm: LoadedModel, task: ChunkTask) -> tuple[npt.NDArray[np.flo
     with lm.lock:  # taken again inside predict_regions (re-entrant): the wait is timed apart
         t_held = time.perf_counter()
         probs = predict_regions(lm, regions, batch_size=task.options.batch_size or lm.batch_size)
+        release_free_memory()  # this task's activations, before the next task's grow the heap again
         t2 = time.perf_counter()
     return probs, t1 - t0, t_held - t1, t2 - t_held
