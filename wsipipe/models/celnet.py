@@ -102,20 +102,21 @@ def _window_index(n_win: int, n_px: int, window: tuple[int, int], device: torch.
     return torch.clamp(torch.floor(pos / s + 0.5), 0, n_win - 1).long().to(device)
 
 
-def _scale(x: Tensor, att: Tensor, window: _Window) -> Tensor:
+def _scale(x: Tensor, att: Tensor, window: _Window, *, in_place: bool = False) -> Tensor:
     """``x`` (B, C, h, w) times per-window values ``att`` (B, C, nh, nw) spread to the nearest window.
 
     Without autograd the product is written row run by row run, so the (B, C, h, w) spread of
-    ``att`` is never built (index_select over the full map cost as much as the product).
+    ``att`` is never built (index_select over the full map cost as much as the product), and
+    with ``in_place`` into ``x`` itself (a tensor the caller no longer needs).
     """
     if window is None:
-        return x * att
+        return x.mul_(att) if in_place and not torch.is_grad_enabled() and att.dtype == x.dtype else x * att
     idx_h = _window_index(att.shape[2], x.shape[2], window, att.device)
     att_w = att.index_select(3, _window_index(att.shape[3], x.shape[3], window, att.device))  # B, C, nh, w
     att_w = att_w.contiguous(memory_format=torch.channels_last)  # x's layout: rows broadcast as flat runs
     if torch.is_grad_enabled() and (x.requires_grad or att.requires_grad):
         return x * att_w.index_select(2, idx_h)
-    out = torch.empty_like(x, dtype=torch.result_type(x, att))
+    out = x if in_place and att.dtype == x.dtype else torch.empty_like(x, dtype=torch.result_type(x, att))
     rows = idx_h.cpu().tolist()
     start = 0
     for r in range(1, len(rows) + 1):
@@ -166,9 +167,9 @@ class ChannelAttention(nn.Module):
         both = self.mlp(torch.cat([avg, mx]))  # the shared MLP once on both poolings
         return torch.sigmoid(both[: avg.shape[0]] + both[avg.shape[0] :])
 
-    def forward(self, x: Tensor, window: _Window = None) -> Tensor:
-        """Return ``x`` (B, C, h, w) scaled by its channel attention."""
-        return _scale(x, self.attention(x, window), window)
+    def forward(self, x: Tensor, window: _Window = None, *, in_place: bool = False) -> Tensor:
+        """Return ``x`` (B, C, h, w) scaled by its channel attention (into ``x`` with ``in_place``, without autograd)."""
+        return _scale(x, self.attention(x, window), window, in_place=in_place)
 
 
 class MultiBranchSpatialAttention(nn.Module):
@@ -229,6 +230,9 @@ class MABlock(nn.Module):
         out = self.bn2(self.conv2(out))
         if self.channel_att is None or self.spatial_att is None:
             return F.relu(out + self.shortcut(x), inplace=True)
+        if not torch.is_grad_enabled():  # inference: scale and add in place, two full-size maps fewer
+            out = self.channel_att(out, window, in_place=True)
+            return F.relu(out.mul_(self.spatial_att.attention(out)).add_(self.shortcut(x)), inplace=True)
         out = self.channel_att(out, window)
         # relu(out * A_s + shortcut) in one pass; relu in place (addcmul's backward keeps its inputs)
         return F.relu(torch.addcmul(self.shortcut(x), out, self.spatial_att.attention(out)), inplace=True)
