@@ -30,6 +30,7 @@ tile-by-tile inference, and a lone tile gets exactly its tile-by-tile score.
 
 from __future__ import annotations
 
+import mmap
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -280,6 +281,18 @@ class DenseRegions:
     stride: int
 
 
+def _mapped(shape: tuple[int, ...]) -> npt.NDArray[np.uint8]:
+    """A zeroed uint8 array in its own anonymous memory map, unmapped when the array is freed.
+
+    A task's regions live while another task's activations come and go; in the heap they would
+    pin the pages around them (glibc cannot give back what lies below a live block).
+    """
+    size = int(np.prod(shape))
+    if size == 0:
+        return np.zeros(shape, np.uint8)
+    return np.frombuffer(mmap.mmap(-1, size), dtype=np.uint8).reshape(shape)
+
+
 def assemble_regions(
     pieces: Iterable[tuple[int, npt.NDArray[np.uint8]]],
     cells: npt.NDArray[np.integer],
@@ -315,8 +328,10 @@ def assemble_regions(
         slots.append((key, counts.get(key, 0)))
         counts[key] = counts.get(key, 0) + 1
     colour = np.asarray(fill, np.uint8)
-    shapes = {key: np.broadcast_to(colour, (k, key[0], key[1], 3)).copy() for key, k in counts.items()}
-    loose_tiles = np.empty((len(loose), t, t, 3), np.uint8)
+    shapes = {key: _mapped((k, key[0], key[1], 3)) for key, k in counts.items()}
+    for stack in shapes.values():
+        stack[...] = colour
+    loose_tiles = _mapped((len(loose), t, t, 3))
     # Pixel extent of each dense block, output px: [y0, y1) x [x0, x1).
     y0 = np.array([b.top * s for b in dense], np.int64)
     x0 = np.array([b.left * s for b in dense], np.int64)
