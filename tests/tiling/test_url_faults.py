@@ -120,8 +120,12 @@ def test_a_store_on_s3_costs_one_put_per_chunk_and_flag_and_few_other_requests(
     assert proxy.count("PUT", store + "tiles/images/c/") == n_chunks  # no zarr reopen, no read-modify-write
     assert proxy.count("PUT", store + "tiles/chunk_done/c/") == n_chunks
     assert proxy.count("GET", store + "tiles/images/c/") == 0
+    assert proxy.count("GET", store) == 0  # nothing read back: `complete` is set from the attributes written
     per_store = proxy.count(None, "/run/") - 2 * n_chunks
-    assert per_store <= 18  # metadata in a few batches, listings, the finish: nothing per chunk
+    assert per_store <= 15, per_store  # 13 metadata objects in 3 batches, the preview, `complete`: none per chunk
+    lists = proxy.count("GET", f"/{s3_bucket[5:]}") - proxy.count("GET", f"/{s3_bucket[5:]}/")
+    assert lists == 1  # the resume check; no second listing of what the new store replaces
+    assert proxy.count("HEAD", "/slides/tumor_001.tif") == 1  # hash, TIFF check, tiffslide, tile reader share it
     keys = sorted(fs.find(f"{s3_bucket}/run"))
     assert all(k.startswith(f"{s3_bucket[5:]}/run/stores/tumor_001.") for k in keys)  # no parent zarr.json
     slide_gets = proxy.count("GET", "/slides/tumor_001.tif")

@@ -123,7 +123,7 @@ def open_slide(path: PathLike, backend: Backend | str = "auto", *, mpp: float | 
 
 def _open_url_slide(url: str, slide_path: Path, backend: str, mpp: float | None) -> SlideReader:
     """Open a TIFF-based slide at an fsspec URL with tiffslide (OpenSlide and wsidicom read local files only)."""
-    from wsipipe.storage import storage_error, url_fs
+    from wsipipe.storage import object_info, storage_error
 
     shown = redact_url(url)
     if backend not in ("auto", "tiffslide"):
@@ -131,10 +131,9 @@ def _open_url_slide(url: str, slide_path: Path, backend: str, mpp: float | None)
             f"{shown}: the {backend} backend reads local files only; use backend 'auto' or 'tiffslide' for a URL, "
             "or copy the slide to a local disk"
         )
-    fs, key = url_fs(url)
     try:
         try:
-            kind = fs.info(key).get("type")  # one HEAD for an object
+            kind = object_info(url).get("type")  # one HEAD for an object, shared with the slide's other handles
         except FileNotFoundError:
             kind = None
         exists, is_dir = kind == "file", kind == "directory"

@@ -44,7 +44,7 @@ from wsipipe.storage._objects import (
     read_object,
     replace_object,
 )
-from wsipipe.storage._reading import input_size, open_input
+from wsipipe.storage._reading import input_size, object_info, open_input
 from wsipipe.storage._retry import RetryPolicy, listing_failure, retry_policy, set_retry_policy, storage_error
 from wsipipe.storage._urls import as_url, is_url, location, redact_url, set_storage_options, storage_options
 
@@ -67,6 +67,7 @@ __all__ = [
     "listing_failure",
     "location",
     "mirrored",
+    "object_info",
     "open_input",
     "open_output",
     "output_exists",

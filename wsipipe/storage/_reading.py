@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from wsipipe.storage._urls import as_url, redact_url
 if TYPE_CHECKING:
     from wsipipe.types import PathLike
 
-__all__ = ["input_size", "open_input"]
+__all__ = ["input_size", "object_info", "open_input"]
 
 #: Block size of the read cache of :func:`open_input` on a URL (TIFF headers, tile offset tables).
 _URL_BLOCK = 2**20
@@ -30,14 +31,17 @@ def open_input(path: PathLike | str) -> Any:
     A URL's object is read in 1 MiB blocks (one ranged GET each) that the handles of this
     process share while the object is unchanged (same size and ETag): hashing a slide, checking
     its TIFF structure and opening it with tiffslide fetch its header blocks once, not once per
-    handle. The blocks are kept in a small LRU (:data:`_SHARED_BLOCKS` blocks at most).
+    handle. The blocks are kept in a small LRU (:data:`_SHARED_BLOCKS` blocks at most). The
+    object's size and ETag come from one HEAD that handles opened within :data:`_INFO_TTL`
+    seconds share (an object replaced within that time is read as its new bytes under the old
+    size: a batch does not rewrite its own inputs).
     """
     url = as_url(path)
     if url is None:
         return open(path, "rb")
     fs, key = url_fs(url)
     try:
-        info = fs.info(key)
+        info = object_info(url)
     except Exception as err:
         raise storage_error(err, url) from err
     if info.get("type", "file") != "file":
@@ -45,6 +49,32 @@ def open_input(path: PathLike | str) -> Any:
     size = int(info["size"])
     version = info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime")
     return _UrlFile(fs, key, size, (url, size, str(version)) if version is not None else None)
+
+
+#: Seconds an object's size and ETag (one HEAD) serve further :func:`open_input` handles of it:
+#: opening a slide opens it four times (content hash, TIFF check, tiffslide, tile reader).
+_INFO_TTL = 5.0
+_INFO: OrderedDict[tuple[int, str], tuple[float, dict[str, Any]]] = OrderedDict()
+
+
+def object_info(url: str) -> dict[str, Any]:
+    """The file system's ``info`` of the object at ``url`` (one HEAD), shared for :data:`_INFO_TTL` seconds.
+
+    Raises what the file system raises (``FileNotFoundError`` for no such object).
+    """
+    fs, key = url_fs(url)
+    now = time.monotonic()
+    cached = (id(fs), url)  # url_fs keeps one file system per credentials and endpoint alive
+    with _LOCK:
+        hit = _INFO.get(cached)
+        if hit is not None and now - hit[0] < _INFO_TTL:
+            return hit[1]
+    info = dict(fs.info(key))
+    with _LOCK:
+        _INFO[cached] = (now, info)
+        while len(_INFO) > 256:
+            _INFO.popitem(last=False)
+    return info
 
 
 #: Blocks of URL objects shared by :func:`open_input` handles (1 MiB each).

@@ -168,6 +168,7 @@ def create_store(
     tiling: TilingInfo,
     params_hash: str,
     level0_mpp_source: str = "slide",
+    replace: bool = True,
 ) -> zarr.Group:
     """Create an empty store at ``path`` (replacing whatever is there) with its root attributes.
 
@@ -192,13 +193,17 @@ def create_store(
         The tiling parameters and the grid geometry, written with :meth:`TilingInfo.to_attrs`.
     params_hash : str
         :func:`wsipipe.config.config_hash` of the parameters, compared on resume.
+    replace : bool, optional
+        False when the caller knows nothing is at ``path`` (:func:`store_exists` said so): what
+        would be replaced is then not listed (one LIST fewer at a URL).
 
     Returns
     -------
     zarr.Group
         The writable root group, with ``complete`` set to ``False``.
     """
-    remove_store(path)
+    if replace:
+        remove_store(path)
     attributes: dict[str, Any] = {
         ATTR_VERSION: STORE_VERSION,
         ATTR_SLIDE_PATH: as_url(slide_path) or str(Path(slide_path).resolve()),
@@ -386,8 +391,16 @@ def is_complete(store: StoreLike) -> bool:
     return root.attrs.get(ATTR_VERSION) == STORE_VERSION and root.attrs.get(ATTR_COMPLETE) is True
 
 
-def mark_complete(store: StoreLike) -> None:
-    """Set ``complete = True``; call it only after every other write has finished."""
+def mark_complete(store: StoreLike, *, attributes: Mapping[str, Any] | None = None) -> None:
+    """Set ``complete = True``; call it only after every other write has finished.
+
+    ``attributes``: the root's attributes as this process wrote or read them (``root.attrs``); for
+    a store at a URL the root is then written from them (one PUT) instead of being read first.
+    """
+    url = as_url(store) if isinstance(store, (str, Path)) else None
+    if url is not None and attributes is not None:
+        put_objects(url, group_objects({**attributes, ATTR_COMPLETE: True}))
+        return
     _group(store, "r+").attrs[ATTR_COMPLETE] = True
 
 

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -129,6 +130,8 @@ class _Prepared:
     error: str | None = None
     bands: list[_Band] = field(default_factory=list)
     side: list[_Preview | _Cleanup] = field(default_factory=list)
+    attributes: dict[str, Any] = field(default_factory=dict)
+    """The store's root attributes as written or read (``complete`` is set from them at a URL)."""
 
 
 @dataclass(frozen=True)
@@ -177,10 +180,8 @@ def _bands(
 
 
 def _resume(job: _Job, slide_hash: str, phash: str) -> _Prepared | None:
-    """Reuse or continue a matching store; None when it must be (re)built."""
+    """Reuse or continue the store at ``job.store`` (something is there) if it matches; None when it must be rebuilt."""
     store = Path(job.store)
-    if job.force or not store_exists(job.store):
-        return None
     try:
         root = open_store(store, require_complete=False)
         if root.attrs.get(ATTR_SLIDE_HASH) != slide_hash or root.attrs.get(ATTR_PARAMS_HASH) != phash:
@@ -208,7 +209,10 @@ def _resume(job: _Job, slide_hash: str, phash: str) -> _Prepared | None:
         cells,
         pending,
     )
-    return _Prepared(job.slide_id, "ready", 0.0, n_tiles=images.shape[0], tissue_area_mm2=area, bands=bands)
+    attributes = dict(root.attrs.asdict())
+    return _Prepared(
+        job.slide_id, "ready", 0.0, n_tiles=images.shape[0], tissue_area_mm2=area, bands=bands, attributes=attributes
+    )
 
 
 _OLD_SUFFIX = ".old"
@@ -292,7 +296,8 @@ def _prepare(job: _Job) -> _Prepared:
             raise SlideNotFoundError(f"slide {job.path!r} does not exist")
         slide_hash = slide_content_hash(job.path)
         phash = params_hash(params)
-        resumed = _resume(job, slide_hash, phash)
+        existed = job.force or store_exists(job.store)  # with force: replace whatever is there
+        resumed = _resume(job, slide_hash, phash) if existed and not job.force else None
         if resumed is not None:
             return replace(resumed, seconds=time.perf_counter() - start)
         side: list[_Preview | _Cleanup] = []
@@ -317,6 +322,7 @@ def _prepare(job: _Job) -> _Prepared:
             level0_mpp_source=job.mpp_source,
             tiling=grid.tiling_info(params),
             params_hash=phash,
+            replace=existed,  # nothing there: no listing of what to replace
         )
         write_tissue_mask(root, tissue.mask, downsample=tissue.downsample, attrs=tissue.attrs())
         images = _create_tiles(root, params, grid)
@@ -334,6 +340,7 @@ def _prepare(job: _Job) -> _Prepared:
             tissue_area_mm2=tissue.tissue_area_mm2,
             bands=bands,
             side=side,
+            attributes=dict(root.attrs.asdict()),
         )
     except Exception as err:  # one slide's failure must not stop the others; it is reported by name
         full = output_error(err, job.store)
@@ -505,6 +512,12 @@ def _finish(job: _Job, prepared: _Prepared, done: list[_BandDone]) -> SlideSumma
     errors = sorted((d.chunk_index, d.error) for d in done if d.error)
     if errors:
         return replace(base, error=errors[0][1])
+    written = {d.chunk_index for d in done}
+    if is_url(job.store) and prepared.attributes and written >= {b.chunk_index for b in prepared.bands}:
+        # every chunk this run had to write was PUT with its flag (the rest were flagged when it
+        # resumed): set ``complete`` from the attributes it wrote, without reading the store again
+        mark_complete(job.store, attributes=prepared.attributes)
+        return replace(base, status="done")
     root = open_store(store, "r+", require_complete=False)  # opened once for the check and the flag
     chunk_done = read_chunk_done(root)
     if not chunk_done.all():
