@@ -20,7 +20,7 @@ from tests.tiling.conftest import FAST
 from wsipipe.storage import RetryPolicy, set_retry_policy
 from wsipipe.store import is_complete, open_store, read_coords, read_tiles
 from wsipipe.synth import SlideInfo
-from wsipipe.tiling import tile_slides
+from wsipipe.tiling import TileParams, tile_slides
 
 ATTEMPTS = 3
 
@@ -130,3 +130,30 @@ def test_a_store_on_s3_costs_one_put_per_chunk_and_flag_and_few_other_requests(
     assert all(k.startswith(f"{s3_bucket[5:]}/run/stores/tumor_001.") for k in keys)  # no parent zarr.json
     slide_gets = proxy.count("GET", "/slides/tumor_001.tif")
     assert slide_gets < result.slides[0].n_tiles // 4  # a band's tiles come in few ranged GETs
+
+
+def test_inference_on_an_s3_store_reads_each_chunks_metadata_once_and_creates_its_arrays_in_one_put_each(
+    proxy: FaultProxy, s3_bucket: str, tumor_slide: SlideInfo, tmp_path: Path
+) -> None:
+    from tests.inference.conftest import make_checkpoint
+    from wsipipe.inference import predict_stores
+
+    fsspec.filesystem("s3").put_file(str(tumor_slide.path), f"{s3_bucket}/slides/tumor_001.tif")
+    params = TileParams(tile_size=64, chunk_tiles=8, stride=64)
+    tile_slides([f"{s3_bucket}/slides/tumor_001.tif"], f"{s3_bucket}/run", params).raise_for_failures()
+    store = f"{s3_bucket}/run/stores/tumor_001.zarr"
+    n_chunks = -(-len(read_coords(store)) // 8)
+    assert n_chunks > 3
+    checkpoint = make_checkpoint(tmp_path / "ckpt", tile_size=64, mpp=params.target_mpp)
+    proxy.requests.clear()
+    predict_stores(f"{s3_bucket}/run", checkpoint, scheduler="threads").raise_for_failures()  # stride = T: tile by tile
+    node = "/run/stores/tumor_001.zarr/predictions/"
+    assert proxy.count("PUT", node + "celnet/probs/c/") == n_chunks
+    assert proxy.count("PUT", node + "celnet/chunk_done/c/") == n_chunks
+    # the arrays' attributes come with them (zarr rewrote zarr.json once per attribute set after creation);
+    # the second PUT of probs/zarr.json is `complete`
+    assert proxy.count("PUT", node + "celnet/probs/zarr.json") == 2
+    assert proxy.count("PUT", node + "celnet/chunk_done/zarr.json") == 1
+    # a chunk task opens the store once: one GET of the root and of each node it uses, not one per use
+    assert proxy.count("GET", "/run/stores/tumor_001.zarr/zarr.json") <= n_chunks + 4  # + planning, finish
+    assert proxy.count("GET", "/run/stores/tumor_001.zarr/tiles/images/zarr.json") <= n_chunks + 2

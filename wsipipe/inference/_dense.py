@@ -43,6 +43,7 @@ from wsipipe.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
     import torch
+    import zarr
 
     from wsipipe.inference._runtime import ChunkTask, LoadedModel
     from wsipipe.models import CheckpointMeta
@@ -445,8 +446,10 @@ def predict_regions(lm: LoadedModel, regions: DenseRegions, *, batch_size: int) 
     return np.asarray(probs.numpy(), dtype=np.float32).reshape(n, lm.n_classes)
 
 
-def run_dense_task(lm: LoadedModel, task: ChunkTask) -> tuple[npt.NDArray[np.float32], float, float, float]:
-    """Read a dense task's chunks into its regions and compute their probabilities.
+def run_dense_task(
+    lm: LoadedModel, task: ChunkTask, root: zarr.Group
+) -> tuple[npt.NDArray[np.float32], float, float, float]:
+    """Read a dense task's chunks (from ``root``, its store opened) into its regions and compute their probabilities.
 
     Returns
     -------
@@ -459,9 +462,9 @@ def run_dense_task(lm: LoadedModel, task: ChunkTask) -> tuple[npt.NDArray[np.flo
     from wsipipe.store import TILES_GRID, TILES_IMAGES, array
 
     t0 = time.perf_counter()
-    images = array(task.store, TILES_IMAGES)
+    images = array(root, TILES_IMAGES)
     chunk_tiles = int(images.chunks[0])
-    cells = np.asarray(array(task.store, TILES_GRID)[task.start : task.stop], dtype=np.int64)
+    cells = np.asarray(array(root, TILES_GRID)[task.start : task.stop], dtype=np.int64)
     side = block_side(task.options.dense_block, task.tile_size, task.stride)
 
     def pieces() -> Iterable[tuple[int, npt.NDArray[np.uint8]]]:

@@ -157,10 +157,15 @@ def _plan(
                 "amp": options.amp,
             },
         )
-        flags = root.create_array(
-            f"{node}/{CHUNK_DONE}", shape=(n_chunks,), dtype=bool, chunks=(1,), fill_value=False, overwrite=True
+        root.create_array(
+            f"{node}/{CHUNK_DONE}",
+            shape=(n_chunks,),
+            dtype=bool,
+            chunks=(1,),
+            fill_value=False,
+            overwrite=True,
+            attributes={"meaning": f"chunk i of {node}/{PROBS} is written (resume bookkeeping)"},
         )
-        flags.attrs["meaning"] = f"chunk i of {node}/{PROBS} is written (resume bookkeeping)"
     if dense:
         grid = np.asarray(array(root, TILES_GRID)[...])
         for band in plan_dense_tasks(grid, chunk, side, tile_size):

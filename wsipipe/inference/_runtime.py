@@ -40,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from wsipipe.errors import ConfigError
-from wsipipe.store import PREDICTIONS, TILES_IMAGES, array, write_probs
+from wsipipe.store import PREDICTIONS, TILES_IMAGES, array, open_store, write_probs
 
 __all__ = [
     "CHUNK_DONE",
@@ -590,29 +590,31 @@ def run_chunk(task: ChunkTask) -> ChunkDone:
     """
     opts = task.options
     lm = loaded_model(opts)
+    root = open_store(task.store, "r+")  # once: at a URL each opening of a node reads its metadata
+    images = array(root, TILES_IMAGES)
     if opts.dense:
         from wsipipe.inference._dense import run_dense_task
 
-        probs, read_s, wait_s, compute_s = run_dense_task(lm, task)
+        probs, read_s, wait_s, compute_s = run_dense_task(lm, task, root)
         t2 = time.perf_counter()
     else:
         t0 = time.perf_counter()
-        tiles = np.asarray(array(task.store, TILES_IMAGES)[task.start : task.stop], dtype=np.uint8)
+        tiles = np.asarray(images[task.start : task.stop], dtype=np.uint8)
         t1 = time.perf_counter()
         with lm.lock:  # taken again inside predict_tiles (re-entrant): the wait is timed apart
             t_held = time.perf_counter()
             probs = predict_tiles(lm, tiles, batch_size=opts.batch_size or lm.batch_size)
             t2 = time.perf_counter()
         read_s, wait_s, compute_s = t1 - t0, t_held - t1, t2 - t_held
-    flags = array(task.store, f"{PREDICTIONS}/{task.model}/{CHUNK_DONE}", "r+")
+    flags = array(root, f"{PREDICTIONS}/{task.model}/{CHUNK_DONE}")
     pending = [task.chunk]
     if task.n_chunks > 1:
         done = np.asarray(flags[task.chunk : task.chunk + task.n_chunks], dtype=bool)
         pending = [task.chunk + int(i) for i in np.flatnonzero(~done)]
-    per = int(array(task.store, TILES_IMAGES).chunks[0])
+    per = int(images.chunks[0])
     for c in pending:
         lo = (c - task.chunk) * per
-        write_probs(task.store, task.model, task.start + lo, probs[lo : lo + per])
+        write_probs(root, task.model, task.start + lo, probs[lo : lo + per])
     for c in pending:
         flags[c] = True
     t3 = time.perf_counter()

@@ -87,24 +87,22 @@ def create_predictions(
         raise StoreError("class_names must name at least one class")
     images = array(root, TILES_IMAGES)
     n = images.shape[0]
-    probs = root.create_array(
+    return root.create_array(
         f"{PREDICTIONS}/{model}/{PROBS}",
         shape=(n, n_classes),
         dtype=np.float32,
         chunks=(images.chunks[0], n_classes),
         fill_value=np.nan,
         overwrite=True,
-    )
-    probs.attrs.update(
-        {
+        # with the array, not after it: zarr writes its metadata once per attribute set (a PUT each at a URL)
+        attributes={
             **dict(attrs or {}),
             "model": model,
             "checkpoint_hash": checkpoint_hash,
             "class_names": list(class_names),
             "complete": False,
-        }
+        },
     )
-    return probs
 
 
 def _probs(store: StoreLike, model: str, mode: Literal["r", "r+"] = "r") -> zarr.Array:
