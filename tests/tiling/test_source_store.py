@@ -13,7 +13,8 @@ from tests.tiling.conftest import FAST, corrupt_tissue_tile
 from wsipipe.store import read_coords, read_tiles, validate_store
 from wsipipe.synth import SlideInfo, make_test_slide
 from wsipipe.tiling import TileParams, tile_slide, tile_slides
-from wsipipe.tiling._slide import _Job, _prepare, _write_band
+from wsipipe.tiling._band_tasks import _write_band
+from wsipipe.tiling._slide import _Job, _prepare
 
 #: The stored tiles of level 2 (256 px at 0.972 µm/px), the whole grid, short last chunk.
 ALIGNED = TileParams(tile_size=256, chunk_tiles=5, min_tissue=0.0)

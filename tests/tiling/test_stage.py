@@ -30,7 +30,8 @@ from wsipipe.store import (
 )
 from wsipipe.synth import SlideInfo
 from wsipipe.tiling import TileParams, tile_slide, tile_slides
-from wsipipe.tiling._slide import _Job, _prepare, _write_band
+from wsipipe.tiling._band_tasks import _write_band
+from wsipipe.tiling._slide import _Job, _prepare
 
 
 def chunk_mtimes(store: Path) -> dict[str, int]:

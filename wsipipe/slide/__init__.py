@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     from wsipipe.slide._open import open_slide
     from wsipipe.slide._overrides import SlideOverride, SlideOverrides, read_slide_overrides
     from wsipipe.slide._protocol import SlideReader
-    from wsipipe.slide._tiles import LevelTileReader, RegionLevelTileReader, TiffLevelTileReader
+    from wsipipe.slide._tiff_tiles import TiffLevelTileReader
+    from wsipipe.slide._tiles import LevelTileReader, RegionLevelTileReader
     from wsipipe.slide._wsidicom import DicomFrameTileReader
 
 __all__ = [
@@ -82,7 +83,7 @@ _READERS = {
     "SlideReader": "wsipipe.slide._protocol",
     "LevelTileReader": "wsipipe.slide._tiles",
     "RegionLevelTileReader": "wsipipe.slide._tiles",
-    "TiffLevelTileReader": "wsipipe.slide._tiles",
+    "TiffLevelTileReader": "wsipipe.slide._tiff_tiles",
     "DicomFrameTileReader": "wsipipe.slide._wsidicom",
 }
 

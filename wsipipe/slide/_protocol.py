@@ -19,12 +19,8 @@ import numpy as np
 from wsipipe.errors import PerformanceWarning, ResolutionError
 from wsipipe.slide._levels import best_level_for_mpp, resize_rgb, thumbnail_from_level, thumbnail_plan
 from wsipipe.slide._tiff import MPP_RANGE, TiffLayout
-from wsipipe.slide._tiles import (
-    LevelTileReader,
-    RegionLevelTileReader,
-    TiffLevelTileReader,
-    UnsupportedLevelLayout,
-)
+from wsipipe.slide._tiff_tiles import TiffLevelTileReader, UnsupportedLevelLayout
+from wsipipe.slide._tiles import LevelTileReader, RegionLevelTileReader
 from wsipipe.types import WH, XY, RGBArray
 
 __all__ = ["SlideReader"]

@@ -1,6 +1,6 @@
 """The tiffslide backend (pure Python: tifffile + imagecodecs; SVS, generic tiled TIFF, and more).
 
-Region reads go through the direct tile path of :mod:`wsipipe.slide._tiles` where the
+Region reads go through the direct tile path of :mod:`wsipipe.slide._tiff_tiles` where the
 level is a tiled 8-bit TIFF page (faster than tiffslide's own reads, and corrupt JPEG tiles
 are reported); other levels use tiffslide's ``read_region``.
 """

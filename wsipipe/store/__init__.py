@@ -48,6 +48,7 @@ from wsipipe.store._layout import (
     TISSUE,
     TISSUE_MASK,
 )
+from wsipipe.store._nodes import create_tile_arrays, write_tissue_mask
 from wsipipe.store._predictions import (
     create_predictions,
     mark_predictions_complete,
@@ -60,25 +61,25 @@ from wsipipe.store._predictions import (
     write_heatmap,
     write_probs,
 )
-from wsipipe.store._store import (
-    StoreLike,
+from wsipipe.store._read import (
     array,
-    create_store,
-    create_tile_arrays,
-    is_complete,
     iter_tile_chunks,
-    mark_complete,
-    open_store,
     read_coords,
     read_grid,
     read_grid_shape,
     read_mask,
     read_tiles,
     read_tissue_fraction,
+)
+from wsipipe.store._store import (
+    StoreLike,
+    create_store,
+    is_complete,
+    mark_complete,
+    open_store,
     remove_store,
     slide_content_hash,
     store_exists,
-    write_tissue_mask,
 )
 from wsipipe.store._streams import STREAMS_CODEC_NAME, TileStreamsCodec, decode_tile_streams, encode_tile_streams
 from wsipipe.store._tiling import SUPPORTED_TILING_VERSIONS, TILING_VERSION, TilingInfo, read_tiling

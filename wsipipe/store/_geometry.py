@@ -23,7 +23,8 @@ import zarr
 
 from wsipipe.errors import ConfigError, StoreError
 from wsipipe.store._layout import ATTR_LEVEL0_MPP, ATTR_LEVEL0_SIZE, HEATMAP, PREDICTIONS
-from wsipipe.store._store import StoreLike, open_store, read_grid_shape
+from wsipipe.store._read import read_grid_shape
+from wsipipe.store._store import StoreLike, open_store
 from wsipipe.store._tiling import read_tiling
 
 __all__ = ["HeatmapGeometry", "tile_span"]

@@ -18,7 +18,8 @@ import zarr
 
 from wsipipe.errors import IncompleteStoreError, StoreError
 from wsipipe.store._layout import HEATMAP, PREDICTIONS, PROBS, TILES_IMAGES
-from wsipipe.store._store import StoreLike, _group, array, read_grid_shape
+from wsipipe.store._read import array, read_grid_shape
+from wsipipe.store._store import StoreLike, _group
 
 __all__ = [
     "create_predictions",

@@ -24,7 +24,9 @@ from wsipipe.errors import StoreError, output_error
 from wsipipe.storage import as_url, list_objects, put_objects
 from wsipipe.store._codecs import DirectChunkFormat, direct_chunk_format
 from wsipipe.store._layout import TILES_CHUNK_DONE, TILES_IMAGES
-from wsipipe.store._store import StoreLike, _group, array, chunk_done_beside
+from wsipipe.store._nodes import chunk_done_beside
+from wsipipe.store._read import array
+from wsipipe.store._store import StoreLike, _group
 from wsipipe.store._streams import TileStreamsFormat, streams_chunk_format
 
 __all__ = ["TileChunkWriter", "mark_chunk_done", "read_chunk_done", "tile_chunk_writer", "write_tile_chunk"]

@@ -7,7 +7,7 @@ slides and the ``slide_id`` they are stored as come from :mod:`wsipipe.slide`.
 
 from __future__ import annotations
 
-from wsipipe.tiling._slide import read_cells
+from wsipipe.tiling._band_tasks import read_cells
 from wsipipe.tiling.grid import TileGrid, grid_shape, make_grid, tile_fractions
 from wsipipe.tiling.stage import SlideSummary, TileParams, TileResult, params_hash, tile_slide, tile_slides
 from wsipipe.tiling.tissue import TissueMask, TissueParams, compute_tissue_mask, save_mask_preview, tissue_mask_from_rgb

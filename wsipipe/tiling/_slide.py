@@ -5,18 +5,17 @@ check, tissue mask, grid, empty store), then one *band* task per chunk of ``chun
 tiles of every slide (read the chunk's tiles as runs of adjacent tiles at the read level, so
 each slide tile is decoded once per run, then write that whole zarr chunk). A slide is marked
 ``complete`` only after all its chunks are written; a failure on one slide is recorded and the
-others finish.
+others finish. This module holds the per-slide part (prepare, resume, finish) and runs both
+fan-outs; the band and side tasks are in :mod:`wsipipe.tiling._band_tasks`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,14 +24,9 @@ import numpy as np
 import numpy.typing as npt
 import zarr
 
-from wsipipe.errors import (
-    ResolutionError,
-    SlideError,
-    SlideNotFoundError,
-    output_error,
-)
+from wsipipe.errors import SlideNotFoundError, output_error
 from wsipipe.scheduler import SchedulerSpec
-from wsipipe.slide import LevelTileReader, SlideOverrides, SlideReader, slide_id
+from wsipipe.slide import SlideOverrides, SlideReader, slide_id
 from wsipipe.storage import as_url, is_url
 from wsipipe.store import (
     ATTR_BACKEND,
@@ -56,17 +50,25 @@ from wsipipe.store import (
     tile_chunk_writer,
     write_tissue_mask,
 )
+from wsipipe.tiling._band_tasks import (
+    _Band,
+    _BandDone,
+    _Cleanup,
+    _describe,
+    _Preview,
+    _read_ahead,
+    _run_task,
+    _tiles_of,
+)
 from wsipipe.tiling._execute import TaskRunner
-from wsipipe.tiling._reader import cached_level_reader, cached_slide, forget_slide
+from wsipipe.tiling._reader import cached_slide, forget_slide
 from wsipipe.tiling.grid import TileGrid, make_grid
 from wsipipe.tiling.stage import SlideSummary, TileParams, params_hash
-from wsipipe.tiling.tissue import TissueMask, compute_tissue_mask, save_mask_preview
+from wsipipe.tiling.tissue import TissueMask, compute_tissue_mask
 
-__all__ = ["read_cells", "tile_paths"]
+__all__ = ["tile_paths"]
 
 logger = logging.getLogger(__name__)
-
-_MAX_RUN = 32  # tiles read as one region at most
 
 
 @dataclass(frozen=True)
@@ -81,45 +83,6 @@ class _Job:
     """Where the level-0 µm/px comes from (the store's ``level0_mpp_source``)."""
 
 
-@dataclass(frozen=True)
-class _Band:
-    slide_id: str
-    path: str
-    writer: TileChunkWriter
-    backend: str
-    slide_mpp: float | None
-    level: int
-    read_size: int
-    tile_size: int
-    stride: int
-    chunk_index: int
-    cells: npt.NDArray[np.int32]
-    streams: bool = False
-    """Store the slide's own JPEG bytes where a tile is one stored slide tile (``compression="source"``)."""
-    ahead: npt.NDArray[np.int32] | None = None
-    """Cells of the next bands of the slide whose bytes this band's prefetch fetches too (a slide at a URL)."""
-    next_group: npt.NDArray[np.int32] | None = None
-    """Cells of the group of bands after this band's, fetched in the background once this group's arrived."""
-
-
-@dataclass(frozen=True)
-class _Preview:
-    """Write the tissue preview PNG (a side task, run alongside the bands)."""
-
-    slide_id: str
-    png: str
-    image: npt.NDArray[np.uint8]
-    mask: npt.NDArray[np.bool_]
-
-
-@dataclass(frozen=True)
-class _Cleanup:
-    """Delete a replaced store that was moved aside (a side task: deleting many files is slow)."""
-
-    slide_id: str
-    directory: str
-
-
 @dataclass
 class _Prepared:
     slide_id: str
@@ -132,21 +95,6 @@ class _Prepared:
     side: list[_Preview | _Cleanup] = field(default_factory=list)
     attributes: dict[str, Any] = field(default_factory=dict)
     """The store's root attributes as written or read (``complete`` is set from them at a URL)."""
-
-
-@dataclass(frozen=True)
-class _BandDone:
-    slide_id: str
-    chunk_index: int
-    seconds: float
-    error: str | None = None
-
-
-def _describe(err: BaseException) -> str:
-    text = f"{type(err).__name__}: {err}"
-    if isinstance(err, ResolutionError) and "resolution" in str(err):
-        text += " [for `wsipipe tile` the level-0 µm/px is --slide-mpp (TileParams.slide_mpp); --mpp is the tile MPP]"
-    return text
 
 
 def _bands(
@@ -350,153 +298,10 @@ def _prepare(job: _Job) -> _Prepared:
         return _Prepared(job.slide_id, "failed", time.perf_counter() - start, error=_describe(err))
 
 
-def read_cells(
-    read: Callable[[int, int, int, int], npt.NDArray[np.uint8]],
-    cells: npt.NDArray[np.int32],
-    *,
-    read_size: int,
-    tile_size: int,
-    stride: int,
-    out: npt.NDArray[np.uint8] | None = None,
-) -> npt.NDArray[np.uint8]:
-    """Read the tiles at grid ``cells`` ((n, 2) int32 (col, row)) as (n, T, T, 3) uint8.
-
-    Runs of horizontally adjacent cells are read as one region of the level, so every slide
-    tile under a run is decoded once; tiles are cut from it and resized when
-    ``read_size != tile_size``. ``read(x, y, w, h)`` takes level pixels; tile ``(col, row)``
-    starts at level pixel ``(col * stride, row * stride)``. The tiles go into ``out`` when given
-    (an (n, T, T, 3) uint8 array), which is returned.
-    """
-    from wsipipe.slide import resize_rgb
-
-    n = len(cells)
-    if out is None:
-        out = np.empty((n, tile_size, tile_size, 3), dtype=np.uint8)
-    elif out.shape != (n, tile_size, tile_size, 3):
-        raise ValueError(f"out must have shape {(n, tile_size, tile_size, 3)}, got {out.shape}")
-    i = 0
-    while i < n:
-        col, row = int(cells[i, 0]), int(cells[i, 1])
-        j = i + 1
-        if stride <= read_size:
-            while j < n and j - i < _MAX_RUN and cells[j, 1] == row and cells[j, 0] == cells[j - 1, 0] + 1:
-                j += 1
-        span = (j - i - 1) * stride + read_size
-        region = read(col * stride, row * stride, span, read_size)
-        if region.shape[:2] != (read_size, span):
-            raise SlideError(f"reader returned a {region.shape} region for a {span} x {read_size} request")
-        for k in range(j - i):
-            tile = region[:, k * stride : k * stride + read_size, :3]
-            out[i + k] = tile if read_size == tile_size else resize_rgb(tile, (tile_size, tile_size))
-        i = j
-    return out
-
-
 #: Chunk tasks in flight per worker when slides or stores are at URLs (local threads): each holds
 #: one chunk's tiles (a reused ``(chunk_tiles, T, T, 3)`` uint8 buffer per thread, 12.6 MB at
 #: 64 tiles of 256 px), its slide bytes and its encoded chunk, so ``workers * _URL_OVERLAP`` of each.
 _URL_OVERLAP = 2
-
-#: Bands of a slide at a URL whose tiles come in one prefetch (local threads): the first band of each
-#: group fetches the group's tile bytes (at most 8 x 64 stored tiles, a few MB) and the others wait for
-#: them; once they arrived, it starts fetching the next group's in the background. So at most two
-#: groups' compressed tiles are held per slide.
-_READ_AHEAD = 8
-
-
-def _read_ahead(bands: list[_Band]) -> list[_Band]:
-    """``bands`` (one slide's, in order), at a URL the first of every :data:`_READ_AHEAD` fetching the group's tiles
-    (and then the next group's)."""
-    if len(bands) < 2 or not is_url(bands[0].path):
-        return bands
-    out = list(bands)
-    for i in range(0, len(bands), _READ_AHEAD):
-        group, following = bands[i + 1 : i + _READ_AHEAD], bands[i + _READ_AHEAD : i + 2 * _READ_AHEAD]
-        out[i] = replace(
-            bands[i],
-            ahead=np.concatenate([b.cells for b in group]) if group else None,
-            next_group=np.concatenate([b.cells for b in following]) if following else None,
-        )
-    return out
-
-
-def _prefetch_quietly(reader: LevelTileReader, regions: list[tuple[int, int, int, int]]) -> None:
-    """``reader.prefetch(regions)`` in the background: a failure is left to the bands' own reads, which report it."""
-    try:
-        reader.prefetch(regions)
-    except Exception:
-        logger.debug("background prefetch of %s failed", getattr(reader, "path", "?"), exc_info=True)
-
-
-_BUFFERS = threading.local()
-
-
-def _chunk_buffer(shape: tuple[int, ...]) -> npt.NDArray[np.uint8]:
-    """A per-thread reusable uint8 buffer (saves the page faults of a fresh 12 MB array per chunk)."""
-    buffer: npt.NDArray[np.uint8] | None = getattr(_BUFFERS, "array", None)
-    if buffer is None or buffer.shape != shape:
-        buffer = np.empty(shape, dtype=np.uint8)
-        _BUFFERS.array = buffer
-    return buffer
-
-
-def _write_band(band: _Band) -> _BandDone:
-    """Read one chunk of tiles and write it whole (one task)."""
-    start = time.perf_counter()
-    try:
-        reader = cached_level_reader(band.path, band.backend, band.slide_mpp, band.level)
-        size = band.tile_size
-        tiles = _chunk_buffer((len(band.cells), size, size, 3))
-        aligned = band.read_size == size == band.stride and reader.tile_size == (size, size)
-        step, span = band.stride, band.read_size  # a slide at a URL fetches the band's tiles at once
-        cells = band.cells if band.ahead is None else np.concatenate([band.cells, band.ahead])
-        reader.prefetch([(col * step, row * step, span, span) for col, row in cells.tolist()])
-        if band.next_group is not None:  # the next group's GETs overlap this group's decoding and writing
-            regions = [(col * step, row * step, span, span) for col, row in band.next_group.tolist()]
-            threading.Thread(target=_prefetch_quietly, args=(reader, regions), daemon=True).start()
-        if aligned and band.streams:
-            # keep each slide tile's JPEG bytes, checked by a strict 1/8-scale decode (every Huffman code is
-            # still decoded, so corrupt data fails as in a full decode); edge and empty tiles are decoded
-            entries: list[bytes | npt.NDArray[np.uint8]] = []
-            for k, (col, row) in enumerate(band.cells.tolist()):
-                stream = reader.read_stream_into(col * size, row * size, tiles[k], pixels=False)
-                entries.append(tiles[k] if stream is None else stream)
-            band.writer.write_streams(band.chunk_index, entries)
-        else:
-            if aligned:
-                for k, (col, row) in enumerate(band.cells.tolist()):  # grid == stored tiles: decode each into place
-                    reader.read_into(col * size, row * size, tiles[k])
-            else:
-                read_cells(
-                    reader.read, band.cells, read_size=band.read_size, tile_size=size, stride=band.stride, out=tiles
-                )
-            band.writer.write(band.chunk_index, tiles)
-        band.writer.mark_done(band.chunk_index)
-    except Exception as err:  # reported per slide; the store stays incomplete
-        full = output_error(err, band.writer.store)
-        if full is not None:  # a full or read-only output fails every slide alike: stop
-            raise full from err
-        logger.debug("%s: chunk %d failed", band.slide_id, band.chunk_index, exc_info=True)
-        return _BandDone(band.slide_id, band.chunk_index, time.perf_counter() - start, _describe(err))
-    return _BandDone(band.slide_id, band.chunk_index, time.perf_counter() - start)
-
-
-def _side_task(task: _Preview | _Cleanup) -> _BandDone:
-    """Write a preview or delete an old store; a failure is logged, it does not fail the slide."""
-    start = time.perf_counter()
-    try:
-        if isinstance(task, _Preview):
-            save_mask_preview(task.png, task.image, task.mask)
-        else:
-            shutil.rmtree(task.directory, ignore_errors=True)
-    except Exception as err:  # a missing preview is not worth failing a slide for
-        logger.warning("%s: could not write %s: %s", task.slide_id, getattr(task, "png", ""), _describe(err))
-    return _BandDone(task.slide_id, -1, time.perf_counter() - start)
-
-
-def _run_task(task: _Band | _Preview | _Cleanup) -> _BandDone:
-    """One task of the second fan-out: a chunk of tiles, or a side task."""
-    return _write_band(task) if isinstance(task, _Band) else _side_task(task)
 
 
 def _finish(job: _Job, prepared: _Prepared, done: list[_BandDone]) -> SlideSummary:
@@ -524,11 +329,6 @@ def _finish(job: _Job, prepared: _Prepared, done: list[_BandDone]) -> SlideSumma
         return replace(base, error=f"StoreError: {int((~chunk_done).sum())} chunks were not written")
     mark_complete(root)
     return replace(base, status="done")
-
-
-def _tiles_of(task: _Band | _Preview | _Cleanup) -> int:
-    """Tiles a task writes (progress units): a band's cells, none for side tasks."""
-    return len(task.cells) if isinstance(task, _Band) else 0
 
 
 def _job(path: Path, stores: Path, params: TileParams, force: bool, overrides: SlideOverrides | None) -> _Job:

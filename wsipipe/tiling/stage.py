@@ -3,9 +3,9 @@
 :func:`tile_slides` with its :class:`TileParams` (what decides the stores) and
 :class:`TileResult`. The work runs in two fan-outs on one scheduler (``_slide.py``): first one
 *prepare* task per slide (hash, resume check, tissue mask, grid, empty store), then one *band*
-task per chunk of ``chunk_tiles`` tiles of every slide (read the chunk's tiles as runs of
-adjacent tiles at the read level, so each slide tile is decoded once per run, then write that
-whole zarr chunk). A slide is marked ``complete`` only after all its chunks are written; a
+task per chunk of ``chunk_tiles`` tiles of every slide (``_band_tasks.py``: read the chunk's
+tiles as runs of adjacent tiles at the read level, so each slide tile is decoded once per run,
+then write that whole zarr chunk). A slide is marked ``complete`` only after all its chunks are written; a
 failure on one slide is recorded and the others finish.
 """
 

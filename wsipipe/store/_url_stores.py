@@ -1,0 +1,94 @@
+"""This process's zarr ``FsspecStore`` and asynchronous file system per store at an fsspec URL.
+
+A store at a URL is opened on one cached ``FsspecStore`` per (process, URL, mode, client
+options) instead of a new one per call; :data:`_CREATED` remembers the stores at URLs this
+process created (emptied), so the first write of each node need not list what to replace.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import threading
+from typing import Any, Literal
+
+from wsipipe.storage import as_url, client_fingerprint, configured_fs, fs_options, storage_options
+from wsipipe.types import PathLike
+
+#: This process's zarr ``FsspecStore`` per (process, store URL, mode, options), oldest first: a
+#: store at a URL is opened on it instead of on a new ``FsspecStore`` per call.
+_FSSPEC_STORES: dict[tuple[int, str, str, str], Any] = {}
+_FSSPEC_STORES_MAX = 256
+_ASYNC_FS: dict[tuple[int, str, str], Any] = {}
+#: Stores at URLs this process created (emptied), with the groups written into them since.
+_CREATED: dict[tuple[int, str], set[str]] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def _fsspec_store_path(url: str, mode: Literal["r", "r+"] = "r+") -> Any:
+    """zarr's ``StorePath`` of the store at ``url`` on this process's ``FsspecStore`` of that store and mode.
+
+    The ``FsspecStore`` is rooted at the store itself (zarr writes the metadata of a node's
+    parents up to its store's root) and reused by every later open in this process.
+    """
+    from zarr.storage import FsspecStore, StorePath
+
+    protocol = url.split("://", 1)[0]
+    options = fs_options(protocol)
+    cache_key = (os.getpid(), url.rstrip("/"), mode, client_fingerprint(protocol))
+    with _STORES_LOCK:
+        store = _FSSPEC_STORES.get(cache_key)
+    if store is None:
+        fs, key = _async_fs(url, options)
+        store = FsspecStore(fs=fs, path=key.rstrip("/"), read_only=mode == "r")
+        with _STORES_LOCK:
+            store = _FSSPEC_STORES.setdefault(cache_key, store)
+            while len(_FSSPEC_STORES) > _FSSPEC_STORES_MAX:
+                del _FSSPEC_STORES[next(iter(_FSSPEC_STORES))]
+    return StorePath(store, "")
+
+
+def _async_fs(url: str, options: dict[str, Any]) -> tuple[Any, str]:
+    """This process's one asynchronous file system for ``url``'s protocol and ``options``, and ``url``'s path.
+
+    zarr runs every request on its own event loop thread, so one instance (one connection pool,
+    one botocore client) serves all threads; fsspec would make one per thread.
+    """
+    import fsspec
+    from zarr.storage._fsspec import _make_async
+
+    protocol = url.split("://", 1)[0]
+    cache_key = (os.getpid(), protocol, client_fingerprint(protocol))
+    with _STORES_LOCK:
+        fs = _ASYNC_FS.get(cache_key)
+    if fs is None:
+        fs = fsspec.filesystem(protocol, asynchronous=True, skip_instance_cache=True, **options)
+        if not fs.async_impl:
+            fs = _make_async(fs)
+        configured_fs(fs)
+        with _STORES_LOCK:
+            if not _ASYNC_FS:
+                atexit.register(_close_async_clients)
+            fs = _ASYNC_FS.setdefault(cache_key, fs)
+    return fs, str(fs._strip_protocol(url))
+
+
+def _close_async_clients() -> None:
+    """Close the clients of :func:`_async_fs` at exit, on zarr's loop (still running: zarr's own exit hook runs later)."""
+    from zarr.core.sync import sync as zarr_sync
+
+    for fs in list(_ASYNC_FS.values()):
+        creator = getattr(fs, "_s3creator", None)
+        if creator is not None:
+            with contextlib.suppress(Exception):  # best effort at exit; a leftover session only warns
+                zarr_sync(creator.__aexit__(None, None, None))
+    _ASYNC_FS.clear()
+
+
+def _zarr_location(path: PathLike) -> tuple[str, dict[str, Any] | None]:
+    """What ``zarr.open_group`` opens for ``path`` (a local directory, or an fsspec URL) and its storage options."""
+    url = as_url(path)
+    if url is None:
+        return os.fspath(path), None
+    return url, storage_options(url.split("://", 1)[0])
