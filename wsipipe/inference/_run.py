@@ -12,9 +12,12 @@ import logging
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import zarr
 
 from wsipipe.config import config_hash
 from wsipipe.errors import CheckpointError, StoreError, WsipipeError, output_error
@@ -130,14 +133,15 @@ def _plan(
     node = f"{PREDICTIONS}/{model}"
     done = np.zeros(n_chunks, dtype=bool)
     reuse = False
-    if not force and f"{node}/{PROBS}" in root and f"{node}/{CHUNK_DONE}" in root:
-        attrs = array(root, f"{node}/{PROBS}").attrs
+    earlier = None if force else _earlier_predictions(root, node)
+    if earlier is not None:
+        attrs, flags = earlier
         reuse = attrs.get("infer_hash") == infer_hash and attrs.get("store_params_hash") == store_hash
         if reuse and attrs.get("complete") is True:
             plan.status = "skipped"
             return plan
         if reuse:
-            done = np.asarray(array(root, f"{node}/{CHUNK_DONE}")[...], dtype=bool)
+            done = np.asarray(flags[...], dtype=bool)
             logger.info("%s: resuming, %d of %d chunks already done", path.name, int(done.sum()), n_chunks)
         else:
             logger.info("%s: predictions/%s were made differently; recomputing them", path.name, model)
@@ -156,15 +160,7 @@ def _plan(
                 "dense": options.dense,
                 "amp": options.amp,
             },
-        )
-        root.create_array(
-            f"{node}/{CHUNK_DONE}",
-            shape=(n_chunks,),
-            dtype=bool,
-            chunks=(1,),
-            fill_value=False,
-            overwrite=True,
-            attributes={"meaning": f"chunk i of {node}/{PROBS} is written (resume bookkeeping)"},
+            chunk_flags=CHUNK_DONE,
         )
     if dense:
         grid = np.asarray(array(root, TILES_GRID)[...])
@@ -178,6 +174,19 @@ def _plan(
         start = int(i) * chunk
         plan.tasks.append(ChunkTask(str(path), model, int(i), start, min(start + chunk, n), tile_size, stride, options))
     return plan
+
+
+def _earlier_predictions(root: zarr.Group, node: str) -> tuple[dict[str, Any], zarr.Array] | None:
+    """The attributes of ``<node>/probs`` and the ``<node>/chunk_done`` flags an earlier run left, if both exist.
+
+    One read of each node's metadata (``in root`` would first ask whether each exists: at a URL a
+    HEAD and a LIST each).
+    """
+    try:
+        probs, flags = array(root, f"{node}/{PROBS}"), array(root, f"{node}/{CHUNK_DONE}")
+    except StoreError:
+        return None
+    return dict(probs.attrs), flags
 
 
 def _finish(plan: _Plan, model: str) -> StoreSummary:

@@ -112,7 +112,12 @@ def _json_fill(value: Any, dtype: np.dtype[Any]) -> Any:
     if dtype == np.dtype(bool):
         return bool(value)
     if dtype.kind == "f":
-        return float(value)
+        number = float(value)
+        if np.isnan(number):
+            return "NaN"  # zarr v3's JSON for the float specials
+        if np.isinf(number):
+            return "Infinity" if number > 0 else "-Infinity"
+        return number
     return int(value)
 
 

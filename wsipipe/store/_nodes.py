@@ -95,8 +95,9 @@ class _Node:
 
 
 def _write_nodes(root: zarr.Group, group: str, group_attrs: Mapping[str, Any] | None, nodes: list[_Node]) -> None:
-    """Create (or update) subgroup ``group`` of ``root`` with ``group_attrs`` merged into its attributes, and
-    create (replace) the array ``nodes`` (in order; the last is created last).
+    """Create (or update) subgroup ``group`` of ``root`` (``"tiles"``, ``"predictions/celnet"``: missing
+    ancestors are created empty) with ``group_attrs`` merged into its attributes, and create (replace)
+    the array ``nodes`` inside it (in order; the last is created last).
 
     On a local directory store or an fsspec store (:func:`node_location`) the nodes' objects are
     written directly (:mod:`wsipipe.store._direct`), the same objects zarr writes: on a local
@@ -127,37 +128,49 @@ def _write_nodes(root: zarr.Group, group: str, group_attrs: Mapping[str, Any] | 
             if node.data is not None and node.data.size:
                 arr[...] = node.data
         return
+    if any(not n.name.startswith(f"{group}/") for n in nodes):
+        raise ValueError(f"nodes {[n.name for n in nodes]} must all lie in group {group!r}")
+    # the group and its ancestors, outermost first ("predictions", "predictions/celnet")
+    parts = group.split("/")
+    levels = ["/".join(parts[: i + 1]) for i in range(len(parts))]
     url = as_url(location)
     if url is None:
-        group_dir = os.path.join(location, group)
-        if group_attrs is not None or not os.path.isfile(os.path.join(group_dir, "zarr.json")):
-            write_group(group_dir, {**group_attributes(group_dir), **dict(group_attrs or {})})
+        for level in levels:
+            level_dir = os.path.join(location, *level.split("/"))
+            if (level == group and group_attrs is not None) or not os.path.isfile(os.path.join(level_dir, "zarr.json")):
+                extra = dict(group_attrs or {}) if level == group else {}
+                write_group(level_dir, {**group_attributes(level_dir), **extra})
         for node in nodes:
             write_array(os.path.join(location, *node.name.split("/")), node.document(), node.data)
         return
-    fs, key = url_fs(f"{url}/{group}")
+    top = levels[0]
+    fs, key = url_fs(f"{url}/{top}")
     with _STORES_LOCK:
         written = _CREATED.get((os.getpid(), url))
-        fresh = written is not None and group not in written  # nothing under it: skip the listing
+        fresh = written is not None and top not in written  # nothing under it: skip the listing
         if written is not None:
-            written.add(group)
-    present = [] if fresh else list_objects(f"{url}/{group}")
-    stale = [p for p in present if any(p.startswith(f"{key}/{n.name.split('/', 1)[1]}/") for n in nodes)]
+            written.add(top)
+    present = set([] if fresh else list_objects(f"{url}/{top}"))
+    base = key[: -len(top)]  # the store's key prefix, ending in "/"
+    stale = [p for p in present if any(p.startswith(f"{base}{n.name}/") for n in nodes)]
     attributes = dict(group_attrs or {})
     try:
         if stale:
             fs.rm(stale)
-        if f"{key}/zarr.json" in present and group_attrs is not None:
-            document = json.loads(fs.cat_file(f"{key}/zarr.json"))
+        if f"{base}{group}/zarr.json" in present and group_attrs is not None:
+            document = json.loads(fs.cat_file(f"{base}{group}/zarr.json"))
             attributes = {**dict(document.get("attributes") or {}), **attributes}
     except Exception as err:
         raise storage_error(err, f"{url}/{group}") from err
-    objects = group_objects(attributes) if group_attrs is not None or f"{key}/zarr.json" not in present else {}
+    objects: dict[str, bytes] = {}
+    for level in levels:
+        if level == group and group_attrs is not None:
+            objects.update({f"{level}/{k}": v for k, v in group_objects(attributes).items()})
+        elif f"{base}{level}/zarr.json" not in present:
+            objects.update({f"{level}/{k}": v for k, v in group_objects({}).items()})
     for node in nodes[:-1]:
-        objects.update(
-            {f"{node.name.split('/', 1)[1]}/{k}": v for k, v in array_objects(node.document(), node.data).items()}
-        )
-    put_objects(f"{url}/{group}", objects)
+        objects.update({f"{node.name}/{k}": v for k, v in array_objects(node.document(), node.data).items()})
+    put_objects(url, objects)
     last = nodes[-1]  # its zarr.json last: an incomplete store is only continued once it exists
     put_objects(f"{url}/{last.name}", array_objects(last.document(), last.data))
 

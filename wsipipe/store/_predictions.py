@@ -18,6 +18,7 @@ import zarr
 
 from wsipipe.errors import IncompleteStoreError, StoreError
 from wsipipe.store._layout import HEATMAP, PREDICTIONS, PROBS, TILES_IMAGES
+from wsipipe.store._nodes import _known_array, _Node, _write_nodes
 from wsipipe.store._read import array, read_grid_shape
 from wsipipe.store._store import StoreLike, _group
 
@@ -60,6 +61,7 @@ def create_predictions(
     class_names: Sequence[str],
     checkpoint_hash: str,
     attrs: Mapping[str, Any] | None = None,
+    chunk_flags: str | None = None,
 ) -> zarr.Array:
     """Create (or replace) ``predictions/<model>/probs``: (N, C) float32 filled with NaN.
 
@@ -75,6 +77,12 @@ def create_predictions(
         Hash of the checkpoint that produced the probabilities.
     attrs : mapping, optional
         Extra JSON-compatible attributes (input MPP, tile size …).
+    chunk_flags : str, optional
+        Also create ``predictions/<model>/<chunk_flags>``: (n_chunks,) bool, False, one per
+        chunk of ``probs`` (the resume flags of the run that writes them), before ``probs``.
+
+    Both arrays are written as the tile arrays are (one batch of objects at a URL, ``probs``'s
+    ``zarr.json`` last), with their attributes, replacing any earlier ones.
 
     Returns
     -------
@@ -87,15 +95,15 @@ def create_predictions(
     if n_classes < 1:
         raise StoreError("class_names must name at least one class")
     images = array(root, TILES_IMAGES)
-    n = images.shape[0]
-    return root.create_array(
-        f"{PREDICTIONS}/{model}/{PROBS}",
+    n, chunk = int(images.shape[0]), int(images.chunks[0])
+    node = f"{PREDICTIONS}/{model}"
+    probs = _Node(
+        f"{node}/{PROBS}",
+        None,
         shape=(n, n_classes),
         dtype=np.float32,
-        chunks=(images.chunks[0], n_classes),
+        chunks=(chunk, n_classes),
         fill_value=np.nan,
-        overwrite=True,
-        # with the array, not after it: zarr writes its metadata once per attribute set (a PUT each at a URL)
         attributes={
             **dict(attrs or {}),
             "model": model,
@@ -104,6 +112,20 @@ def create_predictions(
             "complete": False,
         },
     )
+    nodes = [probs]
+    if chunk_flags is not None:
+        flags = _Node(
+            f"{node}/{chunk_flags}",
+            None,
+            shape=(-(-n // chunk),),
+            dtype=bool,
+            chunks=(1,),
+            fill_value=False,
+            attributes={"meaning": f"chunk i of {node}/{PROBS} is written (resume bookkeeping)"},
+        )
+        nodes.insert(0, flags)
+    _write_nodes(root, node, None, nodes)
+    return _known_array(probs.document(), root.store_path / probs.name)
 
 
 def _probs(store: StoreLike, model: str, mode: Literal["r", "r+"] = "r") -> zarr.Array:
