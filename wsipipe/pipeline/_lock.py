@@ -337,6 +337,8 @@ class ObjectRunLock(OutputLock):
         self.run_id = run_id
         self.lease_s = _lease_seconds(lease_s)
         self._token: str | None = None
+        self._expires = 0.0  # lease expiry (epoch seconds) in the record last written
+        self._id = uuid.uuid4().hex  # in every record this lock writes: tells its own writes from others'
         self._started = dt.datetime.now(dt.UTC)
         self._mutex = threading.Lock()
         self._stop = threading.Event()
@@ -348,7 +350,8 @@ class ObjectRunLock(OutputLock):
         """The lock object's URL as a :class:`~pathlib.Path` (like :attr:`RunLock.path`)."""
         return Path(self.url)
 
-    def _content(self) -> bytes:
+    def _record(self) -> tuple[bytes, float]:
+        """The lock record to write now, and the lease expiry it holds (epoch seconds)."""
         expires = time.time() + self.lease_s
         info = {
             "pid": os.getpid(),
@@ -356,14 +359,23 @@ class ObjectRunLock(OutputLock):
             "started": self._started.isoformat(timespec="seconds"),
             "started_epoch": self._started.timestamp(),
             "run_id": self.run_id,
+            "lock_id": self._id,
             "lease_s": self.lease_s,
             "lease_expires": dt.datetime.fromtimestamp(expires, dt.UTC).isoformat(timespec="seconds"),
             "lease_expires_epoch": expires,
         }
-        return (json.dumps(info, indent=1) + "\n").encode()
+        return (json.dumps(info, indent=1) + "\n").encode(), expires
+
+    def _ours(self, info: dict[str, Any]) -> bool:
+        """Whether ``info`` is a record this lock wrote (a write whose answer was lost, then retried)."""
+        return info.get("lock_id") == self._id
 
     def acquire(self) -> None:
         """Take the lock, taking over one whose lease expired or whose holder died on this host.
+
+        A create (or take-over) that reached the store but whose answer was lost is retried by
+        the storage layer and then answered "exists"; the record read back is then this lock's
+        own (its ``lock_id``), and the lock is taken with the version token read.
 
         Raises
         ------
@@ -374,8 +386,9 @@ class ObjectRunLock(OutputLock):
             or a protocol without conditional writes, such as ``https://``).
         """
         for _ in range(5):
+            content, expires = self._record()
             try:
-                token = create_object(self.url, self._content())
+                token = create_object(self.url, content)
                 held = None if token is not None else read_object(self.url)
             except OSError as err:
                 raise OutputError(f"cannot create the run lock: {err}") from err  # err names the URL
@@ -383,27 +396,41 @@ class ObjectRunLock(OutputLock):
                 continue  # released meanwhile
             if held is not None:
                 info = _parse(held[0].decode("utf-8", errors="replace"))
-                why = self._takeable(info)
-                if why is None:
-                    raise LockedError(self._refusal(info))
-                try:
-                    token = replace_object(self.url, self._content(), held[1])
-                except OSError as err:
-                    raise OutputError(f"cannot take over the run lock: {err}") from err
-                if token is None:
-                    continue  # another run took it over first: look at its lock
-                logger.warning(
-                    "took over the run lock %s of run %s (pid %s on %s): %s",
-                    redact_url(self.url),
-                    info.get("run_id") or "?",
-                    info.get("pid"),
-                    info.get("host"),
-                    why,
-                )
-            self._token = token
+                if self._ours(info):
+                    logger.info("run lock %s: a retried write found it written by this run", redact_url(self.url))
+                    token, expires = held[1], _epoch(info.get("lease_expires_epoch"), expires)
+                else:
+                    token, expires = self._take_over(info, held[1])
+                    if token is None:
+                        continue  # another run took it over first (or our answer was lost): look again
+            self._token, self._expires = token, expires
             self._start_renewal()
             return
         raise LockedError(f"could not take the run lock {redact_url(self.url)}: other runs keep taking it; try again")
+
+    def _take_over(self, info: dict[str, Any], token: str) -> tuple[str | None, float]:
+        """Replace the lock recorded as ``info`` (version ``token``) by ours if it may be taken over.
+
+        Returns our new version token (None if another write came first) and our lease expiry.
+        """
+        why = self._takeable(info)
+        if why is None:
+            raise LockedError(self._refusal(info))
+        content, expires = self._record()
+        try:
+            new = replace_object(self.url, content, token)
+        except OSError as err:
+            raise OutputError(f"cannot take over the run lock: {err}") from err
+        if new is not None:
+            logger.warning(
+                "took over the run lock %s of run %s (pid %s on %s): %s",
+                redact_url(self.url),
+                info.get("run_id") or "?",
+                info.get("pid"),
+                info.get("host"),
+                why,
+            )
+        return new, expires
 
     def _takeable(self, info: dict[str, Any]) -> str | None:
         """Why the lock recorded as ``info`` may be taken over, or None if its holder may be alive."""
@@ -436,30 +463,86 @@ class ObjectRunLock(OutputLock):
         self._thread.start()
 
     def _renew_loop(self) -> None:
-        while not self._stop.wait(self.lease_s / 3):
+        """Renew the lease every third of it; retry a failed renewal, sooner if the lease runs out first.
+
+        A renewal that fails (a network or store error) is logged and tried again at the next
+        tick, or when the lease expires if that comes first; if it still fails then, the lock
+        is lost (:meth:`check` raises), as when another run took it over.
+        """
+        interval = self.lease_s / 3
+        wait = interval
+        while not self._stop.wait(wait):
             with self._mutex:
-                if self._token is None:
+                if self._token is None or self._lost is not None:
                     return
                 try:
-                    token = replace_object(self.url, self._content(), self._token)
-                except OSError as err:  # a network error: the lease has two more renewals of margin
-                    logger.warning("could not renew the run lock (will retry): %s", err)
-                    continue
-                if token is None:
-                    held = read_object(self.url)
-                    info = _parse(held[0].decode("utf-8", errors="replace")) if held else {}
-                    self._lost = (
-                        f"lost the run lock {redact_url(self.url)}: its lease was not renewed in time and "
-                        f"run {info.get('run_id') or '?'} (pid {info.get('pid', '?')} on host "
-                        f"{info.get('host', '?')}) took it over; this run stopped so as not to write over it"
+                    if not self._renew():
+                        return
+                    wait = interval
+                except OSError as err:  # err names the URL
+                    left = self._expires - time.time()
+                    if left <= 0:
+                        self._lose(self._expired(f"renewing it kept failing (last: {err})"))
+                        return
+                    wait = min(interval, left)
+                    logger.warning(
+                        "could not renew the run lock %s (retrying in %.1f s; its lease expires in %.1f s): %s",
+                        redact_url(self.url),
+                        wait,
+                        left,
+                        err,
                     )
-                    logger.error("%s", self._lost)
-                    self._token = None
-                    return
-                self._token = token
+
+    def _renew(self) -> bool:
+        """Write a fresh lease conditional on our token: True if renewed, False if the lock was lost.
+
+        Raises
+        ------
+        OSError
+            (:class:`~wsipipe.errors.ObjectStorageError` ...) if a request failed: try again later.
+        """
+        assert self._token is not None
+        content, expires = self._record()
+        token = replace_object(self.url, content, self._token)
+        if token is None:
+            held = read_object(self.url)
+            info = _parse(held[0].decode("utf-8", errors="replace")) if held else {}
+            if held is None or not self._ours(info):
+                self._token = None  # no longer ours: release leaves it alone
+                taker = (
+                    "it was deleted"
+                    if held is None
+                    else f"run {info.get('run_id') or '?'} (pid {info.get('pid', '?')} on host "
+                    f"{info.get('host', '?')}) took it over"
+                )
+                self._lose(
+                    f"lost the run lock {redact_url(self.url)}: its lease was not renewed in time and {taker}; "
+                    "this run stopped so as not to write over it"
+                )
+                return False
+            token, expires = held[1], _epoch(info.get("lease_expires_epoch"), expires)  # our write, answer lost
+        self._token, self._expires = token, expires
+        return True
+
+    def _expired(self, why: str) -> str:
+        when = dt.datetime.fromtimestamp(self._expires, dt.UTC).isoformat(timespec="seconds")
+        return (
+            f"lost the run lock {redact_url(self.url)}: its lease expired at {when} and {why}; another run "
+            "may have taken it over, so this run stopped so as not to write over it"
+        )
+
+    def _lose(self, message: str) -> None:
+        self._lost = message
+        logger.error("%s", message)
 
     def check(self) -> None:
-        """Raise :class:`~wsipipe.errors.LockedError` if another run took the lock over."""
+        """Raise :class:`~wsipipe.errors.LockedError` if the lock was lost.
+
+        It is lost when another run took it over, or when its lease expired without a renewal
+        (renewals failed, or one is still waiting for an answer).
+        """
+        if self._lost is None and self._token is not None and time.time() > self._expires:
+            self._lose(self._expired("it has not been renewed since"))
         if self._lost is not None:
             raise LockedError(self._lost)
 
@@ -492,6 +575,10 @@ def _lease_seconds(lease_s: float | None) -> float:
     if not value > 0:
         raise ConfigError(f"{source}={value}: the lease of the run lock must be a positive number of seconds")
     return value
+
+
+def _epoch(value: object, default: float) -> float:
+    return float(value) if isinstance(value, float | int) else default
 
 
 def _write_synced(path: Path, content: str, flags: int) -> None:
