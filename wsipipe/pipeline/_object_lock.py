@@ -197,7 +197,7 @@ class ObjectRunLock(OutputLock):
     def _renew_loop(self) -> None:
         """Renew the lease every third of it; retry a failed renewal, sooner if the lease runs out first.
 
-        A renewal that fails (a network or store error) is logged and tried again at the next
+        A renewal that fails (any error: network, store) is logged and tried again at the next
         tick, or when the lease expires if that comes first; if it still fails then, the lock
         is lost (:meth:`check` raises), as when another run took it over.
         """
@@ -211,7 +211,7 @@ class ObjectRunLock(OutputLock):
                     if not self._renew():
                         return
                     wait = interval
-                except OSError as err:  # err names the URL
+                except Exception as err:  # never end the thread: OSError (network, store), or a body cut off mid-read
                     left = self._expires - time.time()
                     if left <= 0:
                         self._lose(self._expired(f"renewing it kept failing (last: {err})"))
