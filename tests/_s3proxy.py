@@ -2,8 +2,10 @@
 
 Point ``AWS_ENDPOINT_URL`` at :attr:`FaultProxy.endpoint`: every request is forwarded to the
 upstream server unless a :class:`Fault` matches its path, in which case the proxy answers
-``503 Slow Down``-style errors or closes the connection without an answer, for the first
-``times`` matching requests (or always). It counts requests by method and path, so tests can
+``503 Slow Down``-style errors or closes the connection without an answer (``"drop"``: the
+request never reaches the server; ``"drop-answer"``: the server handles it, and its answer is
+lost, as when a connection breaks after a write), for the first ``times`` matching requests
+(or always). It counts requests by method and path, so tests can
 check how many requests an operation made and how often a request was tried.
 """
 
@@ -26,7 +28,7 @@ class Fault:
     """Answer requests whose path contains ``path`` with ``kind`` for the first ``times`` of them (None: always)."""
 
     path: str
-    kind: Literal["503", "drop"]
+    kind: Literal["503", "drop", "drop-answer"]
     times: int | None = None
     method: str | None = None
     hits: int = 0
@@ -94,6 +96,11 @@ class FaultProxy:
                 conn.request(self.command, self.path, body=body, headers=headers)
                 answer = conn.getresponse()
                 data = answer.read()
+                conn.close()
+                if fault == "drop-answer":  # the server did it; the client never hears so
+                    self.close_connection = True
+                    self.connection.close()
+                    return
                 self.send_response(answer.status, answer.reason)
                 for key, value in answer.getheaders():  # a HEAD answer keeps the object's Content-Length
                     if key.lower() not in _HOP and (key.lower() != "content-length" or self.command == "HEAD"):
@@ -103,7 +110,6 @@ class FaultProxy:
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
-                conn.close()
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 

@@ -14,16 +14,26 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests._s3proxy import Fault, FaultProxy
 from wsipipe.cli import main
 from wsipipe.errors import ConfigError, LockedError, OutputError
 from wsipipe.pipeline import LEASE_ENV, LOCK_NAME, MANIFEST_NAME, ObjectRunLock, RunLock, run_lock, run_pipeline
-from wsipipe.storage import ConditionalWriteError, create_object, delete_object, read_object, replace_object, url_fs
+from wsipipe.storage import (
+    ConditionalWriteError,
+    RetryPolicy,
+    create_object,
+    delete_object,
+    read_object,
+    replace_object,
+    set_retry_policy,
+    url_fs,
+)
 
 Writer = Callable[[str, str], Path]
 
@@ -246,3 +256,130 @@ def test_wsipipe_run_into_gs_holds_and_releases_the_lock_object(
     assert manifest["run"]["status"] == "done"
     assert manifest["stages"]["t_echo"]["status"] == "done"
     assert read_object(f"{out}/{LOCK_NAME}") is None
+
+
+# --- network faults between the lock and the store (a fault proxy in front of the real server) ---
+
+
+@pytest.fixture
+def proxy(s3_bucket: str, s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
+    """The fault proxy in front of the moto server, as the endpoint; two tries per request (fast)."""
+    proxy = FaultProxy(s3_server)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)  # a new endpoint: wsipipe opens new clients
+    set_retry_policy(RetryPolicy(attempts=2, backoff=0.01, max_backoff=0.05))
+    try:
+        yield proxy
+    finally:
+        set_retry_policy(None)
+        proxy.close()
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_renewals_that_fail_for_a_while_are_retried_and_the_lock_stays_held(
+    proxy: FaultProxy, s3_bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = f"{s3_bucket}/run"
+    fault = Fault(LOCK_NAME, "drop", method="PUT")  # renewals never reach the server; reads do
+    with caplog.at_level(logging.WARNING, logger="wsipipe"), ObjectRunLock(out, "mine", lease_s=2.0) as lock:
+        proxy.faults = [fault]
+        _wait_for(lambda: "could not renew the run lock" in caplog.text, "a failed renewal")
+        stuck = _record(out)["lease_expires_epoch"]
+        proxy.faults = []
+        assert fault.hits >= 2  # one renewal, tried twice
+        assert f"could not renew the run lock {out}/{LOCK_NAME} (retrying in " in caplog.text
+        lock.check()  # not lost: the lease had time left
+        _wait_for(lambda: _record(out)["lease_expires_epoch"] > stuck, "a renewal after the faults")
+        lock.check()
+        assert _record(out)["run_id"] == "mine"
+        with pytest.raises(LockedError, match="run mine"):
+            ObjectRunLock(out, "other", lease_s=2.0).acquire()
+    assert "lost the run lock" not in caplog.text
+    assert read_object(f"{out}/{LOCK_NAME}") is None  # released with the version token of the last renewal
+
+
+def test_a_lease_that_expires_while_renewals_fail_is_reported_lost(
+    proxy: FaultProxy, s3_bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = f"{s3_bucket}/run"
+    lock = ObjectRunLock(out, "mine", lease_s=0.9)
+    with caplog.at_level(logging.WARNING, logger="wsipipe"), lock:
+        proxy.faults = [Fault(LOCK_NAME, "drop", method="PUT")]
+        _wait_for(lambda: "lost the run lock" in caplog.text, "the renewal thread to give the lock up")
+        expired = _record(out)["lease_expires_epoch"]
+        assert time.time() > expired  # noticed once the lease had run out, not before
+        assert caplog.text.count("could not renew the run lock") >= 1
+        with pytest.raises(LockedError) as info:
+            lock.check()
+        message = str(info.value)
+        assert message.startswith(f"lost the run lock {out}/{LOCK_NAME}: its lease expired at ")
+        assert "renewing it kept failing (last: " in message
+        assert "stopped so as not to write over it" in message
+        with pytest.raises(LockedError):
+            lock.check()  # stays lost
+        proxy.faults = []
+    assert read_object(f"{out}/{LOCK_NAME}") is None  # still ours (nobody took it): release deleted it
+
+
+def test_a_create_whose_answer_was_lost_is_recognised_as_this_runs_lock(
+    proxy: FaultProxy, s3_bucket: str, write_yaml: Writer, test_stages: None
+) -> None:
+    out = f"{s3_bucket}/run"
+    fault = Fault(LOCK_NAME, "drop-answer", times=1, method="PUT")  # the server creates it; the answer is lost
+    proxy.faults = [fault]
+    with ObjectRunLock(out, "mine", lease_s=30) as lock:
+        assert fault.hits == 1
+        assert proxy.count("PUT", LOCK_NAME) == 2  # the create, and its retry answered "exists"
+        assert _record(out)["run_id"] == "mine"
+        lock.check()
+    assert read_object(f"{out}/{LOCK_NAME}") is None  # released: the ETag read back is the object's
+    fault.hits = 0
+    path = write_yaml("p.yaml", f"out: {out}\nstages:\n  t_echo: {{items: [a]}}\n")
+    assert run_pipeline(path).status == "done"  # a whole run, its lock's create answer lost
+    assert fault.hits == 1
+    assert read_object(f"{out}/{LOCK_NAME}") is None
+
+
+def test_a_create_whose_answer_was_lost_on_gcs_is_recognised_as_this_runs_lock(
+    gs_bucket: str, gcs_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy = FaultProxy(gcs_server)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.endpoint)  # a new endpoint: wsipipe opens new clients
+    out = f"{gs_bucket}/run"
+    bucket = gs_bucket.removeprefix("gs://")
+    fault = Fault(f"/upload/storage/v1/b/{bucket}/o", "drop-answer", times=1, method="POST")  # gcsfs retries it
+    proxy.faults = [fault]
+    try:
+        with ObjectRunLock(out, "mine", lease_s=30) as lock:
+            assert fault.hits == 1
+            assert proxy.count("POST", "/upload/") == 2  # the create, and its retry answered 412
+            assert _record(out)["run_id"] == "mine"
+            lock.check()
+        assert read_object(f"{out}/{LOCK_NAME}") is None  # released with the generation read back
+    finally:
+        proxy.close()
+
+
+def test_a_renewal_whose_answer_was_lost_keeps_the_lock(
+    proxy: FaultProxy, s3_bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = f"{s3_bucket}/run"
+    with caplog.at_level(logging.WARNING, logger="wsipipe"), ObjectRunLock(out, "mine", lease_s=1.5) as lock:
+        written = Fault(LOCK_NAME, "drop-answer", times=1, method="PUT")  # a renewal written, its answer lost
+        unread = Fault(LOCK_NAME, "drop", method="GET")  # and reading the lock back after its 412 fails
+        proxy.faults = [written, unread]
+        _wait_for(lambda: "could not renew the run lock" in caplog.text, "a renewal and the failed read after it")
+        proxy.faults = []
+        renewed = _record(out)["lease_expires_epoch"]
+        _wait_for(lambda: _record(out)["lease_expires_epoch"] > renewed, "the next renewal")
+        lock.check()
+    assert written.hits == 1
+    assert unread.hits >= 2
+    assert f"could not renew the run lock {out}/{LOCK_NAME}" in caplog.text  # the failed read, tried again
+    assert "lost the run lock" not in caplog.text
+    assert read_object(f"{out}/{LOCK_NAME}") is None  # released with the version token read back

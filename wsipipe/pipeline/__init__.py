@@ -11,8 +11,9 @@ A stage is a module in :mod:`wsipipe.pipeline.stages` with a ``Params`` dataclas
 from __future__ import annotations
 
 from wsipipe.pipeline._context import ITEM_STATUSES, ItemStatus, StageContext, StageResult
-from wsipipe.pipeline._lock import LEASE_ENV, LOCK_NAME, ObjectRunLock, OutputLock, RunLock, run_lock
+from wsipipe.pipeline._lock import LOCK_NAME, OutputLock, RunLock, run_lock
 from wsipipe.pipeline._manifest import MANIFEST_NAME, package_versions
+from wsipipe.pipeline._object_lock import LEASE_ENV, ObjectRunLock
 from wsipipe.pipeline.registry import (
     BUILTIN_STAGES,
     STAGE_ORDER,

@@ -9,17 +9,8 @@ now belongs to a process started after the lock) is taken over with a warning, a
 empty or unreadable lock file (from an older wsipipe that wrote the lock in place) once it
 stays so for a second; any other lock refuses the run with :class:`~wsipipe.errors.LockedError`.
 
-An output directory at an ``s3://`` or ``gs://`` URL has no files, links or pids to go by: its
-lock is the object ``<out>/.wsipipe.lock`` (:class:`ObjectRunLock`), holding the same record
-plus a lease expiry. It is created with a conditional write (:func:`~wsipipe.storage.create_object`:
-``If-None-Match: *`` on S3, ``ifGenerationMatch=0`` on GCS), so of two runs only one creates
-it; the holder renews the lease from a background thread every third of the lease (a write
-conditional on the version token it wrote: the ETag on S3, the generation on GCS, so a renewal
-never overwrites a lock another run took over). A run may take over a lock whose lease has
-expired, or one held by a dead process on its own host, by a write conditional on the token it
-read, so two takers cannot both win; release deletes the object only if its token is still
-ours. Lease expiry compares the holder's clock with the taker's: hosts sharing an output URL
-need clocks in step (NTP) to well within the lease. :func:`run_lock` picks the lock for an
+An output directory at an ``s3://`` or ``gs://`` URL has a lock object with a lease instead
+(:class:`~wsipipe.pipeline.ObjectRunLock`). :func:`run_lock` picks the lock for an
 output directory; both implement :class:`OutputLock`.
 """
 
@@ -33,26 +24,19 @@ import json
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
-from wsipipe.errors import ConfigError, LockedError, OutputError
-from wsipipe.storage import as_url, create_object, delete_object, read_object, redact_url, replace_object
+from wsipipe.errors import LockedError, OutputError
+from wsipipe.storage import as_url
 
-__all__ = [
-    "DEFAULT_LEASE_S",
-    "LEASE_ENV",
-    "LOCK_NAME",
-    "ObjectRunLock",
-    "OutputLock",
-    "RunLock",
-    "pid_alive",
-    "run_lock",
-]
+if TYPE_CHECKING:
+    from wsipipe.pipeline._object_lock import ObjectRunLock
+
+__all__ = ["LOCK_NAME", "OutputLock", "RunLock", "parse_record", "pid_alive", "run_lock"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,13 +52,6 @@ _LEFTOVER_AGE_S = 60.0
 
 #: ``link`` errors that mean the file system has no hard links (then ``O_EXCL`` and write in place).
 _NO_LINK_ERRNOS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
-
-
-#: Lease of a lock object, in seconds, unless :data:`LEASE_ENV` or ``lease_s`` says otherwise.
-DEFAULT_LEASE_S = 120.0
-
-#: Environment variable setting the lease of lock objects, in seconds.
-LEASE_ENV = "WSIPIPE_LOCK_LEASE_S"
 
 
 class OutputLock(abc.ABC):
@@ -105,9 +82,10 @@ class OutputLock(abc.ABC):
 def run_lock(out_dir: Path | str, run_id: str = "", *, lease_s: float | None = None) -> RunLock | ObjectRunLock:
     """The run lock of ``out_dir``: a lock object with a lease for an fsspec URL, else a lock file.
 
-    ``lease_s`` applies to a lock object only (default: :data:`LEASE_ENV`, else
-    :data:`DEFAULT_LEASE_S`).
+    ``lease_s`` applies to a lock object only (default: ``WSIPIPE_LOCK_LEASE_S``, else 120 s).
     """
+    from wsipipe.pipeline._object_lock import ObjectRunLock  # it builds on this module
+
     url = as_url(out_dir)
     if url is None:
         return RunLock(Path(out_dir), run_id)
@@ -233,7 +211,7 @@ class RunLock(OutputLock):
                 held = self.path.read_text(encoding="utf-8")
             except FileNotFoundError:
                 continue  # released meanwhile
-            info = _parse(held)
+            info = parse_record(held)
             if not info and not waited:  # an older wsipipe may be writing it: look again after the grace
                 time.sleep(_GARBLED_GRACE_S)
                 waited = True
@@ -268,7 +246,7 @@ class RunLock(OutputLock):
             if moved != held:  # another run took it over meanwhile: put its lock back
                 with contextlib.suppress(FileExistsError):
                     os.link(aside, self.path)
-                raise LockedError(self._refusal(_parse(moved)))
+                raise LockedError(self._refusal(parse_record(moved)))
         finally:
             aside.unlink(missing_ok=True)
         if info:
@@ -318,182 +296,6 @@ class RunLock(OutputLock):
         """A lock file cannot be lost while its holder runs: nothing to check."""
 
 
-class ObjectRunLock(OutputLock):
-    """Exclusive lock on an output directory at an ``s3://`` or ``gs://`` URL: a lock object with a lease.
-
-    Parameters
-    ----------
-    out_url : str
-        The output directory's URL (``s3://bucket/run``, ``gs://bucket/run``).
-    run_id : str
-        Written into the lock so that a refused run can name the holder.
-    lease_s : float, optional
-        Seconds the lock stays valid without renewal (default: :data:`LEASE_ENV`, else
-        :data:`DEFAULT_LEASE_S`); renewed every ``lease_s / 3`` seconds while held.
-    """
-
-    def __init__(self, out_url: str, run_id: str = "", *, lease_s: float | None = None) -> None:
-        self.url = out_url.rstrip("/") + "/" + LOCK_NAME
-        self.run_id = run_id
-        self.lease_s = _lease_seconds(lease_s)
-        self._token: str | None = None
-        self._started = dt.datetime.now(dt.UTC)
-        self._mutex = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lost: str | None = None
-
-    @property
-    def path(self) -> Path:
-        """The lock object's URL as a :class:`~pathlib.Path` (like :attr:`RunLock.path`)."""
-        return Path(self.url)
-
-    def _content(self) -> bytes:
-        expires = time.time() + self.lease_s
-        info = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "started": self._started.isoformat(timespec="seconds"),
-            "started_epoch": self._started.timestamp(),
-            "run_id": self.run_id,
-            "lease_s": self.lease_s,
-            "lease_expires": dt.datetime.fromtimestamp(expires, dt.UTC).isoformat(timespec="seconds"),
-            "lease_expires_epoch": expires,
-        }
-        return (json.dumps(info, indent=1) + "\n").encode()
-
-    def acquire(self) -> None:
-        """Take the lock, taking over one whose lease expired or whose holder died on this host.
-
-        Raises
-        ------
-        LockedError
-            If another run holds a live lease.
-        OutputError
-            If the lock object cannot be written (missing bucket, no permission, unreachable store,
-            or a protocol without conditional writes, such as ``https://``).
-        """
-        for _ in range(5):
-            try:
-                token = create_object(self.url, self._content())
-                held = None if token is not None else read_object(self.url)
-            except OSError as err:
-                raise OutputError(f"cannot create the run lock: {err}") from err  # err names the URL
-            if token is None and held is None:
-                continue  # released meanwhile
-            if held is not None:
-                info = _parse(held[0].decode("utf-8", errors="replace"))
-                why = self._takeable(info)
-                if why is None:
-                    raise LockedError(self._refusal(info))
-                try:
-                    token = replace_object(self.url, self._content(), held[1])
-                except OSError as err:
-                    raise OutputError(f"cannot take over the run lock: {err}") from err
-                if token is None:
-                    continue  # another run took it over first: look at its lock
-                logger.warning(
-                    "took over the run lock %s of run %s (pid %s on %s): %s",
-                    redact_url(self.url),
-                    info.get("run_id") or "?",
-                    info.get("pid"),
-                    info.get("host"),
-                    why,
-                )
-            self._token = token
-            self._start_renewal()
-            return
-        raise LockedError(f"could not take the run lock {redact_url(self.url)}: other runs keep taking it; try again")
-
-    def _takeable(self, info: dict[str, Any]) -> str | None:
-        """Why the lock recorded as ``info`` may be taken over, or None if its holder may be alive."""
-        expires = info.get("lease_expires_epoch")
-        if isinstance(expires, float | int) and time.time() > expires:
-            return f"its lease expired at {info.get('lease_expires')}"
-        pid, since = info.get("pid"), info.get("started_epoch")
-        started = since if isinstance(since, float | int) else None
-        if info.get("host") == socket.gethostname() and isinstance(pid, int) and not pid_alive(pid, started):
-            return "its process is no longer running"
-        return None
-
-    def _refusal(self, info: dict[str, Any]) -> str:
-        if not info:
-            return (
-                f"output directory {redact_url(self.url.rsplit('/', 1)[0])} has a run lock {redact_url(self.url)} "
-                "that is not a wsipipe lock record; delete it if no run uses this output"
-            )
-        return (
-            f"output directory {redact_url(self.url.rsplit('/', 1)[0])} is in use by another wsipipe run "
-            f"(pid {info.get('pid', '?')} on host {info.get('host', '?')}, started {info.get('started', '?')}, "
-            f"run {info.get('run_id') or '?'}, lease until {info.get('lease_expires', '?')}); wait for it to "
-            f"finish, or for its lease to expire (at most {info.get('lease_s', '?')} s after that run stopped), "
-            f"or, if that run is certainly gone, delete the lock object {redact_url(self.url)}"
-        )
-
-    def _start_renewal(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._renew_loop, name="wsipipe-lock-lease", daemon=True)
-        self._thread.start()
-
-    def _renew_loop(self) -> None:
-        while not self._stop.wait(self.lease_s / 3):
-            with self._mutex:
-                if self._token is None:
-                    return
-                try:
-                    token = replace_object(self.url, self._content(), self._token)
-                except OSError as err:  # a network error: the lease has two more renewals of margin
-                    logger.warning("could not renew the run lock (will retry): %s", err)
-                    continue
-                if token is None:
-                    held = read_object(self.url)
-                    info = _parse(held[0].decode("utf-8", errors="replace")) if held else {}
-                    self._lost = (
-                        f"lost the run lock {redact_url(self.url)}: its lease was not renewed in time and "
-                        f"run {info.get('run_id') or '?'} (pid {info.get('pid', '?')} on host "
-                        f"{info.get('host', '?')}) took it over; this run stopped so as not to write over it"
-                    )
-                    logger.error("%s", self._lost)
-                    self._token = None
-                    return
-                self._token = token
-
-    def check(self) -> None:
-        """Raise :class:`~wsipipe.errors.LockedError` if another run took the lock over."""
-        if self._lost is not None:
-            raise LockedError(self._lost)
-
-    def release(self) -> None:
-        """Stop renewing, and delete the lock object if it is still ours (its version token is the one we wrote)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        with self._mutex:
-            token, self._token = self._token, None
-        if token is None:
-            return
-        try:
-            if not delete_object(self.url, token):
-                logger.warning("run lock %s is no longer ours; left it in place", redact_url(self.url))
-        except OSError as err:
-            logger.warning("could not delete the run lock (%s); it expires after %s s", err, self.lease_s)
-
-
-def _lease_seconds(lease_s: float | None) -> float:
-    if lease_s is not None:
-        value, source = float(lease_s), "lease_s"
-    else:
-        text = os.environ.get(LEASE_ENV, "")
-        try:
-            value, source = (float(text) if text.strip() else DEFAULT_LEASE_S), LEASE_ENV
-        except ValueError:
-            raise ConfigError(f"{LEASE_ENV}={text!r}: expected a number of seconds, e.g. 120") from None
-    if not value > 0:
-        raise ConfigError(f"{source}={value}: the lease of the run lock must be a positive number of seconds")
-    return value
-
-
 def _write_synced(path: Path, content: str, flags: int) -> None:
     """Open ``path`` with ``flags``, write ``content`` and fsync it (the file is closed on error)."""
     fd = os.open(path, flags, 0o644)
@@ -503,7 +305,8 @@ def _write_synced(path: Path, content: str, flags: int) -> None:
         os.fsync(fh.fileno())
 
 
-def _parse(text: str) -> dict[str, Any]:
+def parse_record(text: str) -> dict[str, Any]:
+    """The JSON object of a lock record, or ``{}`` if ``text`` is not one."""
     try:
         data = json.loads(text)
     except ValueError:
