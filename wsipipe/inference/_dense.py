@@ -43,9 +43,8 @@ from wsipipe.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
     import torch
-    import zarr
 
-    from wsipipe.inference._runtime import ChunkTask, LoadedModel
+    from wsipipe.inference._runtime import ChunkTask, LoadedModel, StoreNodes
     from wsipipe.models import CheckpointMeta
 
 __all__ = [
@@ -447,9 +446,9 @@ def predict_regions(lm: LoadedModel, regions: DenseRegions, *, batch_size: int) 
 
 
 def run_dense_task(
-    lm: LoadedModel, task: ChunkTask, root: zarr.Group
+    lm: LoadedModel, task: ChunkTask, nodes: StoreNodes
 ) -> tuple[npt.NDArray[np.float32], float, float, float]:
-    """Read a dense task's chunks (from ``root``, its store opened) into its regions and compute their probabilities.
+    """Read a dense task's chunks (from ``nodes``, its store's arrays) into its regions and compute their probabilities.
 
     Returns
     -------
@@ -459,12 +458,11 @@ def run_dense_task(
         Reading and pasting; waiting for the shared model; in the model.
     """
     from wsipipe.inference._memory import release_free_memory
-    from wsipipe.store import TILES_GRID, TILES_IMAGES, array
 
     t0 = time.perf_counter()
-    images = array(root, TILES_IMAGES)
+    images = nodes.images
     chunk_tiles = int(images.chunks[0])
-    cells = np.asarray(array(root, TILES_GRID)[task.start : task.stop], dtype=np.int64)
+    cells = np.asarray(nodes.grid[task.start : task.stop], dtype=np.int64)
     side = block_side(task.options.dense_block, task.tile_size, task.stride)
 
     def pieces() -> Iterable[tuple[int, npt.NDArray[np.uint8]]]:

@@ -162,17 +162,22 @@ def _plan(
             },
             chunk_flags=CHUNK_DONE,
         )
+    run = uuid.uuid4().hex  # the workers open this store's arrays once for the run's tasks
     if dense:
         grid = np.asarray(array(root, TILES_GRID)[...])
         for band in plan_dense_tasks(grid, chunk, side, tile_size):
             if not done[band.start : band.stop].all():
                 start, stop = band.start * chunk, min(band.stop * chunk, n)
-                task = ChunkTask(str(path), model, band.start, start, stop, tile_size, stride, options, len(band))
+                task = ChunkTask(
+                    str(path), model, band.start, start, stop, tile_size, stride, options, len(band), run=run
+                )
                 plan.tasks.append(task)
         return plan
     for i in np.flatnonzero(~done):
         start = int(i) * chunk
-        plan.tasks.append(ChunkTask(str(path), model, int(i), start, min(start + chunk, n), tile_size, stride, options))
+        plan.tasks.append(
+            ChunkTask(str(path), model, int(i), start, min(start + chunk, n), tile_size, stride, options, run=run)
+        )
     return plan
 
 

@@ -30,17 +30,21 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from wsipipe.errors import ConfigError
-from wsipipe.store import PREDICTIONS, TILES_IMAGES, array, open_store, write_probs
+from wsipipe.store import PREDICTIONS, PROBS, TILES_GRID, TILES_IMAGES, array, open_store, write_probs
+
+if TYPE_CHECKING:
+    import zarr
 
 __all__ = [
     "CHUNK_DONE",
@@ -49,6 +53,7 @@ __all__ = [
     "DevicePlan",
     "LoadedModel",
     "RuntimeOptions",
+    "StoreNodes",
     "auto_batch_size",
     "cpu_bf16_supported",
     "device_plan",
@@ -59,6 +64,7 @@ __all__ = [
     "resolve_device",
     "run_chunk",
     "set_cpu_threads",
+    "store_nodes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -226,6 +232,9 @@ class ChunkTask:
     n_chunks: int = 1
     """Store chunks ``chunk .. chunk + n_chunks - 1`` (tiles ``start:stop``): a dense task covers a band
     of the grid (:func:`wsipipe.inference._dense.plan_dense_tasks`)."""
+    run: str = ""
+    """Token of the run that planned the task: a worker opens the store's arrays once per run
+    (:func:`store_nodes`); empty: open them for this task alone."""
 
 
 @dataclass(frozen=True)
@@ -582,6 +591,52 @@ def _worker_name() -> str:
         return f"pid{os.getpid()}"
 
 
+@dataclass(frozen=True)
+class StoreNodes:
+    """The arrays a chunk task reads and writes, opened (their metadata read) once."""
+
+    images: zarr.Array
+    grid: zarr.Array
+    flags: zarr.Array
+    probs: zarr.Array
+
+
+#: (store, model, run) -> its opened arrays, for the tasks of one run in this process.
+_NODES: OrderedDict[tuple[str, str, str], StoreNodes] = OrderedDict()
+_NODES_LOCK = threading.Lock()
+_NODES_MAX = 16
+
+
+def store_nodes(task: ChunkTask) -> StoreNodes:
+    """The task's store's arrays, shared by this process's tasks of the same run.
+
+    At a URL opening a node reads its ``zarr.json`` (a GET after one of the root): four reads a
+    task otherwise. The arrays' metadata does not change during a run (the planner created the
+    predictions before any task), and a new run plans with a new token, so a cached entry never
+    outlives the arrays it describes.
+    """
+    key = (task.store, task.model, task.run)
+    if task.run:
+        with _NODES_LOCK:
+            hit = _NODES.get(key)
+        if hit is not None:
+            return hit
+    root = open_store(task.store, "r+")
+    node = f"{PREDICTIONS}/{task.model}"
+    nodes = StoreNodes(
+        images=array(root, TILES_IMAGES),
+        grid=array(root, TILES_GRID),
+        flags=array(root, f"{node}/{CHUNK_DONE}"),
+        probs=array(root, f"{node}/{PROBS}"),
+    )
+    if task.run:
+        with _NODES_LOCK:
+            _NODES[key] = nodes
+            while len(_NODES) > _NODES_MAX:
+                _NODES.popitem(last=False)
+    return nodes
+
+
 def run_chunk(task: ChunkTask) -> ChunkDone:
     """Compute and write the probabilities of a task's chunks, then set their ``chunk_done`` flags.
 
@@ -590,12 +645,12 @@ def run_chunk(task: ChunkTask) -> ChunkDone:
     """
     opts = task.options
     lm = loaded_model(opts)
-    root = open_store(task.store, "r+")  # once: at a URL each opening of a node reads its metadata
-    images = array(root, TILES_IMAGES)
+    nodes = store_nodes(task)
+    images = nodes.images
     if opts.dense:
         from wsipipe.inference._dense import run_dense_task
 
-        probs, read_s, wait_s, compute_s = run_dense_task(lm, task, root)
+        probs, read_s, wait_s, compute_s = run_dense_task(lm, task, nodes)
         t2 = time.perf_counter()
     else:
         t0 = time.perf_counter()
@@ -606,7 +661,7 @@ def run_chunk(task: ChunkTask) -> ChunkDone:
             probs = predict_tiles(lm, tiles, batch_size=opts.batch_size or lm.batch_size)
             t2 = time.perf_counter()
         read_s, wait_s, compute_s = t1 - t0, t_held - t1, t2 - t_held
-    flags = array(root, f"{PREDICTIONS}/{task.model}/{CHUNK_DONE}")
+    flags = nodes.flags
     pending = [task.chunk]
     if task.n_chunks > 1:
         done = np.asarray(flags[task.chunk : task.chunk + task.n_chunks], dtype=bool)
@@ -614,7 +669,7 @@ def run_chunk(task: ChunkTask) -> ChunkDone:
     per = int(images.chunks[0])
     for c in pending:
         lo = (c - task.chunk) * per
-        write_probs(root, task.model, task.start + lo, probs[lo : lo + per])
+        write_probs(nodes.probs, task.model, task.start + lo, probs[lo : lo + per])
     for c in pending:
         flags[c] = True
     t3 = time.perf_counter()

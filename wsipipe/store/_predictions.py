@@ -128,12 +128,17 @@ def create_predictions(
     return _known_array(probs.document(), root.store_path / probs.name)
 
 
-def _probs(store: StoreLike, model: str, mode: Literal["r", "r+"] = "r") -> zarr.Array:
+def _probs(store: StoreLike | zarr.Array, model: str, mode: Literal["r", "r+"] = "r") -> zarr.Array:
+    if isinstance(store, zarr.Array):
+        return store
     return array(store, f"{PREDICTIONS}/{_check_model(model)}/{PROBS}", mode)
 
 
-def write_probs(store: StoreLike, model: str, start: int, probs: npt.ArrayLike) -> None:
+def write_probs(store: StoreLike | zarr.Array, model: str, start: int, probs: npt.ArrayLike) -> None:
     """Write rows ``start:start + len(probs)``, which must be whole chunks (the last may be short).
+
+    ``store`` is the store, or its ``predictions/<model>/probs`` array already opened (at a URL,
+    opening it reads its metadata).
 
     Raises
     ------
