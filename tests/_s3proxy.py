@@ -4,7 +4,8 @@ Point ``AWS_ENDPOINT_URL`` at :attr:`FaultProxy.endpoint`: every request is forw
 upstream server unless a :class:`Fault` matches its path, in which case the proxy answers
 ``503 Slow Down``-style errors or closes the connection without an answer (``"drop"``: the
 request never reaches the server; ``"drop-answer"``: the server handles it, and its answer is
-lost, as when a connection breaks after a write), for the first ``times`` matching requests
+lost, as when a connection breaks after a write; ``"truncate"``: the answer's headers and half
+its body arrive, then the connection closes), for the first ``times`` matching requests
 (or always). It counts requests by method and path, so tests can
 check how many requests an operation made and how often a request was tried.
 """
@@ -28,7 +29,7 @@ class Fault:
     """Answer requests whose path contains ``path`` with ``kind`` for the first ``times`` of them (None: always)."""
 
     path: str
-    kind: Literal["503", "drop", "drop-answer"]
+    kind: Literal["503", "drop", "drop-answer", "truncate"]
     times: int | None = None
     method: str | None = None
     hits: int = 0
@@ -109,6 +110,12 @@ class FaultProxy:
                     self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":
+                    if fault == "truncate":  # the promised length, half the bytes, then the end
+                        self.wfile.write(data[: len(data) // 2])
+                        self.wfile.flush()
+                        self.close_connection = True
+                        self.connection.close()
+                        return
                     self.wfile.write(data)
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle

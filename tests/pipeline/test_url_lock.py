@@ -383,3 +383,18 @@ def test_a_renewal_whose_answer_was_lost_keeps_the_lock(
     assert f"could not renew the run lock {out}/{LOCK_NAME}" in caplog.text  # the failed read, tried again
     assert "lost the run lock" not in caplog.text
     assert read_object(f"{out}/{LOCK_NAME}") is None  # released with the version token read back
+
+
+def test_a_lock_object_whose_answer_is_cut_off_is_an_error_naming_it(proxy: FaultProxy, s3_bucket: str) -> None:
+    from wsipipe.errors import ObjectStorageError
+
+    url = f"{s3_bucket}/run/{LOCK_NAME}"
+    assert create_object(url, b'{"pid": 1, "padding": "' + b"x" * 4000 + b'"}') is not None
+    proxy.faults = [Fault(f"/run/{LOCK_NAME}", "truncate", method="GET")]
+    with pytest.raises(ObjectStorageError, match=f"^{url}: ") as caught:
+        read_object(url)
+    assert "\n" not in str(caught.value)
+    proxy.faults = []
+    held = read_object(url)  # the object itself is intact
+    assert held is not None
+    assert held[0].endswith(b'"}')

@@ -247,6 +247,8 @@ def read_object(url: str) -> tuple[bytes, str] | None:
     body = response["Body"]
     try:
         data = _read_body(body)
+    except Exception as err:  # a body cut off mid-read: aiohttp's errors are no OSError
+        raise _failure(err, url) from err
     finally:
         body.close()
     return data, str(response["ETag"])
