@@ -160,5 +160,6 @@ def test_inference_on_an_s3_store_reads_each_chunks_metadata_once_and_creates_it
     assert proxy.count("GET", node + "celnet/probs/zarr.json") <= 4
     # the arrays are written as one batch after one listing, not through zarr's existence checks
     lists = proxy.count("GET", f"/{s3_bucket[5:]}") - proxy.count("GET", f"/{s3_bucket[5:]}/")
-    assert lists <= 3, lists  # finding the stores, the predictions group, the flags at the finish
+    assert lists <= 4, lists  # finding the stores, the predictions group, the flags (one listing) at the finish
+    assert proxy.count("GET", node + "celnet/chunk_done/c/") == 0  # not one GET per flag
     assert proxy.count("HEAD", node) == 0

@@ -38,6 +38,7 @@ from wsipipe.store import (
     create_predictions,
     mark_predictions_complete,
     open_store,
+    read_flags,
     read_tiling,
 )
 
@@ -141,7 +142,7 @@ def _plan(
             plan.status = "skipped"
             return plan
         if reuse:
-            done = np.asarray(flags[...], dtype=bool)
+            done = read_flags(flags)
             logger.info("%s: resuming, %d of %d chunks already done", path.name, int(done.sum()), n_chunks)
         else:
             logger.info("%s: predictions/%s were made differently; recomputing them", path.name, model)
@@ -207,7 +208,7 @@ def _finish(plan: _Plan, model: str) -> StoreSummary:
         return summary("failed", plan.error)
     try:
         root = open_store(plan.store, "r+")
-        flags = np.asarray(array(root, f"{PREDICTIONS}/{model}/{CHUNK_DONE}")[...], dtype=bool)
+        flags = read_flags(array(root, f"{PREDICTIONS}/{model}/{CHUNK_DONE}"))  # one LIST at a URL
         if not flags.all():
             missing = np.flatnonzero(~flags)[:10].tolist()
             raise StoreError(f"{plan.store}: chunks {missing} of predictions/{model} were not written")

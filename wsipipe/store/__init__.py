@@ -88,6 +88,7 @@ from wsipipe.store._writer import (
     TileChunkWriter,
     mark_chunk_done,
     read_chunk_done,
+    read_flags,
     tile_chunk_writer,
     write_tile_chunk,
 )
@@ -142,6 +143,7 @@ __all__ = [
     "read_chunk_done",
     "read_class_names",
     "read_coords",
+    "read_flags",
     "read_grid",
     "read_grid_shape",
     "read_heatmap",

@@ -309,11 +309,20 @@ def read_chunk_done(store: StoreLike) -> npt.NDArray[np.bool_]:
     object exists only while it is set (:meth:`TileChunkWriter.mark_done` writes ``True``; zarr
     deletes a chunk written back to its fill value ``False``).
     """
-    root = _group(store)
-    done = array(root, TILES_CHUNK_DONE)
+    return read_flags(array(_group(store), TILES_CHUNK_DONE))
+
+
+def read_flags(done: zarr.Array) -> npt.NDArray[np.bool_]:
+    """The values of a 1-D bool flag array of one-element chunks (``tiles/chunk_done``, ``predictions/<m>/chunk_done``).
+
+    At a URL one listing of its chunk objects (a flag object exists only while set: zarr deletes a
+    chunk written back to its fill value ``False``), not one GET per flag.
+    """
     where = _chunk_location(done)
     if where is None or as_url(where[0]) is None or where[1] != "/" or direct_chunk_format(done) is None:
         return np.asarray(done[...], dtype=bool)
+    if done.ndim != 1 or done.chunks != (1,) or done.dtype != np.dtype(bool):
+        raise StoreError(f"{where[0]}: not a flag array (1-D bool, one element per chunk)")
     flags = np.zeros(int(done.shape[0]), dtype=bool)
     for key in list_objects(f"{where[0]}/c"):
         name = key.rsplit("/", 1)[-1]
