@@ -307,7 +307,9 @@ def test_a_lease_that_expires_while_renewals_fail_is_reported_lost(
     proxy: FaultProxy, s3_bucket: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     out = f"{s3_bucket}/run"
-    lock = ObjectRunLock(out, "mine", lease_s=0.9)
+    # a lease long enough that a failed renewal (two tries through the proxy, slow on a loaded
+    # machine) is answered before it runs out: the warning comes first, then the loss
+    lock = ObjectRunLock(out, "mine", lease_s=3.0)
     with caplog.at_level(logging.WARNING, logger="wsipipe"), lock:
         proxy.faults = [Fault(LOCK_NAME, "drop", method="PUT")]
         _wait_for(lambda: "lost the run lock" in caplog.text, "the renewal thread to give the lock up")
