@@ -286,7 +286,7 @@ def test_renewals_that_fail_for_a_while_are_retried_and_the_lock_stays_held(
 ) -> None:
     out = f"{s3_bucket}/run"
     fault = Fault(LOCK_NAME, "drop", method="PUT")  # renewals never reach the server; reads do
-    with caplog.at_level(logging.WARNING, logger="wsipipe"), ObjectRunLock(out, "mine", lease_s=2.0) as lock:
+    with caplog.at_level(logging.WARNING, logger="wsipipe"), ObjectRunLock(out, "mine", lease_s=4.0) as lock:
         proxy.faults = [fault]
         _wait_for(lambda: "could not renew the run lock" in caplog.text, "a failed renewal")
         stuck = _record(out)["lease_expires_epoch"]
