@@ -232,7 +232,8 @@ class MABlock(nn.Module):
             return F.relu(out + self.shortcut(x), inplace=True)
         if not torch.is_grad_enabled():  # inference: scale and add in place, two full-size maps fewer
             out = self.channel_att(out, window, in_place=True)
-            return F.relu(out.mul_(self.spatial_att.attention(out)).add_(self.shortcut(x)), inplace=True)
+            att = self.spatial_att.attention(out)
+            return F.relu(torch.addcmul(self.shortcut(x), out, att, out=out), inplace=True)
         out = self.channel_att(out, window)
         # relu(out * A_s + shortcut) in one pass; relu in place (addcmul's backward keeps its inputs)
         return F.relu(torch.addcmul(self.shortcut(x), out, self.spatial_att.attention(out)), inplace=True)
