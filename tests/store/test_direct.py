@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import zarr
 
-from wsipipe.store._direct import array_document, group_attributes, write_array, write_group
+from wsipipe.store import batched_puts
+from wsipipe.store._direct import array_document, group_attributes, put_objects, write_array, write_group
 
 
 @pytest.mark.parametrize(
@@ -95,3 +96,36 @@ def test_store_nodes_written_as_files_equal_those_written_through_zarr(tmp_path:
     ):
         assert files[name].metadata == own[name].metadata, name
         np.testing.assert_array_equal(files[name][...], own[name][...])
+
+
+def test_batched_puts_hold_url_objects_until_the_block_ends_and_write_none_when_it_raises(
+    s3_bucket: str, tmp_path: Path
+) -> None:
+    import fsspec
+
+    fs = fsspec.filesystem("s3")
+    base = f"{s3_bucket}/store.zarr"
+    with batched_puts():
+        put_objects(base, {"zarr.json": b"{}", "a/zarr.json": b"{}"})
+        put_objects(f"{base}/b", {"zarr.json": b"{}"}, final=True)
+        put_objects(f"{base}/c", {"zarr.json": b"{}"}, final=True)  # the last final one goes out last
+        put_objects(str(tmp_path), {"local.json": b"{}"})  # a local directory is not held
+        assert (tmp_path / "local.json").exists()
+        assert not fs.exists(f"{base}/zarr.json")
+    fs.invalidate_cache()
+    assert sorted(k.split("store.zarr/")[1] for k in fs.find(base)) == [
+        "a/zarr.json",
+        "b/zarr.json",
+        "c/zarr.json",
+        "zarr.json",
+    ]
+
+    def interrupted() -> None:
+        with batched_puts():
+            put_objects(f"{s3_bucket}/other.zarr", {"zarr.json": b"{}"})
+            raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        interrupted()
+    fs.invalidate_cache()
+    assert not fs.exists(f"{s3_bucket}/other.zarr/zarr.json")

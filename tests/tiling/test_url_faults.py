@@ -132,6 +132,34 @@ def test_a_store_on_s3_costs_one_put_per_chunk_and_flag_and_few_other_requests(
     assert slide_gets < result.slides[0].n_tiles // 4  # a band's tiles come in few ranged GETs
 
 
+def test_a_new_s3_store_s_nodes_go_out_in_two_rounds_with_tiles_images_last(
+    proxy: FaultProxy, s3_bucket: str, tumor_slide: SlideInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import wsipipe.storage
+
+    fsspec.filesystem("s3").put_file(str(tumor_slide.path), f"{s3_bucket}/slides/tumor_001.tif")
+    rounds: list[list[str]] = []
+    send = wsipipe.storage.put_objects
+
+    def recorded(url: str, objects: dict[str, bytes]) -> None:  # the real PUTs, each batch noted
+        rounds.append(sorted(f"{url}/{name}".split("tumor_001.zarr/")[-1] for name in objects))
+        send(url, objects)
+
+    monkeypatch.setattr(wsipipe.storage, "put_objects", recorded)
+    tile_slides([f"{s3_bucket}/slides/tumor_001.tif"], f"{s3_bucket}/run", FAST, scheduler="threads")
+    nodes = [r for r in rounds if any(name.endswith("zarr.json") for name in r)]
+    assert len(nodes) == 3, nodes  # the store's nodes, then tiles/images, then `complete` (the root again)
+    first, images, complete = nodes
+    assert images == ["tiles/images/zarr.json"]  # last: an incomplete store is continued only once it exists
+    assert complete == ["zarr.json"]
+    expected = {"zarr.json", "tissue/zarr.json", "tissue/mask/zarr.json", "tiles/zarr.json"}
+    expected |= {f"tiles/{a}/zarr.json" for a in ("coords", "grid", "tissue_fraction", "chunk_done")}
+    assert expected <= set(first)
+    assert len(first) == len(expected) + 4  # and the four small arrays' chunks
+    assert is_complete(f"{s3_bucket}/run/stores/tumor_001.zarr")
+    assert len(read_coords(f"{s3_bucket}/run/stores/tumor_001.zarr")) > 0
+
+
 def test_inference_on_an_s3_store_reads_each_chunks_metadata_once_and_creates_its_arrays_in_one_put_each(
     proxy: FaultProxy, s3_bucket: str, tumor_slide: SlideInfo, tmp_path: Path
 ) -> None:

@@ -21,6 +21,7 @@ Layout (see ``docs/store.md``)::
 from __future__ import annotations
 
 from wsipipe.store._codecs import DEFAULT_ZSTD_LEVEL, JpegTileCodec, tile_codecs
+from wsipipe.store._direct import batched_puts
 from wsipipe.store._find import find_stores
 from wsipipe.store._geometry import HeatmapGeometry, tile_span
 from wsipipe.store._layout import (
@@ -128,6 +129,7 @@ __all__ = [
     "TileStreamsCodec",
     "TilingInfo",
     "array",
+    "batched_puts",
     "create_predictions",
     "create_store",
     "create_tile_arrays",

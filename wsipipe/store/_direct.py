@@ -12,15 +12,19 @@ them; the tests read every array back through it.
 A store at an fsspec URL (zarr's ``FsspecStore``) gets the same objects, rendered by
 :func:`array_objects` and :func:`group_objects` and sent by :func:`put_objects` in one
 concurrent batch of PUTs (object storage has no directories), instead of zarr's one request
-at a time with existence checks and listings between them.
+at a time with existence checks and listings between them. Inside :func:`batched_puts` the
+batches of several calls go out together: everything at once, then the last ``final`` object.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,6 +35,7 @@ from wsipipe.store._codecs import DirectChunkFormat
 __all__ = [
     "array_document",
     "array_objects",
+    "batched_puts",
     "bytes_codec",
     "group_attributes",
     "group_objects",
@@ -80,10 +85,61 @@ def node_location(group: Any) -> str | None:
     return str(store.fs.unstrip_protocol(key))
 
 
-def put_objects(base: str, objects: Mapping[str, bytes]) -> None:
+@dataclass
+class _Batch:
+    """URL objects held by :func:`batched_puts`: absolute URL -> bytes, and the last ``final`` call's objects."""
+
+    objects: dict[str, bytes] = field(default_factory=dict)
+    final: dict[str, bytes] = field(default_factory=dict)
+
+
+_BATCH: contextvars.ContextVar[_Batch | None] = contextvars.ContextVar("wsipipe_store_batch", default=None)
+
+
+@contextlib.contextmanager
+def batched_puts() -> Iterator[None]:
+    """Hold this thread's :func:`put_objects` calls to URLs and send them when the block ends, in two rounds.
+
+    The objects of every call go out as one batch of concurrent PUTs, then the objects of the
+    last call made with ``final=True`` (e.g. ``tiles/images/zarr.json``, whose presence says the
+    store's nodes exist). That is the order the calls would have kept one by one, in two round
+    trips instead of one per call. Calls to local directories are not held. When the block
+    raises, nothing held is written.
+    """
+    from wsipipe.storage import put_objects as put_remote
+
+    batch = _Batch()
+    token = _BATCH.set(batch)
+    try:
+        yield
+    finally:
+        _BATCH.reset(token)
+    for objects in (batch.objects, batch.final):
+        if objects:
+            base = _common_prefix(objects)
+            put_remote(base, {url[len(base) + 1 :]: data for url, data in objects.items()})
+
+
+def _common_prefix(objects: Mapping[str, bytes]) -> str:
+    """The longest ``/``-separated prefix of the URLs ``objects`` (without its trailing ``/``)."""
+    common: list[str] | None = None
+    for url in objects:
+        parts = url.split("/")[:-1]
+        if common is None:
+            common = parts
+            continue
+        n = 0
+        while n < min(len(common), len(parts)) and common[n] == parts[n]:
+            n += 1
+        common = common[:n]
+    return "/".join(common or [])
+
+
+def put_objects(base: str, objects: Mapping[str, bytes], *, final: bool = False) -> None:
     """Write ``objects`` (``/``-separated keys relative to ``base``) under a local directory or an fsspec URL.
 
-    On a URL they go as one batch of concurrent PUTs (retried as :mod:`wsipipe.storage` configures).
+    On a URL they go as one batch of concurrent PUTs (retried as :mod:`wsipipe.storage` configures);
+    inside :func:`batched_puts` they are held until its block ends (``final``: see there).
     """
     from wsipipe.storage import as_url
     from wsipipe.storage import put_objects as put_remote
@@ -92,7 +148,16 @@ def put_objects(base: str, objects: Mapping[str, bytes]) -> None:
         return
     url = as_url(base)
     if url is not None:
-        put_remote(url, objects)
+        batch = _BATCH.get()
+        if batch is None:
+            put_remote(url, objects)
+            return
+        named = {f"{url.rstrip('/')}/{name}": data for name, data in objects.items()}
+        if final:
+            batch.objects.update(batch.final)  # an earlier final object is no longer the last one
+            batch.final = named
+        else:
+            batch.objects.update(named)
         return
     for name, data in objects.items():
         path = os.path.join(base, *name.split("/"))

@@ -172,7 +172,7 @@ def _write_nodes(root: zarr.Group, group: str, group_attrs: Mapping[str, Any] | 
         objects.update({f"{node.name}/{k}": v for k, v in array_objects(node.document(), node.data).items()})
     put_objects(url, objects)
     last = nodes[-1]  # its zarr.json last: an incomplete store is only continued once it exists
-    put_objects(f"{url}/{last.name}", array_objects(last.document(), last.data))
+    put_objects(f"{url}/{last.name}", array_objects(last.document(), last.data), final=True)
 
 
 def _known_array(document: dict[str, Any], store_path: StorePath) -> zarr.Array:

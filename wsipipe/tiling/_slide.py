@@ -37,6 +37,7 @@ from wsipipe.store import (
     StoreLike,
     TileChunkWriter,
     array,
+    batched_puts,
     create_store,
     create_tile_arrays,
     is_complete,
@@ -260,20 +261,21 @@ def _prepare(job: _Job) -> _Prepared:
         grid = _plan_grid(params, slide, level, factor, tissue)
         width0, height0 = slide.dimensions
         backend = slide.backend
-        root = create_store(
-            job.store,
-            slide_path=job.path,
-            slide_hash=slide_hash,
-            backend=backend,
-            level0_size=(width0, height0),
-            level0_mpp=mpp0,
-            level0_mpp_source=job.mpp_source,
-            tiling=grid.tiling_info(params),
-            params_hash=phash,
-            replace=existed,  # nothing there: no listing of what to replace
-        )
-        write_tissue_mask(root, tissue.mask, downsample=tissue.downsample, attrs=tissue.attrs())
-        images = _create_tiles(root, params, grid)
+        with batched_puts():  # at a URL: the nodes' objects in one round of PUTs, then tiles/images
+            root = create_store(
+                job.store,
+                slide_path=job.path,
+                slide_hash=slide_hash,
+                backend=backend,
+                level0_size=(width0, height0),
+                level0_mpp=mpp0,
+                level0_mpp_source=job.mpp_source,
+                tiling=grid.tiling_info(params),
+                params_hash=phash,
+                replace=existed,  # nothing there: no listing of what to replace
+            )
+            write_tissue_mask(root, tissue.mask, downsample=tissue.downsample, attrs=tissue.attrs())
+            images = _create_tiles(root, params, grid)
         if params.preview:
             png = str(Path(job.store).with_suffix(".tissue.png"))
             side.insert(0, _Preview(job.slide_id, png, tissue.image, tissue.mask))
