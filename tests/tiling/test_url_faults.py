@@ -89,6 +89,29 @@ def test_a_persistent_fault_fails_its_slide_after_bounded_tries_and_the_batch_go
     assert not is_complete(f"{s3_bucket}/run/stores/b.zarr")
 
 
+def test_a_store_whose_nodes_cannot_be_written_fails_alone_and_the_next_run_replaces_it(
+    proxy: FaultProxy, s3_bucket: str, tumor_slide: SlideInfo, normal_slide: SlideInfo, tmp_path: Path
+) -> None:
+    fs = fsspec.filesystem("s3")
+    fs.put_file(str(tumor_slide.path), f"{s3_bucket}/slides/a.tif")
+    fs.put_file(str(normal_slide.path), f"{s3_bucket}/slides/b.tif")
+    node = "/run/stores/b.zarr/tiles/grid/zarr.json"
+    proxy.faults = [Fault(node, "503", method="PUT")]  # always: b's nodes never all arrive
+    result = tile_slides([f"{s3_bucket}/slides/"], f"{s3_bucket}/run", FAST, scheduler="threads")
+    assert [(s.slide_id, s.status) for s in result.slides] == [("a", "done"), ("b", "failed")]
+    assert result.failures[f"{s3_bucket}/slides/b.tif"].startswith(
+        f"ObjectStorageError: {s3_bucket}/run/stores/b.zarr/tiles/grid/zarr.json: the storage service kept failing"
+    )
+    assert proxy.count("PUT", "/run/stores/b.zarr/tiles/images/zarr.json") == 0  # never after a failed round
+    assert not is_complete(f"{s3_bucket}/run/stores/b.zarr")
+    proxy.faults = []
+    again = tile_slides([f"{s3_bucket}/slides/"], f"{s3_bucket}/run", FAST, scheduler="threads")
+    assert [(s.slide_id, s.status) for s in again.slides] == [("a", "skipped"), ("b", "done")]
+    clean = tile_slides([normal_slide.path], tmp_path / "local", FAST).slides[0].store
+    replaced = open_store(f"{s3_bucket}/run/stores/b.zarr")  # complete, or this raises
+    np.testing.assert_array_equal(read_tiles(open_store(clean)), read_tiles(replaced))
+
+
 def test_the_retry_policy_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     from wsipipe.errors import ConfigError
     from wsipipe.storage import retry_policy

@@ -34,14 +34,24 @@ def put_objects(url: str, objects: Mapping[str, bytes]) -> None:
         return
     fs, key = url_fs(url)
     paths = {f"{key.rstrip('/')}/{name}": data for name, data in objects.items()}
+    names = list(objects)
     try:
         if len(paths) == 1:
             [(path, data)] = paths.items()
             fs.pipe_file(path, data)
-        else:
+            return
+        if not getattr(fs, "async_impl", False):
             fs.pipe(paths)
+            return
+        from fsspec.asyn import _run_coros_in_chunks, sync
+
+        coros = [fs._pipe_file(path, data) for path, data in paths.items()]
+        results = sync(fs.loop, _run_coros_in_chunks, coros, batch_size=fs.batch_size, return_exceptions=True)
     except Exception as err:
-        raise storage_error(err, f"{url.rstrip('/')}/{next(iter(objects))}") from err
+        raise storage_error(err, f"{url.rstrip('/')}/{names[0]}") from err
+    for name, outcome in zip(names, results):  # the error names the object that failed, not the batch's first
+        if isinstance(outcome, Exception):
+            raise storage_error(outcome, f"{url.rstrip('/')}/{name}") from outcome
 
 
 def list_objects(url: str, limit: int | None = None) -> list[str]:

@@ -21,7 +21,7 @@ Layout (see ``docs/store.md``)::
 from __future__ import annotations
 
 from wsipipe.store._codecs import DEFAULT_ZSTD_LEVEL, JpegTileCodec, tile_codecs
-from wsipipe.store._direct import batched_puts
+from wsipipe.store._direct import PutBatch, batched_puts
 from wsipipe.store._find import find_stores
 from wsipipe.store._geometry import HeatmapGeometry, tile_span
 from wsipipe.store._layout import (
@@ -124,6 +124,7 @@ __all__ = [
     "TISSUE_MASK",
     "HeatmapGeometry",
     "JpegTileCodec",
+    "PutBatch",
     "StoreLike",
     "TileChunkWriter",
     "TileStreamsCodec",

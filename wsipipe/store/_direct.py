@@ -33,6 +33,7 @@ import numpy.typing as npt
 from wsipipe.store._codecs import DirectChunkFormat
 
 __all__ = [
+    "PutBatch",
     "array_document",
     "array_objects",
     "batched_puts",
@@ -86,38 +87,66 @@ def node_location(group: Any) -> str | None:
 
 
 @dataclass
-class _Batch:
-    """URL objects held by :func:`batched_puts`: absolute URL -> bytes, and the last ``final`` call's objects."""
+class PutBatch:
+    """URL objects held by :func:`batched_puts`, to send in two rounds with :meth:`send`.
+
+    Attributes
+    ----------
+    objects : dict of str to bytes
+        Absolute URL -> body: the first round, one batch of concurrent PUTs.
+    final : dict of str to bytes
+        The objects of the last ``put_objects(..., final=True)`` call: the second round.
+    """
 
     objects: dict[str, bytes] = field(default_factory=dict)
     final: dict[str, bytes] = field(default_factory=dict)
 
+    def __len__(self) -> int:
+        return len(self.objects) + len(self.final)
 
-_BATCH: contextvars.ContextVar[_Batch | None] = contextvars.ContextVar("wsipipe_store_batch", default=None)
+    def send(self) -> None:
+        """PUT the first round's objects concurrently, then (once all of them are written) the final ones.
+
+        Raises
+        ------
+        ObjectStorageError
+            Naming the first object that could not be written; the final ones are then not sent.
+        """
+        from wsipipe.storage import put_objects as put_remote
+
+        for objects in (self.objects, self.final):
+            if objects:
+                base = _common_prefix(objects)
+                put_remote(base, {url[len(base) + 1 :]: data for url, data in objects.items()})
+
+
+_BATCH: contextvars.ContextVar[PutBatch | None] = contextvars.ContextVar("wsipipe_store_batch", default=None)
 
 
 @contextlib.contextmanager
-def batched_puts() -> Iterator[None]:
-    """Hold this thread's :func:`put_objects` calls to URLs and send them when the block ends, in two rounds.
+def batched_puts(*, send: bool = True) -> Iterator[PutBatch]:
+    """Hold this thread's :func:`put_objects` calls to URLs, and send them when the block ends, in two rounds.
 
     The objects of every call go out as one batch of concurrent PUTs, then the objects of the
     last call made with ``final=True`` (e.g. ``tiles/images/zarr.json``, whose presence says the
     store's nodes exist). That is the order the calls would have kept one by one, in two round
     trips instead of one per call. Calls to local directories are not held. When the block
     raises, nothing held is written.
-    """
-    from wsipipe.storage import put_objects as put_remote
 
-    batch = _Batch()
+    Parameters
+    ----------
+    send : bool, optional
+        False: the block's end sends nothing; the caller sends the yielded :class:`PutBatch`
+        later (for example in a task that runs beside the first chunks' work).
+    """
+    batch = PutBatch()
     token = _BATCH.set(batch)
     try:
-        yield
+        yield batch
     finally:
         _BATCH.reset(token)
-    for objects in (batch.objects, batch.final):
-        if objects:
-            base = _common_prefix(objects)
-            put_remote(base, {url[len(base) + 1 :]: data for url, data in objects.items()})
+    if send:
+        batch.send()
 
 
 def _common_prefix(objects: Mapping[str, bytes]) -> str:

@@ -34,6 +34,7 @@ from wsipipe.store import (
     ATTR_SLIDE_HASH,
     TILES_IMAGES,
     TISSUE_MASK,
+    PutBatch,
     StoreLike,
     TileChunkWriter,
     array,
@@ -84,6 +85,39 @@ class _Job:
     """Where the level-0 µm/px comes from (the store's ``level0_mpp_source``)."""
 
 
+@dataclass(frozen=True)
+class _Nodes:
+    """Write a new store's nodes at a URL (a task of the second fan-out, beside the first chunks).
+
+    A failure fails the slide: its store is then never marked complete, and the next run
+    replaces it (a store whose ``tiles/images`` is missing is not continued).
+    """
+
+    slide_id: str
+    store: str
+    batch: PutBatch
+
+
+def _write_nodes_task(task: _Nodes) -> _BandDone:
+    start = time.perf_counter()
+    try:
+        task.batch.send()
+    except Exception as err:  # fails this slide only (its _finish sees the error)
+        logger.debug("%s: writing the store's nodes failed", task.slide_id, exc_info=True)
+        return _BandDone(task.slide_id, -1, time.perf_counter() - start, error=_describe(err))
+    return _BandDone(task.slide_id, -1, time.perf_counter() - start)
+
+
+def _run_any(task: _Band | _Preview | _Cleanup | _Nodes) -> _BandDone:
+    """One task of the second fan-out: a store's nodes, a chunk of tiles, or a side task."""
+    return _write_nodes_task(task) if isinstance(task, _Nodes) else _run_task(task)
+
+
+def _size(task: _Band | _Preview | _Cleanup | _Nodes) -> int:
+    """Tiles a task writes (progress units)."""
+    return 0 if isinstance(task, _Nodes) else _tiles_of(task)
+
+
 @dataclass
 class _Prepared:
     slide_id: str
@@ -93,7 +127,7 @@ class _Prepared:
     tissue_area_mm2: float = 0.0
     error: str | None = None
     bands: list[_Band] = field(default_factory=list)
-    side: list[_Preview | _Cleanup] = field(default_factory=list)
+    side: list[_Nodes | _Preview | _Cleanup] = field(default_factory=list)
     attributes: dict[str, Any] = field(default_factory=dict)
     """The store's root attributes as written or read (``complete`` is set from them at a URL)."""
 
@@ -249,7 +283,7 @@ def _prepare(job: _Job) -> _Prepared:
         resumed = _resume(job, slide_hash, phash) if existed and not job.force else None
         if resumed is not None:
             return replace(resumed, seconds=time.perf_counter() - start)
-        side: list[_Preview | _Cleanup] = []
+        side: list[_Nodes | _Preview | _Cleanup] = []
         old = _move_aside(Path(job.store))
         if old is not None:
             side.append(_Cleanup(job.slide_id, str(old)))
@@ -261,7 +295,9 @@ def _prepare(job: _Job) -> _Prepared:
         grid = _plan_grid(params, slide, level, factor, tissue)
         width0, height0 = slide.dimensions
         backend = slide.backend
-        with batched_puts():  # at a URL: the nodes' objects in one round of PUTs, then tiles/images
+        # at a URL the nodes' objects go out in one round of PUTs, then tiles/images, from a task
+        # that runs beside the first chunks (it waits on the network; they decode and encode)
+        with batched_puts(send=False) as nodes:
             root = create_store(
                 job.store,
                 slide_path=job.path,
@@ -279,6 +315,8 @@ def _prepare(job: _Job) -> _Prepared:
         if params.preview:
             png = str(Path(job.store).with_suffix(".tissue.png"))
             side.insert(0, _Preview(job.slide_id, png, tissue.image, tissue.mask))
+        if nodes:
+            side.insert(0, _Nodes(job.slide_id, job.store, nodes))
         n_chunks = -(-len(grid) // params.chunk_tiles)
         writer = tile_chunk_writer(images)
         bands = _bands(job, writer, backend, level, grid.read_size, grid.stride, grid.cells, range(n_chunks))
@@ -360,14 +398,14 @@ def tile_paths(
     with TaskRunner(spec, workers) as runner:
         prepared = runner.map(_prepare, jobs, desc="tissue masks", unit="slide")
         # side tasks first: with the default FIFO pool they overlap the chunks instead of trailing them
-        tasks: list[_Band | _Preview | _Cleanup] = [task for prep in prepared for task in prep.side]
+        tasks: list[_Band | _Preview | _Cleanup | _Nodes] = [task for prep in prepared for task in prep.side]
         tasks += leftovers
         # a chunk at a URL mostly waits (a GET of its slide tiles, a PUT, a PUT of its flag): overlap a few,
         # and on local threads (one reader per slide, shared) fetch a group of bands' tiles in one request
         overlap = _URL_OVERLAP if is_url(stores) or any(is_url(p) for p in paths) else 1
         shared = spec.kind in ("default", "threads", "sync")
         tasks += [band for prep in prepared for band in (_read_ahead(prep.bands) if shared else prep.bands)]
-        written = runner.map(_run_task, tasks, desc="tiling", unit="tile", size=_tiles_of, overlap=overlap)
+        written = runner.map(_run_any, tasks, desc="tiling", unit="tile", size=_size, overlap=overlap)
     by_slide: dict[str, list[_BandDone]] = {job.slide_id: [] for job in jobs}
     for result in written:
         by_slide.setdefault(result.slide_id, []).append(result)
