@@ -1,6 +1,7 @@
 """Benchmark tiling and inference with slides and stores on a local S3 server against a local disk.
 
-Starts moto's standalone S3 server on 127.0.0.1 (the ``dev`` extra), writes one synthetic slide
+Starts an S3 server on 127.0.0.1 (``--server``: moto's standalone server from the ``dev`` extra, or
+s3rver, a Node.js server from npm, installed into the user's cache on first use), writes one synthetic slide
 (default 16,384 x 12,288 px at 0.243 µm/px), and in ``--repeat`` rounds, alternating the order:
 
 - tiles it from the local disk into a local folder, and from ``s3://`` into ``s3://``
@@ -9,8 +10,11 @@ Starts moto's standalone S3 server on 127.0.0.1 (the ``dev`` extra), writes one 
   (``predict_stores``, threads); ratio = local / S3 (target: >= 0.9);
 - prints the medians and ranges of both ratios, and the peak RSS of this process.
 
-moto is a Python server on the same cores, so the ratios are a pessimistic bound for a real
-object store on another machine; on a shared machine, read them with the load average printed.
+The server runs on the same cores as wsipipe, so the ratios are a pessimistic bound for a real
+object store on another machine: each S3 tiling round prints the CPU seconds the server spent on
+it (moto: 5-7 ms a request; s3rver: 40 ms for a 2.5 MB chunk). ``--pin`` gives the server a CPU
+of its own and the client the others, in the local rounds too. On a shared machine, read the
+figures with the load average printed.
 
 Usage::
 
@@ -18,6 +22,7 @@ Usage::
     python benchmarks/bench_s3.py --size 40000 30000 --repeat 3
     python benchmarks/bench_s3.py --tile-only --repeat 8    # tiling rounds only (shorter, more of them)
     python benchmarks/bench_s3.py --latency 20             # 20 ms more per request (a proxy process)
+    python benchmarks/bench_s3.py --server s3rver --pin --tile-only --size 40000 30000
 """
 
 from __future__ import annotations
@@ -32,29 +37,69 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
 
+S3RVER = "s3rver@3.7.1"
 
-def _server() -> tuple[subprocess.Popen[bytes], str]:
+
+def _s3rver_command(work: Path) -> list[str]:
+    """The s3rver executable: on PATH, or installed from npm into the user's cache once."""
+    found = shutil.which("s3rver")
+    prefix = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "wsipipe-bench" / "s3rver"
+    local = prefix / "node_modules" / ".bin" / "s3rver"
+    if found is None and not local.exists():
+        if shutil.which("npm") is None:
+            raise SystemExit("--server s3rver needs Node.js and npm (Debian: apt install nodejs npm)")
+        print(f"installing {S3RVER} from npm into {prefix}")
+        subprocess.run(["npm", "install", "--prefix", str(prefix), S3RVER], check=True, stdout=subprocess.DEVNULL)
+    data = work / "s3rver-data"
+    data.mkdir()
+    return [found or str(local), "-d", str(data), "-a", "127.0.0.1", "--silent"]
+
+
+def _server(kind: str, work: Path) -> tuple[subprocess.Popen[bytes], str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    if kind == "moto":
+        command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    else:
+        command = [*_s3rver_command(work), "-p", str(port)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
-            urllib.request.urlopen(endpoint + "/moto-api/", timeout=1).close()
+            urllib.request.urlopen(endpoint + "/", timeout=1).close()
             return proc, endpoint
+        except urllib.error.HTTPError:
+            return proc, endpoint  # answering (s3rver's anonymous ListBuckets is refused)
         except OSError:
             time.sleep(0.1)
     proc.kill()
-    raise SystemExit("moto server did not start")
+    raise SystemExit(f"{kind} server did not start")
+
+
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (npm's launcher runs s3rver as a child)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            todo += [int(c) for c in task.read_text().split()]
+    return found
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its descendants (Linux ``/proc``)."""
+    total = 0.0
+    for p in _process_tree(pid):
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def _proxy(upstream: str, delay: float) -> tuple[subprocess.Popen[bytes], str]:
@@ -75,16 +120,35 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--tile-only", action="store_true", help="measure tiling only (no inference rounds)")
+    parser.add_argument(
+        "--server",
+        choices=("moto", "s3rver"),
+        default="moto",
+        help="moto's Python server (the tests' server) or s3rver (Node.js, from npm; serves ranges from files)",
+    )
     parser.add_argument("--latency", type=float, default=0.0, help="ms added to every S3 request (a proxy)")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the server on the last CPU, this process on the others, in every round (as a server on another "
+        "machine would be: the client has the same CPUs from local disk and from S3)",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-s3-"))
-    proc, endpoint = _server()
+    proc, endpoint = _server(args.server, work)
     proxy = _proxy(endpoint, args.latency / 1000) if args.latency else None
+    if args.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            raise SystemExit("--pin needs at least 2 CPUs")
+        for pid in _process_tree(proc.pid):
+            os.sched_setaffinity(pid, {cpus[-1]})
+        os.sched_setaffinity(0, set(cpus[:-1]))
     os.environ.update(
         AWS_ENDPOINT_URL=proxy[1] if proxy else endpoint,
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_ACCESS_KEY_ID="S3RVER" if args.server == "s3rver" else "bench",  # s3rver's fixed credentials
+        AWS_SECRET_ACCESS_KEY="S3RVER" if args.server == "s3rver" else "bench",
         AWS_DEFAULT_REGION="us-east-1",
         WSIPIPE_PROGRESS="0",
     )
@@ -111,9 +175,11 @@ def main() -> None:
             seconds: dict[str, float] = {}
             order = [("local", slide, local), ("s3", "s3://bench/slides/slide.tif", remote)]
             for name, src, out in order if r % 2 == 0 else order[::-1]:
-                t0 = time.perf_counter()
+                served, t0 = _cpu_seconds(proc.pid), time.perf_counter()
                 tile_slides([src], out, params, scheduler="threads", workers=args.workers).raise_for_failures()
                 seconds[f"tile {name}"] = time.perf_counter() - t0
+                if name == "s3":
+                    seconds["server CPU"] = _cpu_seconds(proc.pid) - served
             for name, out in (("local", local), ("s3", remote)) if r % 2 == 0 else (("s3", remote), ("local", local)):
                 if args.tile_only:
                     break
