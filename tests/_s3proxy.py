@@ -26,13 +26,17 @@ _HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te
 
 @dataclass
 class Fault:
-    """Answer requests whose path contains ``path`` with ``kind`` for the first ``times`` of them (None: always)."""
+    """Answer requests whose path contains ``path`` with ``kind`` for the first ``times`` of them (None: always).
+
+    The first ``after`` matching requests pass untouched (not counted in ``hits``).
+    """
 
     path: str
     kind: Literal["503", "drop", "drop-answer", "truncate"]
     times: int | None = None
     method: str | None = None
     hits: int = 0
+    after: int = 0
 
 
 class FaultProxy:
@@ -131,7 +135,9 @@ class FaultProxy:
             self.requests[(method, path)] += 1
             for fault in self.faults:
                 matches = fault.path in path and (fault.method is None or fault.method == method)
-                if matches and (fault.times is None or fault.hits < fault.times):
+                if matches and fault.after > 0:
+                    fault.after -= 1
+                elif matches and (fault.times is None or fault.hits < fault.times):
                     fault.hits += 1
                     return fault.kind
         return None

@@ -113,6 +113,7 @@ def test_a_missing_bucket_is_an_error_naming_the_lock(bucket: str) -> None:
     message = str(info.value)
     assert message.startswith(f"cannot create the run lock: {bucket}-gone/run/{LOCK_NAME}: ")
     assert "no such object or bucket" in message or "there is no bucket" in message
+    assert "may be left" not in message  # refused by the store: nothing written, nothing to clean up
 
 
 def test_run_lock_picks_a_lock_object_for_a_url(bucket: str, tmp_path: Path) -> None:
@@ -400,3 +401,51 @@ def test_a_lock_object_whose_answer_is_cut_off_is_an_error_naming_it(proxy: Faul
     held = read_object(url)  # the object itself is intact
     assert held is not None
     assert held[0].endswith(b'"}')
+
+
+@pytest.mark.parametrize("held", ["none", "expired"])
+def test_a_lock_write_whose_every_answer_was_lost_is_deleted_by_the_failing_run(
+    proxy: FaultProxy, s3_bucket: str, caplog: pytest.LogCaptureFixture, held: str
+) -> None:
+    out = f"{s3_bucket}/run"
+    if held == "expired":  # the failing write is a take-over (after a create answered "exists")
+        _plant(out, lease_expires_epoch=time.time() - 5)
+    # every try of the write reaches the store; no answer does
+    proxy.faults = [Fault(LOCK_NAME, "drop-answer", method="PUT", after=1 if held == "expired" else 0)]
+    with caplog.at_level(logging.WARNING, logger="wsipipe"), pytest.raises(OutputError) as info:
+        ObjectRunLock(out, "failing", lease_s=30).acquire()
+    verb = "create" if held == "none" else "take over"
+    assert str(info.value).startswith(f"cannot {verb} the run lock: {out}/{LOCK_NAME}: ")
+    assert "may be left" not in str(info.value)
+    assert proxy.faults[0].hits == 2  # the write and its retry (two tries in this fixture)
+    assert proxy.count("DELETE", LOCK_NAME) == 1  # the failing run's own record, read back and deleted
+    assert f"run lock {out}/{LOCK_NAME}: this run's failed write had reached the store" in caplog.text
+    proxy.faults = []
+    assert read_object(f"{out}/{LOCK_NAME}") is None
+    with ObjectRunLock(out, "next", lease_s=30):  # at once: no lease of the failed run to wait for
+        assert _record(out)["run_id"] == "next"
+
+
+def test_a_lock_left_by_a_failed_create_that_cannot_be_checked_is_named_with_its_lease(
+    proxy: FaultProxy, s3_bucket: str
+) -> None:
+    out = f"{s3_bucket}/run"
+    proxy.faults = [Fault(LOCK_NAME, "drop-answer", method="PUT"), Fault(LOCK_NAME, "drop", method="GET")]
+    lock = ObjectRunLock(out, "failing", lease_s=30)
+    with pytest.raises(OutputError) as info:
+        lock.acquire()
+    proxy.faults = []
+    record = _record(out)
+    assert record["run_id"] == "failing"  # it is there, as the message says
+    message = str(info.value)
+    assert message.startswith(f"cannot create the run lock: {out}/{LOCK_NAME}: ")
+    assert (
+        f"; a run lock written by this run may be left at {out}/{LOCK_NAME} until its lease expires at "
+        f"{record['lease_expires']} (reading it back failed too: {out}/{LOCK_NAME}: " in message
+    )
+    assert message.endswith(
+        f"if no other run uses this output, delete the lock object {out}/{LOCK_NAME} to run again sooner"
+    )
+    assert "\n" not in message
+    with pytest.raises(LockedError, match="run failing"):
+        ObjectRunLock(out, "next", lease_s=30).acquire()

@@ -18,7 +18,10 @@ lost, as does a lock another run took over: :meth:`ObjectRunLock.check` then rai
 :class:`~wsipipe.errors.LockedError` and the run stops before its next stage. Every record holds
 a random ``lock_id``: a create, take-over or renewal that reached the store but whose answer
 was lost is retried by the storage layer and answered "exists" (412); the lock reads the record
-back, finds its own ``lock_id`` and keeps the lock with the version token read.
+back, finds its own ``lock_id`` and keeps the lock with the version token read. A create or
+take-over whose every try failed may have reached the store all the same: the failing run reads
+the lock back and deletes it if it is its own, so the next run need not wait for the lease (if
+that fails too, its error names the lock object and when its lease expires).
 :func:`~wsipipe.pipeline.run_lock` picks the lock for an output directory.
 """
 
@@ -37,7 +40,14 @@ from typing import Any
 
 from wsipipe.errors import ConfigError, LockedError, OutputError
 from wsipipe.pipeline._lock import LOCK_NAME, OutputLock, parse_record, pid_alive
-from wsipipe.storage import create_object, delete_object, read_object, redact_url, replace_object
+from wsipipe.storage import (
+    ConditionalWriteError,
+    create_object,
+    delete_object,
+    read_object,
+    redact_url,
+    replace_object,
+)
 
 __all__ = ["DEFAULT_LEASE_S", "LEASE_ENV", "ObjectRunLock"]
 
@@ -115,7 +125,9 @@ class ObjectRunLock(OutputLock):
             If another run holds a live lease.
         OutputError
             If the lock object cannot be written (missing bucket, no permission, unreachable store,
-            or a protocol without conditional writes, such as ``https://``).
+            or a protocol without conditional writes, such as ``https://``). A lock object that
+            this failed write left in the store (its answers lost) is deleted first, or, if that
+            fails, the message names it and when its lease expires.
         """
         for _ in range(5):
             content, expires = self._record()
@@ -123,7 +135,7 @@ class ObjectRunLock(OutputLock):
                 token = create_object(self.url, content)
                 held = None if token is not None else read_object(self.url)
             except OSError as err:
-                raise OutputError(f"cannot create the run lock: {err}") from err  # err names the URL
+                raise self._failed("cannot create the run lock", err, expires) from err  # err names the URL
             if token is None and held is None:
                 continue  # released meanwhile
             if held is not None:
@@ -152,7 +164,7 @@ class ObjectRunLock(OutputLock):
         try:
             new = replace_object(self.url, content, token)
         except OSError as err:
-            raise OutputError(f"cannot take over the run lock: {err}") from err
+            raise self._failed("cannot take over the run lock", err, expires) from err
         if new is not None:
             logger.warning(
                 "took over the run lock %s of run %s (pid %s on %s): %s",
@@ -163,6 +175,38 @@ class ObjectRunLock(OutputLock):
                 why,
             )
         return new, expires
+
+    def _failed(self, what: str, err: OSError, expires: float) -> OutputError:
+        """The error of a create or take-over that failed with ``err``, after removing what it may have left.
+
+        A write whose every try's answer was lost may have reached the store all the same: the
+        lock object then holds this lock's record (its ``lock_id``) and would refuse every run
+        until its lease (``expires``, epoch seconds) runs out. So the lock is read back and, if
+        it is ours, deleted (conditionally on the version read, as :meth:`release` does). If
+        that cannot be checked, the error says a lock may be left, until when, and how to remove it.
+        """
+        message = f"{what}: {err}"
+        if not _may_have_written(err):
+            return OutputError(message)
+        shown = redact_url(self.url)
+        try:
+            held = read_object(self.url)
+            if held is None or not self._ours(parse_record(held[0].decode("utf-8", errors="replace"))):
+                return OutputError(message)  # our write did not land (or another run's replaced it)
+            if delete_object(self.url, held[1]) or read_object(self.url) is None:
+                logger.warning(
+                    "run lock %s: this run's failed write had reached the store (its answer was lost); "
+                    "deleted it, so the next run need not wait for its lease",
+                    shown,
+                )
+        except OSError as cleanup:
+            when = dt.datetime.fromtimestamp(expires, dt.UTC).isoformat(timespec="seconds")
+            return OutputError(
+                f"{message}; a run lock written by this run may be left at {shown} until its lease expires "
+                f"at {when} (reading it back failed too: {cleanup}); if no other run uses this output, "
+                f"delete the lock object {shown} to run again sooner"
+            )
+        return OutputError(message)
 
     def _takeable(self, info: dict[str, Any]) -> str | None:
         """Why the lock recorded as ``info`` may be taken over, or None if its holder may be alive."""
@@ -307,6 +351,29 @@ def _lease_seconds(lease_s: float | None) -> float:
     if not value > 0:
         raise ConfigError(f"{source}={value}: the lease of the run lock must be a positive number of seconds")
     return value
+
+
+def _may_have_written(err: BaseException) -> bool:
+    """Whether a write that failed with ``err`` may have reached the store (its answers lost or a 5xx).
+
+    Not when the store refused it (a 4xx other than 408 and 429: no such bucket, access denied)
+    or the protocol has no conditional writes.
+    """
+    if isinstance(err, ConditionalWriteError):
+        return False
+    seen: BaseException | None = err
+    for _ in range(8):
+        if seen is None:
+            break
+        if isinstance(seen, PermissionError | FileNotFoundError):
+            return False
+        response = getattr(seen, "response", None)  # botocore's error; gcsfs' HttpError has a code
+        status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode") if isinstance(response, dict) else None
+        status = status if isinstance(status, int) else getattr(seen, "code", None)
+        if isinstance(status, int) and 400 <= status < 500 and status not in (408, 429):
+            return False
+        seen = seen.__cause__ or seen.__context__
+    return True
 
 
 def _epoch(value: object, default: float) -> float:

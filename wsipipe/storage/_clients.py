@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from typing import Any
@@ -18,14 +19,19 @@ _FILE_SYSTEMS: dict[tuple[int, str, str], Any] = {}
 def fs_options(protocol: str) -> dict[str, Any]:
     """The ``storage_options`` wsipipe opens ``protocol``'s file systems with: the user's over wsipipe's defaults.
 
-    For ``s3``: botocore's own retries off (:class:`RetryPolicy` replaces them), and an object read
-    whole with one GET (s3fs's default first sends a HEAD to split objects over 50 MiB).
+    For ``s3``: botocore's own retries off (:class:`RetryPolicy` replaces them), aiohttp's hidden
+    re-send of a request whose connection closed off too (``_sessions.OneTryHTTPSession``), and an
+    object read whole with one GET (s3fs's default first sends a HEAD to split objects over 50 MiB).
     """
     options = storage_options(protocol)
     if protocol != "s3":
         return options
     config = dict(options.get("config_kwargs") or {})
     config.setdefault("retries", {"total_max_attempts": 1})
+    with contextlib.suppress(ImportError):  # no aiobotocore: no s3fs either, and fsspec says so
+        from wsipipe.storage._sessions import OneTryHTTPSession
+
+        config.setdefault("http_session_cls", OneTryHTTPSession)
     return {"max_concurrency": 1, **options, "config_kwargs": config}
 
 
