@@ -118,6 +118,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, nargs=2, default=(16384, 12288), metavar=("W", "H"))
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--slides", type=int, default=1, help="tile a batch of this many copies of the slide")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--tile-only", action="store_true", help="measure tiling only (no inference rounds)")
     parser.add_argument(
@@ -164,19 +165,27 @@ def main() -> None:
         fs = fsspec.filesystem("s3")
         fs.mkdir("bench")
         slide = make_test_slide(work / "slide.tif", kind="tumor", seed=0, size=tuple(args.size)).path
-        fs.put_file(str(slide), "bench/slides/slide.tif")
+        local_slides = [slide]
+        for i in range(1, args.slides):  # copies under other names: other slide ids, other stores
+            local_slides.append(work / f"slide{i}.tif")
+            os.link(slide, local_slides[-1])
+        for copy in local_slides:
+            fs.put_file(str(copy), f"bench/slides/{copy.name}")
         checkpoint = make_checkpoint(work / "ckpt", tile_size=256, mpp=0.972)
         params = TileParams()
         tile_ratios, infer_ratios = [], []
-        print(f"slide {args.size[0]} x {args.size[1]} px; load average {os.getloadavg()[0]:.1f}")
+        print(f"{args.slides} x slide {args.size[0]} x {args.size[1]} px; load average {os.getloadavg()[0]:.1f}")
         for r in range(args.repeat):
             run = uuid.uuid4().hex[:8]
             local, remote = work / f"local-{run}", f"s3://bench/run-{run}"
             seconds: dict[str, float] = {}
-            order = [("local", slide, local), ("s3", "s3://bench/slides/slide.tif", remote)]
+            order = [
+                ("local", local_slides, local),
+                ("s3", [f"s3://bench/slides/{p.name}" for p in local_slides], remote),
+            ]
             for name, src, out in order if r % 2 == 0 else order[::-1]:
                 served, t0 = _cpu_seconds(proc.pid), time.perf_counter()
-                tile_slides([src], out, params, scheduler="threads", workers=args.workers).raise_for_failures()
+                tile_slides(src, out, params, scheduler="threads", workers=args.workers).raise_for_failures()
                 seconds[f"tile {name}"] = time.perf_counter() - t0
                 if name == "s3":
                     seconds["server CPU"] = _cpu_seconds(proc.pid) - served

@@ -338,7 +338,8 @@ def _prepare(job: _Job) -> _Prepared:
         return _Prepared(job.slide_id, "failed", time.perf_counter() - start, error=_describe(err))
 
 
-#: Chunk tasks in flight per worker when slides or stores are at URLs (local threads): each holds
+#: Chunk tasks (and slides being prepared) in flight per worker when slides or stores are at URLs
+#: (local threads): each chunk task holds
 #: one chunk's tiles (a reused ``(chunk_tiles, T, T, 3)`` uint8 buffer per thread, 12.6 MB at
 #: 64 tiles of 256 px), its slide bytes and its encoded chunk, so ``workers * _URL_OVERLAP`` of each.
 _URL_OVERLAP = 2
@@ -395,14 +396,15 @@ def tile_paths(
     """Tile ``paths`` into ``<stores>/<slide_id>.zarr`` on one scheduler; one summary per path, in order."""
     jobs = [_job(p, stores, params, force, overrides) for p in paths]
     leftovers = _leftovers(stores)
+    # at a URL a slide's preparation and a chunk both wait on round trips (a HEAD, a listing and a GET
+    # of the header and mask level; a GET of its slide tiles and two PUTs): overlap a few, and on local
+    # threads (one reader per slide, shared) fetch a group of bands' tiles in one request
+    overlap = _URL_OVERLAP if is_url(stores) or any(is_url(p) for p in paths) else 1
     with TaskRunner(spec, workers) as runner:
-        prepared = runner.map(_prepare, jobs, desc="tissue masks", unit="slide")
+        prepared = runner.map(_prepare, jobs, desc="tissue masks", unit="slide", overlap=overlap)
         # side tasks first: with the default FIFO pool they overlap the chunks instead of trailing them
         tasks: list[_Band | _Preview | _Cleanup | _Nodes] = [task for prep in prepared for task in prep.side]
         tasks += leftovers
-        # a chunk at a URL mostly waits (a GET of its slide tiles, a PUT, a PUT of its flag): overlap a few,
-        # and on local threads (one reader per slide, shared) fetch a group of bands' tiles in one request
-        overlap = _URL_OVERLAP if is_url(stores) or any(is_url(p) for p in paths) else 1
         shared = spec.kind in ("default", "threads", "sync")
         tasks += [band for prep in prepared for band in (_read_ahead(prep.bands) if shared else prep.bands)]
         written = runner.map(_run_any, tasks, desc="tiling", unit="tile", size=_size, overlap=overlap)
