@@ -269,3 +269,28 @@ def test_chunk_writer_writes_what_zarr_writes(tmp_path: Path) -> None:
     with pytest.raises(IndexError, match="chunk 3 is outside"):
         writer.write(3, full)
     assert not list(ours.rglob("*.partial"))
+
+
+def test_chunk_writer_encode_then_put(tmp_path: Path) -> None:
+    """encode + put writes what write does; a full-size buffer's tail is padded in place; zarr codecs refuse put."""
+    from wsipipe.store import tile_chunk_writer
+
+    ours, theirs = tmp_path / "ours.zarr", tmp_path / "theirs.zarr"
+    build(ours, complete=False)
+    build(theirs, complete=False)
+    writer, tiles = tile_chunk_writer(ours), tiles_for(N, seed=3)
+    buffer = np.full((CHUNK, T, T, 3), 77, dtype=np.uint8)  # a reused buffer: its tail rows hold old tiles
+    buffer[:2] = tiles[8:10]
+    data = writer.encode(2, buffer)
+    assert data is not None
+    assert (buffer[2:] == writer.fill_value).all()  # padded in place, not in a copy
+    writer.put(2, data)
+    tile_chunk_writer(theirs).write(2, tiles[8:10])
+    key = "c/2/0/0/0"
+    assert (ours / "tiles" / "images" / key).read_bytes() == (theirs / "tiles" / "images" / key).read_bytes()
+    jpeg = tmp_path / "jpeg.zarr"
+    build(jpeg, compression="jpeg", complete=False)
+    zarr_writer = tile_chunk_writer(jpeg)
+    assert zarr_writer.encode(0, tiles[:CHUNK]) is None  # zarr wrote it
+    with pytest.raises(StoreError, match="use write"):
+        zarr_writer.put(0, b"")

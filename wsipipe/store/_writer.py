@@ -168,15 +168,33 @@ class TileChunkWriter:
         return start, min(start + self.chunk_tiles, self.n_tiles)
 
     def write(self, chunk_index: int, tiles: npt.NDArray[np.uint8]) -> None:
-        """Write chunk ``chunk_index`` whole.
+        """Write chunk ``chunk_index`` whole: :meth:`encode`, then :meth:`put`.
 
         Parameters
         ----------
         chunk_index : int
             Which chunk.
         tiles : (n, T, T, 3) uint8 ndarray
-            Its tiles: ``n = stop - start`` (see :meth:`chunk_range`), or ``chunk_tiles`` where
-            the rows past the end of the array are ignored (a reusable full-size buffer).
+            Its tiles: ``n = stop - start`` (see :meth:`chunk_range`), or ``chunk_tiles`` (a
+            reusable full-size buffer) where the rows past the end of the array are ignored and,
+            for the last chunk, overwritten with the fill value.
+
+        Raises
+        ------
+        ValueError
+            If the shape does not fit the chunk.
+        """
+        data = self.encode(chunk_index, tiles)
+        if data is not None:
+            self.put(chunk_index, data)
+
+    def encode(self, chunk_index: int, tiles: npt.NDArray[np.uint8]) -> bytes | None:
+        """The stored bytes of chunk ``chunk_index`` (``tiles`` as in :meth:`write`), for :meth:`put`.
+
+        ``tiles`` is not used once this returns, so a caller can reuse its buffer while the
+        bytes are written (on object storage, while the PUT waits on the network). Where the
+        array's codecs go through zarr (no direct chunk format, e.g. JPEG), zarr writes the chunk
+        now and None is returned: there is nothing left to put.
 
         Raises
         ------
@@ -191,15 +209,28 @@ class TileChunkWriter:
             )
         if self._images is None:
             array(self.store, TILES_IMAGES, "r+")[start:stop] = tiles[:n]
-            return
+            return None
         if isinstance(self._images.fmt, TileStreamsFormat):  # stores only the n real tiles
-            self._images.put(_chunk_key(chunk_index), tiles[:n])
-            return
+            return self._images.fmt.encode(tiles[:n])
         if n < self.chunk_tiles:  # zarr stores the last chunk padded to the full chunk shape
-            full = np.full((self.chunk_tiles, *self.tile_shape), self.fill_value, dtype=np.uint8)
-            full[:n] = tiles[:n]
-            tiles = full
-        self._images.put(_chunk_key(chunk_index), tiles)
+            if tiles.shape[0] == self.chunk_tiles:  # a full-size buffer: pad it in place, not in a 12 MB copy
+                tiles[n:] = self.fill_value
+            else:
+                full = np.full((self.chunk_tiles, *self.tile_shape), self.fill_value, dtype=np.uint8)
+                full[:n] = tiles[:n]
+                tiles = full
+        return self._images.fmt.encode(tiles)
+
+    def put(self, chunk_index: int, data: bytes) -> None:
+        """Write ``data``, chunk ``chunk_index``'s stored bytes from :meth:`encode` or :meth:`encode_streams`, whole.
+
+        A file written in place, or one PUT at a URL; a full or read-only disk raises
+        :class:`~wsipipe.errors.OutputError`.
+        """
+        self.chunk_range(chunk_index)
+        if self._images is None:
+            raise StoreError(f"{self.store!r}: tiles/images has codecs only zarr writes: use write(), not put()")
+        self._images.put_bytes(_chunk_key(chunk_index), data)
 
     @property
     def stores_streams(self) -> bool:
@@ -209,8 +240,19 @@ class TileChunkWriter:
     def write_streams(self, chunk_index: int, entries: Sequence[bytes | npt.NDArray[np.uint8]]) -> None:
         """Write chunk ``chunk_index`` whole from the slide's JPEG streams and decoded tiles.
 
-        Same file placement, in-place write and :class:`~wsipipe.errors.OutputError` on a full or
-        read-only disk as :meth:`write`.
+        :meth:`encode_streams` (see there for ``entries``), then :meth:`put`: the same file
+        placement, in-place write and :class:`~wsipipe.errors.OutputError` on a full or read-only
+        disk as :meth:`write`.
+        """
+        data = self.encode_streams(chunk_index, entries)
+        if data is not None:
+            self.put(chunk_index, data)
+
+    def encode_streams(self, chunk_index: int, entries: Sequence[bytes | npt.NDArray[np.uint8]]) -> bytes | None:
+        """The stored bytes of chunk ``chunk_index`` from the slide's JPEG streams and decoded tiles, for :meth:`put`.
+
+        As :meth:`encode`: None where zarr wrote the chunk, and the arrays among ``entries`` are
+        not used once this returns.
 
         Parameters
         ----------
@@ -231,7 +273,7 @@ class TileChunkWriter:
         Notes
         -----
         On a store that is not a local ``source`` store (:attr:`stores_streams` is false), the
-        streams are decoded and the chunk goes through :meth:`write`, which is slower than
+        streams are decoded and the chunk goes through :meth:`encode`, which is slower than
         passing the decoded pixels there directly.
         """
         start, stop = self.chunk_range(chunk_index)
@@ -240,8 +282,7 @@ class TileChunkWriter:
             raise ValueError(f"chunk {chunk_index} has {n} tiles, got {len(entries)} entries (store {self.store!r})")
         entries = entries[:n]
         if self._images is not None and isinstance(self._images.fmt, TileStreamsFormat):
-            self._images.put_bytes(_chunk_key(chunk_index), self._images.fmt.encode_entries(entries))
-            return
+            return self._images.fmt.encode_entries(entries)
         from wsipipe.slide import decode_jpeg_stream
 
         tiles = np.empty((n, *self.tile_shape), dtype=np.uint8)
@@ -251,10 +292,10 @@ class TileChunkWriter:
                     raise ValueError(f"JPEG entry {k} of chunk {chunk_index} is not a {self.tile_shape} tile")
             else:
                 tiles[k] = entry
-        self.write(chunk_index, tiles)
+        return self.encode(chunk_index, tiles)
 
     def mark_done(self, chunk_index: int) -> None:
-        """Set ``tiles/chunk_done[chunk_index]``: call it after :meth:`write` returned."""
+        """Set ``tiles/chunk_done[chunk_index]``: call it after :meth:`write` (or :meth:`put`) returned."""
         self.chunk_range(chunk_index)
         if self._done is None:
             array(self.store, TILES_CHUNK_DONE, "r+")[chunk_index] = True

@@ -11,10 +11,12 @@ fail the slide.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -161,16 +163,41 @@ def _prefetch_quietly(reader: LevelTileReader, regions: list[tuple[int, int, int
         logger.debug("background prefetch of %s failed", getattr(reader, "path", "?"), exc_info=True)
 
 
-_BUFFERS = threading.local()
+class _ChunkBuffers:
+    """Reusable ``(chunk_tiles, T, T, 3)`` uint8 chunk buffers (saving the page faults of a fresh 12 MB array
+    per chunk), at most ``limit`` of them at once.
+
+    A band holds one only while it decodes and encodes its chunk, not while it waits for its slide
+    bytes or its PUTs: with ``workers * overlap`` bands in flight at URLs, no more buffers are
+    held than decoding needs. That is CPU work (it releases the GIL), so more than one buffer per
+    core gains nothing: ``limit`` is the CPU count.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._slots = threading.BoundedSemaphore(limit)
+        self._lock = threading.Lock()
+        self._free: list[npt.NDArray[np.uint8]] = []
+
+    @contextmanager
+    def take(self, shape: tuple[int, ...]) -> Iterator[npt.NDArray[np.uint8]]:
+        """A buffer of ``shape`` (uninitialised) for the ``with`` block; waits while ``limit`` are taken."""
+        with self._slots:
+            with self._lock:
+                buffer = self._free.pop() if self._free else None
+            if buffer is None or buffer.shape != shape:
+                buffer = np.empty(shape, dtype=np.uint8)
+            try:
+                yield buffer
+            finally:
+                with self._lock:
+                    if len(self._free) < self.limit and all(b.shape == shape for b in self._free):
+                        self._free.append(buffer)
+                    else:  # another tile size: keep the newest shape's only
+                        self._free = [buffer]
 
 
-def _chunk_buffer(shape: tuple[int, ...]) -> npt.NDArray[np.uint8]:
-    """A per-thread reusable uint8 buffer (saves the page faults of a fresh 12 MB array per chunk)."""
-    buffer: npt.NDArray[np.uint8] | None = getattr(_BUFFERS, "array", None)
-    if buffer is None or buffer.shape != shape:
-        buffer = np.empty(shape, dtype=np.uint8)
-        _BUFFERS.array = buffer
-    return buffer
+_BUFFERS = _ChunkBuffers(os.cpu_count() or 1)
 
 
 def _write_band(band: _Band) -> _BandDone:
@@ -179,7 +206,6 @@ def _write_band(band: _Band) -> _BandDone:
     try:
         reader = cached_level_reader(band.path, band.backend, band.slide_mpp, band.level)
         size = band.tile_size
-        tiles = _chunk_buffer((len(band.cells), size, size, 3))
         aligned = band.read_size == size == band.stride and reader.tile_size == (size, size)
         step, span = band.stride, band.read_size  # a slide at a URL fetches the band's tiles at once
         cells = band.cells if band.ahead is None else np.concatenate([band.cells, band.ahead])
@@ -187,23 +213,29 @@ def _write_band(band: _Band) -> _BandDone:
         if band.next_group is not None:  # the next group's GETs overlap this group's decoding and writing
             regions = [(col * step, row * step, span, span) for col, row in band.next_group.tolist()]
             threading.Thread(target=_prefetch_quietly, args=(reader, regions), daemon=True).start()
-        if aligned and band.streams:
-            # keep each slide tile's JPEG bytes, checked by a strict 1/8-scale decode (every Huffman code is
-            # still decoded, so corrupt data fails as in a full decode); edge and empty tiles are decoded
-            entries: list[bytes | npt.NDArray[np.uint8]] = []
-            for k, (col, row) in enumerate(band.cells.tolist()):
-                stream = reader.read_stream_into(col * size, row * size, tiles[k], pixels=False)
-                entries.append(tiles[k] if stream is None else stream)
-            band.writer.write_streams(band.chunk_index, entries)
-        else:
-            if aligned:
-                for k, (col, row) in enumerate(band.cells.tolist()):  # grid == stored tiles: decode each into place
-                    reader.read_into(col * size, row * size, tiles[k])
+        with _BUFFERS.take((band.writer.chunk_tiles, size, size, 3)) as buffer:  # decoding and encoding only
+            tiles = buffer[: len(band.cells)]
+            if aligned and band.streams:
+                # keep each slide tile's JPEG bytes, checked by a strict 1/8-scale decode (every Huffman code is
+                # still decoded, so corrupt data fails as in a full decode); edge and empty tiles are decoded
+                entries: list[bytes | npt.NDArray[np.uint8]] = []
+                for k, (col, row) in enumerate(band.cells.tolist()):
+                    stream = reader.read_stream_into(col * size, row * size, tiles[k], pixels=False)
+                    entries.append(tiles[k] if stream is None else stream)
+                data = band.writer.encode_streams(band.chunk_index, entries)
+                del entries
             else:
-                read_cells(
-                    reader.read, band.cells, read_size=band.read_size, tile_size=size, stride=band.stride, out=tiles
-                )
-            band.writer.write(band.chunk_index, tiles)
+                if aligned:
+                    for k, (col, row) in enumerate(band.cells.tolist()):  # grid == stored tiles: decode each into place
+                        reader.read_into(col * size, row * size, tiles[k])
+                else:
+                    read_cells(
+                        reader.read, band.cells, read_size=band.read_size, tile_size=size, stride=band.stride, out=tiles
+                    )
+                data = band.writer.encode(band.chunk_index, buffer)  # the last chunk padded in place
+        if data is not None:  # the buffer is free again while the chunk is written (a PUT at a URL)
+            band.writer.put(band.chunk_index, data)
+        del data
         band.writer.mark_done(band.chunk_index)
     except Exception as err:  # reported per slide; the store stays incomplete
         full = output_error(err, band.writer.store)
