@@ -339,9 +339,9 @@ def _prepare(job: _Job) -> _Prepared:
 
 
 #: Chunk tasks (and slides being prepared) in flight per worker when slides or stores are at URLs
-#: (local threads): each chunk task holds
-#: one chunk's tiles (a reused ``(chunk_tiles, T, T, 3)`` uint8 buffer per thread, 12.6 MB at
-#: 64 tiles of 256 px), its slide bytes and its encoded chunk, so ``workers * _URL_OVERLAP`` of each.
+#: (local threads). Each chunk task holds its slide bytes and then its encoded chunk; a
+#: ``(chunk_tiles, T, T, 3)`` uint8 buffer (12.6 MB at 64 tiles of 256 px) only while it decodes
+#: and encodes, from a pool of one per core (``_BUFFERS`` in :mod:`wsipipe.tiling._band_tasks`).
 _URL_OVERLAP = 2
 
 
