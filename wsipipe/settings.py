@@ -10,7 +10,7 @@ import sys
 
 from wsipipe.errors import ConfigError
 
-__all__ = ["PROGRESS_INTERVAL", "progress_enabled", "progress_interval", "torch_threads"]
+__all__ = ["PROGRESS_INTERVAL", "progress_enabled", "progress_interval", "torch_threads", "usable_cpus"]
 
 #: Seconds between progress log lines when no bar is drawn (``WSIPIPE_PROGRESS_INTERVAL``).
 PROGRESS_INTERVAL = 15.0
@@ -26,6 +26,18 @@ def _env_bool(name: str) -> bool | None:
     if low in {"0", "false", "no", "off"}:
         return False
     raise ConfigError(f"environment variable {name}={raw!r}: expected 1/0, true/false, yes/no or on/off")
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on: its CPU affinity (``taskset``, a container's cpuset), else the CPU count.
+
+    ``os.cpu_count()`` counts the machine's CPUs, so a process confined to fewer would start
+    more workers and threads than it can run.
+    """
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity on this platform
+        return max(1, os.cpu_count() or 1)
 
 
 def progress_enabled() -> bool:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +23,7 @@ from wsipipe.scheduler import (
     local_executor,
     parse_scheduler,
 )
+from wsipipe.settings import usable_cpus
 
 
 def test_every_form_parses_to_its_kind(tmp_path: Path) -> None:
@@ -212,3 +216,15 @@ def test_bad_values_fail_before_any_work(slide: Path, reference: dict[str, Any],
     with pytest.raises(ConfigError, match="unknown scheduler 'tcp'"):
         run_pipeline(pipeline, scheduler="tcp")
     assert not (tmp_path / "run").exists()  # no lock taken, no manifest written
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
+def test_a_process_confined_to_one_cpu_starts_one_worker_and_one_chunk_buffer() -> None:
+    code = (
+        "import os; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
+        "from wsipipe.settings import usable_cpus; from wsipipe.tiling._execute import default_workers; "
+        "from wsipipe.tiling._band_tasks import _BUFFERS; print(usable_cpus(), default_workers(), _BUFFERS.limit)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["1", "1", "1"]  # os.cpu_count() would still say every CPU of the machine
+    assert usable_cpus() == len(os.sched_getaffinity(0))

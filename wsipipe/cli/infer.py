@@ -30,7 +30,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--checkpoint", required=True, metavar="CKPT", help="checkpoint directory (safetensors + meta)")
     add_scheduler_option(p, "a local cluster of worker processes")
     options = ParamOptions(p, "run_options")  # InferOptions fields, defaults as in the dataclass (tested)
-    options.add("--workers", type=int, default=None, help="local cluster workers (default: from the CPU count)")
+    options.add(
+        "--workers", type=int, default=None, help="local cluster workers (default: from the CPUs this process may use)"
+    )
     options.add(
         "--threads-per-worker", type=int, default=1, help="local cluster threads per worker (default {default})"
     )

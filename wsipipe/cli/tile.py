@@ -73,7 +73,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--force", action="store_true", help="rebuild stores even when complete and up to date")
     add_scheduler_option(p, "local threads")
     p.add_argument(
-        "--workers", type=int, default=None, help="local threads or processes (default: CPU count, at most 8)"
+        "--workers",
+        type=int,
+        default=None,
+        help="local threads or processes (default: the CPUs this process may use, at most 8)",
     )
     p.set_defaults(func=run)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from wsipipe.errors import ConfigError
 from wsipipe.scheduler import dask_client, parse_scheduler
+from wsipipe.settings import usable_cpus
 
 __all__ = [
     "GPU_RESOURCE",
@@ -66,7 +67,7 @@ def local_cluster_size(workers: int | None, threads_per_worker: int, *, gpu: boo
     stage at 1.28x the speed of two workers with one each, with 1.09 GB peak RSS against
     1.64 GB (``benchmarks/bench_end_to_end.py --size 20000x15000``, same session).
     """
-    cores = os.cpu_count() or 1
+    cores = usable_cpus()
     if gpu:
         import torch
 

@@ -41,6 +41,7 @@ import numpy as np
 import numpy.typing as npt
 
 from wsipipe.errors import ConfigError
+from wsipipe.settings import usable_cpus
 from wsipipe.store import PREDICTIONS, PROBS, TILES_GRID, TILES_IMAGES, array, open_store, write_probs
 
 if TYPE_CHECKING:
@@ -312,14 +313,14 @@ def _default_threads() -> int:
         nthreads = int(get_worker().state.nthreads)
     except (ImportError, ValueError, AttributeError):
         nthreads = 1
-    return max(1, (os.cpu_count() or 1) // max(1, nthreads))
+    return max(1, usable_cpus() // max(1, nthreads))
 
 
 #: Bounds of :func:`auto_batch_size` on the CPU and on CUDA, tiles. On the CPU batches of 32-256
 #: tiles ran alike (``benchmarks/bench_cpu_kernels.py --batches``), so larger ones only cost memory.
 BATCH_BOUNDS = {"cpu": (8, 128), "cuda": (8, 1024)}
 #: Share of the available memory one forward pass may take: the host's MemAvailable divided by the
-#: CPU count (one share per possible worker), or the GPU's free memory divided by 4.
+#: number of usable CPUs (one share per possible worker), or the GPU's free memory divided by 4.
 _CPU_SHARE_CAP = 512 * 2**20
 
 
@@ -336,7 +337,7 @@ def _available_memory(device: str) -> int:
         available = kib * 1024
     except (OSError, StopIteration, ValueError):
         available = 4 * 2**30
-    return min(_CPU_SHARE_CAP, available // max(1, os.cpu_count() or 1))
+    return min(_CPU_SHARE_CAP, available // usable_cpus())
 
 
 def auto_batch_size(model: Any, tile_size: int, device: str, *, budget: int | None = None) -> int:

@@ -11,7 +11,6 @@ fail the slide.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import threading
 import time
@@ -23,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from wsipipe.errors import ResolutionError, SlideError, output_error
+from wsipipe.settings import usable_cpus
 from wsipipe.slide import LevelTileReader
 from wsipipe.storage import is_url
 from wsipipe.store import TileChunkWriter
@@ -170,7 +170,7 @@ class _ChunkBuffers:
     A band holds one only while it decodes and encodes its chunk, not while it waits for its slide
     bytes or its PUTs: with ``workers * overlap`` bands in flight at URLs, no more buffers are
     held than decoding needs. That is CPU work (it releases the GIL), so more than one buffer per
-    core gains nothing: ``limit`` is the CPU count.
+    core gains nothing: ``limit`` is the number of CPUs this process may use.
     """
 
     def __init__(self, limit: int) -> None:
@@ -197,7 +197,7 @@ class _ChunkBuffers:
                         self._free = [buffer]
 
 
-_BUFFERS = _ChunkBuffers(os.cpu_count() or 1)
+_BUFFERS = _ChunkBuffers(usable_cpus())
 
 
 def _write_band(band: _Band) -> _BandDone:

@@ -23,7 +23,6 @@ sets its own).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from contextlib import AbstractContextManager, ExitStack
@@ -32,6 +31,7 @@ from typing import Any, TypeVar
 from wsipipe.errors import ConfigError
 from wsipipe.progress import ProgressBar
 from wsipipe.scheduler import LocalKind, SchedulerSpec, completed, dask_client, local_executor, parse_scheduler
+from wsipipe.settings import usable_cpus
 
 __all__ = ["TaskRunner", "default_workers"]
 
@@ -42,8 +42,8 @@ R = TypeVar("R")
 
 
 def default_workers() -> int:
-    """Workers for local schedulers: the CPU count, at most 8."""
-    return max(1, min(8, os.cpu_count() or 1))
+    """Workers for local schedulers: the CPUs this process may use (:func:`~wsipipe.settings.usable_cpus`), at most 8."""
+    return min(8, usable_cpus())
 
 
 class TaskRunner(AbstractContextManager["TaskRunner"]):

@@ -203,7 +203,7 @@ def tile_slides(
         threads), ``"sync"``, ``"threads"``, ``"processes"``, a Dask address, a scheduler file
         or a Client (the last three run the tasks on that cluster).
     workers : int, optional
-        Local threads or processes (default: CPU count, at most 8).
+        Local threads or processes (default: the CPUs this process may use, at most 8).
     force : bool, optional
         Rebuild stores even when a complete, matching one exists.
 
