@@ -7,7 +7,9 @@ Prints, for the same store, checkpoint and batch size:
   (all cores as torch threads), and the ratio to the plain loop (target >= 0.9);
 * tiles/s with 2 worker processes (cores shared out), and the 1 -> 2 workers scaling;
 * on a CUDA machine: GPU tiles/s, and the time spent reading tiles against the time in the
-  model (whether reading keeps the GPU busy).
+  model (whether reading keeps the GPU busy);
+* there too, a slide tiled as a ``zstd`` store (tiles decoded on the host) and as a
+  ``compression: source`` store (its JPEG tiles decoded on the GPU): tiles/s and GPU busy of each.
 
 The GPU section (:func:`accelerator_section`) takes the device as a parameter. With
 ``--accelerator-path-on-cpu`` and no CUDA device it runs on the CPU with the same code and
@@ -23,6 +25,7 @@ and first-batch costs are in the warm-up). Run: ``python benchmarks/bench_infere
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -165,6 +168,58 @@ def accelerator_section(store: Path, ckpt: Path, args: argparse.Namespace, devic
     return figures
 
 
+def source_section(tmp: Path, args: argparse.Namespace, device: str) -> dict[str, float]:
+    """The stage on GPU workers over one slide tiled as ``zstd`` and as ``source``: host against device decoding.
+
+    With ``device="cpu"`` (``--accelerator-path-on-cpu``) the device path runs with the host's
+    decoder: the figures then show the path's overhead, not a GPU decoder's speed.
+    """
+    from distributed import Client
+
+    from wsipipe.synth import make_test_slide
+    from wsipipe.tiling import TileParams, tile_slide
+
+    cuda = device == "cuda"
+    width, height = args.source_size
+    slide = make_test_slide(tmp / "source-slide.tif", kind="tumor", seed=0, size=(width, height)).path
+    tiles = TileParams(tile_size=256, min_tissue=0.0, chunk_tiles=args.chunk)  # the slide's stored level-2 tiles
+    stores = {
+        "zstd": tile_slide(slide, tmp / "zstd", tiles).store,
+        "source": tile_slide(slide, tmp / "source", dataclasses.replace(tiles, compression="source")).store,
+    }
+    arch: dict[str, Any] = {} if args.full_celnet else {"widths": [8, 16, 16, 32], "depth": 2, "reduction": 8}
+    ckpt = make_checkpoint(tmp / "ckpt256", tile_size=256, mpp=0.972, **arch)
+    amp_dtype = "float16" if cuda else "bfloat16"
+    params = InferParams(
+        device="cuda" if cuda else "auto", amp_dtype=amp_dtype, accelerator_path=not cuda, batch_size=args.batch
+    )
+    figures: dict[str, float] = {}
+    with (
+        local_cluster(
+            n_workers=1,
+            threads_per_worker=4,
+            processes=True,
+            resources={"GPU": 4},
+            dashboard_address=":0",
+            silence_logs=40,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        for name, store in stores.items():
+            wall, read, compute, n = best(
+                partial(stage, store, ckpt, client, params, InferOptions(force=True)), args.repeat
+            )
+            where = "host" if name == "zstd" else ("GPU" if cuda else "device path, host decoder")
+            print(
+                f"{name} store ({n} tiles of 256 px, decoded on the {where}): {n / wall:8.1f} tiles/s; model "
+                f"{compute:.2f} s of {wall:.2f} s wall (busy {compute / wall:.0%}); reading {read:.2f} s summed",
+                flush=True,
+            )
+            figures[f"{name}_store_tiles_per_s"] = n / wall
+            figures[f"{name}_store_busy"] = compute / wall
+    return figures
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiles", type=int, default=256)
@@ -178,6 +233,14 @@ def main() -> None:
         "--accelerator-path-on-cpu",
         action="store_true",
         help="without CUDA, run the GPU section on the CPU (GPU code path, bfloat16 autocast) to exercise its code",
+    )
+    ap.add_argument(
+        "--source-size",
+        type=int,
+        nargs=2,
+        default=(16384, 12288),
+        metavar=("W", "H"),
+        help="level-0 size of the slide of the zstd/source section (GPU section)",
     )
     args = ap.parse_args()
     os.environ.setdefault("WSIPIPE_PROGRESS", "0")
@@ -243,8 +306,10 @@ def main() -> None:
 
     if torch.cuda.is_available():
         out |= accelerator_section(store, ckpt, args, "cuda")
+        out |= source_section(tmp, args, "cuda")
     elif args.accelerator_path_on_cpu:
         out |= accelerator_section(store, ckpt, args, "cpu")
+        out |= source_section(tmp, args, "cpu")
     else:
         print("no CUDA device: GPU figures skipped")
     print(json.dumps(out))

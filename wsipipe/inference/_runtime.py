@@ -45,6 +45,7 @@ from wsipipe.settings import usable_cpus
 from wsipipe.store import PREDICTIONS, PROBS, TILES_GRID, TILES_IMAGES, array, open_store, write_probs
 
 if TYPE_CHECKING:
+    import torch
     import zarr
 
 __all__ = [
@@ -497,7 +498,7 @@ def _prepare(lm: LoadedModel) -> Callable[[Any], Any]:
 
     def prepare(batch: torch.Tensor) -> torch.Tensor:
         """(B, H, W, 3) uint8 -> (B, 3, H, W) float32, normalised, on the device."""
-        if plan.pin_memory:
+        if plan.pin_memory and batch.device.type == "cpu":  # tiles decoded on the GPU are there already
             batch = batch.pin_memory()
         batch = batch.to(lm.device, non_blocking=plan.non_blocking)  # no copy when already there
         x = batch.permute(0, 3, 1, 2).float()  # channels-last strides, no copy of the layout
@@ -527,7 +528,7 @@ def _activate(logits: Any, n_classes: int) -> Any:
 
 def predict_tiles(
     lm: LoadedModel,
-    tiles: npt.NDArray[np.uint8],
+    tiles: npt.NDArray[np.uint8] | torch.Tensor,
     *,
     batch_size: int,
     dense: bool = False,
@@ -542,8 +543,9 @@ def predict_tiles(
     ----------
     lm : LoadedModel
         From :func:`loaded_model`.
-    tiles : (n, T, T, 3) uint8 ndarray
-        RGB tiles.
+    tiles : (n, T, T, 3) uint8 ndarray, or uint8 torch.Tensor
+        RGB tiles: on the host, or (a tensor) already on ``lm.device`` (decoded there,
+        :mod:`._device_decode`; tile by tile only).
     batch_size : int
         Tiles per forward pass.
     dense : bool
@@ -568,6 +570,8 @@ def predict_tiles(
 
             if cells is None:
                 raise ValueError("dense mode needs the tiles' grid cells")
+            if isinstance(tiles, torch.Tensor):
+                raise ValueError("dense mode takes tiles on the host (an ndarray), not a tensor")
             forward: Callable[[torch.Tensor], torch.Tensor] = lm.model
             if not isinstance(lm.model, DenseModel):
                 raise capability_error(lm.model, "dense", hint=DENSE_HINT)
@@ -576,7 +580,7 @@ def predict_tiles(
             regions = assemble_regions([(0, tiles)], cells, tile_size=tile_size, stride=stride, block=side, fill=fill)
             logits = dense_logits(forward, lm.model.forward_map, regions, batch_tiles=batch_size, prepare=prepare)
         else:
-            source = torch.from_numpy(np.ascontiguousarray(tiles))
+            source = tiles if isinstance(tiles, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(tiles))
             outs = [lm.model(prepare(source[i : i + batch_size])).float() for i in range(0, len(tiles), batch_size)]
             logits = torch.cat(outs) if outs else torch.zeros((0, lm.n_classes))
         probs = _activate(logits, lm.n_classes).cpu()
@@ -654,8 +658,15 @@ def run_chunk(task: ChunkTask) -> ChunkDone:
         probs, read_s, wait_s, compute_s = run_dense_task(lm, task, nodes)
         t2 = time.perf_counter()
     else:
+        from wsipipe.inference._device_decode import read_tiles_on_device
+
         t0 = time.perf_counter()
-        tiles = np.asarray(images[task.start : task.stop], dtype=np.uint8)
+        # a source store's JPEG tiles decode on the GPU (the host reads bytes); otherwise zarr reads on the host
+        tiles = read_tiles_on_device(
+            images, task.chunk, task.start, task.stop, lm.device, accelerator_path=opts.accelerator_path
+        )
+        if tiles is None:
+            tiles = np.asarray(images[task.start : task.stop], dtype=np.uint8)
         t1 = time.perf_counter()
         with lm.lock:  # taken again inside predict_tiles (re-entrant): the wait is timed apart
             t_held = time.perf_counter()

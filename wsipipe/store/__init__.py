@@ -65,6 +65,7 @@ from wsipipe.store._predictions import (
 from wsipipe.store._read import (
     array,
     iter_tile_chunks,
+    read_chunk_bytes,
     read_coords,
     read_grid,
     read_grid_shape,
@@ -82,7 +83,16 @@ from wsipipe.store._store import (
     slide_content_hash,
     store_exists,
 )
-from wsipipe.store._streams import STREAMS_CODEC_NAME, TileStreamsCodec, decode_tile_streams, encode_tile_streams
+from wsipipe.store._streams import (
+    KIND_JPEG,
+    STREAMS_CODEC_NAME,
+    TileStreamsCodec,
+    decode_tile_streams,
+    decode_zstd_tile,
+    encode_tile_streams,
+    streams_chunk_format,
+    tile_stream_entries,
+)
 from wsipipe.store._tiling import SUPPORTED_TILING_VERSIONS, TILING_VERSION, TilingInfo, read_tiling
 from wsipipe.store._validate import store_problems, validate_store
 from wsipipe.store._writer import (
@@ -107,6 +117,7 @@ __all__ = [
     "ATTR_VERSION",
     "DEFAULT_ZSTD_LEVEL",
     "HEATMAP",
+    "KIND_JPEG",
     "PREDICTIONS",
     "PROBS",
     "ROOT_ATTRS",
@@ -135,6 +146,7 @@ __all__ = [
     "create_store",
     "create_tile_arrays",
     "decode_tile_streams",
+    "decode_zstd_tile",
     "encode_tile_streams",
     "find_stores",
     "is_complete",
@@ -143,6 +155,7 @@ __all__ = [
     "mark_complete",
     "mark_predictions_complete",
     "open_store",
+    "read_chunk_bytes",
     "read_chunk_done",
     "read_class_names",
     "read_coords",
@@ -162,9 +175,11 @@ __all__ = [
     "store_exists",
     "store_problems",
     "stored_models",
+    "streams_chunk_format",
     "tile_chunk_writer",
     "tile_codecs",
     "tile_span",
+    "tile_stream_entries",
     "validate_store",
     "write_heatmap",
     "write_probs",

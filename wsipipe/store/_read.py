@@ -16,6 +16,7 @@ from wsipipe.store._store import StoreLike, _group
 __all__ = [
     "array",
     "iter_tile_chunks",
+    "read_chunk_bytes",
     "read_coords",
     "read_grid",
     "read_grid_shape",
@@ -87,3 +88,25 @@ def iter_tile_chunks(store: StoreLike) -> Iterator[tuple[int, npt.NDArray[np.uin
     step = images.chunks[0]
     for start in range(0, images.shape[0], step):
         yield start, np.asarray(images[start : start + step], dtype=np.uint8)
+
+
+def read_chunk_bytes(arr: zarr.Array, chunk_index: int) -> bytes | None:
+    """The stored bytes of chunk ``(chunk_index, 0, ...)`` of ``arr`` as its codecs wrote them, or None where none is stored.
+
+    For a reader that decodes the chunk itself (for example the JPEG streams of a ``source``
+    store, on a GPU): one read of the chunk's file or object, no decoding.
+
+    Raises
+    ------
+    StoreError
+        If ``chunk_index`` is outside the array's chunks.
+    """
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    n_chunks = -(-int(arr.shape[0]) // int(arr.chunks[0]))
+    if not 0 <= chunk_index < n_chunks:
+        raise StoreError(f"{arr.store_path}: chunk {chunk_index} is outside its {n_chunks} chunks")
+    key = arr.metadata.encode_chunk_key((chunk_index, *([0] * (arr.ndim - 1))))
+    buffer = sync((arr.store_path / key).get(prototype=default_buffer_prototype()))
+    return None if buffer is None else buffer.to_bytes()

@@ -50,8 +50,10 @@ __all__ = [
     "TileStreamsCodec",
     "TileStreamsFormat",
     "decode_tile_streams",
+    "decode_zstd_tile",
     "encode_tile_streams",
     "streams_chunk_format",
+    "tile_stream_entries",
 ]
 
 STREAMS_CODEC_NAME = "wsipipe.tile_streams"
@@ -122,6 +124,64 @@ def _damaged(what: str) -> StoreError:
     )
 
 
+def tile_stream_entries(data: bytes, rows: int) -> list[tuple[int, memoryview]]:
+    """The entries of one ``wsipipe.tile_streams`` chunk, checked against its header: ``(kind, payload)`` each.
+
+    Parameters
+    ----------
+    data : bytes
+        The chunk object's contents.
+    rows : int
+        The chunk's rows ``n`` (``chunk_tiles``): at most that many entries.
+
+    Returns
+    -------
+    list of (int, memoryview)
+        Entry ``i`` is row ``i`` of the chunk: :data:`KIND_JPEG` and a complete JPEG stream, or
+        :data:`KIND_ZSTD` and one zstd frame of the tile's ``T * T * 3`` bytes. Views of ``data``.
+
+    Raises
+    ------
+    StoreError
+        If the chunk is truncated, garbled, holds more entries than ``rows``, or has an unknown kind.
+    """
+    view = memoryview(data)
+    if len(view) < _HEAD.size:
+        raise _damaged(f"{len(view)} bytes, shorter than its {_HEAD.size}-byte header")
+    magic, m = _HEAD.unpack_from(view)
+    if magic != STREAMS_MAGIC:
+        raise _damaged(f"it starts with {bytes(magic)!r}, not the magic {STREAMS_MAGIC!r}")
+    if m > rows:
+        raise _damaged(f"it lists {m} tiles, the chunk has {rows} rows")
+    start = _HEAD.size + m * _ENTRY.itemsize
+    if len(view) < start:
+        raise _damaged(f"{len(view)} bytes, shorter than its header of {m} entries ({start} bytes)")
+    table = np.frombuffer(view, dtype=_ENTRY, count=m, offset=_HEAD.size)
+    ends = start + np.cumsum(table["length"], dtype=np.int64)
+    if m and int(ends[-1]) != len(view):
+        raise _damaged(f"its entries add up to {int(ends[-1])} bytes, the chunk holds {len(view)}")
+    if not m and len(view) != start:
+        raise _damaged(f"{len(view) - start} bytes after an empty entry table")
+    entries = []
+    for i in range(m):
+        kind = int(table["kind"][i])
+        if kind not in (KIND_JPEG, KIND_ZSTD):
+            raise _damaged(f"tile {i} of {m} has unknown kind {kind} (0 zstd, 1 JPEG)")
+        entries.append((kind, view[int(ends[i]) - int(table["length"][i]) : int(ends[i])]))
+    return entries
+
+
+def decode_zstd_tile(payload: bytes | memoryview, tile_shape: tuple[int, ...], i: int, m: int) -> npt.NDArray[np.uint8]:
+    """Entry ``i`` of ``m`` of kind :data:`KIND_ZSTD` as a ``tile_shape`` uint8 array (read-only view of its bytes)."""
+    try:
+        raw = _zstd(DEFAULT_ZSTD_LEVEL).decode(payload)
+    except Exception as err:  # numcodecs raises RuntimeError / ValueError
+        raise _damaged(f"zstd tile {i} of {m} does not decompress ({err})") from err
+    if len(raw) != int(np.prod(tile_shape)):
+        raise _damaged(f"zstd tile {i} of {m} holds {len(raw)} bytes, a tile is {int(np.prod(tile_shape))}")
+    return np.frombuffer(raw, dtype=np.uint8).reshape(tile_shape)
+
+
 def decode_tile_streams(data: bytes, out: npt.NDArray[np.uint8], *, fill_value: int = 255) -> npt.NDArray[np.uint8]:
     """Decode one ``wsipipe.tile_streams`` chunk into ``out``.
 
@@ -147,29 +207,9 @@ def decode_tile_streams(data: bytes, out: npt.NDArray[np.uint8], *, fill_value: 
     """
     from wsipipe.slide import TileDataError, decode_jpeg_stream
 
-    view = memoryview(data)
-    if len(view) < _HEAD.size:
-        raise _damaged(f"{len(view)} bytes, shorter than its {_HEAD.size}-byte header")
-    magic, m = _HEAD.unpack_from(view)
-    if magic != STREAMS_MAGIC:
-        raise _damaged(f"it starts with {bytes(magic)!r}, not the magic {STREAMS_MAGIC!r}")
-    n = out.shape[0]
-    if m > n:
-        raise _damaged(f"it lists {m} tiles, the chunk has {n} rows")
-    start = _HEAD.size + m * _ENTRY.itemsize
-    if len(view) < start:
-        raise _damaged(f"{len(view)} bytes, shorter than its header of {m} entries ({start} bytes)")
-    table = np.frombuffer(view, dtype=_ENTRY, count=m, offset=_HEAD.size)
-    ends = start + np.cumsum(table["length"], dtype=np.int64)
-    if m and int(ends[-1]) != len(view):
-        raise _damaged(f"its entries add up to {int(ends[-1])} bytes, the chunk holds {len(view)}")
-    if not m and len(view) != start:
-        raise _damaged(f"{len(view) - start} bytes after an empty entry table")
-    tile_shape = out.shape[1:]
-    raw_size = int(np.prod(tile_shape))
-    zstd = None
-    for i in range(m):
-        kind, payload = int(table["kind"][i]), view[int(ends[i]) - int(table["length"][i]) : int(ends[i])]
+    entries = tile_stream_entries(data, out.shape[0])
+    m, tile_shape = len(entries), out.shape[1:]
+    for i, (kind, payload) in enumerate(entries):
         if kind == KIND_JPEG:
             try:
                 tile = decode_jpeg_stream(bytes(payload), out[i], strict=True)
@@ -177,17 +217,8 @@ def decode_tile_streams(data: bytes, out: npt.NDArray[np.uint8], *, fill_value: 
                 raise _damaged(f"JPEG tile {i} of {m} does not decode ({err})") from err
             if tile.shape != tile_shape:
                 raise _damaged(f"JPEG tile {i} of {m} is {tile.shape[:2]} px, the tiles are {tile_shape[:2]}")
-        elif kind == KIND_ZSTD:
-            zstd = zstd or _zstd(DEFAULT_ZSTD_LEVEL)
-            try:
-                raw = zstd.decode(payload)
-            except Exception as err:  # numcodecs raises RuntimeError / ValueError
-                raise _damaged(f"zstd tile {i} of {m} does not decompress ({err})") from err
-            if len(raw) != raw_size:
-                raise _damaged(f"zstd tile {i} of {m} holds {len(raw)} bytes, a tile is {raw_size}")
-            out[i] = np.frombuffer(raw, dtype=np.uint8).reshape(tile_shape)
         else:
-            raise _damaged(f"tile {i} of {m} has unknown kind {kind} (0 zstd, 1 JPEG)")
+            out[i] = decode_zstd_tile(payload, tile_shape, i, m)
     out[m:] = fill_value
     return out
 
