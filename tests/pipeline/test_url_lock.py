@@ -372,7 +372,10 @@ def test_a_renewal_whose_answer_was_lost_keeps_the_lock(
     proxy: FaultProxy, s3_bucket: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     out = f"{s3_bucket}/run"
-    with caplog.at_level(logging.WARNING, logger="wsipipe"), ObjectRunLock(out, "mine", lease_s=1.5) as lock:
+    with (
+        caplog.at_level(logging.WARNING, logger="wsipipe"),
+        ObjectRunLock(out, "mine", lease_s=4.0) as lock,  # room for a slow failed renewal on a loaded machine
+    ):
         written = Fault(LOCK_NAME, "drop-answer", times=1, method="PUT")  # a renewal written, its answer lost
         unread = Fault(LOCK_NAME, "drop", method="GET")  # and reading the lock back after its 412 fails
         proxy.faults = [written, unread]
