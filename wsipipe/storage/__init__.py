@@ -20,6 +20,7 @@ fsspec and its protocol packages (s3fs for ``s3://``) are imported on first use 
 """
 
 from wsipipe.storage._clients import client_fingerprint, configured_fs, fs_options, url_fs
+from wsipipe.storage._fast_puts import S3_CLIENT_ENV, s3_put_client
 from wsipipe.storage._files import (
     download_tree,
     is_dir,
@@ -49,6 +50,7 @@ from wsipipe.storage._retry import RetryPolicy, listing_failure, retry_policy, s
 from wsipipe.storage._urls import as_url, is_url, location, redact_url, set_storage_options, storage_options
 
 __all__ = [
+    "S3_CLIENT_ENV",
     "ConditionalWriteError",
     "RetryPolicy",
     "as_url",
@@ -79,6 +81,7 @@ __all__ = [
     "remove_output",
     "replace_object",
     "retry_policy",
+    "s3_put_client",
     "set_retry_policy",
     "set_storage_options",
     "storage_error",

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from wsipipe.storage._clients import url_fs
+from wsipipe.storage._fast_puts import fast_put_objects
 from wsipipe.storage._retry import s3_error_code, storage_error
 from wsipipe.storage._urls import redact_url
 
@@ -30,7 +31,7 @@ def put_objects(url: str, objects: Mapping[str, bytes]) -> None:
     ObjectStorageError
         Naming the first object that could not be written (see :func:`storage_error`).
     """
-    if not objects:
+    if not objects or fast_put_objects(url, objects):  # obstore where it applies (wsipipe.storage._fast_puts)
         return
     fs, key = url_fs(url)
     paths = {f"{key.rstrip('/')}/{name}": data for name, data in objects.items()}
