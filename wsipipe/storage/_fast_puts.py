@@ -115,7 +115,11 @@ def _store(bucket: str, settings: Mapping[str, str]) -> Any:
             store = S3Store(
                 bucket,
                 config=config,
-                client_options={"allow_http": endpoint.startswith("http://")},
+                client_options={  # botocore's 60 s to connect; a whole PUT may take longer than one read
+                    "allow_http": endpoint.startswith("http://"),
+                    "connect_timeout": dt.timedelta(seconds=60),
+                    "timeout": dt.timedelta(seconds=300),
+                },
                 retry_config={"max_retries": 0, "retry_timeout": dt.timedelta(seconds=60)},  # RetryPolicy retries
             )
             _STORES[key] = store
