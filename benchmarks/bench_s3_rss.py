@@ -113,7 +113,7 @@ def main() -> None:
     slide = args.cache / f"synth_{args.size[0]}x{args.size[1]}.tif"
     _make(slide, tuple(args.size))
     work = Path(tempfile.mkdtemp(prefix="bench-s3-rss-"))
-    proc, endpoint = _server()
+    proc, endpoint = _server("moto", work)
     os.environ.update(
         AWS_ENDPOINT_URL=endpoint,
         AWS_ACCESS_KEY_ID="bench",

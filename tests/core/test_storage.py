@@ -156,3 +156,29 @@ def test_s3_puts_go_through_obstore_only_where_it_is_set_up_as_s3fs_would_be(mon
     monkeypatch.setenv(S3_CLIENT_ENV, "boto")
     with pytest.raises(ConfigError, match="WSIPIPE_S3_CLIENT='boto': expected 'auto' or 's3fs'"):
         s3_put_client("s3://b/run")
+
+
+@pytest.mark.parametrize("client", ["obstore", "s3fs"])
+def test_a_put_to_a_missing_bucket_or_an_unreachable_endpoint_names_it_with_either_client(
+    s3_bucket: str, monkeypatch: pytest.MonkeyPatch, client: str
+) -> None:
+    import socket
+
+    from wsipipe.errors import ObjectStorageError
+    from wsipipe.storage import S3_CLIENT_ENV, RetryPolicy, put_objects, s3_put_client, set_retry_policy
+
+    monkeypatch.setenv(S3_CLIENT_ENV, "auto" if client == "obstore" else "s3fs")
+    missing = f"{s3_bucket}-missing"
+    assert s3_put_client(missing).split(":")[0] == client
+    with pytest.raises(ObjectStorageError, match=f"^{missing}/run/a: there is no bucket '{missing[5:]}'"):
+        put_objects(f"{missing}/run", {"a": b"1", "b": b"2"})
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    set_retry_policy(RetryPolicy(attempts=2, backoff=0.01, max_backoff=0.01))
+    try:
+        with pytest.raises(ObjectStorageError, match=f"^cannot reach {s3_bucket}/run/a: EndpointConnectionError"):
+            put_objects(f"{s3_bucket}/run", {"a": b"1"})
+    finally:
+        set_retry_policy(None)

@@ -149,6 +149,7 @@ def _as_botocore(err: BaseException, endpoint: str) -> BaseException:
 async def _put_one(store: Any, bucket: str, key: str, data: bytes, endpoint: str) -> BaseException | None:
     """PUT one object with the retry policy's tries; its error (as botocore's) when they run out, else None."""
     import obstore
+    from obstore.exceptions import BaseError
 
     policy = retry_policy()
     where = f"s3://{bucket}/{key}"
@@ -158,7 +159,7 @@ async def _put_one(store: Any, bucket: str, key: str, data: bytes, endpoint: str
         try:
             await obstore.put_async(store, key, data)
             return None
-        except Exception as err:  # obstore's errors are one family; classified as botocore's would be
+        except (BaseError, OSError) as err:  # obstore's errors, classified as botocore's would be (others: raised)
             mapped = _as_botocore(err, endpoint)
             mapped.__cause__ = err
             response = getattr(mapped, "response", None) or {}
