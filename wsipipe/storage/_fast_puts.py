@@ -112,6 +112,8 @@ def _store(bucket: str, settings: Mapping[str, str]) -> Any:
         if store is None:
             endpoint = settings.get("endpoint", "")
             config: Any = dict(settings)  # obstore's S3Config keys
+            # AWS itself: bucket.s3.<region>.amazonaws.com, as botocore addresses it; another endpoint: path-style
+            config["virtual_hosted_style_request"] = not endpoint
             store = S3Store(
                 bucket,
                 config=config,
