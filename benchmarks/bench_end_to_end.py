@@ -73,7 +73,8 @@ def run_stage(name: str, argv: list[str], log: Path) -> dict[str, float]:
     and its descendants (Dask workers), and the peak of any one of them. (``ru_maxrss`` would
     count the memory of this process, which the child's ``fork`` copies before its ``exec``.)
     """
-    env = dict(os.environ, PYTHONPATH=str(ROOT), WSIPIPE_PROGRESS="0")
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)  # keep the caller's too
+    env = dict(os.environ, PYTHONPATH=path, WSIPIPE_PROGRESS="0")
     env.setdefault("WSIPIPE_PROGRESS_INTERVAL", "30")
     print(f"[{name}] wsipipe {' '.join(argv)}", flush=True)
     start = time.perf_counter()

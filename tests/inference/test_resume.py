@@ -47,7 +47,8 @@ def test_killed_run_resumes_missing_chunks_only(cluster: Any, tmp_path: Path) ->
     clean = tmp_path / "clean.zarr"
     shutil.copytree(store, clean)
     n_chunks = -(-30 // 4)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "WSIPIPE_PROGRESS": "0"}
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)  # keep the caller's too
+    env = {**os.environ, "PYTHONPATH": path, "WSIPIPE_PROGRESS": "0"}
     proc = subprocess.Popen(
         [sys.executable, "-c", SCRIPT, str(store), str(ckpt)], cwd=ROOT, env=env, stdout=subprocess.PIPE
     )
