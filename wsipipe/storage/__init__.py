@@ -16,7 +16,9 @@ s3fs; ``GOOGLE_APPLICATION_CREDENTIALS`` for gcsfs), or from :func:`set_storage_
 (this process only: Dask workers take the environment). They are never written anywhere: URLs are logged and
 recorded as given, which must not hold secrets (:func:`redact_url` strips a ``user:password@``).
 
-fsspec and its protocol packages (s3fs for ``s3://``) are imported on first use only.
+fsspec and its protocol packages (s3fs for ``s3://``) are imported on first use only. A store's
+PUTs to ``s3://`` (:func:`put_objects`) go through obstore where it can be set up as s3fs is
+(:func:`s3_put_client` says which client writes and why; ``WSIPIPE_S3_CLIENT=s3fs`` forces s3fs).
 """
 
 from wsipipe.storage._clients import client_fingerprint, configured_fs, fs_options, url_fs
