@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from wsipipe import __version__
+from wsipipe.cli._process import limit_malloc_arenas
 from wsipipe.errors import WsipipeError
 
 __all__ = ["main"]
@@ -87,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(-1 if args.quiet else args.verbose)
+    limit_malloc_arenas()  # before any stage starts threads (see wsipipe.cli._process)
     try:
         status = args.func(args)
     except WsipipeError as err:
