@@ -25,7 +25,7 @@ from wsipipe.errors import ResolutionError, SlideError, output_error
 from wsipipe.settings import usable_cpus
 from wsipipe.slide import LevelTileReader
 from wsipipe.storage import is_url
-from wsipipe.store import TileChunkWriter
+from wsipipe.store import PutBatch, TileChunkWriter
 from wsipipe.tiling._reader import cached_level_reader
 from wsipipe.tiling.tissue import save_mask_preview
 
@@ -73,6 +73,18 @@ class _Cleanup:
 
     slide_id: str
     directory: str
+
+
+@dataclass(frozen=True)
+class _Nodes:
+    """Write a new store's nodes at a URL (a side task, beside the first chunks).
+
+    Unlike the other side tasks, a failure fails the slide: its store is then never marked
+    complete, and the next run replaces it (a store whose ``tiles/images`` is missing is not continued).
+    """
+
+    slide_id: str
+    batch: PutBatch
 
 
 @dataclass(frozen=True)
@@ -259,11 +271,24 @@ def _side_task(task: _Preview | _Cleanup) -> _BandDone:
     return _BandDone(task.slide_id, -1, time.perf_counter() - start)
 
 
-def _run_task(task: _Band | _Preview | _Cleanup) -> _BandDone:
-    """One task of the second fan-out: a chunk of tiles, or a side task."""
-    return _write_band(task) if isinstance(task, _Band) else _side_task(task)
+def _write_nodes(task: _Nodes) -> _BandDone:
+    """Send a new store's nodes (two rounds of PUTs); a failure fails the slide (its _finish sees the error)."""
+    start = time.perf_counter()
+    try:
+        task.batch.send()
+    except Exception as err:  # fails this slide only
+        logger.debug("%s: writing the store's nodes failed", task.slide_id, exc_info=True)
+        return _BandDone(task.slide_id, -1, time.perf_counter() - start, error=_describe(err))
+    return _BandDone(task.slide_id, -1, time.perf_counter() - start)
 
 
-def _tiles_of(task: _Band | _Preview | _Cleanup) -> int:
+def _run_task(task: _Band | _Nodes | _Preview | _Cleanup) -> _BandDone:
+    """One task of the second fan-out: a chunk of tiles, a store's nodes, or a side task."""
+    if isinstance(task, _Band):
+        return _write_band(task)
+    return _write_nodes(task) if isinstance(task, _Nodes) else _side_task(task)
+
+
+def _tiles_of(task: _Band | _Nodes | _Preview | _Cleanup) -> int:
     """Tiles a task writes (progress units): a band's cells, none for side tasks."""
     return len(task.cells) if isinstance(task, _Band) else 0

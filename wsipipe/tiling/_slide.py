@@ -35,7 +35,6 @@ from wsipipe.store import (
     ATTR_SLIDE_HASH,
     TILES_IMAGES,
     TISSUE_MASK,
-    PutBatch,
     StoreLike,
     TileChunkWriter,
     array,
@@ -58,6 +57,7 @@ from wsipipe.tiling._band_tasks import (
     _BandDone,
     _Cleanup,
     _describe,
+    _Nodes,
     _Preview,
     _read_ahead,
     _run_task,
@@ -84,39 +84,6 @@ class _Job:
     force: bool
     mpp_source: str = "slide"
     """Where the level-0 µm/px comes from (the store's ``level0_mpp_source``)."""
-
-
-@dataclass(frozen=True)
-class _Nodes:
-    """Write a new store's nodes at a URL (a task of the second fan-out, beside the first chunks).
-
-    A failure fails the slide: its store is then never marked complete, and the next run
-    replaces it (a store whose ``tiles/images`` is missing is not continued).
-    """
-
-    slide_id: str
-    store: str
-    batch: PutBatch
-
-
-def _write_nodes_task(task: _Nodes) -> _BandDone:
-    start = time.perf_counter()
-    try:
-        task.batch.send()
-    except Exception as err:  # fails this slide only (its _finish sees the error)
-        logger.debug("%s: writing the store's nodes failed", task.slide_id, exc_info=True)
-        return _BandDone(task.slide_id, -1, time.perf_counter() - start, error=_describe(err))
-    return _BandDone(task.slide_id, -1, time.perf_counter() - start)
-
-
-def _run_any(task: _Band | _Preview | _Cleanup | _Nodes) -> _BandDone:
-    """One task of the second fan-out: a store's nodes, a chunk of tiles, or a side task."""
-    return _write_nodes_task(task) if isinstance(task, _Nodes) else _run_task(task)
-
-
-def _size(task: _Band | _Preview | _Cleanup | _Nodes) -> int:
-    """Tiles a task writes (progress units)."""
-    return 0 if isinstance(task, _Nodes) else _tiles_of(task)
 
 
 @dataclass
@@ -324,7 +291,7 @@ def _prepare(job: _Job) -> _Prepared:
             png = str(Path(job.store).with_suffix(".tissue.png"))
             side.insert(0, _Preview(job.slide_id, png, tissue.image, tissue.mask))
         if nodes:
-            side.insert(0, _Nodes(job.slide_id, job.store, nodes))
+            side.insert(0, _Nodes(job.slide_id, nodes))
         n_chunks = -(-len(grid) // params.chunk_tiles)
         writer = tile_chunk_writer(images)
         bands = _bands(job, writer, backend, level, grid.read_size, grid.stride, grid.cells, range(n_chunks))
@@ -415,7 +382,7 @@ def tile_paths(
         tasks += leftovers
         shared = spec.kind in ("default", "threads", "sync")
         tasks += [band for prep in prepared for band in (_read_ahead(prep.bands) if shared else prep.bands)]
-        written = runner.map(_run_any, tasks, desc="tiling", unit="tile", size=_size, overlap=overlap)
+        written = runner.map(_run_task, tasks, desc="tiling", unit="tile", size=_tiles_of, overlap=overlap)
     by_slide: dict[str, list[_BandDone]] = {job.slide_id: [] for job in jobs}
     for result in written:
         by_slide.setdefault(result.slide_id, []).append(result)
