@@ -27,6 +27,7 @@ import os
 import re
 import threading
 from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any
 
 from wsipipe.errors import ConfigError
@@ -167,7 +168,8 @@ async def _put_one(store: Any, bucket: str, key: str, data: bytes, endpoint: str
             response = getattr(mapped, "response", None) or {}
             status = int((response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0)
             code = str((response.get("Error") or {}).get("Code") or "")
-            why = _transient((_Status(status), {"Error": {"Code": code}}), None) if status else _transient(None, mapped)
+            answer = (SimpleNamespace(status_code=status), {"Error": {"Code": code}})  # as botocore's hook sees it
+            why = _transient(answer, None) if status else _transient(None, mapped)
             if why is None:
                 return mapped
             if attempt >= policy.attempts:
@@ -176,13 +178,6 @@ async def _put_one(store: Any, bucket: str, key: str, data: bytes, endpoint: str
             delay = policy.delay(attempt)
             logger.debug("%s: %s; try %d of %d in %.2f s", where, why, attempt + 1, policy.attempts, delay)
             await asyncio.sleep(delay)
-
-
-class _Status:
-    """The ``status_code`` of an HTTP answer, as :func:`_transient` reads botocore's."""
-
-    def __init__(self, status_code: int) -> None:
-        self.status_code = status_code
 
 
 def fast_put_objects(url: str, objects: Mapping[str, bytes]) -> bool:

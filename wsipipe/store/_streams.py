@@ -23,6 +23,7 @@ real tiles).
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -65,7 +66,9 @@ _HEAD = struct.Struct("<4sI")
 _ENTRY = np.dtype([("kind", "u1"), ("length", "<u4")])
 
 
+@functools.cache
 def _zstd(level: int) -> Any:
+    """numcodecs' ``Zstd`` at ``level``, one per level (its encode and decode keep no state between calls)."""
     from numcodecs import Zstd
 
     return Zstd(level=level)
