@@ -10,10 +10,12 @@ workers=--workers)``:
 - ``s3``: from ``s3://`` into ``s3://``.
 
 Each process prints its RSS after the imports (``base``, the same ``wsipipe.tiling`` imports in
-both), after making the S3 file system (``client``: s3fs, aiobotocore and its client; ``s3`` only)
-and its peak while tiling (``VmHWM``; not ``ru_maxrss``, which a child inherits from its parent). The figures are the medians over the rounds of the
-peak and of the tiling's own part, peak minus ``base``, and their ratios S3 / local (the issue's
-target: peak RSS unchanged).
+both), after the first request to S3 (``client``: the S3 client's modules and its set-up, and
+``via``, which client: obstore or s3fs, ``wsipipe.storage.s3_client``; ``s3`` only) and its peak
+while tiling (``VmHWM``; not ``ru_maxrss``, which a child inherits from its parent). The figures
+are the medians over the rounds of the peak and of the tiling's own part, peak minus ``base``,
+and their ratios S3 / local (the issue's target: peak RSS unchanged). Each process limits glibc's
+malloc arenas as the ``wsipipe`` command does (``--arenas glibc``: glibc's default).
 
 Usage::
 
@@ -35,6 +37,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 _ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,17 +61,21 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _child(mode: str, source: str, output: str, workers: int) -> None:
+def _child(mode: str, source: str, output: str, workers: int, arenas: str) -> None:
     """Tile ``source`` into ``output`` in this (fresh) process and print its RSS figures as one JSON line."""
     os.environ["WSIPIPE_PROGRESS"] = "0"
+    if arenas == "cli":  # as the wsipipe command sets up its process
+        from wsipipe.cli._process import limit_malloc_arenas
+
+        limit_malloc_arenas()
     from wsipipe.tiling import TileParams, tile_slides
 
-    figures = {"base": _rss_mib()}
+    figures: dict[str, float | str] = {"base": _rss_mib()}
     if mode == "s3":
-        from wsipipe.storage import url_fs
+        from wsipipe.storage import object_info, s3_client
 
-        url_fs(source)  # the client every S3 request shares (made by the first request otherwise)
-        figures["client"] = _rss_mib()
+        object_info(source)  # the first request: makes the S3 client the others share
+        figures.update(client=_rss_mib(), via=s3_client(output).split(":")[0])
     t0 = time.perf_counter()
     tile_slides([source], output, TileParams(), scheduler="threads", workers=workers).raise_for_failures()
     figures.update(seconds=time.perf_counter() - t0, peak=_peak_mib(), end=_rss_mib())
@@ -88,8 +95,8 @@ def _make(path: Path, size: tuple[int, int]) -> None:
     os.replace(partial, path)
 
 
-def _run(mode: str, source: str, output: str, workers: int) -> dict[str, float]:
-    command = [sys.executable, __file__, "--child", mode, source, output, "--workers", str(workers)]
+def _run(mode: str, source: str, output: str, workers: int, arenas: str) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--child", mode, source, output, "--workers", str(workers), "--arenas", arenas]
     done = subprocess.run(command, check=True, capture_output=True, text=True, cwd=_ROOT)
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
@@ -99,11 +106,18 @@ def main() -> None:
     parser.add_argument("--size", type=int, nargs=2, default=(40000, 30000), metavar=("W", "H"))
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--arenas",
+        choices=("cli", "glibc"),
+        default="cli",
+        help="glibc malloc arenas: limited as the wsipipe command limits them (default), or glibc's default",
+    )
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "wsipipe-bench-rss")
     parser.add_argument("--child", nargs=3, metavar=("MODE", "SOURCE", "OUTPUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        _child(*args.child, workers=args.workers)
+        mode, source, output = args.child
+        _child(mode, source, output, workers=args.workers, arenas=args.arenas)
         return
 
     sys.path.insert(0, str(_ROOT))
@@ -127,9 +141,10 @@ def main() -> None:
         fs.mkdir("bench")
         fs.put_file(str(slide), "bench/slides/slide.tif")
         print(
-            f"slide {args.size[0]} x {args.size[1]} px, {args.workers} workers; load average {os.getloadavg()[0]:.1f}"
+            f"slide {args.size[0]} x {args.size[1]} px, {args.workers} workers, malloc arenas {args.arenas}; "
+            f"load average {os.getloadavg()[0]:.1f}"
         )
-        runs: dict[str, list[dict[str, float]]] = {"local": [], "s3": []}
+        runs: dict[str, list[dict[str, Any]]] = {"local": [], "s3": []}
         for r in range(args.repeat):
             run = uuid.uuid4().hex[:8]
             order = [
@@ -137,13 +152,17 @@ def main() -> None:
                 ("s3", "s3://bench/slides/slide.tif", f"s3://bench/run-{run}"),
             ]
             for mode, source, output in order if r % 2 == 0 else order[::-1]:
-                runs[mode].append(_run(mode, source, output, args.workers))
+                runs[mode].append(_run(mode, source, output, args.workers, args.arenas))
             shutil.rmtree(work / f"local-{run}", ignore_errors=True)
             fs.rm(f"bench/run-{run}", recursive=True)
             print(
                 f"round {r + 1}: "
                 + "; ".join(
-                    f"{mode} " + ", ".join(f"{k} {v:.0f}" if k != "seconds" else f"{v:.1f} s" for k, v in f[-1].items())
+                    f"{mode} "
+                    + ", ".join(
+                        f"{k} {v}" if isinstance(v, str) else f"{k} {v:.1f} s" if k == "seconds" else f"{k} {v:.0f}"
+                        for k, v in f[-1].items()
+                    )
                     for mode, f in runs.items()
                 )
                 + " (MiB)"

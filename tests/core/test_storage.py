@@ -125,7 +125,7 @@ def test_writable_dir_puts_every_file_or_none(s3_bucket: str, tmp_path: Path) ->
 
 def test_s3_puts_go_through_obstore_only_where_it_is_set_up_as_s3fs_would_be(monkeypatch: pytest.MonkeyPatch) -> None:
     from wsipipe.errors import ConfigError
-    from wsipipe.storage import S3_CLIENT_ENV, s3_put_client, set_storage_options
+    from wsipipe.storage import S3_CLIENT_ENV, s3_client, set_storage_options
 
     for name in ("AWS_PROFILE", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", S3_CLIENT_ENV):
         monkeypatch.delenv(name, raising=False)
@@ -133,29 +133,29 @@ def test_s3_puts_go_through_obstore_only_where_it_is_set_up_as_s3fs_would_be(mon
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
     monkeypatch.setenv("AWS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")  # no TLS at this endpoint: no matter
-    assert s3_put_client("s3://b/run") == "obstore"
-    assert s3_put_client("gs://b/run") == "s3fs: not an s3:// URL"
+    assert s3_client("s3://b/run") == "obstore"
+    assert s3_client("gs://b/run") == "s3fs: not an s3:// URL"
     monkeypatch.setenv("AWS_ENDPOINT_URL", "https://minio.lan")  # TLS with a CA bundle reqwest would not read
-    assert s3_put_client("s3://b/run") == "s3fs: AWS_CA_BUNDLE set"
+    assert s3_client("s3://b/run") == "s3fs: AWS_CA_BUNDLE set"
     monkeypatch.delenv("AWS_CA_BUNDLE")
-    assert s3_put_client("s3://b/run") == "obstore"
+    assert s3_client("s3://b/run") == "obstore"
     monkeypatch.setenv("AWS_PROFILE", "lab")
-    assert s3_put_client("s3://b/run") == "s3fs: AWS_PROFILE set"
+    assert s3_client("s3://b/run") == "s3fs: AWS_PROFILE set"
     monkeypatch.delenv("AWS_PROFILE")
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
-    assert s3_put_client("s3://b/run") == "s3fs: no explicit access key (botocore's credential chain)"
+    assert s3_client("s3://b/run") == "s3fs: no explicit access key (botocore's credential chain)"
     try:
         set_storage_options("s3", {"key": "k", "secret": "s", "requester_pays": True})
-        assert s3_put_client("s3://b/run") == "s3fs: storage_options requester_pays"
+        assert s3_client("s3://b/run") == "s3fs: storage_options requester_pays"
         set_storage_options("s3", {"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": "http://h:1"}})
-        assert s3_put_client("s3://b/run") == "obstore"
+        assert s3_client("s3://b/run") == "obstore"
     finally:
         set_storage_options("s3", None)
     monkeypatch.setenv(S3_CLIENT_ENV, "s3fs")
-    assert s3_put_client("s3://b/run") == "s3fs: WSIPIPE_S3_CLIENT=s3fs"
+    assert s3_client("s3://b/run") == "s3fs: WSIPIPE_S3_CLIENT=s3fs"
     monkeypatch.setenv(S3_CLIENT_ENV, "boto")
     with pytest.raises(ConfigError, match="WSIPIPE_S3_CLIENT='boto': expected 'auto' or 's3fs'"):
-        s3_put_client("s3://b/run")
+        s3_client("s3://b/run")
 
 
 @pytest.mark.parametrize("client", ["obstore", "s3fs"])
@@ -165,11 +165,11 @@ def test_a_put_to_a_missing_bucket_or_an_unreachable_endpoint_names_it_with_eith
     import socket
 
     from wsipipe.errors import ObjectStorageError
-    from wsipipe.storage import S3_CLIENT_ENV, RetryPolicy, put_objects, s3_put_client, set_retry_policy
+    from wsipipe.storage import S3_CLIENT_ENV, RetryPolicy, put_objects, s3_client, set_retry_policy
 
     monkeypatch.setenv(S3_CLIENT_ENV, "auto" if client == "obstore" else "s3fs")
     missing = f"{s3_bucket}-missing"
-    assert s3_put_client(missing).split(":")[0] == client
+    assert s3_client(missing).split(":")[0] == client
     with pytest.raises(ObjectStorageError, match=f"^{missing}/run/a: there is no bucket '{missing[5:]}'"):
         put_objects(f"{missing}/run", {"a": b"1", "b": b"2"})
     with socket.socket() as sock:  # a port nothing listens on

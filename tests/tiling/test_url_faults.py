@@ -17,7 +17,7 @@ import pytest
 
 from tests._s3proxy import Fault, FaultProxy
 from tests.tiling.conftest import FAST
-from wsipipe.storage import S3_CLIENT_ENV, RetryPolicy, s3_put_client, set_retry_policy
+from wsipipe.storage import S3_CLIENT_ENV, RetryPolicy, s3_client, set_retry_policy
 from wsipipe.store import is_complete, open_store, read_coords, read_tiles
 from wsipipe.synth import SlideInfo
 from wsipipe.tiling import TileParams, tile_slides
@@ -48,7 +48,7 @@ def test_transient_faults_are_retried_and_the_stores_equal_a_clean_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv(S3_CLIENT_ENV, "auto" if client == "obstore" else "s3fs")
-    assert s3_put_client(f"{s3_bucket}/run").split(":")[0] == client  # the store's PUTs go through it
+    assert s3_client(f"{s3_bucket}/run").split(":")[0] == client  # the store's PUTs go through it
     fsspec.filesystem("s3").put_file(str(tumor_slide.path), f"{s3_bucket}/slides/tumor_001.tif")  # direct, no faults
     clean = tile_slides([tumor_slide.path], tmp_path / "local", FAST)
     proxy.faults = [
@@ -78,7 +78,7 @@ def test_a_persistent_fault_fails_its_slide_after_bounded_tries_and_the_batch_go
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv(S3_CLIENT_ENV, "auto" if client == "obstore" else "s3fs")
-    assert s3_put_client(f"{s3_bucket}/run").split(":")[0] == client
+    assert s3_client(f"{s3_bucket}/run").split(":")[0] == client
     fs = fsspec.filesystem("s3")
     fs.put_file(str(tumor_slide.path), f"{s3_bucket}/slides/a.tif")
     fs.put_file(str(normal_slide.path), f"{s3_bucket}/slides/b.tif")

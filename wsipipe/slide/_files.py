@@ -171,11 +171,11 @@ def _find_url_slides(url: str) -> list[Path]:
     exists (and can be read with these credentials) is found when it is opened, so a missing or
     unreadable one fails alone in a batch, naming its URL.
     """
-    from wsipipe.storage import url_fs
+    from wsipipe.storage import url_reader
 
     if not url.endswith("/") and Path(url).suffix.lower() in SLIDE_SUFFIXES:
         return [Path(url)]
-    fs, key = url_fs(url)
+    fs, key = url_reader(url)
     try:
         if fs.isdir(key):
             names = sorted(str(p) for p in fs.ls(key, detail=False))

@@ -156,9 +156,9 @@ class TiffLevelTileReader(LevelTileReader):
         if self._fs is None or self._pid != os.getpid():
             if self._pid != os.getpid():
                 self._reset()
-            from wsipipe.storage import url_fs
+            from wsipipe.storage import url_reader
 
-            self._fs, self._key = url_fs(self._url)  # type: ignore[arg-type]
+            self._fs, self._key = url_reader(self._url)  # type: ignore[arg-type]
         return self._fs
 
     def prefetch(self, regions: list[tuple[int, int, int, int]]) -> None:

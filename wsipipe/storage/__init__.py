@@ -16,13 +16,15 @@ s3fs; ``GOOGLE_APPLICATION_CREDENTIALS`` for gcsfs), or from :func:`set_storage_
 (this process only: Dask workers take the environment). They are never written anywhere: URLs are logged and
 recorded as given, which must not hold secrets (:func:`redact_url` strips a ``user:password@``).
 
-fsspec and its protocol packages (s3fs for ``s3://``) are imported on first use only. A store's
-PUTs to ``s3://`` (:func:`put_objects`) go through obstore where it can be set up as s3fs is
-(:func:`s3_put_client` says which client writes and why; ``WSIPIPE_S3_CLIENT=s3fs`` forces s3fs).
+fsspec and its protocol packages (s3fs for ``s3://``) are imported on first use only. At ``s3://``
+a store's PUTs (:func:`put_objects`), a slide's reads (:func:`open_input`, :func:`object_info`,
+:func:`url_reader`) and a store's listing (:func:`list_objects`) go through obstore where it
+can be set up as s3fs is (:func:`s3_client` says which client and why; ``WSIPIPE_S3_CLIENT=s3fs``
+forces s3fs), so that tiling from and to S3 never loads s3fs and botocore.
 """
 
 from wsipipe.storage._clients import client_fingerprint, configured_fs, fs_options, url_fs
-from wsipipe.storage._fast_puts import S3_CLIENT_ENV, s3_put_client
+from wsipipe.storage._fast_reads import url_reader
 from wsipipe.storage._files import (
     download_tree,
     is_dir,
@@ -47,6 +49,7 @@ from wsipipe.storage._objects import (
     read_object,
     replace_object,
 )
+from wsipipe.storage._obstore import S3_CLIENT_ENV, s3_client
 from wsipipe.storage._reading import input_size, object_info, open_input
 from wsipipe.storage._retry import RetryPolicy, listing_failure, retry_policy, set_retry_policy, storage_error
 from wsipipe.storage._urls import as_url, is_url, location, redact_url, set_storage_options, storage_options
@@ -83,13 +86,14 @@ __all__ = [
     "remove_output",
     "replace_object",
     "retry_policy",
-    "s3_put_client",
+    "s3_client",
     "set_retry_policy",
     "set_storage_options",
     "storage_error",
     "storage_options",
     "upload_tree",
     "url_fs",
+    "url_reader",
     "writable",
     "writable_dir",
 ]

@@ -56,7 +56,8 @@ def client_fingerprint(protocol: str) -> str:
     """
     import hashlib
 
-    text = repr((protocol, sorted(fs_options(protocol).items()), [os.environ.get(k) for k in _CLIENT_ENV]))
+    options = storage_options(protocol)  # the user's: fs_options adds constants (and would import aiobotocore)
+    text = repr((protocol, sorted(options.items(), key=repr), [os.environ.get(k) for k in _CLIENT_ENV]))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,12 +33,39 @@ __all__ = [
 
 
 def open_output(path: PathLike | str) -> Any:
-    """A binary file object writing ``path`` whole: a local file, or one object at an fsspec URL (one PUT on close)."""
+    """A binary file object writing ``path`` whole: a local file, or one object at an fsspec URL (one PUT on close).
+
+    At ``s3://`` the object is put by :func:`~wsipipe.storage.put_objects` (obstore where it
+    applies), on a close without an error; elsewhere by the URL's file system.
+    """
     url = as_url(path)
     if url is None:
         return open(path, "wb")
+    if url.startswith("s3://"):
+        return _PutOnClose(url)
     fs, key = url_fs(url)
     return fs.open(key, "wb")
+
+
+class _PutOnClose(io.BytesIO):
+    """A buffer put as the object at ``url`` when it is closed (not when its ``with`` block raised)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self._url = url
+        self._failed = False
+
+    def __exit__(self, kind: Any, value: Any, trace: Any) -> None:
+        self._failed = kind is not None
+        super().__exit__(kind, value, trace)
+
+    def close(self) -> None:
+        if not self.closed and not self._failed:
+            from wsipipe.storage._objects import put_objects
+
+            prefix, _, name = self._url.rpartition("/")
+            put_objects(prefix, {name: self.getvalue()})
+        super().close()
 
 
 @contextmanager

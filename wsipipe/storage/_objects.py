@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from wsipipe.storage._clients import url_fs
-from wsipipe.storage._fast_puts import fast_put_objects
+from wsipipe.storage._fast_reads import ObstoreReader, url_reader
+from wsipipe.storage._obstore import fast_put_objects
 from wsipipe.storage._retry import s3_error_code, storage_error
 from wsipipe.storage._urls import redact_url
 
@@ -31,7 +32,7 @@ def put_objects(url: str, objects: Mapping[str, bytes]) -> None:
     ObjectStorageError
         Naming the first object that could not be written (see :func:`storage_error`).
     """
-    if not objects or fast_put_objects(url, objects):  # obstore where it applies (wsipipe.storage._fast_puts)
+    if not objects or fast_put_objects(url, objects):  # obstore where it applies (wsipipe.storage._obstore)
         return
     fs, key = url_fs(url)
     paths = {f"{key.rstrip('/')}/{name}": data for name, data in objects.items()}
@@ -58,15 +59,18 @@ def put_objects(url: str, objects: Mapping[str, bytes]) -> None:
 def list_objects(url: str, limit: int | None = None) -> list[str]:
     """The file system paths of the objects under ``url/`` (a prefix), in one listing.
 
-    On S3 this is one LIST request per 1,000 objects (``limit`` objects at most): s3fs's own
-    ``find``/``exists`` add a HEAD and a second LIST when the prefix is empty. Other file
-    systems use their ``find``. A missing prefix gives ``[]``.
+    On S3 this is one LIST request per 1,000 objects (``limit`` objects at most), through
+    obstore where :func:`~wsipipe.storage.s3_client` says so: s3fs's own ``find``/``exists``
+    add a HEAD and a second LIST when the prefix is empty. Other file systems use their
+    ``find``. A missing prefix gives ``[]``.
     """
-    fs, key = url_fs(url)
+    fs, key = url_reader(url)
     key = key.rstrip("/")
     fs.invalidate_cache(key)  # another process may have written it since this one listed it
     lsdir = getattr(fs, "_lsdir", None)
     try:
+        if isinstance(fs, ObstoreReader):
+            return fs.find(key, limit)
         if lsdir is not None and type(fs).__name__ == "S3FileSystem" and "/" in key:
             from fsspec.asyn import sync
 

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from wsipipe.storage._clients import url_fs
+from wsipipe.storage._clients import client_fingerprint
+from wsipipe.storage._fast_reads import url_reader
 from wsipipe.storage._retry import storage_error
 from wsipipe.storage._urls import as_url, redact_url
 
@@ -39,7 +40,7 @@ def open_input(path: PathLike | str) -> Any:
     url = as_url(path)
     if url is None:
         return open(path, "rb")
-    fs, key = url_fs(url)
+    fs, key = url_reader(url)
     try:
         info = object_info(url)
     except Exception as err:
@@ -54,7 +55,7 @@ def open_input(path: PathLike | str) -> Any:
 #: Seconds an object's size and ETag (one HEAD) serve further :func:`open_input` handles of it:
 #: opening a slide opens it four times (content hash, TIFF check, tiffslide, tile reader).
 _INFO_TTL = 5.0
-_INFO: OrderedDict[tuple[int, str], tuple[float, dict[str, Any]]] = OrderedDict()
+_INFO: OrderedDict[tuple[str, str, str], tuple[float, dict[str, Any]]] = OrderedDict()
 
 
 def object_info(url: str) -> dict[str, Any]:
@@ -62,9 +63,9 @@ def object_info(url: str) -> dict[str, Any]:
 
     Raises what the file system raises (``FileNotFoundError`` for no such object).
     """
-    fs, key = url_fs(url)
+    fs, key = url_reader(url)
     now = time.monotonic()
-    cached = (id(fs), url)  # url_fs keeps one file system per credentials and endpoint alive
+    cached = (type(fs).__name__, client_fingerprint(url.split("://", 1)[0]), url)  # per client and credentials
     with _LOCK:
         hit = _INFO.get(cached)
         if hit is not None and now - hit[0] < _INFO_TTL:
@@ -199,5 +200,5 @@ def input_size(path: PathLike | str) -> int:
     url = as_url(path)
     if url is None:
         return os.path.getsize(path)
-    fs, key = url_fs(url)
+    fs, key = url_reader(url)
     return int(fs.size(key))

@@ -82,8 +82,9 @@ def node_location(group: Any) -> str | None:
     store = group.store_path.store
     if not isinstance(store, FsspecStore):
         return None
-    key = "/".join(p for p in [store.path, *group.store_path.path.split("/")] if p)
-    return str(store.fs.unstrip_protocol(key))
+    from wsipipe.store._url_stores import object_url
+
+    return object_url(store, group.store_path.path)
 
 
 @dataclass

@@ -52,21 +52,33 @@ def find_stores(paths: Iterable[PathLike]) -> list[Path]:
 
 
 def _find_url_stores(url: str) -> list[Path]:
-    """The stores at or under an fsspec URL prefix (the same rules as for a local directory)."""
-    from wsipipe.storage import url_fs
+    """The stores at or under an fsspec URL prefix (the same rules as for a local directory).
 
-    fs, key = url_fs(url)
+    One listing of the prefix (and one of its ``stores/`` where there is one): it tells a store
+    (a ``zarr.json`` right under it), a prefix of stores and a run prefix apart.
+    """
+    from wsipipe.storage import url_reader
+
+    fs, key = url_reader(url)
     fs.invalidate_cache(key)
+
+    def names(prefix: str) -> list[str]:
+        try:
+            return sorted(str(p).rstrip("/") for p in fs.ls(prefix, detail=False))
+        except FileNotFoundError:
+            return []
+
     try:
-        if key.endswith(".zarr") or fs.exists(key + "/zarr.json"):
-            if fs.exists(key + "/zarr.json"):
-                return [Path(url)]
-        else:
-            for prefix in (key, key + "/stores"):
-                if fs.isdir(prefix):
-                    children = sorted(str(p) for p in fs.ls(prefix, detail=False) if str(p).endswith(".zarr"))
-                    if children:
-                        return [Path(fs.unstrip_protocol(c)) for c in children]
+        children = names(key)
+        if f"{key}/zarr.json" in children:
+            return [Path(url)]
+        if not key.endswith(".zarr"):
+            for prefix in (key, f"{key}/stores"):
+                if prefix != key and prefix not in children:
+                    break
+                stores = [c for c in (children if prefix == key else names(prefix)) if c.endswith(".zarr")]
+                if stores:
+                    return [Path(fs.unstrip_protocol(c)) for c in stores]
     except Exception as err:  # any error of the file system library (botocore's EndpointConnectionError is no OSError)
         raise StoreError(listing_failure(err, url)) from err
     raise StoreError(f"{redact_url(url)}: no patch store there; give a .zarr store, a prefix of stores or a run prefix")

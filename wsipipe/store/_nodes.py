@@ -19,7 +19,7 @@ from zarr.core.array import AsyncArray
 from zarr.core.metadata import ArrayV3Metadata
 from zarr.storage import StorePath
 
-from wsipipe.storage import as_url, list_objects, storage_error, url_fs
+from wsipipe.storage import as_url, list_objects, storage_error, url_fs, url_reader
 from wsipipe.store._codecs import DEFAULT_ZSTD_LEVEL, tile_codecs
 from wsipipe.store._direct import (
     array_document,
@@ -144,7 +144,7 @@ def _write_nodes(root: zarr.Group, group: str, group_attrs: Mapping[str, Any] | 
             write_array(os.path.join(location, *node.name.split("/")), node.document(), node.data)
         return
     top = levels[0]
-    fs, key = url_fs(f"{url}/{top}")
+    reader, key = url_reader(f"{url}/{top}")
     with _STORES_LOCK:
         written = _CREATED.get((os.getpid(), url))
         fresh = written is not None and top not in written  # nothing under it: skip the listing
@@ -156,9 +156,9 @@ def _write_nodes(root: zarr.Group, group: str, group_attrs: Mapping[str, Any] | 
     attributes = dict(group_attrs or {})
     try:
         if stale:
-            fs.rm(stale)
+            url_fs(url)[0].rm(stale)
         if f"{base}{group}/zarr.json" in present and group_attrs is not None:
-            document = json.loads(fs.cat_file(f"{base}{group}/zarr.json"))
+            document = json.loads(reader.cat_file(f"{base}{group}/zarr.json"))
             attributes = {**dict(document.get("attributes") or {}), **attributes}
     except Exception as err:
         raise storage_error(err, f"{url}/{group}") from err

@@ -13,7 +13,10 @@ import os
 import threading
 from typing import Any, Literal
 
+from zarr.storage import FsspecStore, StorePath
+
 from wsipipe.storage import as_url, client_fingerprint, configured_fs, fs_options, storage_options
+from wsipipe.storage._fast_reads import obstore_async_fs
 from wsipipe.types import PathLike
 
 #: This process's zarr ``FsspecStore`` per (process, store URL, mode, options), oldest first: a
@@ -30,23 +33,50 @@ def _fsspec_store_path(url: str, mode: Literal["r", "r+"] = "r+") -> Any:
     """zarr's ``StorePath`` of the store at ``url`` on this process's ``FsspecStore`` of that store and mode.
 
     The ``FsspecStore`` is rooted at the store itself (zarr writes the metadata of a node's
-    parents up to its store's root) and reused by every later open in this process.
+    parents up to its store's root) and reused by every later open in this process
+    (:class:`_UrlStore`).
     """
-    from zarr.storage import FsspecStore, StorePath
-
     protocol = url.split("://", 1)[0]
-    options = fs_options(protocol)
     cache_key = (os.getpid(), url.rstrip("/"), mode, client_fingerprint(protocol))
     with _STORES_LOCK:
         store = _FSSPEC_STORES.get(cache_key)
     if store is None:
-        fs, key = _async_fs(url, options)
-        store = FsspecStore(fs=fs, path=key.rstrip("/"), read_only=mode == "r")
+        store = _UrlStore(url.rstrip("/"), read_only=mode == "r")
         with _STORES_LOCK:
             store = _FSSPEC_STORES.setdefault(cache_key, store)
             while len(_FSSPEC_STORES) > _FSSPEC_STORES_MAX:
                 del _FSSPEC_STORES[next(iter(_FSSPEC_STORES))]
     return StorePath(store, "")
+
+
+class _UrlStore(FsspecStore):
+    """zarr's ``FsspecStore`` of the store at ``url``: on obstore's requests where they apply, else the URL's async file system.
+
+    At ``s3://`` where :func:`~wsipipe.storage.s3_client` says obstore, the file system is
+    :class:`~wsipipe.storage._fast_reads.ObstoreAsyncFS`: tiling, resuming and reading such a store
+    then never load s3fs and botocore. :meth:`url` names an object of the store.
+    """
+
+    def __init__(self, url: str, read_only: bool = False) -> None:
+        fs: Any = obstore_async_fs(url)
+        if fs is None:
+            fs = _async_fs(url, fs_options(url.split("://", 1)[0]))[0]
+        super().__init__(fs=fs, read_only=read_only, path=str(fs._strip_protocol(url)).rstrip("/"))
+        self._url = url
+
+    def url(self, key: str) -> str:
+        """The URL of the object at ``key`` (relative to the store's root)."""
+        return "/".join(p for p in (self._url, key) if p)
+
+    def with_read_only(self, read_only: bool = False) -> Any:
+        return type(self)(self._url, read_only=read_only)
+
+
+def object_url(store: FsspecStore, path: str) -> str:
+    """The URL of the object or node at ``path`` (relative to the root of ``store``, an ``FsspecStore``)."""
+    if isinstance(store, _UrlStore):
+        return store.url(path.strip("/"))
+    return str(store.fs.unstrip_protocol("/".join(p for p in [store.path, *path.split("/")] if p)))
 
 
 def _async_fs(url: str, options: dict[str, Any]) -> tuple[Any, str]:

@@ -28,6 +28,7 @@ from wsipipe.store._nodes import chunk_done_beside
 from wsipipe.store._read import array
 from wsipipe.store._store import StoreLike, _group
 from wsipipe.store._streams import TileStreamsFormat, streams_chunk_format
+from wsipipe.store._url_stores import object_url
 
 __all__ = ["TileChunkWriter", "mark_chunk_done", "read_chunk_done", "tile_chunk_writer", "write_tile_chunk"]
 
@@ -44,8 +45,7 @@ def _chunk_location(arr: zarr.Array) -> tuple[str, str] | None:
     if isinstance(store, LocalStore):
         return os.path.join(os.fspath(store.root), *arr.store_path.path.split("/")), str(encoding.separator)
     if isinstance(store, FsspecStore):
-        key = "/".join(p for p in [store.path, *arr.store_path.path.split("/")] if p)
-        return str(store.fs.unstrip_protocol(key)), str(encoding.separator)
+        return object_url(store, arr.store_path.path), str(encoding.separator)
     return None
 
 
@@ -339,7 +339,7 @@ def _store_dir(store: Any, path: str) -> str:
     if isinstance(store, LocalStore):
         return os.path.join(os.fspath(store.root), *filter(None, path.split("/")))
     if isinstance(store, FsspecStore):  # object storage: the URL
-        return str(store.fs.unstrip_protocol("/".join(filter(None, [store.path, path]))))
+        return object_url(store, path)
     return f"{store}/{path}"
 
 

@@ -1,6 +1,7 @@
-"""PUTs to ``s3://`` through obstore (Rust's ``object_store``), where it can be set up as s3fs would be.
+"""Requests to ``s3://`` through obstore (Rust's ``object_store``), where it can be set up as s3fs would be.
 
-A store's chunks, flags and metadata are written by :func:`~wsipipe.storage.put_objects`. Through
+A store's chunks, flags and metadata are written by :func:`~wsipipe.storage.put_objects`, and
+where obstore writes them it also reads slides and lists stores (``_fast_reads``). Through
 s3fs each PUT costs botocore 1.6-2.6 ms of CPU (signing, the user-agent string, endpoint rules,
 about twenty event hooks) and a turn of the event loop thread, which competes for the GIL with
 the threads that decode and encode tiles; obstore signs and sends them in Rust, outside the GIL.
@@ -26,18 +27,19 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 from wsipipe.errors import ConfigError
 from wsipipe.storage._clients import client_fingerprint
 from wsipipe.storage._retry import _transient, retry_policy, storage_error
 from wsipipe.storage._urls import storage_options
 
-__all__ = ["S3_CLIENT_ENV", "fast_put_objects", "s3_put_client"]
+__all__ = ["S3_CLIENT_ENV", "fast_put_objects", "s3_client"]
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: ``auto`` (default: obstore where it applies, see the module) or ``s3fs`` (always).
 S3_CLIENT_ENV = "WSIPIPE_S3_CLIENT"
@@ -96,8 +98,11 @@ def _settings() -> dict[str, str] | str:
     return settings
 
 
-def s3_put_client(url: str) -> str:
-    """Which client writes objects under ``url`` in this process: ``"obstore"`` or ``"s3fs: <why>"``."""
+def s3_client(url: str) -> str:
+    """Which client puts, reads and lists objects under ``url`` in this process: ``"obstore"`` or ``"s3fs: <why>"``.
+
+    Conditional writes (the run lock object), deletions and whole-folder copies always go through s3fs.
+    """
     if not url.startswith("s3://"):
         return "s3fs: not an s3:// URL"
     settings = _settings()
@@ -134,50 +139,91 @@ _CODE = re.compile(r"<Code>([A-Za-z0-9]+)</Code>")
 _UNREACHABLE = ("Connection refused", "ConnectError", "dns error", "tcp connect error")
 
 
-def _as_botocore(err: BaseException, endpoint: str) -> BaseException:
-    """obstore's error as the botocore error s3fs would have raised for the same answer (for one set of messages)."""
-    from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError
+class S3Answer(Exception):
+    """An S3 error answer to a request sent through obstore: its HTTP status and S3 error code.
 
+    ``response`` has botocore's shape, so :func:`~wsipipe.storage._retry.s3_error_code` and
+    :func:`~wsipipe.storage.storage_error` read it as they read botocore's errors.
+    """
+
+    def __init__(self, message: str, status: int, code: str) -> None:
+        super().__init__(message)
+        self.response = {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}
+
+
+class S3Missing(S3Answer, FileNotFoundError):
+    """A ``404`` answer: no such object (``NoSuchKey``, or no code for a HEAD) or bucket (``NoSuchBucket``)."""
+
+
+class S3Denied(S3Answer, PermissionError):
+    """A ``403`` answer: the credentials are wrong or may not do this."""
+
+
+class EndpointConnectionError(ConnectionError):
+    """No connection to the endpoint (refused, no such host): named as botocore names it, for one set of messages."""
+
+
+class ConnectionClosedError(ConnectionError):
+    """The connection broke before a whole answer came (named as botocore names it)."""
+
+
+def _mapped(err: BaseException, endpoint: str) -> BaseException:
+    """obstore's error as the wsipipe error of the same answer (see :class:`S3Answer`), classified as s3fs's would be."""
     text = str(err)
     status = _STATUS.search(text)
     if status is not None:
         code = _CODE.search(text)
-        error = {"Code": code.group(1) if code else status.group(1), "Message": text.split("\n", 1)[0]}
-        return ClientError({"Error": error, "ResponseMetadata": {"HTTPStatusCode": int(status.group(1))}}, "PutObject")
+        number = int(status.group(1))
+        kind = {404: S3Missing, 403: S3Denied}.get(number, S3Answer)
+        return kind(text.split("\n", 1)[0], number, code.group(1) if code else str(number))
     if any(marker in text for marker in _UNREACHABLE):
-        return EndpointConnectionError(endpoint_url=endpoint or "s3")
-    return ConnectionClosedError(endpoint_url=endpoint or "s3")
+        return EndpointConnectionError(f"could not connect to the endpoint URL {endpoint or 's3'!r}")
+    return ConnectionClosedError(
+        f"connection to {endpoint or 's3'!r} closed before a whole answer: {text.split(chr(10), 1)[0]}"
+    )
 
 
-async def _put_one(store: Any, bucket: str, key: str, data: bytes, endpoint: str) -> BaseException | None:
-    """PUT one object with the retry policy's tries; its error (as botocore's) when they run out, else None."""
-    import obstore
+async def _tried(where: str, call: Callable[[], Awaitable[T]], endpoint: str) -> T:
+    """``await call()``, tried again on a transient error as the :class:`RetryPolicy` says.
+
+    Raises
+    ------
+    S3Answer, ConnectionError
+        The last error (mapped by :func:`_mapped`) when it is not transient or the tries ran out.
+    """
     from obstore.exceptions import BaseError
 
     policy = retry_policy()
-    where = f"s3://{bucket}/{key}"
     attempt = 0
     while True:
         attempt += 1
         try:
-            await obstore.put_async(store, key, data)
-            return None
-        except (BaseError, OSError) as err:  # obstore's errors, classified as botocore's would be (others: raised)
-            mapped = _as_botocore(err, endpoint)
-            mapped.__cause__ = err
-            response = getattr(mapped, "response", None) or {}
-            status = int((response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0)
-            code = str((response.get("Error") or {}).get("Code") or "")
-            answer = (SimpleNamespace(status_code=status), {"Error": {"Code": code}})  # as botocore's hook sees it
-            why = _transient(answer, None) if status else _transient(None, mapped)
+            return await call()
+        except (BaseError, OSError) as err:  # obstore's errors (others: raised as they are)
+            mapped = _mapped(err, endpoint)
+            status = int(getattr(mapped, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            if status:
+                code = str(mapped.response["Error"]["Code"])  # type: ignore[attr-defined]
+                why = _transient((SimpleNamespace(status_code=status), {"Error": {"Code": code}}), None)
+            else:
+                why = _transient(None, mapped)
             if why is None:
-                return mapped
+                raise mapped from err
             if attempt >= policy.attempts:
                 logger.warning("%s: %s; gave up after %d tries (WSIPIPE_STORAGE_ATTEMPTS)", where, why, attempt)
-                return mapped
+                raise mapped from err
             delay = policy.delay(attempt)
             logger.debug("%s: %s; try %d of %d in %.2f s", where, why, attempt + 1, policy.attempts, delay)
             await asyncio.sleep(delay)
+
+
+def _in_event_loop() -> bool:
+    """Whether this thread runs an event loop (where ``asyncio.run`` cannot nest: s3fs serves it instead)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def fast_put_objects(url: str, objects: Mapping[str, bytes]) -> bool:
@@ -191,22 +237,22 @@ def fast_put_objects(url: str, objects: Mapping[str, bytes]) -> bool:
     if not url.startswith("s3://") or not objects:
         return False
     settings = _settings()
-    if not isinstance(settings, dict):
+    if not isinstance(settings, dict) or _in_event_loop():
         return False
-    try:
-        asyncio.get_running_loop()
-        return False  # called from a coroutine's thread: asyncio.run cannot nest (s3fs writes)
-    except RuntimeError:
-        pass
+    import obstore
+
     bucket, _, prefix = url[len("s3://") :].rstrip("/").partition("/")
     store = _store(bucket, settings)
     endpoint = settings.get("endpoint", "")
     keys = {name: f"{prefix}/{name}" if prefix else name for name in objects}
 
-    async def put_all() -> list[BaseException | None]:
-        return list(await asyncio.gather(*(_put_one(store, bucket, keys[n], d, endpoint) for n, d in objects.items())))
+    async def put(name: str, data: bytes) -> Any:
+        return await _tried(f"s3://{bucket}/{keys[name]}", lambda: obstore.put_async(store, keys[name], data), endpoint)
 
-    for name, error in zip(objects, asyncio.run(put_all()), strict=True):
-        if error is not None:
-            raise storage_error(error, f"{url.rstrip('/')}/{name}") from error
+    async def put_all() -> list[Any]:
+        return list(await asyncio.gather(*(put(n, d) for n, d in objects.items()), return_exceptions=True))
+
+    for name, outcome in zip(objects, asyncio.run(put_all()), strict=True):
+        if isinstance(outcome, BaseException):
+            raise storage_error(outcome, f"{url.rstrip('/')}/{name}") from outcome
     return True
