@@ -5,7 +5,9 @@ upstream server unless a :class:`Fault` matches its path, in which case the prox
 ``503 Slow Down``-style errors or closes the connection without an answer (``"drop"``: the
 request never reaches the server; ``"drop-answer"``: the server handles it, and its answer is
 lost, as when a connection breaks after a write; ``"truncate"``: the answer's headers and half
-its body arrive, then the connection closes), for the first ``times`` matching requests
+its body arrive, then the connection closes; ``"200-for-206"``: a ``206 Partial Content``
+answer goes out as ``200 OK`` with the same headers and bytes, as rclone's ``serve s3`` answers
+ranged GETs), for the first ``times`` matching requests
 (or always). It counts requests by method and path, so tests can
 check how many requests an operation made and how often a request was tried.
 """
@@ -32,7 +34,7 @@ class Fault:
     """
 
     path: str
-    kind: Literal["503", "drop", "drop-answer", "truncate"]
+    kind: Literal["503", "drop", "drop-answer", "truncate", "200-for-206"]
     times: int | None = None
     method: str | None = None
     hits: int = 0
@@ -106,7 +108,10 @@ class FaultProxy:
                     self.close_connection = True
                     self.connection.close()
                     return
-                self.send_response(answer.status, answer.reason)
+                if fault == "200-for-206" and answer.status == 206:
+                    self.send_response(200, "OK")
+                else:
+                    self.send_response(answer.status, answer.reason)
                 for key, value in answer.getheaders():  # a HEAD answer keeps the object's Content-Length
                     if key.lower() not in _HOP and (key.lower() != "content-length" or self.command == "HEAD"):
                         self.send_header(key, value)

@@ -132,3 +132,35 @@ def test_an_output_at_s3_is_put_on_close_and_not_when_its_block_raises(objects: 
     with pytest.raises(RuntimeError, match="writer failed"):
         failing()
     assert not output_exists(f"{objects}/half.png")
+
+
+def test_an_endpoint_that_answers_ranges_without_206_is_read_through_s3fs_with_one_warning(
+    s3_server: str, s3_bucket: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """rclone's ``serve s3`` sends a range with status 200, which obstore refuses: ranges go to s3fs, HEADs and LISTs stay."""
+    from tests._s3proxy import Fault, FaultProxy
+    from wsipipe.storage import open_input, put_objects, url_reader
+    from wsipipe.storage._fast_reads import ObstoreReader
+
+    data = bytes(range(256)) * 8192  # 2 MiB: two read blocks
+    put_objects(s3_bucket, {"x.bin": data})
+    proxy = FaultProxy(s3_server)
+    proxy.faults = [Fault("/x.bin", "200-for-206", method="GET")]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+    try:
+        reader, key = url_reader(f"{s3_bucket}/x.bin")
+        assert isinstance(reader, ObstoreReader)
+        with caplog.at_level("WARNING", logger="wsipipe.storage._fast_reads"):
+            assert reader.cat_file(key, start=5, end=10) == data[5:10]
+            assert reader.cat_ranges([key, key], [0, 2**20], [3, 2**20 + 3]) == [data[:3], data[2**20 : 2**20 + 3]]
+            with open_input(f"{s3_bucket}/x.bin") as handle:
+                handle.seek(2**20 - 2)
+                assert handle.read(4) == data[2**20 - 2 : 2**20 + 2]
+    finally:
+        proxy.close()
+    warnings = [r.getMessage() for r in caplog.records if "206 Partial Content" in r.getMessage()]
+    assert warnings == [
+        f"{proxy.endpoint} answers ranged GETs with 200 instead of 206 Partial Content, which obstore "
+        "refuses: this process reads byte ranges of its objects through s3fs"
+    ]
+    assert proxy.count("HEAD", "/x.bin") == 1  # the HEAD went through obstore; only the ranges moved to s3fs

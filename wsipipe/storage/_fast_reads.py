@@ -13,15 +13,21 @@ in the same errors (``FileNotFoundError`` for a missing object, then
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from wsipipe.storage._clients import url_fs
-from wsipipe.storage._obstore import _in_event_loop, _settings, _store, _tried
+from wsipipe.storage._obstore import RangeNotHonoured, _in_event_loop, _settings, _store, _tried
 
 __all__ = ["ObstoreAsyncFS", "ObstoreReader", "obstore_async_fs", "url_reader"]
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
+_LOCK = threading.Lock()
+#: Endpoints that answered a ranged GET without ``206``: their ranges are read through s3fs in this process.
+_RANGES_BY_S3FS: set[str] = set()
 
 
 def url_reader(url: str) -> tuple[Any, str]:
@@ -90,7 +96,7 @@ class ObstoreReader:
             Neither an object nor a prefix (an :class:`~wsipipe.storage._obstore.S3Missing`).
         """
         if _in_event_loop():
-            return dict(url_fs(self.unstrip_protocol(path))[0].info(path))
+            return dict(self._s3fs(path).info(path))
 
         async def info() -> dict[str, Any]:
             try:
@@ -129,22 +135,50 @@ class ObstoreReader:
 
         return await _tried(where, get, self._endpoint)
 
+    def _s3fs(self, path: str) -> Any:
+        """s3fs's file system for ``path``: what serves a thread that runs an event loop, and ranges of
+        an endpoint that does not answer them with ``206`` (:class:`~wsipipe.storage._obstore.RangeNotHonoured`)."""
+        return url_fs(self.unstrip_protocol(path))[0]
+
+    def _ranges_by_s3fs(self) -> bool:
+        return _in_event_loop() or self._endpoint in _RANGES_BY_S3FS
+
+    def _refused_ranges(self) -> None:
+        with _LOCK:
+            known = self._endpoint in _RANGES_BY_S3FS
+            _RANGES_BY_S3FS.add(self._endpoint)
+        if not known:
+            logger.warning(
+                "%s answers ranged GETs with 200 instead of 206 Partial Content, which obstore refuses: this "
+                "process reads byte ranges of its objects through s3fs",
+                self._endpoint or "s3",
+            )
+
     def cat_file(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
         """The object's bytes ``[start, end)`` (the whole object when both are None): one GET."""
-        if _in_event_loop():
-            return bytes(url_fs(self.unstrip_protocol(path))[0].cat_file(path, start=start, end=end))
-        return self._run(self._get(path, start, end))
+        if self._ranges_by_s3fs():
+            return bytes(self._s3fs(path).cat_file(path, start=start, end=end))
+        try:
+            return self._run(self._get(path, start, end))
+        except RangeNotHonoured:
+            self._refused_ranges()
+            return bytes(self._s3fs(path).cat_file(path, start=start, end=end))
 
     def cat_ranges(self, paths: list[str], starts: list[int], ends: list[int]) -> list[bytes | BaseException]:
         """The bytes ``[start, end)`` of each object, with concurrent GETs; a failed range's error in its place."""
-        if _in_event_loop():
-            return list(url_fs(self.unstrip_protocol(paths[0]))[0].cat_ranges(paths, starts, ends))
+        if not paths:
+            return []
+        if not self._ranges_by_s3fs():
 
-        async def all_ranges() -> list[bytes | BaseException]:
-            gets = (self._get(p, s, e) for p, s, e in zip(paths, starts, ends, strict=True))
-            return list(await asyncio.gather(*gets, return_exceptions=True))
+            async def all_ranges() -> list[bytes | BaseException]:
+                gets = (self._get(p, s, e) for p, s, e in zip(paths, starts, ends, strict=True))
+                return list(await asyncio.gather(*gets, return_exceptions=True))
 
-        return self._run(all_ranges()) if paths else []
+            got = self._run(all_ranges())
+            if not any(isinstance(g, RangeNotHonoured) for g in got):
+                return got
+            self._refused_ranges()
+        return list(self._s3fs(paths[0]).cat_ranges(paths, starts, ends))
 
     async def _list(self, path: str, limit: int | None) -> list[str]:
         import obstore
@@ -166,7 +200,7 @@ class ObstoreReader:
     def find(self, path: str, limit: int | None = None) -> list[str]:
         """The paths of the objects under the prefix ``path/`` (``limit`` at most): one LIST per 1,000."""
         if _in_event_loop():
-            found = [str(p) for p in url_fs(self.unstrip_protocol(path))[0].find(path)]
+            found = [str(p) for p in self._s3fs(path).find(path)]
             return found if limit is None else found[:limit]
         return self._run(self._list(path, limit))
 
@@ -193,7 +227,7 @@ class ObstoreReader:
         if detail:
             raise ValueError("ObstoreReader.ls gives names only (detail=False)")
         if _in_event_loop():
-            return [str(p) for p in url_fs(self.unstrip_protocol(path))[0].ls(path, detail=False)]
+            return [str(p) for p in self._s3fs(path).ls(path, detail=False)]
         return self._run(self._ls(path))
 
     async def _ls(self, path: str) -> list[str]:

@@ -22,7 +22,9 @@ as does everything when ``WSIPIPE_S3_CLIENT=s3fs``. Both follow one
 from __future__ import annotations
 
 import asyncio
+import atexit
 import datetime as dt
+import gc
 import logging
 import os
 import re
@@ -109,6 +111,13 @@ def s3_client(url: str) -> str:
     return "obstore" if isinstance(settings, dict) else f"s3fs: {settings}"
 
 
+def _close_stores() -> None:
+    """Drop this process's obstore clients at exit, while the interpreter can still run their destructors."""
+    with _STORES_LOCK:
+        _STORES.clear()
+    gc.collect()
+
+
 def _store(bucket: str, settings: Mapping[str, str]) -> Any:
     from obstore.store import S3Store
 
@@ -116,6 +125,8 @@ def _store(bucket: str, settings: Mapping[str, str]) -> Any:
     with _STORES_LOCK:
         store = _STORES.get(key)
         if store is None:
+            if not _STORES:
+                atexit.register(_close_stores)
             endpoint = settings.get("endpoint", "")
             config: Any = dict(settings)  # obstore's S3Config keys
             # AWS itself: bucket.s3.<region>.amazonaws.com, as botocore addresses it; another endpoint: path-style
@@ -167,9 +178,16 @@ class ConnectionClosedError(ConnectionError):
     """The connection broke before a whole answer came (named as botocore names it)."""
 
 
+class RangeNotHonoured(Exception):
+    """The endpoint answered a ranged GET with ``200`` (the whole object or not: rclone's ``serve s3``
+    sends the range with status 200), which obstore refuses; s3fs reads such an endpoint."""
+
+
 def _mapped(err: BaseException, endpoint: str) -> BaseException:
     """obstore's error as the wsipipe error of the same answer (see :class:`S3Answer`), classified as s3fs's would be."""
     text = str(err)
+    if "non-partial response" in text:
+        return RangeNotHonoured(f"{endpoint or 's3'} answered a ranged GET without 206 Partial Content")
     status = _STATUS.search(text)
     if status is not None:
         code = _CODE.search(text)
