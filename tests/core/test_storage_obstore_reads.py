@@ -164,3 +164,36 @@ def test_an_endpoint_that_answers_ranges_without_206_is_read_through_s3fs_with_o
         "refuses: this process reads byte ranges of its objects through s3fs"
     ]
     assert proxy.count("HEAD", "/x.bin") == 1  # the HEAD went through obstore; only the ranges moved to s3fs
+
+
+def test_stores_and_readers_pickle_without_credentials_and_reopen_from_the_environment(objects: str) -> None:
+    import pickle
+
+    import zarr
+
+    from tests.conftest import S3_SECRET
+    from wsipipe.storage import url_reader
+    from wsipipe.store._url_stores import _fsspec_store_path
+
+    path = _fsspec_store_path(f"{objects}/p.zarr")
+    zarr.open_group(path, mode="w", zarr_format=3, attributes={"k": 1})
+    for thing in (path.store, url_reader(objects)[0]):
+        data = pickle.dumps(thing)
+        assert S3_SECRET.encode() not in data  # a Dask worker takes its own environment's keys
+    again = pickle.loads(pickle.dumps(path.store))
+    assert again == path.store
+    assert dict(zarr.open_group(again, mode="r").attrs) == {"k": 1}
+    reader = pickle.loads(pickle.dumps(url_reader(objects)[0]))
+    assert reader.cat_file(f"{objects[5:]}/b.txt") == b"hello"
+
+
+def test_an_output_at_s3_dropped_without_close_is_not_put(objects: str) -> None:
+    import gc
+
+    from wsipipe.storage import open_output, output_exists
+
+    handle = open_output(f"{objects}/dropped.png")
+    handle.write(b"half")
+    del handle
+    gc.collect()
+    assert not output_exists(f"{objects}/dropped.png")

@@ -61,6 +61,16 @@ class ObstoreReader:
         self._settings = settings
         self._endpoint = settings.get("endpoint", "")
 
+    def __eq__(self, other: object) -> bool:  # the same endpoint and identity (zarr compares its stores' file systems)
+        return type(other) is type(self) and other._settings == self._settings  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, tuple(sorted(self._settings.items()))))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # no settings (they hold the keys) in a pickle: the receiving process takes its own environment's
+        return (_from_environment, (type(self),))
+
     def _store(self, path: str) -> tuple[Any, str]:
         bucket, _, key = path.partition("/")
         return _store(bucket, self._settings), key
@@ -97,16 +107,15 @@ class ObstoreReader:
         """
         if _in_event_loop():
             return dict(self._s3fs(path).info(path))
+        return self._run(self._info(path))
 
-        async def info() -> dict[str, Any]:
-            try:
-                return await self._head(path)
-            except FileNotFoundError:
-                if await self._list(path, limit=1):
-                    return {"name": path, "type": "directory", "size": 0}
-                raise
-
-        return self._run(info())
+    async def _info(self, path: str) -> dict[str, Any]:
+        try:
+            return await self._head(path)
+        except FileNotFoundError:
+            if await self._list(path, limit=1):
+                return {"name": path, "type": "directory", "size": 0}
+            raise
 
     def size(self, path: str) -> int:
         return int(self.info(path)["size"])
@@ -283,14 +292,6 @@ class ObstoreAsyncFS(ObstoreReader):
             store, key = self._store(each)
             await _tried(self.unstrip_protocol(each), lambda: obstore.delete_async(store, key), self._endpoint)  # noqa: B023
 
-    async def _info(self, path: str) -> dict[str, Any]:
-        try:
-            return await self._head(path)
-        except FileNotFoundError:
-            if await self._list(path, limit=1):
-                return {"name": path, "type": "directory", "size": 0}
-            raise
-
     async def _exists(self, path: str) -> bool:
         try:
             await self._info(path)
@@ -307,6 +308,19 @@ class ObstoreAsyncFS(ObstoreReader):
         if detail:
             raise ValueError("ObstoreAsyncFS._ls gives names only")
         return await ObstoreReader._ls(self, path)
+
+
+def _from_environment(kind: type[ObstoreReader]) -> ObstoreReader:
+    """``kind`` with this process's obstore settings (unpickling a reader made in another process)."""
+    settings = _settings()
+    if not isinstance(settings, dict):
+        from wsipipe.errors import ConfigError
+
+        raise ConfigError(
+            f"a {kind.__name__} came from a process that reads s3:// through obstore, and this one cannot "
+            f"({settings}); give every process (Dask workers included) the same AWS_* environment"
+        )
+    return kind(settings)
 
 
 def obstore_async_fs(url: str) -> ObstoreAsyncFS | None:

@@ -59,6 +59,10 @@ class _PutOnClose(io.BytesIO):
         self._failed = kind is not None
         super().__exit__(kind, value, trace)
 
+    def __del__(self) -> None:  # dropped without close(): a writer that stopped half-way, nothing is put
+        self._failed = True
+        super().__del__()
+
     def close(self) -> None:
         if not self.closed and not self._failed:
             from wsipipe.storage._objects import put_objects

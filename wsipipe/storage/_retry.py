@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -104,10 +105,14 @@ _THROTTLING = frozenset({"SlowDown", "Throttling", "ThrottlingException", "Reque
 def _transient(response: Any, caught: BaseException | None) -> str | None:
     """Why a botocore attempt failed transiently (for the log), or None when it must not be retried."""
     if caught is not None:
+        if isinstance(caught, OSError | TimeoutError):
+            return f"{type(caught).__name__}: {caught}"
+        if "botocore.exceptions" not in sys.modules:  # not loaded: the error cannot be one of botocore's
+            return None
         from botocore.exceptions import ConnectionError as BotoConnectionError
         from botocore.exceptions import HTTPClientError
 
-        if isinstance(caught, BotoConnectionError | HTTPClientError | OSError | TimeoutError):
+        if isinstance(caught, BotoConnectionError | HTTPClientError):
             return f"{type(caught).__name__}: {caught}"
         return None
     if not response:

@@ -71,6 +71,10 @@ class _UrlStore(FsspecStore):
     def with_read_only(self, read_only: bool = False) -> Any:
         return type(self)(self._url, read_only=read_only)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # by URL: a Dask worker opens it with its own environment's client and credentials (none travel)
+        return (_UrlStore, (self._url, self.read_only))
+
 
 def object_url(store: FsspecStore, path: str) -> str:
     """The URL of the object or node at ``path`` (relative to the root of ``store``, an ``FsspecStore``)."""
