@@ -55,3 +55,36 @@ def test_a_read_or_a_conditional_create_whose_connections_drop_is_tried_attempts
     with pytest.raises(ObjectStorageError, match=f"^{url}: "):
         request()
     assert proxy.count(method, "/lock") == 3 + (method == "PUT")  # the create before the faults
+
+
+@pytest.mark.parametrize("kind", ["503", "drop"])
+def test_gcs_requests_follow_the_retry_policy_each_try_reaching_the_server_once(
+    gs_bucket: str, gcs_server: str, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """gcsfs' own 6 tries (1-32 s apart) and aiohttp's hidden re-send give way to WSIPIPE_STORAGE_ATTEMPTS."""
+    from wsipipe.storage import url_fs
+
+    url_fs(f"{gs_bucket}/x.bin")[0].pipe_file(f"{gs_bucket[5:]}/x.bin", b"0123456789")
+    proxy = FaultProxy(gcs_server)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.endpoint)  # a new endpoint: wsipipe opens new clients
+    monkeypatch.setenv("WSIPIPE_STORAGE_BACKOFF", "0.01")
+    monkeypatch.setenv("WSIPIPE_STORAGE_ATTEMPTS", "3")
+    set_retry_policy(None)
+    try:
+        fs, key = url_fs(f"{gs_bucket}/x.bin")
+        assert fs.cat_file(key) == b"0123456789"  # a kept-alive connection, as in a long run
+        proxy.requests.clear()
+        proxy.faults = [Fault("x.bin", kind, times=2, method="GET")]  # type: ignore[arg-type]
+        assert fs.cat_file(key, start=2, end=5) == b"234"  # the third try answers
+        assert proxy.count("GET", "x.bin") == 3
+        proxy.requests.clear()
+        proxy.faults = [Fault("x.bin", kind, method="GET")]  # type: ignore[arg-type]
+        with pytest.raises(Exception):  # noqa: B017 - gcsfs' error, once the tries run out
+            fs.cat_file(key)
+        assert proxy.count("GET", "x.bin") == 3
+        proxy.faults = []
+        with pytest.raises(FileNotFoundError):  # a 404 is not retried
+            fs.cat_file(f"{gs_bucket[5:]}/none.bin")
+        assert proxy.count("GET", "none.bin") == 1
+    finally:
+        proxy.close()

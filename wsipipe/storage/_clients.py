@@ -7,7 +7,7 @@ import os
 import threading
 from typing import Any
 
-from wsipipe.storage._retry import install_retries
+from wsipipe.storage._retry import install_gcs_retries, install_retries
 from wsipipe.storage._urls import storage_options
 
 __all__ = ["client_fingerprint", "configured_fs", "fresh_fs", "fs_options", "url_fs"]
@@ -62,9 +62,11 @@ def client_fingerprint(protocol: str) -> str:
 
 
 def configured_fs(fs: Any) -> Any:
-    """``fs`` with wsipipe's retry policy installed (an s3fs file system; others as they are)."""
+    """``fs`` with wsipipe's retry policy installed (an s3fs or gcsfs file system; others as they are)."""
     if type(fs).__name__ == "S3FileSystem":
         install_retries(fs)
+    elif type(fs).__name__ == "GCSFileSystem":
+        install_gcs_retries(fs)
     return fs
 
 

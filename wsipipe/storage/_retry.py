@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -12,7 +13,15 @@ from typing import Any
 
 from wsipipe.storage._urls import redact_url
 
-__all__ = ["RetryPolicy", "install_retries", "retry_policy", "s3_error_code", "set_retry_policy", "storage_error"]
+__all__ = [
+    "RetryPolicy",
+    "install_gcs_retries",
+    "install_retries",
+    "retry_policy",
+    "s3_error_code",
+    "set_retry_policy",
+    "storage_error",
+]
 
 logger = logging.getLogger(__name__)
 _LOCK = threading.Lock()
@@ -32,8 +41,9 @@ class RetryPolicy:
     This replaces the retries of botocore (which s3fs uses: 4 retries, 1-20 s random backoff)
     and of s3fs itself (5 tries of its own around botocore's for connection errors), so that
     the bound is one number. A response body cut off after its headers arrived is not retried.
-    ``gs://`` (gcsfs: 6 tries, its own backoff) and ``http(s)://`` (fsspec's HTTP file system: no
-    retries) keep their libraries' behaviour.
+    ``gs://`` follows it too (gcsfs' own 6 tries and aiohttp's hidden re-send give way,
+    :func:`install_gcs_retries`); ``http(s)://`` (fsspec's HTTP file system: no retries) keeps
+    its library's behaviour.
 
     Attributes
     ----------
@@ -178,6 +188,60 @@ def install_retries(fs: Any) -> None:
         client.meta.events.unregister("needs-retry.s3", unique_id="retry-config-s3")
         client.meta.events.register_first("needs-retry.s3", _needs_retry, unique_id="wsipipe-retries")
         client._wsipipe_retries = True
+
+
+def _gcs_transient(err: BaseException) -> str | None:
+    """Why a gcsfs request failed transiently (for the log), or None when it must not be retried.
+
+    gcsfs' own rules: HTTP 408, 429 and 5xx, a dropped connection or a timeout are transient; a
+    404, a requester-pays bucket asked without paying and any other answer are not.
+    """
+    from gcsfs.retry import HttpError, is_retriable
+
+    if isinstance(err, FileNotFoundError) or (isinstance(err, HttpError) and err.code == 404):
+        return None
+    if isinstance(err, HttpError) and err.code == 400 and "requester pays" in str(err.message):
+        return None
+    if is_retriable(err) or isinstance(err, ConnectionError | TimeoutError):  # not a 412's FileExistsError
+        return f"{type(err).__name__}: {err}".replace("\n", " ")
+    return None
+
+
+def install_gcs_retries(fs: Any) -> None:
+    """Make ``fs`` (a gcsfs file system) retry by :func:`retry_policy` alone, each try reaching the server once.
+
+    gcsfs wraps every request in its own retries (6 tries, 1-32 s random backoff) and aiohttp
+    re-sends an idempotent request once by itself when its connection closes: both give way to
+    :class:`RetryPolicy`, as for ``s3://``.
+    """
+    if getattr(fs, "_wsipipe_retries", False):
+        return
+    once = type(fs)._request.__wrapped__  # gcsfs' request without its retry decorator
+
+    async def request(method: str, path: str, *args: Any, **kwargs: Any) -> Any:
+        policy = retry_policy()
+        attempt = 0
+        while True:
+            attempt += 1
+            await fs._set_session()
+            if getattr(fs.session, "_retry_connection", False):  # aiohttp's hidden re-send
+                fs.session._retry_connection = False
+            try:
+                return await once(fs, method, path, *args, **kwargs)
+            except Exception as err:
+                why = _gcs_transient(err)
+                if why is None:
+                    raise
+                where = f"gs request {method} {path.format(*args) if args else path}"
+                if attempt >= policy.attempts:
+                    logger.warning("%s: %s; gave up after %d tries (WSIPIPE_STORAGE_ATTEMPTS)", where, why, attempt)
+                    raise
+                delay = policy.delay(attempt)
+                logger.debug("%s: %s; try %d of %d in %.2f s", where, why, attempt + 1, policy.attempts, delay)
+                await asyncio.sleep(delay)
+
+    fs._request = request
+    fs._wsipipe_retries = True
 
 
 _DENIED = frozenset(
