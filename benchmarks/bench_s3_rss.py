@@ -1,4 +1,4 @@
-"""Benchmark the peak RSS of tiling from and to ``s3://`` against tiling from local disk into a local folder.
+"""Benchmark the peak RSS of tiling (or inference) from and to ``s3://`` against the same from and to local disk.
 
 Starts moto's standalone S3 server on 127.0.0.1 (the ``dev`` extra), makes one synthetic slide per
 ``--size`` in a separate process (cached in ``--cache``: the 100,000 x 80,000 one takes minutes),
@@ -8,6 +8,10 @@ workers=--workers)``:
 
 - ``local``: from the local file into a local folder;
 - ``s3``: from ``s3://`` into ``s3://``.
+
+With ``--stage infer`` the slide is tiled once into a local and an S3 store, and each process
+runs a small CELNet checkpoint over one of them instead (``predict_stores``, threads,
+``force``: predicting again each round).
 
 Each process prints its RSS after the imports (``base``, the same ``wsipipe.tiling`` imports in
 both), after the first request to S3 (``client``: the S3 client's modules and its set-up, and
@@ -21,6 +25,7 @@ Usage::
 
     python benchmarks/bench_s3_rss.py                                  # 40,000 x 30,000
     python benchmarks/bench_s3_rss.py --size 100000 80000 --repeat 2   # the large slide (made once)
+    python benchmarks/bench_s3_rss.py --stage infer                    # inference over the stores
 """
 
 from __future__ import annotations
@@ -61,23 +66,29 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _child(mode: str, source: str, output: str, workers: int, arenas: str) -> None:
-    """Tile ``source`` into ``output`` in this (fresh) process and print its RSS figures as one JSON line."""
+def _child(mode: str, source: str, output: str, workers: int, arenas: str, stage: str) -> None:
+    """Tile ``source`` into ``output`` (or run inference with checkpoint ``source`` over the stores of
+    ``output``) in this (fresh) process and print its RSS figures as one JSON line."""
     os.environ["WSIPIPE_PROGRESS"] = "0"
     if arenas == "cli":  # as the wsipipe command sets up its process
         from wsipipe.cli._process import limit_malloc_arenas
 
         limit_malloc_arenas()
+    from wsipipe.inference import InferOptions, predict_stores
     from wsipipe.tiling import TileParams, tile_slides
 
     figures: dict[str, float | str] = {"base": _rss_mib()}
     if mode == "s3":
-        from wsipipe.storage import object_info, s3_client
+        from wsipipe.storage import list_objects, s3_client
 
-        object_info(source)  # the first request: makes the S3 client the others share
+        list_objects(output, limit=1)  # the first request: makes the S3 client the others share
         figures.update(client=_rss_mib(), via=s3_client(output).split(":")[0])
     t0 = time.perf_counter()
-    tile_slides([source], output, TileParams(), scheduler="threads", workers=workers).raise_for_failures()
+    if stage == "tile":
+        tile_slides([source], output, TileParams(), scheduler="threads", workers=workers).raise_for_failures()
+    else:
+        options = InferOptions(workers=workers, force=True)
+        predict_stores(output, source, scheduler="threads", options=options).raise_for_failures()
     figures.update(seconds=time.perf_counter() - t0, peak=_peak_mib(), end=_rss_mib())
     print(json.dumps(figures), flush=True)
 
@@ -95,8 +106,9 @@ def _make(path: Path, size: tuple[int, int]) -> None:
     os.replace(partial, path)
 
 
-def _run(mode: str, source: str, output: str, workers: int, arenas: str) -> dict[str, Any]:
-    command = [sys.executable, __file__, "--child", mode, source, output, "--workers", str(workers), "--arenas", arenas]
+def _run(mode: str, source: str, output: str, args: argparse.Namespace) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--child", mode, source, output, "--workers", str(args.workers)]
+    command += ["--arenas", args.arenas, "--stage", args.stage]
     done = subprocess.run(command, check=True, capture_output=True, text=True, cwd=_ROOT)
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
@@ -112,12 +124,18 @@ def main() -> None:
         default="cli",
         help="glibc malloc arenas: limited as the wsipipe command limits them (default), or glibc's default",
     )
+    parser.add_argument(
+        "--stage",
+        choices=("tile", "infer"),
+        default="tile",
+        help="measure tiling (default), or inference (a small CELNet, threads) over a local and an S3 store",
+    )
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "wsipipe-bench-rss")
     parser.add_argument("--child", nargs=3, metavar=("MODE", "SOURCE", "OUTPUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         mode, source, output = args.child
-        _child(mode, source, output, workers=args.workers, arenas=args.arenas)
+        _child(mode, source, output, workers=args.workers, arenas=args.arenas, stage=args.stage)
         return
 
     sys.path.insert(0, str(_ROOT))
@@ -145,16 +163,30 @@ def main() -> None:
             f"load average {os.getloadavg()[0]:.1f}"
         )
         runs: dict[str, list[dict[str, Any]]] = {"local": [], "s3": []}
+        if args.stage == "infer":  # the stores, once: each round predicts into them again (force)
+            from tests.inference.conftest import make_checkpoint
+            from wsipipe.tiling import TileParams, tile_slides
+
+            checkpoint = str(make_checkpoint(work / "ckpt", tile_size=256, mpp=0.972))
+            for src, out in (
+                (str(slide), str(work / "local-stores")),
+                ("s3://bench/slides/slide.tif", "s3://bench/run"),
+            ):
+                tile_slides([src], out, TileParams(), scheduler="threads", workers=args.workers).raise_for_failures()
         for r in range(args.repeat):
             run = uuid.uuid4().hex[:8]
-            order = [
-                ("local", str(slide), str(work / f"local-{run}")),
-                ("s3", "s3://bench/slides/slide.tif", f"s3://bench/run-{run}"),
-            ]
+            if args.stage == "infer":
+                order = [("local", checkpoint, str(work / "local-stores")), ("s3", checkpoint, "s3://bench/run")]
+            else:
+                order = [
+                    ("local", str(slide), str(work / f"local-{run}")),
+                    ("s3", "s3://bench/slides/slide.tif", f"s3://bench/run-{run}"),
+                ]
             for mode, source, output in order if r % 2 == 0 else order[::-1]:
-                runs[mode].append(_run(mode, source, output, args.workers, args.arenas))
-            shutil.rmtree(work / f"local-{run}", ignore_errors=True)
-            fs.rm(f"bench/run-{run}", recursive=True)
+                runs[mode].append(_run(mode, source, output, args))
+            if args.stage == "tile":
+                shutil.rmtree(work / f"local-{run}", ignore_errors=True)
+                fs.rm(f"bench/run-{run}", recursive=True)
             print(
                 f"round {r + 1}: "
                 + "; ".join(
@@ -171,7 +203,7 @@ def main() -> None:
         def median(mode: str, key: str) -> float:
             return statistics.median(f[key] for f in runs[mode])
 
-        def tiling(mode: str) -> float:
+        def own(mode: str) -> float:
             return statistics.median(f["peak"] - f["base"] for f in runs[mode])
 
         print(
@@ -179,9 +211,9 @@ def main() -> None:
             f"S3/local {median('s3', 'peak') / median('local', 'peak'):.2f}"
         )
         print(
-            f"tiling's part (peak - after imports {median('local', 'base'):.0f} MiB): local {tiling('local'):.0f} MiB, "
-            f"S3 {tiling('s3'):.0f} MiB (of which the S3 client {median('s3', 'client') - median('s3', 'base'):.0f}), "
-            f"S3/local {tiling('s3') / tiling('local'):.2f}"
+            f"{args.stage} stage's part (peak - after imports {median('local', 'base'):.0f} MiB): local {own('local'):.0f} MiB, "
+            f"S3 {own('s3'):.0f} MiB (of which the S3 client {median('s3', 'client') - median('s3', 'base'):.0f}), "
+            f"S3/local {own('s3') / own('local'):.2f}"
         )
         print(
             f"seconds: local {median('local', 'seconds'):.1f}, S3 {median('s3', 'seconds'):.1f}; "
