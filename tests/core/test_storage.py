@@ -182,3 +182,51 @@ def test_a_put_to_a_missing_bucket_or_an_unreachable_endpoint_names_it_with_eith
             put_objects(f"{s3_bucket}/run", {"a": b"1"})
     finally:
         set_retry_policy(None)
+
+
+def test_obstore_on_aws_itself_asks_the_buckets_region_as_botocores_redirect_would(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One unsigned HEAD (answered 301 with ``x-amz-bucket-region`` by AWS): a local server answers it here."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import wsipipe.storage._obstore as obstore_client
+
+    asked: list[str] = []
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            asked.append(self.path)
+            self.send_response(301 if self.path == "/eu-bucket" else 200)
+            if self.path != "/no-header":
+                self.send_header("x-amz-bucket-region", "eu-west-1")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(obstore_client, "_REGION_PROBE", f"http://127.0.0.1:{server.server_address[1]}/{{bucket}}")
+        assert obstore_client._bucket_region("eu-bucket", "us-east-1") == "eu-west-1"  # from a 301
+        assert obstore_client._bucket_region("no-header", "us-east-2") == "us-east-2"
+        for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_CA_BUNDLE", "WSIPIPE_S3_CLIENT"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        settings = obstore_client._settings()
+        assert isinstance(settings, dict)
+        store = obstore_client._store("eu-bucket", settings)
+        assert (store.config["region"], store.config["virtual_hosted_style_request"]) == ("eu-west-1", "true")
+        dotted = obstore_client._store("lab.slides", settings)  # TLS certificates cover no dotted virtual host
+        assert dotted.config["virtual_hosted_style_request"] == "false"
+        assert asked == ["/eu-bucket", "/no-header", "/eu-bucket", "/lab.slides"]
+    finally:
+        server.shutdown()
+        server.server_close()
+    monkeypatch.setattr(obstore_client, "_REGION_PROBE", "http://127.0.0.1:9/{bucket}")  # nothing answers
+    assert obstore_client._bucket_region("b", "ap-south-1") == "ap-south-1"

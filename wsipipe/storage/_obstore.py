@@ -118,31 +118,62 @@ def _close_stores() -> None:
     gc.collect()
 
 
+#: Where a bucket on AWS itself tells its region (the ``x-amz-bucket-region`` header of any answer, even 301 or 403).
+_REGION_PROBE = "https://s3.amazonaws.com/{bucket}"
+
+
+def _bucket_region(bucket: str, configured: str) -> str:
+    """The AWS region of ``bucket``, from one unsigned HEAD (botocore follows a region redirect; obstore cannot).
+
+    ``configured`` where the answer names none or no answer comes (5 s): requests then go there,
+    and a wrong region fails as botocore's would without its redirect.
+    """
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    request = urllib.request.Request(_REGION_PROBE.format(bucket=urllib.parse.quote(bucket)), method="HEAD")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            region = answer.headers.get("x-amz-bucket-region")
+    except urllib.error.HTTPError as err:
+        region = err.headers.get("x-amz-bucket-region")
+    except OSError:
+        region = None
+    if region and region != configured:
+        logger.debug("s3://%s is in %s (configured: %s)", bucket, region, configured)
+    return str(region or configured)
+
+
 def _store(bucket: str, settings: Mapping[str, str]) -> Any:
     from obstore.store import S3Store
 
     key = (os.getpid(), bucket, client_fingerprint("s3"))
     with _STORES_LOCK:
         store = _STORES.get(key)
-        if store is None:
-            if not _STORES:
-                atexit.register(_close_stores)
-            endpoint = settings.get("endpoint", "")
-            config: Any = dict(settings)  # obstore's S3Config keys
-            # AWS itself: bucket.s3.<region>.amazonaws.com, as botocore addresses it; another endpoint: path-style
-            config["virtual_hosted_style_request"] = not endpoint
-            store = S3Store(
-                bucket,
-                config=config,
-                client_options={  # botocore's 60 s to connect; a whole PUT may take longer than one read
-                    "allow_http": endpoint.startswith("http://"),
-                    "connect_timeout": dt.timedelta(seconds=60),
-                    "timeout": dt.timedelta(seconds=300),
-                },
-                retry_config={"max_retries": 0, "retry_timeout": dt.timedelta(seconds=60)},  # RetryPolicy retries
-            )
-            _STORES[key] = store
+    if store is not None:
         return store
+    endpoint = settings.get("endpoint", "")
+    config: Any = dict(settings)  # obstore's S3Config keys
+    if not endpoint:  # AWS itself: the bucket's own region, as botocore's redirect would find it
+        config["region"] = _bucket_region(bucket, settings.get("region", "us-east-1"))
+    # AWS itself: bucket.s3.<region>.amazonaws.com, as botocore addresses it (path-style for a name with dots,
+    # which a virtual host's TLS certificate does not cover); another endpoint: path-style
+    config["virtual_hosted_style_request"] = not endpoint and "." not in bucket
+    store = S3Store(
+        bucket,
+        config=config,
+        client_options={  # botocore's 60 s to connect; a whole PUT may take longer than one read
+            "allow_http": endpoint.startswith("http://"),
+            "connect_timeout": dt.timedelta(seconds=60),
+            "timeout": dt.timedelta(seconds=300),
+        },
+        retry_config={"max_retries": 0, "retry_timeout": dt.timedelta(seconds=60)},  # RetryPolicy retries
+    )
+    with _STORES_LOCK:
+        if not _STORES:
+            atexit.register(_close_stores)
+        return _STORES.setdefault(key, store)
 
 
 _STATUS = re.compile(r"status code: (\d{3})")
