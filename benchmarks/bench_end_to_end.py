@@ -22,7 +22,6 @@ Run: ``python benchmarks/bench_end_to_end.py`` (``--keep DIR`` keeps the run fol
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -39,21 +38,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._procs import process_tree  # noqa: E402
+
 PRESET = ROOT / "configs" / "tile" / "camelyon16-10x.yaml"
 #: TileParams field -> ``wsipipe tile`` option, where the names differ.
 TILE_FLAGS = {"target_mpp": "--mpp"}
-
-
-def _tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants (from ``/proc/<pid>/task/*/children``)."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        for task in Path(f"/proc/{p}/task").glob("*/children"):
-            with contextlib.suppress(OSError):
-                todo += [int(c) for c in task.read_text().split()]
-    return out
 
 
 def _rss_kb(pid: int) -> int:
@@ -84,7 +73,7 @@ def run_stage(name: str, argv: list[str], log: Path) -> dict[str, float]:
             [sys.executable, "-m", "wsipipe", "-v", *argv], stdout=out, stderr=subprocess.STDOUT, env=env
         )
         while proc.poll() is None:
-            sizes = [_rss_kb(p) for p in _tree(proc.pid)]
+            sizes = [_rss_kb(p) for p in process_tree(proc.pid)]
             peak_sum, peak_one = max(peak_sum, sum(sizes)), max(peak_one, max(sizes, default=0))
             time.sleep(0.1)
     seconds = time.perf_counter() - start

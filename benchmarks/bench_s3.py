@@ -47,6 +47,9 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._procs import process_tree
+
 S3RVER = "s3rver@3.7.1"
 
 
@@ -94,21 +97,10 @@ def _server(kind: str, work: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit(f"{kind} server did not start")
 
 
-def _process_tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (npm's launcher runs s3rver as a child)."""
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*/children"):
-            todo += [int(c) for c in task.read_text().split()]
-    return found
-
-
 def _cpu_seconds(pid: int) -> float:
     """CPU seconds (user + system) used so far by ``pid`` and its descendants (Linux ``/proc``)."""
     total = 0.0
-    for p in _process_tree(pid):
+    for p in process_tree(pid):
         fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
@@ -163,7 +155,7 @@ def main() -> None:
         cpus = sorted(os.sched_getaffinity(0))
         if len(cpus) < 2:
             raise SystemExit("--pin needs at least 2 CPUs")
-        for pid in _process_tree(proc.pid):
+        for pid in process_tree(proc.pid):
             os.sched_setaffinity(pid, {cpus[-1]})
         os.sched_setaffinity(0, set(cpus[:-1]))
     os.environ.update(
@@ -178,7 +170,6 @@ def main() -> None:
     try:
         import fsspec
 
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         from tests.inference.conftest import make_checkpoint
         from wsipipe.inference import predict_stores
         from wsipipe.synth import make_test_slide
