@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
 from wsipipe.storage._clients import url_fs
@@ -178,16 +178,18 @@ class ObstoreReader:
         if not paths:
             return []
         if not self._ranges_by_s3fs():
-
-            async def all_ranges() -> list[bytes | BaseException]:
-                gets = (self._get(p, s, e) for p, s, e in zip(paths, starts, ends, strict=True))
-                return list(await asyncio.gather(*gets, return_exceptions=True))
-
-            got = self._run(all_ranges())
+            got = self._run(self._cat_ranges(paths, starts, ends))
             if not any(isinstance(g, RangeNotHonoured) for g in got):
                 return got
             self._refused_ranges()
         return list(self._s3fs(paths[0]).cat_ranges(paths, starts, ends))
+
+    async def _cat_ranges(
+        self, paths: Sequence[str], starts: Sequence[int | None], ends: Sequence[int | None], on_error: str = "return"
+    ) -> list[bytes | BaseException]:
+        """fsspec's ``_cat_ranges``: concurrent GETs; with ``on_error="return"`` a failed range's error in its place."""
+        gets = (self._get(p, s, e) for p, s, e in zip(paths, starts, ends, strict=True))
+        return list(await asyncio.gather(*gets, return_exceptions=on_error == "return"))
 
     async def _list(self, path: str, limit: int | None) -> list[str]:
         import obstore
@@ -234,13 +236,16 @@ class ObstoreReader:
     def ls(self, path: str, detail: bool = False) -> list[str]:
         """The paths of the objects and prefixes right under the prefix ``path/`` (one LIST per 1,000, ``/`` delimited)."""
         if detail:
-            raise ValueError("ObstoreReader.ls gives names only (detail=False)")
+            raise ValueError(f"{type(self).__name__}.ls gives names only (detail=False)")
         if _in_event_loop():
             return [str(p) for p in self._s3fs(path).ls(path, detail=False)]
         return self._run(self._ls(path))
 
-    async def _ls(self, path: str) -> list[str]:
+    async def _ls(self, path: str, detail: bool = False) -> list[str]:
         import obstore
+
+        if detail:
+            raise ValueError(f"{type(self).__name__}.ls gives names only (detail=False)")
 
         store, key = self._store(path)
         bucket = path.partition("/")[0]
@@ -270,12 +275,6 @@ class ObstoreAsyncFS(ObstoreReader):
     async def _cat_file(self, path: str, start: int | None = None, end: int | None = None) -> bytes:
         return await self._get(path, start, end)
 
-    async def _cat_ranges(
-        self, paths: list[str], starts: list[int | None], ends: list[int | None], on_error: str = "return"
-    ) -> list[bytes | BaseException]:
-        gets = (self._get(p, s, e) for p, s, e in zip(paths, starts, ends, strict=True))
-        return list(await asyncio.gather(*gets, return_exceptions=on_error == "return"))
-
     async def _pipe_file(self, path: str, value: bytes) -> None:
         import obstore
 
@@ -303,11 +302,6 @@ class ObstoreAsyncFS(ObstoreReader):
         if detail or withdirs:
             raise ValueError("ObstoreAsyncFS._find gives object names only")
         return await self._list(path, None)
-
-    async def _ls(self, path: str, detail: bool = False) -> list[str]:  # type: ignore[override]
-        if detail:
-            raise ValueError("ObstoreAsyncFS._ls gives names only")
-        return await ObstoreReader._ls(self, path)
 
 
 def _from_environment(kind: type[ObstoreReader]) -> ObstoreReader:
