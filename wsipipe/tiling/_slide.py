@@ -245,15 +245,14 @@ def _prepare(job: _Job) -> _Prepared:
     try:
         if not is_url(job.path) and not Path(job.path).exists():
             raise SlideNotFoundError(f"slide {job.path!r} does not exist")
-        if job.force:  # replace whatever is there
-            slide_hash, existed = slide_content_hash(job.path), True
-        elif is_url(job.store):  # the resume check's listing goes out beside the slide's first GET
+        if is_url(job.store) and not job.force:  # the resume check's listing goes out beside the slide's first GET
             with ThreadPoolExecutor(1, thread_name_prefix="wsipipe-exists") as pool:
                 exists = pool.submit(store_exists, job.store)
                 slide_hash = slide_content_hash(job.path)
                 existed = exists.result()
         else:
-            slide_hash, existed = slide_content_hash(job.path), store_exists(job.store)
+            slide_hash = slide_content_hash(job.path)
+            existed = job.force or store_exists(job.store)  # with force: replace whatever is there
         phash = params_hash(params)
         resumed = _resume(job, slide_hash, phash) if existed and not job.force else None
         if resumed is not None:
